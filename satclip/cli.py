@@ -1,0 +1,61 @@
+"""The ``satclip`` command: one subcommand per user job, each implemented in its own module.
+
+A subcommand module provides ``add_arguments(parser)`` and ``run(args)``; ``fit`` hands its
+arguments to LightningCLI through ``main(argv)``. Modules are imported only when their subcommand
+runs, so ``satclip --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("satclip.train.cli", "contrastive pretraining (LightningCLI: satclip fit --config configs/demo.yaml)"),
+    "shards": ("satclip.data.shards", "write WebDataset shards from Sentinel-2 GeoTIFF folders or S2-100K tars"),
+    "embed": ("satclip.io.embed", "embed coordinates from a CSV/Parquet/NPY file with a location tower"),
+    "export": ("satclip.io.export", "export a checkpoint's location tower (safetensors + config.json, ONNX, TorchScript)"),
+    "locfit": ("satclip.eval.locfit", "fit a location encoder to a table of (lon, lat, target)"),
+    "locbench": ("satclip.eval.locbench", "reproduce the Siren(SH) land-ocean / checkerboard tables"),
+    "probe": ("satclip.eval.probe", "probe pretrained location embeddings on a downstream table"),
+    "plot-embeddings": ("satclip.eval.plots", "map the first three principal components of location embeddings"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: satclip <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "Run 'satclip <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``satclip`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"satclip: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    if name == "fit":
+        module.main(rest)
+        return 0
+    parser = argparse.ArgumentParser(prog=f"satclip {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

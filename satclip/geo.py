@@ -1,0 +1,57 @@
+"""Coordinates: the one validator for (lon, lat) inputs and great-circle distances.
+
+Every entry point that takes coordinates (location encoders, the loader, ``satclip embed``)
+validates them here, so the error messages are the same everywhere.
+"""
+
+from __future__ import annotations
+
+
+import torch
+
+EARTH_RADIUS_KM = 6371.0088
+
+
+def wrap_longitude(lon: torch.Tensor) -> torch.Tensor:
+    """Wrap longitudes outside [-180, 180] into that range; values inside are left untouched."""
+    outside = (lon < -180) | (lon > 180)
+    if not bool(outside.any()):
+        return lon
+    wrapped = torch.remainder(lon + 180.0, 360.0) - 180.0
+    return torch.where(outside, wrapped, lon)
+
+
+def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat") -> torch.Tensor:
+    """Check an (N, 2) [lon, lat] tensor in degrees and return it with longitudes wrapped.
+
+    Raises ``ValueError`` for a wrong shape, non-finite values or |lat| > 90, saying how many
+    rows are bad and showing the first one. Longitudes outside [-180, 180] are wrapped.
+    """
+    if not isinstance(lonlat, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (N, 2), got {type(lonlat).__name__}")
+    if lonlat.ndim != 2 or lonlat.shape[1] != 2:
+        raise ValueError(f"{name}: expected shape (N, 2) holding [lon, lat] in degrees, got {tuple(lonlat.shape)}")
+    if not lonlat.is_floating_point():
+        lonlat = lonlat.double()
+    bad = ~torch.isfinite(lonlat).all(dim=1)
+    bad |= lonlat[:, 1].abs() > 90
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten()
+        first = int(rows[0])
+        lon, lat = (float(v) for v in lonlat[first])
+        raise ValueError(
+            f"{name}: {rows.numel()} of {lonlat.shape[0]} rows are not valid [lon, lat] degrees "
+            f"(non-finite or |lat| > 90); first bad row {first}: lon={lon!r}, lat={lat!r}"
+        )
+    return torch.stack([wrap_longitude(lonlat[:, 0]), lonlat[:, 1]], dim=1)
+
+
+def great_circle_km(lonlat_a: torch.Tensor, lonlat_b: torch.Tensor) -> torch.Tensor:
+    """Haversine distance in km between matching rows of two (N, 2) [lon, lat] degree tensors."""
+    lon1, lat1 = torch.deg2rad(lonlat_a).unbind(-1)
+    lon2, lat2 = torch.deg2rad(lonlat_b).unbind(-1)
+    h = torch.sin((lat2 - lat1) / 2) ** 2 + torch.cos(lat1) * torch.cos(lat2) * torch.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * torch.asin(torch.clamp(h, 0.0, 1.0).sqrt())
+
+
+__all__ = ["EARTH_RADIUS_KM", "great_circle_km", "validate_lonlat", "wrap_longitude"]

@@ -1,0 +1,77 @@
+"""The location tower: a positional encoding followed by a network, built by name."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..geo import validate_lonlat
+from .registry import NETWORKS, POSITIONAL_ENCODINGS
+
+
+class LocationEncoder(nn.Module):
+    """(N, 2) [lon, lat] degrees -> (N, output_dim) embeddings.
+
+    Coordinates are validated (``ValueError`` naming the bad rows; longitudes outside
+    [-180, 180] are wrapped). The encoding is computed in float64 and cast to the network's dtype,
+    so ``.double()`` gives the released checkpoints' float64 tower and ``.float()`` a float32 one.
+    Attribute names (``posenc``, ``nnet``) match the released checkpoints (``location.nnet.*``).
+    """
+
+    def __init__(self, positional_encoding: nn.Module, network: nn.Module, config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.posenc = positional_encoding
+        self.nnet = network
+        self.config = dict(config or {})
+
+    @property
+    def output_dim(self) -> int:
+        last = [p for p in self.nnet.parameters() if p.ndim == 2][-1]
+        return int(last.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.nnet.parameters()).dtype
+
+    def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
+        lonlat = validate_lonlat(lonlat)
+        feats = self.posenc(lonlat.to(torch.float64))
+        return self.nnet(feats.to(self.dtype))
+
+
+def _split_hparams(cls: type, hparams: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in hparams.items() if k in params and k not in skip}
+
+
+def build_location_encoder(
+    pe: str = "sphericalharmonics",
+    nn: str = "siren",
+    output_dim: int = 256,
+    dtype: torch.dtype = torch.float64,
+    **hparams: Any,
+) -> LocationEncoder:
+    """Build a location tower by name, e.g. ``build_location_encoder("sphericalharmonics", "siren", legendre_polys=10)``.
+
+    ``hparams`` go to whichever of the encoding and the network accepts them (e.g. legendre_polys,
+    frequency_num, min_radius, max_radius; dim_hidden, num_layers, dropout). An unknown name or a
+    hyper-parameter neither accepts raises ``ValueError``. Defaults give the released Siren(SH):
+    L=10, 2 hidden layers of 512, 256 outputs, float64.
+    """
+    if pe not in POSITIONAL_ENCODINGS:
+        raise ValueError(f"unknown positional encoding {pe!r}; choose from {sorted(POSITIONAL_ENCODINGS)}")
+    if nn not in NETWORKS:
+        raise ValueError(f"unknown network {nn!r}; choose from {sorted(NETWORKS)}")
+    pe_cls, nn_cls = POSITIONAL_ENCODINGS[pe], NETWORKS[nn]
+    pe_kwargs = _split_hparams(pe_cls, hparams, ())
+    nn_kwargs = _split_hparams(nn_cls, hparams, ("input_dim", "output_dim"))
+    unknown = sorted(set(hparams) - set(pe_kwargs) - set(nn_kwargs))
+    if unknown:
+        raise ValueError(f"hyper-parameters {unknown} are accepted neither by encoding {pe!r} nor by network {nn!r}")
+    posenc = pe_cls(**pe_kwargs)
+    network = nn_cls(posenc.output_dim, output_dim, **nn_kwargs)
+    config = {"pe": pe, "nn": nn, "output_dim": output_dim, **hparams}
+    return LocationEncoder(posenc, network, config).to(dtype)

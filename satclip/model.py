@@ -1,0 +1,75 @@
+"""SatCLIP: an image tower and a location tower trained to agree, plus a learnable temperature.
+
+Parameter names follow the released checkpoints (``visual.*``, ``location.nnet.*``,
+``logit_scale``), so those load without a remapping table.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .location import build_location_encoder
+from .vision import build_image_encoder
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class SatCLIP(nn.Module):
+    """Dual encoder. ``location`` holds the location tower's hyper-parameters (see
+    ``satclip.location.build_location_encoder``); the default is the released Siren(SH) L=10.
+
+    ``freeze_backbone`` trains only the image head; frozen BatchNorm layers then stay in eval mode
+    (their running statistics are kept) unless ``frozen_bn_drift=True``, which reproduces the
+    reference, whose frozen backbone stays in train mode and lets the statistics drift.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        vision: str = "resnet18",
+        in_chans: int = 13,
+        vision_weights: str | Path | None = None,
+        freeze_backbone: bool = False,
+        frozen_bn_drift: bool = False,
+        location: dict[str, Any] | None = None,
+        location_dtype: torch.dtype = torch.float64,
+    ) -> None:
+        super().__init__()
+        self.freeze_backbone = freeze_backbone
+        self.frozen_bn_drift = frozen_bn_drift
+        self.visual = build_image_encoder(vision, in_chans, embed_dim, vision_weights, freeze_backbone)
+        loc = {"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 10, "dim_hidden": 512, "num_layers": 2, **(location or {})}
+        self.location = build_location_encoder(output_dim=embed_dim, dtype=location_dtype, **loc)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def train(self, mode: bool = True) -> "SatCLIP":
+        super().train(mode)
+        if mode and self.freeze_backbone and not self.frozen_bn_drift:
+            for module in self.visual.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) reflectances -> (B, embed_dim) image embeddings (not normalised)."""
+        return self.visual(image)
+
+    def encode_location(self, lonlat: torch.Tensor) -> torch.Tensor:
+        """(B, 2) [lon, lat] degrees -> (B, embed_dim) location embeddings (not normalised), in the tower's dtype."""
+        return self.location(lonlat)
+
+    def temperature_scale(self) -> torch.Tensor:
+        """exp(logit_scale), clamped at 100 as in CLIP."""
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+    def forward(self, image: torch.Tensor, lonlat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """L2-normalised image and location embeddings (float32) and the logit scale."""
+        img = F.normalize(self.encode_image(image).float(), dim=-1)
+        loc = F.normalize(self.encode_location(lonlat).float(), dim=-1)
+        return img, loc, self.temperature_scale()
