@@ -24,6 +24,7 @@ class SatCLIP(nn.Module):
     """Dual encoder. ``location`` holds the location tower's hyper-parameters (see
     ``satclip.location.build_location_encoder``); the default is the released Siren(SH) L=10.
 
+    ``location_dtype`` ("float64" as released, or "float32") is the location tower's precision.
     ``freeze_backbone`` trains only the image head; frozen BatchNorm layers then stay in eval mode
     (their running statistics are kept) unless ``frozen_bn_drift=True``, which reproduces the
     reference, whose frozen backbone stays in train mode and lets the statistics drift.
@@ -38,14 +39,14 @@ class SatCLIP(nn.Module):
         freeze_backbone: bool = False,
         frozen_bn_drift: bool = False,
         location: dict[str, Any] | None = None,
-        location_dtype: torch.dtype = torch.float64,
+        location_dtype: str = "float64",
     ) -> None:
         super().__init__()
         self.freeze_backbone = freeze_backbone
         self.frozen_bn_drift = frozen_bn_drift
         self.visual = build_image_encoder(vision, in_chans, embed_dim, vision_weights, freeze_backbone)
         loc = {"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 10, "dim_hidden": 512, "num_layers": 2, **(location or {})}
-        self.location = build_location_encoder(output_dim=embed_dim, dtype=location_dtype, **loc)
+        self.location = build_location_encoder(output_dim=embed_dim, dtype=getattr(torch, location_dtype), **loc)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def train(self, mode: bool = True) -> "SatCLIP":
