@@ -1,0 +1,120 @@
+"""Atomic checkpoint writing and weights-only reading for Lightning.
+
+A run killed while ``last.ckpt`` is being written must still find the previous ``last.ckpt``
+intact. ``AtomicCheckpointIO`` writes to a hidden temporary file in the target's directory,
+flushes and fsyncs it, renames it over the target with ``os.replace`` (atomic on POSIX) and fsyncs
+the directory so the rename itself survives a power loss. Every ModelCheckpoint file, including
+``last.ckpt`` with ``save_last=True`` (saved through ``trainer.save_checkpoint``), goes through it.
+Reading always uses ``torch.load(weights_only=True)``: a checkpoint that would run code when
+unpickled is refused.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import tempfile
+from typing import Any, Callable, Optional
+
+import torch
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.fabric.utilities.cloud_io import _load as fsspec_load
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+__all__ = ["AtomicCheckpointIO", "UnsafeCheckpointError", "atomic_torch_save", "safe_torch_load"]
+
+_TMP_SUFFIX = ".tmp"
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint holds objects that ``torch.load(weights_only=True)`` refuses to build."""
+
+
+def _temp_prefix(path: str) -> str:
+    # Hidden and not ending in .ckpt, so ModelCheckpoint's "last" lookup never picks it up.
+    return "." + os.path.basename(path) + "."
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(path: str, keep: str) -> None:
+    """Delete temporaries of ``path`` left behind by a writer that was killed (SIGKILL)."""
+    directory = os.path.dirname(path) or "."
+    pattern = os.path.join(glob.escape(directory), glob.escape(_temp_prefix(path)) + "*" + _TMP_SUFFIX)
+    for stale in glob.glob(pattern):
+        if stale != keep:
+            try:
+                os.remove(stale)
+            except FileNotFoundError:
+                pass
+
+
+def atomic_torch_save(obj: Any, path: _PATH) -> None:
+    """``torch.save`` to a local ``path`` so that readers see either the old or the new file, whole."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=_TMP_SUFFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(directory)
+    _remove_stale_temps(path, keep=tmp)
+
+
+def safe_torch_load(path: _PATH, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` (local or fsspec URL) with a clear refusal message."""
+    try:
+        return fsspec_load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = str(err).strip().splitlines()
+        hint = next((line for line in detail if "Unsupported global" in line or "GLOBAL" in line), detail[0] if detail else "")
+        raise UnsafeCheckpointError(
+            f"refusing to load {os.fspath(path)!r}: it contains objects that plain-weights loading "
+            f"(torch.load weights_only=True) does not allow, and unpickling them could run code. {hint.strip()}"
+        ) from None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning ``CheckpointIO``: atomic local writes (temp + fsync + rename), weights-only reads.
+
+    Remote URLs (``s3://``, ``gs://``...) use Lightning's upload, which object stores make atomic.
+    Use as ``Trainer(plugins=[AtomicCheckpointIO()])`` or, in a LightningCLI config,
+    ``trainer.plugins: [{class_path: satclip.train.checkpoint_io.AtomicCheckpointIO}]``.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Optional[Callable] = lambda storage, loc: storage,
+        weights_only: Optional[bool] = None,
+    ) -> dict[str, Any]:
+        """Load with ``weights_only=True`` whatever the caller asks: resuming never runs pickled code."""
+        from lightning.fabric.utilities.cloud_io import get_filesystem
+
+        if not get_filesystem(path).exists(path):
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return safe_torch_load(path, map_location=map_location)

@@ -1,0 +1,87 @@
+"""Atomic checkpoints, weights-only reading and graceful preemption (satclip.train.checkpoint_io, .preemption)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from satclip.train import checkpoint_io
+from satclip.train.checkpoint_io import AtomicCheckpointIO, UnsafeCheckpointError, atomic_torch_save, safe_torch_load
+
+
+class _Payload:
+    """Unpickling this would create ``marker``: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _hostile_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "hostile.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"x": _Payload(marker)}}, path)
+    assert not marker.exists()
+    return path, marker
+
+
+def _temps(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_atomic_save_round_trip_and_replace(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "last.ckpt"
+    atomic_torch_save({"step": 1, "w": torch.arange(3.0)}, path)
+    atomic_torch_save({"step": 2, "w": torch.arange(4.0)}, path)
+    loaded = safe_torch_load(path)
+    assert loaded["step"] == 2 and torch.equal(loaded["w"], torch.arange(4.0))
+    assert _temps(path.parent) == []
+
+
+def test_crash_mid_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 7}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")  # what a killed writer leaves on disk
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"step": 8}, path)
+    monkeypatch.setattr(checkpoint_io.torch, "save", real_save)
+    assert safe_torch_load(path)["step"] == 7
+    assert _temps(tmp_path) == []
+
+
+def test_stale_temp_from_sigkilled_writer_is_cleaned(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    stale = tmp_path / ".last.ckpt.abc123.tmp"
+    stale.write_bytes(b"truncated")
+    other = tmp_path / ".epoch=0.ckpt.zzz.tmp"  # another target's temp is not ours to delete
+    other.write_bytes(b"x")
+    atomic_torch_save({"step": 1}, path)
+    assert not stale.exists() and other.exists()
+
+
+def test_checkpoint_io_plugin_writes_atomically_and_reads_weights_only(tmp_path: Path) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "ckpts" / "last.ckpt"
+    io.save_checkpoint({"global_step": 3, "state_dict": {"w": torch.ones(2)}}, path)
+    assert io.load_checkpoint(path)["global_step"] == 3
+    with pytest.raises(FileNotFoundError, match="not found"):
+        io.load_checkpoint(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize("weights_only", [None, False, True])
+def test_hostile_checkpoint_refused_by_resume_path(tmp_path: Path, weights_only) -> None:
+    path, marker = _hostile_checkpoint(tmp_path)
+    with pytest.raises(UnsafeCheckpointError, match=r"refusing to load .*hostile\.ckpt.*weights_only=True"):
+        AtomicCheckpointIO().load_checkpoint(path, weights_only=weights_only)
+    assert not marker.exists(), "unpickling ran code"
