@@ -85,3 +85,70 @@ def test_hostile_checkpoint_refused_by_resume_path(tmp_path: Path, weights_only)
     with pytest.raises(UnsafeCheckpointError, match=r"refusing to load .*hostile\.ckpt.*weights_only=True"):
         AtomicCheckpointIO().load_checkpoint(path, weights_only=weights_only)
     assert not marker.exists(), "unpickling ran code"
+
+
+# --- graceful preemption ---------------------------------------------------------------------
+
+import signal  # noqa: E402
+
+import lightning.pytorch as pl  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+
+from satclip.train.preemption import Preemption  # noqa: E402
+
+
+class _Tiny(pl.LightningModule):
+    """Sends ``signum`` to its own process during step ``at`` (as a scheduler would)."""
+
+    def __init__(self, signum: int = 0, at: int = -1) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.signum, self.at = signum, at
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == self.at:
+            os.kill(os.getpid(), self.signum)
+        return self.layer(batch).pow(2).mean()
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randn(64, 4), batch_size=2)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _trainer(tmp_path: Path, save_last=True, **kwargs) -> pl.Trainer:
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=save_last, every_n_train_steps=100)
+    return pl.Trainer(
+        default_root_dir=tmp_path, max_steps=20, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[Preemption(), ckpt], plugins=[AtomicCheckpointIO()], **kwargs,
+    )
+
+
+def test_sigusr1_saves_last_and_stops(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGUSR1)
+    trainer = _trainer(tmp_path)
+    trainer.fit(_Tiny(signal.SIGUSR1, at=4))
+    assert trainer.global_step == 5  # the step in flight finished, then the run stopped
+    assert safe_torch_load(tmp_path / "ckpts" / "last.ckpt")["global_step"] == 5
+    assert signal.getsignal(signal.SIGUSR1) == before  # handler restored
+
+
+def test_sigterm_saves_last_and_exits_cleanly(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        trainer.fit(_Tiny(signal.SIGTERM, at=6))
+    assert exit_info.value.code in (None, 0)
+    assert safe_torch_load(tmp_path / "ckpts" / "last.ckpt")["global_step"] == 7
+    resumed = _trainer(tmp_path)
+    resumed.fit(_Tiny(), ckpt_path="last")
+    assert resumed.global_step == 20
+
+
+def test_preemption_requires_atomic_last_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="save_last='link'"):
+        _trainer(tmp_path, save_last="link").fit(_Tiny())
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=1, logger=False, enable_checkpointing=False,
+                         callbacks=[Preemption()])
+    with pytest.raises(ValueError, match="save_last=True"):
+        trainer.fit(_Tiny())

@@ -1,0 +1,96 @@
+"""Graceful preemption: SIGTERM or SIGUSR1 -> finish the step, save ``last.ckpt``, stop cleanly.
+
+Cloud spot instances, Kubernetes and SLURM send SIGTERM (SLURM also SIGUSR1 ``--signal`` seconds
+before the time limit). ``Preemption`` turns either into a checkpoint at the next step boundary
+(the same point where ModelCheckpoint saves, so ``--ckpt_path last`` resumes exactly there) and a
+clean stop. All ranks agree on the decision, so a signal that reaches one rank stops them all.
+
+On SLURM with ``SLURMEnvironment(auto_requeue=True, requeue_signal=SIGUSR1)`` (Lightning's default
+when it detects an ``srun`` job), Lightning itself owns SIGUSR1: it saves ``hpc_ckpt_N.ckpt`` in
+``default_root_dir`` and runs ``scontrol requeue``; this callback then handles only SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+__all__ = ["Preemption", "slurm_requeue_environment"]
+
+
+def slurm_requeue_environment() -> SLURMEnvironment:
+    """Lightning's SLURM plugin that saves and requeues the job on SIGUSR1 (``#SBATCH --signal=USR1@120``)."""
+    return SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)
+
+
+def _lightning_owns_sigusr1(trainer: "pl.Trainer") -> bool:
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    return isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal == signal.SIGUSR1
+
+
+def _last_checkpoint_callback(trainer: "pl.Trainer") -> ModelCheckpoint:
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.save_last:
+            if cb.save_last == "link":
+                raise ValueError(
+                    "Preemption: ModelCheckpoint(save_last='link') replaces last.ckpt by delete + symlink, which a "
+                    "kill can interrupt and leave no last.ckpt; use save_last=True (written atomically)"
+                )
+            return cb
+    raise ValueError(
+        "Preemption needs a ModelCheckpoint with save_last=True so that `--ckpt_path last` finds the "
+        "checkpoint it saves; add one to trainer.callbacks"
+    )
+
+
+class Preemption(Callback):
+    """Save ``last.ckpt`` and stop at the next step boundary after SIGTERM or SIGUSR1."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._previous: Optional[Any] = None
+        self._installed = False
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage == "fit":
+            _last_checkpoint_callback(trainer)
+
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # Lightning installs its own handlers after on_fit_start; it keeps ours for SIGTERM (it sets
+        # trainer.received_sigterm) and skips SIGUSR1 when a handler exists, so leave SIGUSR1 to it on SLURM.
+        self._requested = False
+        if hasattr(signal, "SIGUSR1") and not _lightning_owns_sigusr1(trainer):
+            if threading.current_thread() is threading.main_thread():
+                self._previous = signal.signal(signal.SIGUSR1, self._on_signal)
+                self._installed = True
+
+    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+        self._requested = True
+        if callable(self._previous):
+            self._previous(signum, frame)
+
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *args: Any) -> None:
+        requested = self._requested or trainer.received_sigterm
+        if trainer.world_size > 1:  # a collective every step: every rank must take part
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if not requested:
+            return
+        cb = _last_checkpoint_callback(trainer)
+        path = cb.last_model_path or os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"Preemption: signal received, saved {path} at global step {trainer.global_step}; stopping")
+        self._requested = False
+        trainer.should_stop = True
+
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if self._installed and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._installed = False
