@@ -54,4 +54,30 @@ def great_circle_km(lonlat_a: torch.Tensor, lonlat_b: torch.Tensor) -> torch.Ten
     return 2 * EARTH_RADIUS_KM * torch.asin(torch.clamp(h, 0.0, 1.0).sqrt())
 
 
-__all__ = ["EARTH_RADIUS_KM", "great_circle_km", "validate_lonlat", "wrap_longitude"]
+def lonlat_from_georeference(path_or_dataset) -> tuple[float, float]:
+    """Centre (lon, lat) in WGS84 degrees of a georeferenced raster.
+
+    Accepts a path, the raw bytes of a GeoTIFF, or an open rasterio dataset. The centre of the
+    raster (pixel coordinates W/2, H/2) is transformed from the raster's CRS with
+    ``rasterio.warp.transform``; for S2-100K patches this agrees with their index to ~1e-6 degrees.
+    Raises ``ValueError`` when the raster has no CRS or no geotransform.
+    """
+    import rasterio
+    from rasterio.io import MemoryFile
+    from rasterio.warp import transform
+
+    if isinstance(path_or_dataset, (bytes, bytearray, memoryview)):
+        with MemoryFile(bytes(path_or_dataset)) as memfile, memfile.open() as dataset:
+            return lonlat_from_georeference(dataset)
+    if not hasattr(path_or_dataset, "transform"):
+        with rasterio.open(path_or_dataset) as dataset:
+            return lonlat_from_georeference(dataset)
+    dataset = path_or_dataset
+    if dataset.crs is None or dataset.transform.is_identity:
+        raise ValueError(f"{dataset.name}: no georeference (CRS {dataset.crs}, transform {tuple(dataset.transform)[:6]})")
+    x, y = dataset.transform * (dataset.width / 2, dataset.height / 2)
+    lons, lats = transform(dataset.crs, "EPSG:4326", [x], [y])
+    return float(lons[0]), float(lats[0])
+
+
+__all__ = ["EARTH_RADIUS_KM", "great_circle_km", "lonlat_from_georeference", "validate_lonlat", "wrap_longitude"]
