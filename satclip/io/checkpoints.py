@@ -1,0 +1,277 @@
+"""Load SatCLIP models and location towers from released checkpoints, own checkpoints, exports and the hub.
+
+One reader for every source:
+
+- a released ``microsoft/SatCLIP-*`` Lightning checkpoint (``hyper_parameters`` in the reference's
+  vocabulary, mapped here to this project's names);
+- this project's Lightning checkpoints (``checkpoint["satclip"] = {"format": 1, "model": {SatCLIP kwargs}}``);
+- an exported location tower directory (``config.json`` + ``model.safetensors``, see ``satclip export``);
+- a Hugging Face Hub id (``microsoft/SatCLIP-ResNet18-L10``) or an https URL, cache first.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` only: a file holding any other
+pickled object is refused before anything in it runs. Nothing is downloaded besides the named
+checkpoint (no backbone weights), and loading a location tower imports neither timm nor lightning.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder
+from . import hub
+
+if TYPE_CHECKING:  # the model pulls in timm; imported only when a full model is loaded
+    from ..model import SatCLIP
+
+EXPORT_CONFIG = "config.json"
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_FORMAT = "satclip-location-encoder"
+OWN_FORMAT_VERSION = 1
+
+# reference ``vision_layers`` -> timm model name (the MoCo weights are not needed: the checkpoint has them)
+VISION_LAYERS = {
+    "moco_resnet18": "resnet18",
+    "moco_resnet50": "resnet50",
+    "moco_vit16": "vit_small_patch16_224",
+}
+# reference ``harmonics_calculation`` -> SphericalHarmonics convention
+HARMONICS_CALCULATION = {"analytic": "satclip", "closed-form": "closed-form"}
+# reference hyper-parameters that go to the positional encoding when it accepts them
+_ENCODING_HPARAMS = ("legendre_polys", "frequency_num", "min_radius", "max_radius")
+
+
+@dataclass
+class ModelSpec:
+    """What a checkpoint describes: ``SatCLIP(**kwargs)`` and its state dict (SatCLIP parameter names)."""
+
+    kwargs: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    source: str
+
+
+def resolve_source(source: str | Path) -> Path:
+    """Local path of ``source``: an existing file or directory, an https URL or a hub id (cache first)."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if "://" in text:
+        return hub.resolve_url(text)
+    if hub.is_hub_id(text):
+        return hub.resolve_hub_id(text)
+    raise FileNotFoundError(
+        f"checkpoint {text!r}: no such file or directory, and not a Hugging Face Hub id "
+        f"(owner/name, e.g. microsoft/SatCLIP-ResNet18-L10) or an https URL"
+    )
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on CPU, with clear errors for unsafe or unreadable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsafe is None:
+            raise ValueError(f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint (unpickling failed)") from None
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds pickled objects other than tensors and plain containers "
+            f"(e.g. {unsafe.group(1)}); refusing to load it: only weights_only loading is allowed, "
+            f"and nothing in the file was run"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"checkpoint {str(path)!r}: expected a dict, got {type(obj).__name__}")
+    return obj
+
+
+def _accepted(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in candidates.items() if k in params}
+
+
+def _require(hparams: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if k not in hparams]
+    if missing:
+        raise ValueError(f"{where}: missing hyper-parameters {missing}")
+
+
+def released_location_kwargs(hparams: dict[str, Any], where: str = "checkpoint") -> dict[str, Any]:
+    """Location tower hyper-parameters (``build_location_encoder`` names) from a released checkpoint's ``hyper_parameters``."""
+    _require(hparams, ("le_type", "pe_type"), where)
+    pe, nn = hparams["le_type"], hparams["pe_type"]
+    if pe not in POSITIONAL_ENCODINGS:
+        raise ValueError(f"{where}: positional encoding le_type={pe!r} is not available; choose from {sorted(POSITIONAL_ENCODINGS)}")
+    if nn not in NETWORKS:
+        raise ValueError(f"{where}: network pe_type={nn!r} is not available; choose from {sorted(NETWORKS)}")
+    loc: dict[str, Any] = {"pe": pe, "nn": nn}
+    loc.update(_accepted(POSITIONAL_ENCODINGS[pe], {k: hparams[k] for k in _ENCODING_HPARAMS if k in hparams}))
+    if pe == "sphericalharmonics":
+        calc = hparams.get("harmonics_calculation", "analytic")
+        if calc not in HARMONICS_CALCULATION:
+            raise ValueError(f"{where}: harmonics_calculation={calc!r} is not supported; expected one of {sorted(HARMONICS_CALCULATION)}")
+        loc["convention"] = HARMONICS_CALCULATION[calc]
+    network = {"dim_hidden": hparams.get("capacity"), "num_layers": hparams.get("num_hidden_layers")}
+    loc.update(_accepted(NETWORKS[nn], {k: v for k, v in network.items() if v is not None}))
+    return loc
+
+
+def released_model_kwargs(hparams: dict[str, Any], where: str = "checkpoint") -> dict[str, Any]:
+    """``SatCLIP`` keyword arguments from a released checkpoint's ``hyper_parameters``."""
+    _require(hparams, ("embed_dim", "vision_layers", "in_channels"), where)
+    vision = hparams["vision_layers"]
+    if vision not in VISION_LAYERS:
+        raise ValueError(f"{where}: vision_layers={vision!r} is not supported; expected one of {sorted(VISION_LAYERS)}")
+    return {
+        "embed_dim": int(hparams["embed_dim"]),
+        "vision": VISION_LAYERS[vision],
+        "in_chans": int(hparams["in_channels"]),
+        "location": released_location_kwargs(hparams, where),
+        "location_dtype": "float64",
+    }
+
+
+def _model_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SatCLIP names from a Lightning ``state_dict``: strip ``model.``; drop the released duplicate ``model.nnet.*``."""
+    state = {k[len("model.") :]: v for k, v in state_dict.items() if k.startswith("model.")}
+    if any(k.startswith("location.") for k in state):
+        state = {k: v for k, v in state.items() if not k.startswith("nnet.")}
+    return state
+
+
+def checkpoint_spec(checkpoint: dict[str, Any], where: str = "checkpoint") -> ModelSpec:
+    """Interpret a loaded Lightning checkpoint (released or this project's) as a ``ModelSpec``."""
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{where}: not a SatCLIP Lightning checkpoint (no 'state_dict' entry; keys {sorted(checkpoint)[:10]})")
+    state = _model_state(checkpoint["state_dict"])
+    if not state:
+        raise ValueError(f"{where}: its state_dict has no 'model.*' parameters")
+    if "satclip" in checkpoint:
+        meta = checkpoint["satclip"]
+        if not isinstance(meta, dict) or meta.get("format") != OWN_FORMAT_VERSION or not isinstance(meta.get("model"), dict):
+            raise ValueError(f"{where}: entry 'satclip' is not format {OWN_FORMAT_VERSION} with a 'model' dict: {meta!r}")
+        kwargs = {**meta["model"], "vision_weights": None}  # the checkpoint already holds the backbone
+    elif isinstance(checkpoint.get("hyper_parameters"), dict) and "le_type" in checkpoint["hyper_parameters"]:
+        kwargs = released_model_kwargs(checkpoint["hyper_parameters"], where)
+    else:
+        raise ValueError(
+            f"{where}: unknown checkpoint format: neither this project's 'satclip' entry nor released SatCLIP "
+            f"'hyper_parameters' (le_type, pe_type, vision_layers, ...)"
+        )
+    return ModelSpec(kwargs, state, where)
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{where}: weights do not fit the architecture: missing {missing[:8]}, unexpected {unexpected[:8]}, shapes {shapes[:8]}")
+    module.load_state_dict(state)
+
+
+def _as_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def read_export(directory: str | Path) -> LocationEncoder:
+    """An exported location tower (``config.json`` + ``model.safetensors``), on CPU, in its saved dtype."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config_path, weights_path = directory / EXPORT_CONFIG, directory / EXPORT_WEIGHTS
+    for required in (config_path, weights_path):
+        if not required.is_file():
+            raise FileNotFoundError(f"exported location tower {str(directory)!r}: missing {required.name}")
+    config = json.loads(config_path.read_text())
+    if config.get("format") != EXPORT_FORMAT or not isinstance(config.get("architecture"), dict):
+        raise ValueError(f"{str(config_path)!r}: not a satclip location tower export (format {config.get('format')!r})")
+    encoder = build_location_encoder(**config["architecture"], dtype=_as_dtype(config.get("dtype", "float64")))
+    _load_state(encoder, load_file(str(weights_path)), str(directory))
+    return encoder
+
+
+def location_encoder_from_spec(spec: ModelSpec) -> LocationEncoder:
+    """The location tower of a ``ModelSpec`` alone (no image tower is built, timm is not imported)."""
+    kwargs = spec.kwargs
+    encoder = build_location_encoder(
+        output_dim=int(kwargs.get("embed_dim", 256)),
+        dtype=_as_dtype(kwargs.get("location_dtype", "float64")),
+        **dict(kwargs.get("location") or {}),
+    )
+    state = {k[len("location.") :]: v for k, v in spec.state_dict.items() if k.startswith("location.")}
+    _load_state(encoder, state, spec.source)
+    return encoder
+
+
+def read_spec(source: str | Path) -> ModelSpec:
+    """Resolve ``source`` and read it as a checkpoint file."""
+    path = resolve_source(source)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory (an exported location tower?): it holds no image tower; use load_location_encoder")
+    return checkpoint_spec(read_checkpoint(path), str(path))
+
+
+def load(source: str | Path, device: str | torch.device = "cpu") -> "SatCLIP":
+    """A full SatCLIP model (image and location towers) in eval mode from a checkpoint file, hub id or URL."""
+    from ..model import SatCLIP
+
+    spec = read_spec(source)
+    try:
+        model = SatCLIP(**spec.kwargs)
+    except TypeError as err:
+        raise ValueError(f"{spec.source}: model arguments {sorted(spec.kwargs)} do not fit SatCLIP: {err}") from None
+    _load_state(model, spec.state_dict, spec.source)
+    return model.to(device).eval()
+
+
+def load_location_encoder(
+    source: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+) -> LocationEncoder:
+    """The location tower (eval mode) of a checkpoint file, hub id, URL or exported directory.
+
+    ``dtype`` None keeps the stored precision (float64 for the released models); "float32" or
+    "float64" converts. ``encoder(lonlat)`` maps (N, 2) [lon, lat] degrees to (N, embed_dim).
+    """
+    path = resolve_source(source)
+    if path.is_dir() or path.name == EXPORT_WEIGHTS:
+        encoder = read_export(path if path.is_dir() else path.parent)
+    else:
+        encoder = location_encoder_from_spec(checkpoint_spec(read_checkpoint(path), str(path)))
+    if dtype is not None:
+        encoder = encoder.to(_as_dtype(dtype))
+    return encoder.to(device).eval()
+
+
+__all__ = [
+    "EXPORT_CONFIG",
+    "EXPORT_FORMAT",
+    "EXPORT_WEIGHTS",
+    "ModelSpec",
+    "checkpoint_spec",
+    "load",
+    "load_location_encoder",
+    "read_checkpoint",
+    "read_export",
+    "read_spec",
+    "released_location_kwargs",
+    "released_model_kwargs",
+    "resolve_source",
+]
