@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from .encodings import integer_hparam
 from .registry import register_network
 
 
@@ -29,13 +30,14 @@ class Linear(nn.Module):
 
 @register_network("mlp")
 class MLP(nn.Module):
-    """ReLU multilayer perceptron with ``num_layers`` hidden layers of width ``dim_hidden``."""
+    """ReLU multilayer perceptron: ``num_layers`` hidden layers of width ``dim_hidden``, then a linear output."""
 
     def __init__(self, input_dim: int, output_dim: int, dim_hidden: int = 256, num_layers: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
+        dim_hidden = integer_hparam("dim_hidden", dim_hidden)
         layers: list[nn.Module] = []
         width = input_dim
-        for _ in range(num_layers):
+        for _ in range(integer_hparam("num_layers", num_layers, minimum=0)):
             layers += [nn.Linear(width, dim_hidden), nn.ReLU(inplace=True)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
@@ -62,20 +64,27 @@ class _ResidualBlock(nn.Module):
 
 @register_network("fcnet")
 class FCNet(nn.Module):
-    """The residual fully connected network of Mac Aodha et al. (2019), "Presence-only geographical priors"."""
+    """The residual fully connected network of Mac Aodha et al. (2019), "Presence-only geographical priors".
+
+    Linear(input_dim, dim_hidden) + ReLU, ``num_layers`` residual blocks (4 in the paper; the
+    Siren(SH) comparison keeps 4 and tunes only ``dim_hidden``), dropout 0.5 inside each block,
+    and a bias-free linear output layer, all as in the paper.
+    """
 
     def __init__(self, input_dim: int, output_dim: int, dim_hidden: int = 256, num_layers: int = 4, dropout: float = 0.5) -> None:
         super().__init__()
+        dim_hidden = integer_hparam("dim_hidden", dim_hidden)
+        num_layers = integer_hparam("num_layers", num_layers, minimum=0)
         self.stem = nn.Sequential(nn.Linear(input_dim, dim_hidden), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[_ResidualBlock(dim_hidden, dropout) for _ in range(num_layers)])
-        self.head = nn.Linear(dim_hidden, output_dim)
+        self.head = nn.Linear(dim_hidden, output_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)))
 
 
 class SirenLayer(nn.Module):
-    """y = sin(w0 (W x + b)); ``activation=False`` gives the plain affine output layer.
+    """y = sin(w0 dropout(W x + b)); ``activation=False`` gives the plain affine output layer.
 
     Initialisation (Sitzmann et al., 2020): first layer U(-1/d, 1/d), others
     U(-sqrt(c/d)/w0, sqrt(c/d)/w0) with c = 6, d the input width.
@@ -95,7 +104,7 @@ class SirenLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = nn.functional.linear(x, self.weight, self.bias)
         if self.activation:
-            y = self.dropout(torch.sin(self.w0 * y))
+            y = torch.sin(self.w0 * self.dropout(y))  # dropout on the pre-activation, as in SatCLIP's SIREN
         return y
 
     def extra_repr(self) -> str:
@@ -117,6 +126,8 @@ class SirenNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        dim_hidden = integer_hparam("dim_hidden", dim_hidden)
+        num_layers = integer_hparam("num_layers", num_layers, minimum=0)
         self.layers = nn.ModuleList(
             SirenLayer(
                 input_dim if i == 0 else dim_hidden,
