@@ -135,10 +135,12 @@ def test_sigusr1_saves_last_and_stops(tmp_path: Path) -> None:
 
 
 def test_sigterm_saves_last_and_exits_cleanly(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGUSR1)
     trainer = _trainer(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         trainer.fit(_Tiny(signal.SIGTERM, at=6))
     assert exit_info.value.code in (None, 0)
+    assert signal.getsignal(signal.SIGUSR1) == before
     assert safe_torch_load(tmp_path / "ckpts" / "last.ckpt")["global_step"] == 7
     resumed = _trainer(tmp_path)
     resumed.fit(_Tiny(), ckpt_path="last")
@@ -152,3 +154,25 @@ def test_preemption_requires_atomic_last_checkpoint(tmp_path: Path) -> None:
                          callbacks=[Preemption()])
     with pytest.raises(ValueError, match="save_last=True"):
         trainer.fit(_Tiny())
+
+
+def test_slurm_sigusr1_saves_hpc_checkpoint_and_requeues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under srun Lightning's SLURMEnvironment(auto_requeue=True, SIGUSR1) owns SIGUSR1: atomic save + requeue."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "requeued"}\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "satclip",
+                       "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+                       "SLURM_NODELIST": "localhost"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    trainer = _trainer(tmp_path, accelerator="cpu", devices=1)
+    trainer.fit(_Tiny(signal.SIGUSR1, at=3))
+    env = trainer._accelerator_connector.cluster_environment
+    assert type(env).__name__ == "SLURMEnvironment" and env.auto_requeue and env.requeue_signal == signal.SIGUSR1
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+    hpc = sorted(tmp_path.glob("hpc_ckpt_*.ckpt"))
+    assert len(hpc) == 1 and safe_torch_load(hpc[0])["global_step"] >= 3

@@ -32,7 +32,8 @@ def slurm_requeue_environment() -> SLURMEnvironment:
 
 
 def _lightning_owns_sigusr1(trainer: "pl.Trainer") -> bool:
-    env = getattr(trainer.strategy, "cluster_environment", None)
+    # single-device strategies have no cluster_environment; the connector always knows it
+    env = getattr(trainer.strategy, "cluster_environment", None) or trainer._accelerator_connector.cluster_environment
     return isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal == signal.SIGUSR1
 
 
@@ -63,9 +64,9 @@ class Preemption(Callback):
         if stage == "fit":
             _last_checkpoint_callback(trainer)
 
-    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        # Lightning installs its own handlers after on_fit_start; it keeps ours for SIGTERM (it sets
-        # trainer.received_sigterm) and skips SIGUSR1 when a handler exists, so leave SIGUSR1 to it on SLURM.
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # Installed after Lightning's own handlers (SIGTERM sets trainer.received_sigterm), which it restores
+        # at teardown, also on an exception; on SLURM with auto-requeue SIGUSR1 is Lightning's.
         self._requested = False
         if hasattr(signal, "SIGUSR1") and not _lightning_owns_sigusr1(trainer):
             if threading.current_thread() is threading.main_thread():
@@ -90,7 +91,14 @@ class Preemption(Callback):
         self._requested = False
         trainer.should_stop = True
 
-    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+    def _restore(self) -> None:
         if self._installed and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, self._previous if self._previous is not None else signal.SIG_DFL)
             self._installed = False
+
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        # on an exception (SIGTERM included) Lightning skips the teardown hooks
+        self._restore()
