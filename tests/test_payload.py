@@ -1,0 +1,98 @@
+"""Payload codecs: s2c round trips bit-exactly and is smaller than the LZW GeoTIFF; bad bytes raise PayloadError."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from satclip.data.payload import PAYLOAD_EXTENSIONS, PayloadError, decode, encode_fast
+
+
+@pytest.fixture(scope="module")
+def tif_files(s2_sample):
+    return sorted((s2_sample / "images").glob("*.tif"))
+
+
+@pytest.fixture(scope="module")
+def tif_bytes(tif_files):
+    return tif_files[0].read_bytes()
+
+
+def test_extensions():
+    assert PAYLOAD_EXTENSIONS == ("tif", "s2c")
+
+
+def test_s2c_round_trip_bit_exact_and_smaller_than_tif(tif_files):
+    assert len(tif_files) == 20
+    for path in tif_files:
+        with rasterio.open(path) as dataset:
+            expected = dataset.read()
+        data = path.read_bytes()
+        from_tif = decode("tif", data)
+        blob = encode_fast(from_tif)
+        from_s2c = decode("s2c", blob)
+        assert from_tif.dtype == from_s2c.dtype == np.uint16
+        assert from_s2c.shape == (12, 256, 256)
+        np.testing.assert_array_equal(from_tif, expected)
+        np.testing.assert_array_equal(from_s2c, expected)
+        assert from_s2c.flags.writeable
+        assert len(blob) <= len(data), path.name
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", ">u2", "float32", "uint32"])
+def test_s2c_other_dtypes(dtype):
+    array = (np.arange(3 * 5 * 7) * 37 % 251).astype(dtype).reshape(3, 5, 7)
+    out = decode("s2c", encode_fast(array))
+    assert out.dtype == array.dtype.newbyteorder("=")
+    np.testing.assert_array_equal(out, array)
+
+
+def test_encode_fast_rejects_non_chw():
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        encode_fast(np.zeros((4, 4), np.uint16))
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+def test_s2c_bad_bytes_raise_payload_error(tif_bytes):
+    blob = encode_fast(decode("tif", tif_bytes))
+    cases = {
+        "empty": (b"", "empty"),
+        "garbage": (b"hello world" * 10, "not an s2c payload"),
+        "a tif": (tif_bytes, "not an s2c payload"),
+        "header only": (blob[:10], "truncated"),
+        "truncated half": (blob[: len(blob) // 2], "truncated"),
+        "last byte missing": (blob[:-1], "truncated"),
+        "trailing bytes": (blob + b"\x00", "padded"),
+        "flipped byte": (_flip(blob, len(blob) // 2), "corrupt"),
+        "bad dtype": (blob[:4] + b"?x\x00\x00" + blob[8:], "dtype"),
+    }
+    for name, (data, message) in cases.items():
+        with pytest.raises(PayloadError, match=message):
+            decode("s2c", data)
+            pytest.fail(f"no error for {name}")
+
+
+def test_tif_bad_bytes_raise_payload_error(tif_bytes):
+    blob = encode_fast(decode("tif", tif_bytes))
+    cases = {
+        "empty": (b"", "empty"),
+        "garbage": (b"hello world" * 10, "not a TIFF"),
+        "an s2c payload": (blob, "not a TIFF"),
+        "header only": (tif_bytes[:200], "could not be decoded.*TIFFReadDirectory"),
+        "truncated": (tif_bytes[:-100], "could not be decoded.*IReadBlock"),
+        "garbled tile": (tif_bytes[:500_000] + b"\xff" * 100 + tif_bytes[500_100:], "could not be decoded"),
+    }
+    for name, (data, message) in cases.items():
+        with pytest.raises(PayloadError, match=message):
+            decode("tif", data)
+            pytest.fail(f"no error for {name}")
+
+
+def test_unknown_extension():
+    with pytest.raises(PayloadError, match="unknown payload extension 'png'"):
+        decode("png", b"x")
+    assert issubclass(PayloadError, ValueError)
