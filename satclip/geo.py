@@ -75,7 +75,8 @@ def lonlat_from_georeference(path_or_dataset) -> tuple[float, float]:
     dataset = path_or_dataset
     if dataset.crs is None or dataset.transform.is_identity:
         raise ValueError(f"{dataset.name}: no georeference (CRS {dataset.crs}, transform {tuple(dataset.transform)[:6]})")
-    x, y = dataset.transform * (dataset.width / 2, dataset.height / 2)
+    t, col, row = dataset.transform, dataset.width / 2, dataset.height / 2
+    x, y = t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f  # explicit: affine's operators vary by version
     lons, lats = transform(dataset.crs, "EPSG:4326", [x], [y])
     return float(lons[0]), float(lats[0])
 

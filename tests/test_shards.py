@@ -1,0 +1,197 @@
+"""``satclip shards``: the three input layouts, coordinates, manifest, bit-exact payloads, bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from satclip.cli import main
+from satclip.data.payload import decode
+from satclip.data.shards import ShardInputError, read_index, write_shards
+from satclip.data.transforms import S2_BANDS
+
+
+def read_shards(out: Path) -> tuple[dict, dict[str, dict]]:
+    """The manifest and every sample ({ext: bytes}) of a shard folder, checking the manifest counts."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    samples: dict[str, dict] = {}
+    for shard in manifest["shards"]:
+        keys = set()
+        with tarfile.open(out / shard["name"]) as tar:
+            for member in tar:
+                key, ext = member.name.rsplit(".", 1)
+                keys.add(key)
+                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
+        assert len(keys) == shard["samples"]
+    assert manifest["samples"] == len(samples) == sum(s["samples"] for s in manifest["shards"])
+    return manifest, samples
+
+
+@pytest.fixture(scope="module")
+def index(s2_sample) -> dict[str, tuple[float, float]]:
+    return read_index(s2_sample / "index.csv")
+
+
+def test_read_index_any_column_order(s2_sample, index):
+    assert len(index) == 20
+    with open(s2_sample / "index.csv", newline="") as f:
+        row = next(csv.DictReader(f))  # columns lat, lon, url, fn
+    assert index[row["fn"]] == (float(row["lon"]), float(row["lat"]))
+
+
+def test_s2_100k_folder_s2c(s2_sample, index, tmp_path):
+    manifest = write_shards([s2_sample], tmp_path, samples_per_shard=8, progress=False)
+    assert manifest["format"] == "satclip-shards/1"
+    assert manifest["payload"] == "s2c" and manifest["dtype"] == "uint16"
+    assert manifest["bands"] == list(S2_BANDS) == "B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12".split()
+    assert [(s["name"], s["samples"]) for s in manifest["shards"]] == [
+        ("shard-000000.tar", 8), ("shard-000001.tar", 8), ("shard-000002.tar", 4)
+    ]
+    _, samples = read_shards(tmp_path)
+    assert sorted(samples) == sorted(name[:-4] for name in index)
+    for key, sample in samples.items():
+        assert sorted(sample) == ["json", "s2c"]
+        record = json.loads(sample["json"])
+        assert (record["lon"], record["lat"]) == index[f"{key}.tif"]
+        assert record["source"] == f"images/{key}.tif"
+        assert record["crs"].startswith("EPSG:326") or record["crs"].startswith("EPSG:327")
+        assert record["bands"] == manifest["bands"]
+        assert record["shape"] == [12, 256, 256] and record["dtype"] == "uint16"
+        with rasterio.open(s2_sample / "images" / f"{key}.tif") as dataset:
+            np.testing.assert_array_equal(decode("s2c", sample["s2c"]), dataset.read())
+
+
+def test_geotiff_folder_coordinates_from_georeference(s2_sample, index, tmp_path):
+    folder = tmp_path / "tifs"
+    (folder / "more").mkdir(parents=True)
+    files = sorted((s2_sample / "images").glob("*.tif"))
+    for i, path in enumerate(files):
+        shutil.copy(path, folder / ("more" if i % 2 else "") / path.name)
+    manifest = write_shards([folder], tmp_path / "out", payload="tif", samples_per_shard=100, progress=False)
+    assert manifest["samples"] == 20 and len(manifest["shards"]) == 1
+    _, samples = read_shards(tmp_path / "out")
+    for key, sample in samples.items():
+        record = json.loads(sample["json"])
+        name = key.split("/")[-1] + ".tif"
+        assert record["source"] == f"{key}.tif"
+        assert sample["tif"] == (s2_sample / "images" / name).read_bytes()
+        lon, lat = index[name]
+        assert abs(record["lon"] - lon) < 1e-5 and abs(record["lat"] - lat) < 1e-5, (name, record, (lon, lat))
+
+
+def _s2_100k_tars(s2_sample: Path, folder: Path) -> list[Path]:
+    """Two tars in the published S2-100K style (members images/patch_N.tif), plus a stray file."""
+    folder.mkdir()
+    files = sorted((s2_sample / "images").glob("*.tif"))
+    tars = [folder / "s2-100k-000.tar", folder / "s2-100k-001.tar"]
+    for tar_path, part in zip(tars, (files[:12], files[12:])):
+        with tarfile.open(tar_path, "w") as tar:
+            for path in part:
+                tar.add(path, arcname=f"images/{path.name}")
+            tar.add(s2_sample / "index.csv", arcname="index.csv")
+    return tars
+
+
+def test_s2_100k_tars_with_index_and_workers(s2_sample, index, tmp_path):
+    tars = _s2_100k_tars(s2_sample, tmp_path / "tars")
+    one = write_shards(tars, tmp_path / "one", index=s2_sample / "index.csv", samples_per_shard=6, progress=False)
+    two = write_shards(tars, tmp_path / "two", index=s2_sample / "index.csv", samples_per_shard=6, workers=2, progress=False)
+    assert one == two and one["samples"] == 20 and [s["samples"] for s in one["shards"]] == [6, 6, 6, 2]
+    for shard in one["shards"]:  # deterministic output, whatever the number of processes
+        assert (tmp_path / "one" / shard["name"]).read_bytes() == (tmp_path / "two" / shard["name"]).read_bytes()
+    _, samples = read_shards(tmp_path / "one")
+    for key, sample in samples.items():
+        record = json.loads(sample["json"])
+        assert (record["lon"], record["lat"]) == index[f"{key}.tif"]
+        assert record["source"].endswith(f".tar:images/{key}.tif")
+        with rasterio.open(s2_sample / "images" / f"{key}.tif") as dataset:
+            np.testing.assert_array_equal(decode("s2c", sample["s2c"]), dataset.read())
+
+
+def test_s2_100k_tar_folder_without_index_uses_georeference(s2_sample, index, tmp_path):
+    tars = _s2_100k_tars(s2_sample, tmp_path / "tars")
+    tars[0].unlink()
+    write_shards([tmp_path / "tars"], tmp_path / "out", payload="tif", progress=False)
+    _, samples = read_shards(tmp_path / "out")
+    assert len(samples) == 8
+    for key, sample in samples.items():
+        record = json.loads(sample["json"])
+        lon, lat = index[f"{key}.tif"]
+        assert abs(record["lon"] - lon) < 1e-5 and abs(record["lat"] - lat) < 1e-5
+
+
+def _write_index(path: Path, header: list[str], rows: list[list]) -> Path:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path
+
+
+def test_bad_index(tmp_path):
+    cases = {
+        "no_lat.csv": (["fn", "lon"], [["a.tif", 1.0]], r"missing column\(s\) \['lat'\]"),
+        "text.csv": (["fn", "lon", "lat"], [["a.tif", "east", 1.0]], r"line 2 \('a.tif'\).*not numbers"),
+        "lat95.csv": (["fn", "lon", "lat"], [["a.tif", 1.0, 2.0], ["b.tif", 3.0, 95.0]], r"1 of 2 rows.*first bad row 1"),
+        "nan.csv": (["fn", "lon", "lat"], [["a.tif", "nan", 2.0]], r"non-finite"),
+        "twice.csv": (["fn", "lon", "lat"], [["a.tif", 1, 2], ["images/a.tif", 1, 2]], r"'a.tif' is listed more than once"),
+        "empty.csv": (["fn", "lon", "lat"], [], r"no rows"),
+    }
+    for name, (header, rows, message) in cases.items():
+        with pytest.raises(ShardInputError, match=message):
+            read_index(_write_index(tmp_path / name, header, rows))
+    assert read_index(_write_index(tmp_path / "wrap.csv", ["lat", "fn", "lon"], [[1.0, "a.tif", 190.0]])) == {"a.tif": (-170.0, 1.0)}
+
+
+def test_missing_and_bad_files_are_named(s2_sample, tmp_path):
+    root = tmp_path / "s2"
+    (root / "images").mkdir(parents=True)
+    files = sorted((s2_sample / "images").glob("*.tif"))[:3]
+    for path in files:
+        shutil.copy(path, root / "images")
+    rows = [[p.name, 10.0, 20.0] for p in files] + [["patch_404.tif", 1.0, 2.0]]
+    _write_index(root / "index.csv", ["fn", "lon", "lat"], rows)
+    with pytest.raises(ShardInputError, match=r"1 of 4 files in the index are missing .*patch_404.tif"):
+        write_shards([root], tmp_path / "out", progress=False)
+
+    _write_index(root / "index.csv", ["fn", "lon", "lat"], rows[:3])
+    (root / "images" / files[1].name).write_bytes(files[1].read_bytes()[:-1000])
+    with pytest.raises(ShardInputError, match=rf"images/{files[1].name}: tif payload could not be decoded"):
+        write_shards([root], tmp_path / "out", progress=False)
+
+    shutil.copy(files[1], root / "images")
+    with pytest.raises(ShardInputError, match=r"12 bands, but the band list names 13"):
+        write_shards([root], tmp_path / "out", bands=[*S2_BANDS, "B10"], progress=False)
+
+    write_shards([root], tmp_path / "out", progress=False)
+    with pytest.raises(ShardInputError, match="already holds shards"):
+        write_shards([root], tmp_path / "out", progress=False)
+    assert write_shards([root], tmp_path / "out", overwrite=True, progress=False)["samples"] == 3
+
+
+def test_bad_tars(s2_sample, tmp_path):
+    tars = _s2_100k_tars(s2_sample, tmp_path / "tars")
+    _write_index(tmp_path / "few.csv", ["fn", "lon", "lat"], [["patch_75123.tif", 1.0, 2.0]])
+    with pytest.raises(ShardInputError, match=r"member 'images/patch_\d+.tif' is not in the index"):
+        write_shards(tars, tmp_path / "out", index=tmp_path / "few.csv", progress=False)
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(tars[0].read_bytes()[:1_500_000])
+    with pytest.raises(ShardInputError, match=r"broken.tar: not a readable tar"):
+        write_shards([broken], tmp_path / "out2", progress=False)
+    with pytest.raises(ShardInputError, match=r"input .*nowhere does not exist"):
+        write_shards([tmp_path / "nowhere"], tmp_path / "out3", progress=False)
+
+
+def test_cli(tmp_path, capsys):
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    assert main(["shards", str(sample), "--out", str(tmp_path / "out"), "--samples-per-shard", "4"]) == 0
+    assert "wrote 8 samples in 2 shards" in capsys.readouterr().out
+    manifest, _ = read_shards(tmp_path / "out")
+    assert manifest["payload"] == "s2c"
+    assert main(["shards", str(sample), "--out", str(tmp_path / "out")]) == 2
+    assert "already holds shards" in capsys.readouterr().err
