@@ -1,0 +1,200 @@
+"""``satclip export``: a checkpoint's location tower as ``model.safetensors`` + ``config.json``,
+optionally TorchScript and ONNX.
+
+The directory loads back with ``satclip.load_location_encoder(DIR)``, which needs only torch and
+safetensors. TorchScript and ONNX files hold a graph-friendly version of the tower: the spherical
+harmonics as a pure-tensor recurrence (no sphericart, no in-place buffers), longitudes wrapped in
+the graph, and no input validation (the caller passes finite [lon, lat] degrees with |lat| <= 90).
+Their input is always float64 (N, 2) [lon, lat] degrees, so coordinates keep full precision; the
+output has the export's dtype. Float64 constants stay float64 in the ONNX graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..location import LocationEncoder, SphericalHarmonics
+from ..location.harmonics import _coefficients, _trig_row
+from .checkpoints import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, load_location_encoder
+
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+ONNX_OPSET = 17
+
+
+def graph_spherical_harmonics(lonlat: torch.Tensor, legendre_polys: int, convention: str) -> torch.Tensor:
+    """(N, 2) float64 [lon, lat] degrees -> (N, L*L) float64 harmonics, written for tracing.
+
+    The same stable recurrence as ``satclip.location.harmonics`` (same coefficients, same order of
+    operations) but functional: degree l's row (m = -l..l) is built from the two previous rows by
+    concatenation, so TorchScript tracing and ONNX export see a plain dataflow graph.
+    """
+    L = int(legendre_polys)
+    a, b, d = _coefficients(L)
+    c = L - 1
+    lon = lonlat[:, 0] * (math.pi / 180.0)
+    lat = lonlat[:, 1] * (math.pi / 180.0)
+    x = (-torch.sin(lat))[:, None]  # cos(theta), theta from the south pole
+    s = torch.cos(lat)[:, None]  # sin(theta), exact next to the poles
+    trig = _trig_row(lon, L, convention)
+    prev2: torch.Tensor | None = None
+    prev1 = torch.full_like(x, 1.0 / math.sqrt(4 * math.pi))
+    columns = [prev1 * trig[:, c : c + 1]]
+    for l in range(1, L):
+        window = slice(c - (l - 1), c + l)  # |m| <= l-1
+        a_l, b_l = a[l, window].to(lonlat.device), b[l, window].to(lonlat.device)
+        inner = prev1 * x
+        if prev2 is not None:  # b = 0 at l = 1
+            inner = inner - nn.functional.pad(prev2, (1, 1)) * b_l
+        inner = inner * a_l
+        diag = d[l].to(lonlat.device) * s
+        cur = torch.cat([diag * prev1[:, :1], inner, diag * prev1[:, -1:]], dim=1)
+        columns.append(cur * trig[:, c - l : c + l + 1])
+        prev2, prev1 = prev1, cur
+    return torch.cat(columns, dim=1)
+
+
+class GraphLocationEncoder(nn.Module):
+    """A ``LocationEncoder`` rewritten for tracing: (N, 2) float64 [lon, lat] -> (N, output_dim).
+
+    No validation (data-dependent branches cannot be traced); longitudes outside [-180, 180] are
+    wrapped with ``torch.where``, which leaves values inside untouched (bit-identical results).
+    """
+
+    def __init__(self, encoder: LocationEncoder) -> None:
+        super().__init__()
+        self.posenc = encoder.posenc
+        self.nnet = encoder.nnet
+        self.out_dtype = encoder.dtype
+        self.harmonics = isinstance(encoder.posenc, SphericalHarmonics)
+
+    def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
+        lonlat = lonlat.to(torch.float64)
+        lon, lat = lonlat[:, 0], lonlat[:, 1]
+        lon = torch.where((lon < -180.0) | (lon > 180.0), torch.remainder(lon + 180.0, 360.0) - 180.0, lon)
+        lonlat = torch.stack([lon, lat], dim=1)
+        if self.harmonics:
+            feats = graph_spherical_harmonics(lonlat, self.posenc.legendre_polys, self.posenc.convention)
+        else:
+            feats = self.posenc(lonlat)
+        return self.nnet(feats.to(self.out_dtype))
+
+
+def architecture(encoder: LocationEncoder) -> dict[str, Any]:
+    """``build_location_encoder`` keyword arguments (plain JSON types) that rebuild ``encoder``."""
+    arch = dict(encoder.config)
+    if not arch.get("pe") or not arch.get("nn"):
+        raise ValueError("the location encoder has no architecture config (build it with build_location_encoder)")
+    convention = getattr(encoder.posenc, "convention", None)
+    if convention is not None:
+        arch["convention"] = convention
+    arch["output_dim"] = encoder.output_dim
+    json.dumps(arch)  # fail early on non-JSON hyper-parameters
+    return arch
+
+
+def _example_input(n: int = 7) -> torch.Tensor:
+    lon = torch.linspace(-179.0, 179.0, n, dtype=torch.float64)
+    lat = torch.linspace(-89.0, 89.0, n, dtype=torch.float64)
+    return torch.stack([lon, lat], dim=1)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence torch's deprecation notices for jit/legacy ONNX and its note on un-foldable reversed slices."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Constant folding")
+        yield
+
+
+def export_torchscript(encoder: LocationEncoder, path: str | Path) -> Path:
+    """Trace the graph version of ``encoder`` to a TorchScript file (load with ``torch.jit.load``)."""
+    graph = GraphLocationEncoder(encoder).eval()
+    with torch.no_grad(), _quiet():
+        traced = torch.jit.trace(graph, _example_input(), check_inputs=[(_example_input(3),)])
+        torch.jit.save(traced, str(path))
+    return Path(path)
+
+
+def export_onnx(encoder: LocationEncoder, path: str | Path, opset: int = ONNX_OPSET) -> Path:
+    """Export the graph version of ``encoder`` to ONNX: input ``lonlat`` (N, 2) float64, output ``embedding``."""
+    graph = GraphLocationEncoder(encoder).eval()
+    with torch.no_grad(), _quiet():
+        torch.onnx.export(
+            graph,
+            (_example_input(),),
+            str(path),
+            input_names=["lonlat"],
+            output_names=["embedding"],
+            dynamic_axes={"lonlat": {0: "n"}, "embedding": {0: "n"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return Path(path)
+
+
+def export_location_encoder(
+    encoder: LocationEncoder,
+    out_dir: str | Path,
+    onnx: bool = False,
+    torchscript: bool = False,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Write ``encoder`` (in its current dtype) to ``out_dir``; returns the ``config.json`` contents."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = encoder.cpu().eval()
+    dtype = str(encoder.dtype).removeprefix("torch.")
+    config: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "format_version": 1,
+        "satclip_version": __version__,
+        "torch_version": torch.__version__,
+        "architecture": architecture(encoder),
+        "output_dim": encoder.output_dim,
+        "spherical_harmonics_convention": getattr(encoder.posenc, "convention", None),
+        "dtype": dtype,
+        "input": "(N, 2) [lon, lat] in degrees (float64 for the TorchScript and ONNX graphs)",
+        "source": source,
+        "files": {"weights": EXPORT_WEIGHTS},
+    }
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out / EXPORT_WEIGHTS))
+    if torchscript:
+        export_torchscript(encoder, out / TORCHSCRIPT_FILE)
+        config["files"]["torchscript"] = TORCHSCRIPT_FILE
+    if onnx:
+        export_onnx(encoder, out / ONNX_FILE)
+        config["files"]["onnx"] = ONNX_FILE
+    (out / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file, hub id (microsoft/SatCLIP-ResNet18-L10), https URL or export directory")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE}")
+    parser.add_argument("--torchscript", action="store_true", help=f"also write {TORCHSCRIPT_FILE}")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the exported tower (default: the checkpoint's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    encoder = load_location_encoder(args.checkpoint, dtype=args.dtype)
+    config = export_location_encoder(encoder, args.out, onnx=args.onnx, torchscript=args.torchscript, source=str(args.checkpoint))
+    print(f"exported {config['architecture']['pe']}/{config['architecture']['nn']} location tower ({config['dtype']}) to {args.out}: "
+          f"{', '.join(config['files'].values())}, {EXPORT_CONFIG}")
+    return 0
