@@ -140,7 +140,11 @@ def _to_float(value: object) -> float:
 
 
 class ShardError(Exception):
-    """A shard is truncated, is not a tar, or could not be read."""
+    """A shard is truncated, is not a tar, or could not be read; ``member``: the file being read."""
+
+    def __init__(self, message: str, member: str | None = None) -> None:
+        super().__init__(message)
+        self.member = member
 
 
 _BLOCK = 512
@@ -186,6 +190,8 @@ def iter_tar(stream) -> Iterator[tuple[str, bytes]]:
     pax: dict[str, str] = {}
     while True:
         header = _read_exact(stream, _BLOCK)
+        if not header and offset == 0:
+            raise ShardError("empty: no data at all")
         if len(header) < _BLOCK:
             where = "at a member boundary" if not header else "inside a header"
             raise ShardError(f"truncated tar: the data ends {where} at byte {offset + len(header)}, before the end-of-archive marker")
@@ -210,7 +216,7 @@ def iter_tar(stream) -> Iterator[tuple[str, bytes]]:
         data = _read_exact(stream, padded)
         if len(data) < padded:
             raise ShardError(
-                f"truncated tar: member {name!r} at byte {offset} needs {padded} bytes, only {len(data)} left"
+                f"truncated tar: member {name!r} at byte {offset} needs {padded} bytes, only {len(data)} left", name
             )
         data = data[:size]
         offset += _BLOCK + padded
@@ -243,13 +249,13 @@ def iter_shard(url: str, counter: SkipCounter) -> Iterator[dict]:
 
     key = None
     try:
-        stream = gopen(url, "rb")
+        source = gopen(url, "rb")
     except Exception as exn:  # noqa: BLE001 - any failure to open a shard is data, not a bug
         counter.record("shard", url, None, f"cannot open: {exn!r}")
         return
-    if url.endswith((".gz", ".tgz")):
-        stream = gzip.GzipFile(fileobj=stream)
+    stream = gzip.GzipFile(fileobj=source) if url.endswith((".gz", ".tgz")) else source
     current: dict | None = None
+    closed = False
     try:
         for name, data in iter_tar(stream):
             split = _split_name(name)
@@ -265,12 +271,25 @@ def iter_shard(url: str, counter: SkipCounter) -> Iterator[dict]:
         if current is not None:
             yield current
     except Exception as exn:  # noqa: BLE001 - truncated, garbage, network or pipe errors
-        counter.record("shard", url, key, f"{exn} (rest of shard skipped)")
+        failed = _split_name(exn.member) if isinstance(exn, ShardError) and exn.member else None
+        complete = current if current is not None and failed and failed[0] != current["__key__"] else None
+        closing, closed = _close(source), True
+        cause = f"{exn}" + (f"; {closing}" if closing else "")
+        counter.record("shard", url, failed[0] if complete else key, f"{cause} (rest of shard skipped)")
+        if complete is not None:
+            yield complete  # the truncation hit the next sample's first member: this one is whole
     finally:
-        try:
-            stream.close()
-        except Exception as exn:  # noqa: BLE001 - a pipe's exit status after we stopped reading
-            log.debug("closing %s: %s", url, exn)
+        if not closed and (closing := _close(source)):
+            log.debug("%s: %s", url, closing)
+
+
+def _close(stream) -> str | None:
+    """Close a shard stream; a ``pipe:`` command's failure (its exit status) is returned as text."""
+    try:
+        stream.close()
+    except Exception as exn:  # noqa: BLE001 - e.g. "exit 1" of the pipe's command
+        return f"closing the stream: {exn}"
+    return None
 
 
 # ----------------------------------------------------------------------------- samples
@@ -715,7 +734,7 @@ class StreamLoader:
     ) -> None:
         dataset.check_workers(num_workers)
         dataset.trailer = True
-        self.dataset = dataset
+        self.stream = dataset  # not named `dataset`: Lightning would take us for a DataLoader over an IterableDataset
         self.num_workers = num_workers
         self.loader = DataLoader(
             dataset,
@@ -734,7 +753,7 @@ class StreamLoader:
         return self
 
     def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
+        self.stream.set_epoch(epoch)
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -745,7 +764,7 @@ class StreamLoader:
         return total
 
     def __len__(self) -> int:
-        n = self.dataset.num_batches(self.num_workers)
+        n = self.stream.num_batches(self.num_workers)
         if n is None:
             raise TypeError("the number of batches is unknown (no epoch_length and no manifest.json with sample counts)")
         return n
@@ -761,7 +780,7 @@ class StreamLoader:
             produced += 1
             yield item
         if produced == 0:
-            raise EmptyStreamError(self.dataset.empty_message(self.skipped))
+            raise EmptyStreamError(self.stream.empty_message(self.skipped))
 
 
 # ----------------------------------------------------------------------------- Lightning
