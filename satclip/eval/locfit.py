@@ -1,0 +1,289 @@
+"""``satclip locfit``: fit a location encoder (or fine-tune a pretrained tower) to a table.
+
+Tables are CSV/Parquet files with longitude and latitude columns (``lon``, ``lat`` by default) and
+a target column. Classification with two labels trains with binary cross-entropy, with more labels
+with cross-entropy; regression with MSE on the standardised target. Training stops early on the
+validation loss. ``DIR/metrics.json`` holds the test (and validation) metrics and every setting.
+
+Defaults for an encoding x network pair come from the Siren(SH) authors' tuned values
+(``tuned_hparams.csv``, shipped with the package): their land-ocean row for binary classification,
+their checkerboard row for multi-class classification; regression and pairs without a row use the
+network's defaults with lr 1e-3 and no weight decay. Explicit options always win.
+
+With ``--init-from`` the tower of a pretrained checkpoint (anything ``satclip.load_location_encoder``
+reads) gets a linear head and is fine-tuned (or, with ``--freeze-tower``, only the head is fit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from dataclasses import asdict
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder
+from .fitting import LocationPredictor, Split, evaluate, infer_kind, train_predictor
+
+TUNED_TASKS = ("landocean", "checkerboard")
+# the tuned table spells the "+" variants out
+_CSV_NAMES = {"spherecplus": "spherec+", "spheremplus": "spherem+"}
+_INT_HPARAMS = ("legendre_polys", "dim_hidden", "num_layers", "frequency_num")
+_FLOAT_HPARAMS = ("min_radius", "max_radius")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@lru_cache(maxsize=None)
+def _tuned_table() -> dict[tuple[str, str, str], dict[str, str]]:
+    text = resources.files(__package__).joinpath("tuned_hparams.csv").read_text()
+    rows = csv.DictReader(text.splitlines())
+    return {(r["task"], _CSV_NAMES.get(r["pe"], r["pe"]), r["nn"]): r for r in rows}
+
+
+def tuned_hparams(task: str, pe: str, nn_name: str) -> dict[str, Any] | None:
+    """The authors' tuned values for (task, encoding, network), or None when the table has no row.
+
+    Returns architecture hyper-parameters (only those set) plus ``lr`` and ``weight_decay``.
+    """
+    if task not in TUNED_TASKS:
+        raise ValueError(f"tuned task must be one of {TUNED_TASKS}, got {task!r}")
+    row = _tuned_table().get((task, pe, nn_name))
+    if row is None:
+        return None
+    out: dict[str, Any] = {k: int(float(row[k])) for k in _INT_HPARAMS if row[k]}
+    out.update({k: float(row[k]) for k in _FLOAT_HPARAMS if row[k]})
+    out.update(lr=float(row["lr"]), weight_decay=float(row["weight_decay"]))
+    return out
+
+
+def resolve_settings(kind: str, pe: str, nn_name: str, tuned: str = "auto", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hyper-parameters for a fit: tuned row (``tuned``: auto, landocean, checkerboard or none), then ``overrides``.
+
+    Returns ``{"hparams": ..., "lr": ..., "weight_decay": ..., "source": ...}``; architecture
+    hyper-parameters that neither the encoding nor the network accepts are dropped from a tuned row
+    (and listed under ``"ignored"``), but an explicit override that fits neither raises in the builder.
+    """
+    if tuned == "auto":
+        tuned = {"binary": "landocean", "multiclass": "checkerboard"}.get(kind, "none")
+    row = tuned_hparams(tuned, pe, nn_name) if tuned != "none" else None
+    settings: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.0, "source": "defaults", "ignored": []}
+    hparams: dict[str, Any] = {}
+    if row is not None:
+        settings.update(lr=row.pop("lr"), weight_decay=row.pop("weight_decay"), source=f"tuned:{tuned}")
+        accepted = _accepted_hparams(pe, nn_name)
+        hparams = {k: v for k, v in row.items() if k in accepted}
+        settings["ignored"] = sorted(set(row) - set(hparams))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key in ("lr", "weight_decay"):
+            settings[key] = value
+        else:
+            hparams[key] = value
+    settings["hparams"] = hparams
+    return settings
+
+
+def _accepted_hparams(pe: str, nn_name: str) -> set[str]:
+    import inspect
+
+    names: set[str] = set()
+    for table, name in ((POSITIONAL_ENCODINGS, pe), (NETWORKS, nn_name)):
+        if name not in table:
+            raise ValueError(f"unknown {'positional encoding' if table is POSITIONAL_ENCODINGS else 'network'} {name!r}; choose from {sorted(table)}")
+        names |= set(inspect.signature(table[name].__init__).parameters) - {"self", "input_dim", "output_dim"}
+    return names
+
+
+def build_predictor(
+    kind: str,
+    train: Split,
+    *,
+    pe: str = "sphericalharmonics",
+    nn_name: str = "siren",
+    hparams: dict[str, Any] | None = None,
+    init_from: str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> LocationPredictor:
+    """A fresh tower with ``kind``'s outputs, or a pretrained tower (``init_from``) with a linear head."""
+    classes = None if kind == "regression" else np.unique(train.y).tolist()
+    n_out = len(classes) if kind == "multiclass" else 1
+    y = train.y.astype(np.float64) if kind == "regression" else None
+    y_mean, y_std = (float(y.mean()), float(y.std()) or 1.0) if y is not None else (0.0, 1.0)
+    if init_from is None:
+        tower = build_location_encoder(pe, nn_name, output_dim=n_out, dtype=dtype, **(hparams or {}))
+        head: nn.Module = nn.Identity()
+    else:
+        from .. import load_location_encoder
+
+        tower = load_location_encoder(init_from).to(dtype)
+        head = nn.Linear(tower.output_dim, n_out).to(dtype)
+    return LocationPredictor(tower, head, kind, classes, y_mean, y_std)
+
+
+def read_table(path: str | Path, target: str | None, lon_col: str = "lon", lat_col: str = "lat") -> Split | np.ndarray:
+    """Read a CSV/Parquet table: a ``Split`` with ``target``, or just the (N, 2) coordinates when ``target`` is None."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table {path} does not exist")
+    df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    wanted = [lon_col, lat_col] + ([target] if target else [])
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; it has {list(df.columns)}")
+    df = df.dropna(subset=wanted)
+    lonlat = df[[lon_col, lat_col]].to_numpy(dtype=np.float64)
+    bad = np.abs(lonlat[:, 1]) > 90
+    if bad.any():
+        raise ValueError(f"{path}: {int(bad.sum())} rows have |{lat_col}| > 90; first at row {int(np.argmax(bad))}")
+    return Split(lonlat, df[target].to_numpy()) if target else lonlat
+
+
+def fit_table(
+    train: Split,
+    val: Split,
+    test: Split | None,
+    *,
+    task: str,
+    pe: str = "sphericalharmonics",
+    nn_name: str = "siren",
+    tuned: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    init_from: str | None = None,
+    freeze_tower: bool = False,
+    batch_size: int = 2000,
+    max_epochs: int = 500,
+    patience: int = 30,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[LocationPredictor, dict[str, Any]]:
+    """Fit and evaluate; returns the predictor and a report (test/val metrics, settings, history)."""
+    kind = infer_kind(task, train.y)
+    overrides = dict(overrides or {})
+    if init_from is not None:
+        # a pretrained tower keeps its architecture; only the optimiser settings apply
+        settings = {"hparams": {}, "lr": overrides.get("lr") or (1e-3 if freeze_tower else 1e-4),
+                    "weight_decay": overrides.get("weight_decay") or 0.0, "source": f"init_from:{init_from}", "ignored": []}
+    else:
+        settings = resolve_settings(kind, pe, nn_name, tuned, overrides)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    model = build_predictor(kind, train, pe=pe, nn_name=nn_name, hparams=settings["hparams"], init_from=init_from, dtype=dtype)
+    history = train_predictor(
+        model, train, val, lr=settings["lr"], weight_decay=settings["weight_decay"], batch_size=batch_size,
+        max_epochs=max_epochs, patience=patience, freeze_tower=freeze_tower, seed=seed,
+    )
+    report = {
+        "task": task,
+        "kind": kind,
+        "test": evaluate(model, test) if test is not None else None,
+        "val": evaluate(model, val),
+        "settings": {
+            "pe": model.tower.config.get("pe", pe), "nn": model.tower.config.get("nn", nn_name), **settings,
+            "init_from": init_from, "freeze_tower": freeze_tower, "batch_size": batch_size, "max_epochs": max_epochs,
+            "patience": patience, "seed": seed, "dtype": str(dtype).replace("torch.", ""),
+            "classes": model.classes or None, "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y) if test is not None else 0,
+        },
+        "history": {k: v for k, v in asdict(history).items() if k not in ("train_loss", "val_loss")},
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return model, report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train", required=True, help="training table (CSV or Parquet) with lon, lat and the target")
+    parser.add_argument("--val", required=True, help="validation table: early stopping on its loss")
+    parser.add_argument("--test", help="test table: its metrics go to metrics.json")
+    parser.add_argument("--target", required=True, help="target column")
+    parser.add_argument("--task", required=True, choices=("classification", "regression"))
+    parser.add_argument("--lon-col", default="lon")
+    parser.add_argument("--lat-col", default="lat")
+    parser.add_argument("--pe", default="sphericalharmonics", help="positional encoding (default: sphericalharmonics)")
+    parser.add_argument("--nn", default="siren", help="network: linear, mlp, fcnet, siren (default: siren)")
+    parser.add_argument("--tuned", default="auto", choices=("auto", "none", *TUNED_TASKS),
+                        help="tuned defaults: auto = landocean for binary, checkerboard for multi-class, none for regression")
+    for name, kind in (("legendre-polys", int), ("dim-hidden", int), ("num-layers", int), ("frequency-num", int),
+                       ("min-radius", float), ("max-radius", float), ("lr", float), ("weight-decay", float)):
+        parser.add_argument(f"--{name}", type=kind, help="overrides the tuned/default value")
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--max-epochs", type=int, default=500)
+    parser.add_argument("--patience", type=int, default=30, help="epochs without a better validation loss before stopping")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--init-from", help="fine-tune the location tower of this checkpoint / hub id / export (adds a linear head)")
+    parser.add_argument("--freeze-tower", action="store_true", help="with --init-from: train only the head")
+    parser.add_argument("--out", default="locfit-out", help="output folder (metrics.json, model/, prediction.png)")
+    parser.add_argument("--plot", action="store_true", help="also write prediction.png: the predicted field with the training points")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.freeze_tower and not args.init_from:
+        raise SystemExit("satclip locfit: --freeze-tower needs --init-from (a pretrained tower to freeze)")
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col)  # noqa: E731
+    train, val = read(args.train), read(args.val)
+    test = read(args.test) if args.test else None
+    overrides = {k: getattr(args, k) for k in ("legendre_polys", "dim_hidden", "num_layers", "frequency_num",
+                                               "min_radius", "max_radius", "lr", "weight_decay")}
+    model, report = fit_table(
+        train, val, test, task=args.task, pe=args.pe, nn_name=args.nn, tuned=args.tuned, overrides=overrides,
+        init_from=args.init_from, freeze_tower=args.freeze_tower, batch_size=args.batch_size,
+        max_epochs=args.max_epochs, patience=args.patience, seed=args.seed, dtype=DTYPES[args.dtype],
+    )
+    report["settings"].update(target=args.target, train=args.train, val=args.val, test=args.test)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report["model"] = save_predictor(model, out)
+    if args.plot:
+        from .plots import plot_prediction
+
+        plot_prediction(model, train, out / "prediction.png", title=f"{args.target}: {report['settings']['pe']} x {report['settings']['nn']}")
+    (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
+    shown = report["test"] if report["test"] is not None else report["val"]
+    print(json.dumps({"split": "test" if report["test"] is not None else "val", **shown,
+                      "epochs": report["history"]["epochs"], "out": str(out)}))
+    return 0
+
+
+def as_location_encoder(model: LocationPredictor) -> LocationEncoder:
+    """The whole predictor as one location tower: head and target scaling folded into the last affine layer.
+
+    Every network of the tower ends with an affine map (its last weight and bias), so a linear head
+    ``H`` and the regression de-standardisation compose with it exactly. The result outputs class
+    logits (binary: one logit for the second class) or values in the target's units.
+    """
+    tower = model.tower
+    state = tower.state_dict()
+    w_key, b_key = list(state)[-2:]
+    if not (w_key.endswith("weight") and b_key.endswith("bias")):
+        raise ValueError(f"cannot fold a head into a tower ending with {w_key!r}, {b_key!r}")
+    weight, bias = state[w_key].double(), state[b_key].double()
+    if isinstance(model.head, nn.Linear):
+        weight, bias = model.head.weight.double() @ weight, model.head.weight.double() @ bias + model.head.bias.double()
+    elif not isinstance(model.head, nn.Identity):
+        raise ValueError(f"only a linear head can be folded into the tower, got {type(model.head).__name__}")
+    if model.kind == "regression":
+        weight, bias = weight * model.y_std, bias * model.y_std + model.y_mean
+    folded = build_location_encoder(**{**tower.config, "output_dim": weight.shape[0]}, dtype=tower.dtype)
+    state[w_key], state[b_key] = weight.to(tower.dtype), bias.to(tower.dtype)
+    folded.load_state_dict(state)
+    return folded.eval()
+
+
+def save_predictor(model: LocationPredictor, out: Path) -> dict[str, Any]:
+    """Export the fitted predictor as a location tower (``out/model``, readable by ``load_location_encoder``)."""
+    from ..io.export import export_location_encoder
+
+    export_location_encoder(as_location_encoder(model), out / "model", source="satclip locfit")
+    return {"path": str(out / "model"), "outputs": "values in target units" if model.kind == "regression" else
+            ("logit of the second class" if model.kind == "binary" else "class logits"), "classes": model.classes or None}
