@@ -1,0 +1,269 @@
+"""``satclip embed``: embed the coordinates of a CSV, Parquet or NPY file with a location tower.
+
+Streaming: the input is read in chunks (Arrow's streaming CSV reader, Parquet row batches, a
+memory-mapped ``.npy``), each chunk is embedded in batches and written straight out (``.npy``
+rows written in place in a file created with the final shape, Parquet row groups, CSV appends), so
+memory stays flat however many rows there are. Row order is kept; for CSV/Parquet inputs every
+non-coordinate column (ids, targets) is carried to CSV/Parquet outputs next to ``emb_0 ..
+emb_{D-1}``. Bad coordinates (missing, non-finite, |lat| > 90) stop the run with an error naming
+the file and the global row numbers (0-based data rows); the output is written to a temporary file
+and only renamed into place when every row succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..location import LocationEncoder
+from .checkpoints import load_location_encoder
+
+INPUT_FORMATS = (".csv", ".parquet", ".npy")
+OUTPUT_FORMATS = (".npy", ".parquet", ".csv")
+CSV_BLOCK_BYTES = 1 << 22  # Arrow CSV read block: ~4 MB of text per chunk
+MAX_BAD_ROWS_SHOWN = 10
+
+Chunk = tuple[int, np.ndarray, Any]  # (first global row, (n, 2) float64 [lon, lat], pyarrow Table of carried columns or None)
+
+
+def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in allowed:
+        raise ValueError(f"{what} {str(path)!r}: unsupported format {suffix or '(no extension)'!r}; use one of {', '.join(allowed)}")
+    return suffix
+
+
+def check_coordinates(lonlat: np.ndarray, start: int, source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` and the global rows that are missing, non-finite or have |lat| > 90."""
+    bad = ~np.isfinite(lonlat).all(axis=1) | (np.abs(lonlat[:, 1]) > 90)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(f"{start + r} (lon={float(lonlat[r, 0])!r}, lat={float(lonlat[r, 1])!r})" for r in rows[:MAX_BAD_ROWS_SHOWN])
+        more = f" and {rows.size - MAX_BAD_ROWS_SHOWN} more in this chunk" if rows.size > MAX_BAD_ROWS_SHOWN else ""
+        raise ValueError(
+            f"{source}: invalid coordinates (missing, non-finite or |lat| > 90) in data rows {shown}{more} "
+            f"(rows counted from 0, header excluded)"
+        )
+
+
+# ---------------------------------------------------------------------------------------- readers
+
+
+def _npy_chunks(path: Path, chunk_rows: int) -> tuple[int, Iterator[Chunk]]:
+    array = np.load(path, mmap_mode="r")
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"{str(path)!r}: expected an (N, 2) array of [lon, lat] degrees, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{str(path)!r}: expected a numeric array, got dtype {array.dtype}")
+
+    def chunks() -> Iterator[Chunk]:
+        for start in range(0, array.shape[0], chunk_rows):
+            yield start, np.array(array[start : start + chunk_rows], dtype=np.float64), None  # a writable copy
+
+    return array.shape[0], chunks()
+
+
+def _arrow_batches(path: Path, suffix: str, chunk_rows: int, columns: list[str] | None = None) -> tuple[Any, Iterator[Any]]:
+    """(schema, record batches) of a CSV or Parquet file."""
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(path)
+        return file.schema_arrow, file.iter_batches(batch_size=chunk_rows, columns=columns)
+    import pyarrow.csv as pacsv
+
+    convert = pacsv.ConvertOptions(include_columns=columns) if columns else None
+    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES), convert_options=convert)
+    return reader.schema, iter(reader)
+
+
+def _count_rows(path: Path, suffix: str, lat_col: str) -> int:
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    _, batches = _arrow_batches(path, suffix, 0, [lat_col])
+    return sum(batch.num_rows for batch in batches)
+
+
+def _column(batch: Any, name: str, path: Path) -> np.ndarray:
+    import pyarrow as pa
+
+    try:
+        return batch.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)  # nulls -> NaN
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise ValueError(f"{str(path)!r}: column {name!r} is not numeric ({batch.schema.field(name).type}): {err}") from None
+
+
+def _table_chunks(path: Path, suffix: str, lon_col: str, lat_col: str, chunk_rows: int) -> tuple[int, Iterator[Chunk]]:
+    import pyarrow as pa
+
+    schema, batches = _arrow_batches(path, suffix, chunk_rows)
+    missing = [c for c in (lon_col, lat_col) if c not in schema.names]
+    if missing:
+        raise ValueError(f"{str(path)!r} has no column {missing[0]!r} (columns: {schema.names}); choose them with --lon-col / --lat-col")
+    total = _count_rows(path, suffix, lat_col)
+
+    def chunks() -> Iterator[Chunk]:
+        start = 0
+        for batch in batches:
+            lonlat = np.stack([_column(batch, lon_col, path), _column(batch, lat_col, path)], axis=1)
+            carried = pa.Table.from_batches([batch]).drop_columns([lon_col, lat_col])
+            yield start, lonlat, carried
+            start += batch.num_rows
+
+    return total, chunks()
+
+
+def read_chunks(path: str | Path, lon_col: str = "lon", lat_col: str = "lat", chunk_rows: int = 65536) -> tuple[int, Iterator[Chunk]]:
+    """(number of rows, iterator of (first row, (n, 2) [lon, lat], carried columns)) of a coordinate file."""
+    path = Path(path)
+    suffix = _suffix(path, INPUT_FORMATS, "input")
+    if not path.is_file():
+        raise FileNotFoundError(f"input {str(path)!r}: no such file")
+    if suffix == ".npy":
+        return _npy_chunks(path, chunk_rows)
+    return _table_chunks(path, suffix, lon_col, lat_col, chunk_rows)
+
+
+# ---------------------------------------------------------------------------------------- writers
+
+
+class NpyWriter:
+    """Writes rows in place into an ``.npy`` created with the final shape (``open_memmap``), through a plain file handle."""
+
+    def __init__(self, path: Path, rows: int, dim: int, dtype: np.dtype) -> None:
+        created = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, dim))
+        self.offset, self.row_bytes = created.offset, dim * np.dtype(dtype).itemsize
+        del created
+        self.dtype = np.dtype(dtype)
+        self.file = open(path, "r+b")
+
+    def write(self, start: int, emb: np.ndarray, carried: Any) -> None:
+        self.file.seek(self.offset + start * self.row_bytes)
+        self.file.write(memoryview(np.ascontiguousarray(emb, dtype=self.dtype)))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class TableWriter:
+    """Appends carried columns + ``emb_*`` columns to a Parquet file (row groups) or a CSV file."""
+
+    def __init__(self, path: Path, fmt: str, dim: int) -> None:
+        self.path, self.fmt, self.dim = path, fmt, dim
+        self.names = [f"emb_{i}" for i in range(dim)]
+        self.writer: Any = None
+        self.schema: Any = None
+
+    def _table(self, emb: np.ndarray, carried: Any) -> Any:
+        import pyarrow as pa
+
+        table = carried if carried is not None else pa.table({})
+        clash = sorted(set(table.column_names) & set(self.names))
+        if clash:
+            raise ValueError(f"input columns {clash} clash with the embedding columns emb_0..emb_{self.dim - 1}")
+        arrays = [pa.array(emb[:, i]) for i in range(self.dim)]
+        return pa.Table.from_arrays([*table.columns, *arrays], names=[*table.column_names, *self.names])
+
+    def write(self, start: int, emb: np.ndarray, carried: Any) -> None:
+        table = self._table(emb, carried)
+        if self.writer is None:
+            self.schema = table.schema
+            if self.fmt == ".parquet":
+                import pyarrow.parquet as pq
+
+                self.writer = pq.ParquetWriter(self.path, table.schema)
+            else:
+                import pyarrow.csv as pacsv
+
+                self.writer = pacsv.CSVWriter(self.path, table.schema)
+        elif not table.schema.equals(self.schema):
+            table = table.cast(self.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------- embedding
+
+
+def embed_array(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 65536, device: str | torch.device = "cpu") -> np.ndarray:
+    """(n, 2) [lon, lat] degrees -> (n, output_dim) embeddings in the encoder's dtype, ``batch_size`` rows at a time."""
+    dtype = torch.empty((), dtype=encoder.dtype).numpy().dtype
+    out = np.empty((lonlat.shape[0], encoder.output_dim), dtype=dtype)
+    with torch.inference_mode():
+        for i in range(0, lonlat.shape[0], batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(lonlat[i : i + batch_size], dtype=np.float64)).to(device)
+            out[i : i + batch_size] = encoder(batch).cpu().numpy()
+    return out
+
+
+def embed_file(
+    encoder: LocationEncoder,
+    input: str | Path,
+    output: str | Path,
+    lon_col: str = "lon",
+    lat_col: str = "lat",
+    batch_size: int = 65536,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> int:
+    """Embed every row of ``input`` into ``output`` (streaming, order kept); returns the number of rows."""
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    input, output = Path(input), Path(output)
+    out_fmt = _suffix(output, OUTPUT_FORMATS, "output")
+    rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=batch_size)
+    encoder = encoder.to(device).eval()
+    dim, dtype = encoder.output_dim, torch.empty((), dtype=encoder.dtype).numpy().dtype
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    writer = NpyWriter(partial, rows, dim, dtype) if out_fmt == ".npy" else TableWriter(partial, out_fmt, dim)
+    done = 0
+    try:
+        with tqdm(total=rows, unit="pt", unit_scale=True, desc=f"embed {input.name}", disable=not progress) as bar:
+            for start, lonlat, carried in chunks:
+                check_coordinates(lonlat, start, repr(str(input)))
+                writer.write(start, embed_array(encoder, lonlat, batch_size, device), carried)
+                done += lonlat.shape[0]
+                bar.update(lonlat.shape[0])
+        writer.close()
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    if done != rows:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"{str(input)!r}: read {done} rows but expected {rows}")
+    os.replace(partial, output)
+    return done
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file, hub id (microsoft/SatCLIP-ResNet18-L10), https URL or export directory")
+    parser.add_argument("--input", required=True, help="coordinates: .csv / .parquet with lon and lat columns, or an (N, 2) [lon, lat] .npy")
+    parser.add_argument("--output", required=True, help="embeddings: .npy (N, D), or .parquet / .csv (carried columns + emb_0..emb_{D-1})")
+    parser.add_argument("--lon-col", default="lon", help="longitude column of a CSV/Parquet input (default: lon)")
+    parser.add_argument("--lat-col", default="lat", help="latitude column of a CSV/Parquet input (default: lat)")
+    parser.add_argument("--batch-size", type=int, default=65536, help="points per forward pass (default: 65536)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the tower and output (default: the checkpoint's)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype)
+    rows = embed_file(encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress)
+    print(f"wrote {rows} embeddings ({encoder.output_dim} dims, {str(encoder.dtype).removeprefix('torch.')}) to {args.output}")
+    return 0

@@ -1,0 +1,114 @@
+"""``satclip embed``: streaming CSV/Parquet/NPY -> NPY/Parquet/CSV, order kept, ids carried, bad rows named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.csv
+import pytest
+import torch
+
+import satclip
+from satclip.cli import main as cli_main
+from satclip.io import embed
+from satclip.io.export import export_location_encoder
+from satclip.location import build_location_encoder
+
+N = 700
+
+
+@pytest.fixture(scope="module")
+def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    enc = build_location_encoder(output_dim=8, legendre_polys=6, dim_hidden=16, num_layers=1)
+    out = tmp_path_factory.mktemp("tower")
+    export_location_encoder(enc, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    return pd.DataFrame({
+        "site": [f"s{i:04d}" for i in range(N)],
+        "y": rng.normal(size=N),
+        "latitude": rng.uniform(-90, 90, N),
+        "longitude": rng.uniform(-180, 180, N),
+    })
+
+
+def _expected(tower: Path, lonlat: np.ndarray, dtype: str | None = None) -> np.ndarray:
+    with torch.no_grad():
+        return satclip.load_location_encoder(tower, dtype=dtype)(torch.from_numpy(np.ascontiguousarray(lonlat))).numpy()
+
+
+@pytest.mark.parametrize("fmt_in", [".csv", ".parquet"])
+@pytest.mark.parametrize("fmt_out", [".npy", ".parquet", ".csv"])
+def test_embed_tables_in_chunks(tmp_path: Path, tower: Path, table: pd.DataFrame, fmt_in: str, fmt_out: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embed, "CSV_BLOCK_BYTES", 4096)  # several CSV chunks for a small file
+    src = tmp_path / f"coords{fmt_in}"
+    table.to_csv(src, index=False) if fmt_in == ".csv" else table.to_parquet(src)
+    out = tmp_path / f"emb{fmt_out}"
+    rows = embed.embed_file(satclip.load_location_encoder(tower), src, out, "longitude", "latitude", batch_size=128, progress=False)
+    assert rows == N and not out.with_name(out.name + ".partial").exists()
+    expected = _expected(tower, table[["longitude", "latitude"]].to_numpy())
+    if fmt_out == ".npy":
+        np.testing.assert_allclose(np.load(out), expected, rtol=0, atol=1e-12)  # GEMM rounding depends on the batch
+        return
+    got = pd.read_parquet(out) if fmt_out == ".parquet" else pyarrow.csv.read_csv(out).to_pandas()  # exact float parsing
+    assert list(got.columns) == ["site", "y"] + [f"emb_{i}" for i in range(8)]
+    assert got["site"].tolist() == table["site"].tolist()
+    np.testing.assert_array_equal(got["y"].to_numpy(), table["y"].to_numpy())
+    np.testing.assert_allclose(got.filter(like="emb_").to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_cli_embed_npy_float32(tmp_path: Path, tower: Path, table: pd.DataFrame) -> None:
+    lonlat = table[["longitude", "latitude"]].to_numpy()
+    np.save(tmp_path / "c.npy", lonlat)
+    argv = ["embed", "--checkpoint", str(tower), "--input", str(tmp_path / "c.npy"), "--output", str(tmp_path / "e.npy"),
+            "--batch-size", "100", "--dtype", "float32", "--no-progress"]
+    assert cli_main(argv) == 0
+    got = np.load(tmp_path / "e.npy")
+    assert got.dtype == np.float32 and got.shape == (N, 8)
+    np.testing.assert_allclose(got, _expected(tower, lonlat, "float32"), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, _expected(tower, lonlat), rtol=0, atol=1e-5)
+
+
+def test_bad_rows_are_named_with_global_row_numbers(tmp_path: Path, tower: Path, table: pd.DataFrame) -> None:
+    bad = table.copy()
+    bad.loc[450, "latitude"] = 91.0
+    bad.loc[601, "longitude"] = np.nan
+    src = tmp_path / "bad.csv"
+    bad.to_csv(src, index=False)
+    out = tmp_path / "e.parquet"
+    with pytest.raises(ValueError) as info:
+        embed.embed_file(satclip.load_location_encoder(tower), src, out, "longitude", "latitude", batch_size=100, progress=False)
+    message = str(info.value)
+    assert "bad.csv" in message and "450 (lon=" in message and "lat=91.0" in message
+    assert not out.exists() and not (tmp_path / "e.parquet.partial").exists()
+
+
+def test_bad_inputs(tmp_path: Path, tower: Path, table: pd.DataFrame) -> None:
+    enc = satclip.load_location_encoder(tower)
+    table.to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(ValueError, match=r"has no column 'lon' \(columns: \['site', 'y', 'latitude', 'longitude'\]\)"):
+        embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "e.npy", progress=False)
+    np.save(tmp_path / "three.npy", np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"expected an \(N, 2\) array"):
+        embed.embed_file(enc, tmp_path / "three.npy", tmp_path / "e.npy", progress=False)
+    with pytest.raises(ValueError, match="unsupported format '.txt'"):
+        embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "e.txt", progress=False)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        embed.embed_file(enc, tmp_path / "missing.csv", tmp_path / "e.npy", progress=False)
+    text = tmp_path / "text.csv"
+    pd.DataFrame({"lon": ["a", "b"], "lat": [1.0, 2.0]}).to_csv(text, index=False)
+    with pytest.raises(ValueError, match="column 'lon' is not numeric"):
+        embed.embed_file(enc, text, tmp_path / "e.npy", progress=False)
+
+
+def test_python_api_shape(tower: Path) -> None:
+    enc = satclip.load_location_encoder(tower)
+    lonlat = torch.tensor([[-73.97, 40.78], [151.2, -33.86], [0.0, 90.0]], dtype=torch.float64)
+    assert enc(lonlat).shape == (3, 8)
