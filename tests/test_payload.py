@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import rasterio
@@ -57,6 +60,12 @@ def _flip(data: bytes, at: int) -> bytes:
     return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
 
 
+def _with_crc(blob: bytes) -> bytes:
+    """A payload with a fixed-up CRC: reaches the checks behind it."""
+    head, body = blob[:29], blob[33:]
+    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+
+
 def test_s2c_bad_bytes_raise_payload_error(tif_bytes):
     blob = encode_fast(decode("tif", tif_bytes))
     cases = {
@@ -68,7 +77,11 @@ def test_s2c_bad_bytes_raise_payload_error(tif_bytes):
         "last byte missing": (blob[:-1], "truncated"),
         "trailing bytes": (blob + b"\x00", "padded"),
         "flipped byte": (_flip(blob, len(blob) // 2), "corrupt"),
-        "bad dtype": (blob[:4] + b"?x\x00\x00" + blob[8:], "dtype"),
+        "flipped header byte": (_flip(blob, 6), "CRC-32 mismatch"),
+        "bad dtype": (_with_crc(blob[:4] + b"?x\x00\x00" + blob[8:]), "dtype"),
+        "shape too small": (_with_crc(blob[:9] + struct.pack("<3I", 12, 256, 255) + blob[21:]), "Blosc buffer holds 1572864"),
+        "blosc header garbage": (_with_crc(blob[:33] + b"\x00" * 16 + blob[49:]), "Blosc buffer holds 0 bytes in 0"),
+        "blosc body garbage": (_with_crc(blob[:1000] + b"\x00" * 5000 + blob[6000:]), "blosc:"),
     }
     for name, (data, message) in cases.items():
         with pytest.raises(PayloadError, match=message):

@@ -4,10 +4,12 @@ A shard sample carries its image under one of :data:`PAYLOAD_EXTENSIONS`:
 
 - ``tif``: the source GeoTIFF bytes unchanged (lossless, keeps the georeference), decoded with
   rasterio. An LZW patch of 256x256x12 costs about 9 ms of one core to decode.
-- ``s2c``: a small header followed by one zstd frame (with its checksum) of the raw little-endian
-  array. On the 20 S2-100K sample patches it decodes about 10x faster per core than the LZW
-  GeoTIFF, is about 0.6x its size, and round-trips bit-exactly. Byte shuffling or delta prediction
-  make the frame 5-15 % smaller but cost more to undo in numpy than zstd saves, so they are not used.
+- ``s2c``: a small header followed by a Blosc buffer (LZ4HC, byte shuffle) of the little-endian
+  array, checked with a CRC-32. On the 20 S2-100K sample patches it decodes about 25x faster per
+  core than the LZW GeoTIFF (0.35 ms against 8-9 ms for 256x256x12), is 0.62x its size, and
+  round-trips bit-exactly. Measured alternatives: zstd (level 6, no filter) is as small but
+  decodes 2.5x slower; LZ4 without the shuffle is 25 % larger; delta prediction shrinks the data
+  5-15 % but costs more to undo in numpy than it saves.
 
 ``s2c`` layout (all integers little-endian)::
 
@@ -15,8 +17,9 @@ A shard sample carries its image under one of :data:`PAYLOAD_EXTENSIONS`:
     dtype   4 bytes  numpy dtype string, NUL padded (e.g. b"<u2\\0")
     ndim    1 byte   always 3: (C, H, W)
     shape   ndim x uint32
-    length  uint64   byte length of the frame that follows (so truncation is always detected)
-    frame   zstd frame of prod(shape) * itemsize bytes, content size and checksum included
+    length  uint64   byte length of the Blosc buffer that follows (so truncation is always detected)
+    crc32   uint32   CRC-32 of the header before it and the buffer (checked before Blosc reads it)
+    buffer  Blosc 1 buffer: typesize = itemsize, byte shuffle, LZ4HC
 
 Every decoding failure raises :class:`PayloadError` with the real cause.
 """
@@ -24,15 +27,20 @@ Every decoding failure raises :class:`PayloadError` with the real cause.
 from __future__ import annotations
 
 import struct
+import zlib
 
+import blosc
 import numpy as np
-import zstandard
 
 PAYLOAD_EXTENSIONS = ("tif", "s2c")
 
 S2C_MAGIC = b"S2C\x01"
-S2C_LEVEL = 6  # zstd level: 6 -> 9 shrinks frames by 0.4 % for 1.7x the encoding time; past ~15 decoding slows
-_HEAD = struct.Struct("<4s4sB3IQ")
+S2C_LEVEL = 7  # LZ4HC level: 9 is 1.3 % smaller but 2.6x slower to encode; decoding speed is the same
+_HEAD = struct.Struct("<4s4sB3IQI")
+_BLOSC_SIZES = struct.Struct("<III")  # bytes 4-15 of a Blosc 1 header: nbytes, blocksize, cbytes
+
+# The loader parallelises over processes, one core each: Blosc's own threads would oversubscribe.
+blosc.set_nthreads(1)
 
 
 class PayloadError(ValueError):
@@ -73,9 +81,14 @@ def encode_fast(array: np.ndarray, level: int = S2C_LEVEL) -> bytes:
         raise ValueError(f"encode_fast expects a (C, H, W) array, got shape {array.shape}")
     if array.dtype.kind not in "uif":
         raise ValueError(f"encode_fast expects an integer or float array, got dtype {array.dtype}")
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    frame = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(np.ascontiguousarray(little).data)
-    return _HEAD.pack(S2C_MAGIC, little.dtype.str.encode("ascii"), 3, *array.shape, len(frame)) + frame
+    if array.nbytes > blosc.MAX_BUFFERSIZE:
+        raise ValueError(f"encode_fast: {array.nbytes} bytes is over Blosc's limit of {blosc.MAX_BUFFERSIZE}")
+    little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+    body = blosc.compress(
+        memoryview(little).cast("B"), typesize=little.itemsize, clevel=level, shuffle=blosc.SHUFFLE, cname="lz4hc"
+    )
+    head = _HEAD.pack(S2C_MAGIC, little.dtype.str.encode("ascii"), 3, *array.shape, len(body), 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
 
 
 def decode_fast(data: bytes) -> np.ndarray:
@@ -86,29 +99,31 @@ def decode_fast(data: bytes) -> np.ndarray:
         raise PayloadError(f"not an s2c payload: it starts with {bytes(data[:4])!r}, expected {S2C_MAGIC!r}")
     if len(data) < _HEAD.size:
         raise PayloadError(f"s2c payload truncated: {len(data)} bytes, the header alone needs {_HEAD.size}")
-    _, dtype_str, ndim, *shape, length = _HEAD.unpack_from(data)
+    _, dtype_str, ndim, *shape, length, crc = _HEAD.unpack_from(data)
     if len(data) != _HEAD.size + length:
         raise PayloadError(
             f"s2c payload truncated or padded: header says {_HEAD.size + length} bytes, got {len(data)}"
         )
+    body = bytes(data[_HEAD.size :])
+    if zlib.crc32(body, zlib.crc32(bytes(data[: _HEAD.size - 4]))) != crc:
+        raise PayloadError(f"s2c payload is corrupt ({len(data)} bytes): CRC-32 mismatch")
     if ndim != 3:
         raise PayloadError(f"s2c payload header is corrupt: ndim {ndim}, expected 3")
     try:
         dtype = np.dtype(dtype_str.rstrip(b"\x00").decode("ascii"))
     except (TypeError, UnicodeDecodeError) as err:
         raise PayloadError(f"s2c payload header is corrupt: dtype {dtype_str!r}") from err
-    shape = tuple(shape)
     out = np.empty(shape, dtype=dtype)
-    frame = memoryview(data)[_HEAD.size :]
+    nbytes, _, cbytes = _BLOSC_SIZES.unpack_from(body, 4) if len(body) >= 16 else (-1, 0, -1)
+    if nbytes != out.nbytes or cbytes != len(body):  # Blosc writes nbytes into ``out``: never more
+        raise PayloadError(
+            f"s2c payload is corrupt: its Blosc buffer holds {nbytes} bytes in {cbytes}, "
+            f"expected {out.nbytes} bytes (shape {tuple(shape)} {dtype}) in {len(body)}"
+        )
     try:
-        with zstandard.ZstdDecompressor().stream_reader(frame, read_across_frames=False) as reader:
-            filled = reader.readinto(memoryview(out).cast("B"))
-            extra = reader.read(1)  # consumes the frame end and so verifies its checksum
-    except zstandard.ZstdError as err:
-        raise PayloadError(f"s2c payload is corrupt ({len(data)} bytes): zstd: {err}") from err
-    if filled != out.nbytes or extra:
-        got = f"{filled} bytes" if not extra else "more bytes"
-        raise PayloadError(f"s2c payload truncated or corrupt: shape {shape} {dtype} needs {out.nbytes} bytes, got {got}")
+        blosc.decompress_ptr(body, out.ctypes.data)
+    except Exception as err:  # noqa: BLE001 - python-blosc raises RuntimeError/ValueError/TypeError
+        raise PayloadError(f"s2c payload is corrupt ({len(data)} bytes): blosc: {err}") from err
     return out if dtype.isnative else out.astype(dtype.newbyteorder("="))
 
 
