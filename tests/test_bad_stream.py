@@ -77,10 +77,9 @@ def write_corrupted_stream(out: Path) -> dict:
                     _member(tar, f"{key}.tif", payload)
                 _member(tar, f"{key}.json", b"{lon: oops" if how == "bad_json" else json.dumps(record).encode())
         shards.append({"name": name, "samples": PER_SHARD})
-    # cut the last shard inside the image of its sample SAMPLES - LOST + 1: that sample, the rest,
-    # and the one before it (still pending: the reader cannot know it was complete) are lost
+    # cut the last shard inside the image of its sample SAMPLES - LOST: it and the rest are lost
     last = out / shards[-1]["name"]
-    cut = offsets[SAMPLES - LOST_IN_TRUNCATED_SHARD + 1] + 512 + 100
+    cut = offsets[SAMPLES - LOST_IN_TRUNCATED_SHARD] + 512 + 100
     last.write_bytes(last.read_bytes()[:cut])
     manifest = {"format": 1, "payload": "tif", "dtype": "uint16", "bands": list(S2_BANDS), "shards": shards,
                 "samples": SAMPLES}
