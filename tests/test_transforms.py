@@ -71,7 +71,7 @@ def test_crops():
 
 def test_flips_are_per_sample_and_both_happen():
     images = torch.arange(64 * 2 * 3 * 3, dtype=torch.float32).reshape(64, 2, 3, 3)
-    out = random_flips(images, torch.Generator().manual_seed(0))
+    out = random_flips(images.clone(), torch.Generator().manual_seed(0))  # in place
     kinds = set()
     for x, y in zip(images, out):
         variants = {"none": x, "h": x.flip(-1), "v": x.flip(-2), "hv": x.flip(-1).flip(-2)}

@@ -57,6 +57,7 @@ from .transforms import (
     finish_batch,
     select_bands,
     target_bands,
+    to_reflectance,
 )
 
 log = logging.getLogger("satclip.data")
@@ -203,8 +204,7 @@ def iter_tar(stream) -> Iterator[tuple[str, bytes]]:
         except (ValueError, KeyError) as exn:
             raise ShardError(f"not a tar archive: invalid header at byte {offset} ({exn})") from None
         unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
-        signed = unsigned - 2 * sum(b for b in header[:148] + header[156:] if b > 127)
-        if stored not in (unsigned, signed):
+        if stored != unsigned and stored != unsigned - 256 * sum(b > 127 for b in header[:148] + header[156:]):
             raise ShardError(f"not a tar archive: header checksum mismatch at byte {offset}")
         kind = header[156:157]
         name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
@@ -314,7 +314,7 @@ def check_lonlat(lon: float, lat: float) -> str | None:
 
 @dataclass
 class SampleDecoder:
-    """Raw sample -> (image (C', h, w) uint16, lonlat (2,) float64, key); raises :class:`Skip`.
+    """Raw sample -> cropped image, band plan, lonlat (2,) float64, key; raises :class:`Skip`.
 
     Bands come from the sample's JSON record, else ``source_bands`` (the manifest's, else
     S2-100K's). Coordinates: the JSON record, else ``index`` (``index.csv`` as read by
@@ -340,8 +340,9 @@ class SampleDecoder:
             self._plans[source] = band_indices(source, target)
         return self._plans[source]
 
-    def __call__(self, raw: dict, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, str]:
-        """Decode and check one raw sample; ``rng`` None gives the centre crop (evaluation)."""
+    def __call__(self, raw: dict, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """Decode and check one raw sample: (cropped view (C, h, w) uint16, band indices for
+        :func:`select_bands`, lonlat, key). ``rng`` None gives the centre crop (evaluation)."""
         key = raw["__key__"]
         ext = next((e for e in PAYLOAD_EXTENSIONS if e in raw), None)
         if ext is None:
@@ -358,7 +359,7 @@ class SampleDecoder:
         if self.crop_size is not None:
             top, left = crop_offsets(image.shape[1], image.shape[2], self.crop_size, rng)
             image = crop(image, self.crop_size, top, left)
-        return np.ascontiguousarray(select_bands(image, self._plan(source))), lonlat, key
+        return image, self._plan(source), lonlat, key
 
     @staticmethod
     def _meta(raw: dict) -> dict:
@@ -584,20 +585,39 @@ class ShardStream(IterableDataset):
                         "The 'satclip.data' warnings above give each cause."
                     )
 
-    def _batches(self, samples: Iterator[tuple], counter: SkipCounter) -> Iterator[dict]:
+    def _batches(self, samples: Iterator[tuple], counter: SkipCounter, generator: torch.Generator) -> Iterator[dict]:
         pending: list[tuple] = []
         shape = None
         for sample in samples:
-            shape = shape or sample[0].shape
-            if sample[0].shape != shape:
-                counter.record("shape", "(batch)", sample[2], f"size {sample[0].shape} differs from {shape} (set crop_size)")
+            image, indices, _, key = sample
+            shape = shape or (len(indices),) + image.shape[1:]
+            if (len(indices),) + image.shape[1:] != shape:
+                counter.record("shape", "(batch)", key, f"size {image.shape} differs from {shape} (set crop_size)")
                 continue
             pending.append(sample)
             if len(pending) == self.batch_size:
-                yield _collate(pending)
+                yield self._assemble(pending, shape, generator)
                 pending = []
         if pending:
-            yield _collate(pending)
+            yield self._assemble(pending, shape, generator)
+
+    def _assemble(self, samples: list[tuple], shape: tuple[int, ...], generator: torch.Generator) -> dict:
+        """Collate samples: uint16 (``keep_uint16``), or reflectance augmented sample by sample."""
+        lonlat = torch.from_numpy(np.stack([s[2] for s in samples]))
+        if self.keep_uint16:
+            out = np.empty((len(samples), *shape), dtype=np.uint16)
+            for i, (image, indices, _, _) in enumerate(samples):
+                select_bands(image, indices, out=out[i])
+            images = torch.from_numpy(out)
+        else:
+            images = torch.empty((len(samples), *shape), dtype=torch.float32)
+            scratch = np.empty(shape, dtype=np.uint16)
+            for i, (image, indices, _, _) in enumerate(samples):
+                one = to_reflectance(torch.from_numpy(select_bands(image, indices, out=scratch))[None])
+                images[i] = self.augment.images(one, generator)[0] if self.augment is not None else one[0]
+            if self.augment is not None:
+                lonlat = self.augment.coords(lonlat, generator)
+        return {"image": images, "lonlat": lonlat, "key": [s[3] for s in samples]}
 
     def __iter__(self) -> Iterator[dict]:
         worker, num_workers = _worker_info()
@@ -612,9 +632,7 @@ class ShardStream(IterableDataset):
             samples = _shuffled(samples, self.shuffle_buffer, py_rng)
         limit = self.batches_per_worker(num_workers)
         produced = 0
-        for batch in self._batches(samples, counter):
-            if not self.keep_uint16:
-                batch = finish_batch(batch, self.augment, generator)
+        for batch in self._batches(samples, counter, generator):
             batch["skipped"] = counter.snapshot()
             batch["worker"] = worker
             yield batch
@@ -638,15 +656,6 @@ class ShardStream(IterableDataset):
 
 def _seed_int(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-def _collate(samples: list[tuple]) -> dict:
-    images, lonlats, keys = zip(*samples)
-    return {
-        "image": torch.from_numpy(np.stack(images)),
-        "lonlat": torch.from_numpy(np.stack(lonlats)),
-        "key": list(keys),
-    }
 
 
 def build_pipeline(
@@ -795,7 +804,8 @@ class SatCLIPDataModule(L.LightningDataModule):
     rank; default the manifest's total / world size). Validation: one pass, centre crop, no
     augmentation; every rank reads the whole set unless ``val_split_by_rank``. ``keep_uint16``
     sends uint16 batches through the workers and pinned memory (half the bytes of float32) and
-    scales and augments them on the device in :meth:`on_after_batch_transfer`.
+    scales and augments them on the device in :meth:`on_after_batch_transfer`; None (default):
+    on when the trainer runs on a GPU.
     """
 
     def __init__(
@@ -815,7 +825,7 @@ class SatCLIPDataModule(L.LightningDataModule):
         blur: bool = True,
         jitter: float = 0.01,
         jitter_mode: str = "symmetric",
-        keep_uint16: bool = False,
+        keep_uint16: bool | None = None,
         index_csv: str | None = None,
         val_split_by_rank: bool = False,
         pin_memory: bool = True,
@@ -830,6 +840,13 @@ class SatCLIPDataModule(L.LightningDataModule):
         if self.trainer is not None:
             return self.trainer.global_rank, self.trainer.world_size
         return _rank_info()
+
+    @property
+    def keep_uint16(self) -> bool:
+        """Whether batches leave the workers as uint16 (``keep_uint16``, or auto: on a GPU)."""
+        if self.hparams.keep_uint16 is not None:
+            return self.hparams.keep_uint16
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def _loader(self, urls: str | list[str], train: bool) -> StreamLoader:
         hp = self.hparams
@@ -846,7 +863,7 @@ class SatCLIPDataModule(L.LightningDataModule):
             bands=hp.bands,
             insert_b10=hp.insert_b10,
             augment=self.augment,
-            keep_uint16=hp.keep_uint16,
+            keep_uint16=self.keep_uint16,
             index_csv=hp.index_csv,
             seed=hp.seed,
             rank=rank,
@@ -864,7 +881,7 @@ class SatCLIPDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """With ``keep_uint16``: uint16 -> float32 reflectance on the device, and augmentation when training."""
-        if not self.hparams.keep_uint16 or batch["image"].is_floating_point():
+        if batch["image"].is_floating_point():
             return batch
         training = self.trainer is not None and self.trainer.training
         if not training:

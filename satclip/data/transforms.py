@@ -2,13 +2,14 @@
 
 Two floors, one implementation:
 
-- per sample, in the loader workers, on numpy: :func:`select_bands` (to a target band list,
-  B10 synthesised as zeros) and :func:`crop` (random in training, centre at evaluation). Both
-  shrink or keep the array, so they run before anything crosses a process boundary.
-- per batch, on torch tensors of any device: :func:`to_reflectance`, :func:`random_flips`,
-  :func:`gaussian_blur`, :func:`jitter_lonlat`, bundled by :class:`Augment`. The loader applies
-  them in the workers, or, with ``keep_uint16``, leaves the batch uint16 (half the bytes of
-  float32) and the DataModule applies the same :class:`Augment` on the GPU after transfer.
+- per sample, in the loader workers, on numpy: :func:`crop` (random in training, centre at
+  evaluation, a view) and :func:`select_bands` (to a target band list, B10 synthesised as zeros;
+  the one copy, straight into the batch). Nothing bigger than the crop crosses a process boundary.
+- on torch tensors of any device, (B, C, H, W): :func:`to_reflectance`, :func:`random_flips`,
+  :func:`gaussian_blur`, :func:`jitter_lonlat`, bundled by :class:`Augment` and
+  :func:`finish_batch`. The workers apply them one sample at a time (the data stays in cache:
+  several times faster than whole-batch passes on CPU); with ``keep_uint16`` the batch stays uint16
+  (half the bytes of float32) and the DataModule applies :func:`finish_batch` on the GPU.
 
 Matching the reference SatCLIP pretraining: reflectance = DN / 10000; an all-zero B10 at index 10
 for the 13-band backbones; random crop 224; horizontal and vertical flips (p = 0.5 each);
@@ -59,13 +60,16 @@ def band_indices(source: Sequence[str], target: Sequence[str]) -> np.ndarray:
     return np.array([index.get(b, -1) for b in target], dtype=np.int64)
 
 
-def select_bands(image: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Reorder the bands (axis -3) of a (..., C, H, W) array; index -1 gives an all-zero band."""
-    if (indices >= 0).all():
-        return image[..., indices, :, :]
-    out = np.zeros(image.shape[:-3] + (len(indices),) + image.shape[-2:], dtype=image.dtype)
-    keep = np.flatnonzero(indices >= 0)
-    out[..., keep, :, :] = image[..., indices[keep], :, :]
+def select_bands(image: np.ndarray, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Reorder the bands (axis -3) of a (..., C, H, W) array into a new array (or ``out``);
+    index -1 gives an all-zero band. Works on strided views (crops) without an extra copy."""
+    if out is None:
+        out = np.empty(image.shape[:-3] + (len(indices),) + image.shape[-2:], dtype=image.dtype)
+    for j, i in enumerate(indices.tolist()):  # band by band: twice as fast as np.take on a crop view
+        if i < 0:
+            out[..., j, :, :] = 0
+        else:
+            out[..., j, :, :] = image[..., i, :, :]
     return out
 
 
@@ -85,35 +89,44 @@ def crop(image: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
 
 
 def to_reflectance(images: torch.Tensor) -> torch.Tensor:
-    """Sentinel-2 digital numbers (any integer dtype, uint16 included) -> float32 reflectance / 10000.
-    Float input is taken to be scaled already and is only cast to float32."""
+    """Sentinel-2 digital numbers (any integer dtype, uint16 included) -> a new float32 tensor of
+    reflectance = DN / 10000. Float input is taken to be scaled already and is only copied."""
     if images.is_floating_point():
-        return images.float()
-    return images.to(torch.float32) / REFLECTANCE_SCALE
+        return images.to(torch.float32, copy=True)
+    return images.to(torch.float32).div_(REFLECTANCE_SCALE)
 
 
 def random_flips(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
-    """Flip each image of a (B, C, H, W) batch horizontally and, independently, vertically, each with probability p."""
-    b = images.shape[0]
-    draws = torch.rand(2, b, generator=generator, device=images.device) < p
-    images = torch.where(draws[0].view(b, 1, 1, 1), images.flip(-1), images)
-    return torch.where(draws[1].view(b, 1, 1, 1), images.flip(-2), images)
+    """Flip each image of a (B, C, H, W) batch horizontally and, independently, vertically, each
+    with probability p. In place; returns ``images``."""
+    draws = torch.rand(2, images.shape[0], generator=generator, device=images.device) < p
+    for dim, flip in zip((-1, -2), draws):
+        index = flip.nonzero().flatten()
+        if index.numel():
+            images[index] = images[index].flip(dim)
+    return images
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
-    """Blur each image of a float (B, C, H, W) batch with its own sigma (shape (B,)); separable
-    kernel, reflect padding (as torchvision's ``gaussian_blur``)."""
+    """Blur each image of a float (B, C, H, W) batch with its own sigma (shape (B,)): separable
+    kernel, reflect padding, as torchvision's ``gaussian_blur``. Shifted multiply-adds rather than
+    a grouped convolution: several times faster on CPU, and as fast on GPU."""
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-    b, c, h, w = images.shape
     x = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - kernel_size // 2
-    kernel = torch.exp(-0.5 * (x / sigma.to(images).view(b, 1)) ** 2)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (B*C, k)
-    pad = kernel_size // 2
-    out = F.pad(images.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
-    out = F.conv2d(out, kernel.view(b * c, 1, 1, kernel_size), groups=b * c)
-    out = F.conv2d(out, kernel.view(b * c, 1, kernel_size, 1), groups=b * c)
-    return out.view(b, c, h, w)
+    kernel = torch.exp(-0.5 * (x / sigma.to(images).view(-1, 1)) ** 2)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (B, k)
+    return _convolve_axis(_convolve_axis(images, kernel, -1), kernel, -2)
+
+
+def _convolve_axis(images: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
+    b, k = kernel.shape
+    pad, n = k // 2, images.shape[dim]
+    padded = F.pad(images, (pad, pad, 0, 0) if dim == -1 else (0, 0, pad, pad), mode="reflect")
+    out = padded.narrow(dim, 0, n) * kernel[:, 0].view(b, 1, 1, 1)
+    for j in range(1, k):
+        out.addcmul_(padded.narrow(dim, j, n), kernel[:, j].view(b, 1, 1, 1))
+    return out
 
 
 def jitter_lonlat(
@@ -137,7 +150,7 @@ def jitter_lonlat(
 
 @dataclass
 class Augment:
-    """Training augmentation of a batch dict (``image`` (B, C, H, W), ``lonlat`` (B, 2)), on any device."""
+    """Training augmentation of float (B, C, H, W) images and (B, 2) [lon, lat], on any device."""
 
     flips: bool = True
     blur: bool = True
@@ -152,26 +165,29 @@ class Augment:
         if self.jitter < 0:
             raise ValueError(f"jitter radius must be >= 0 degrees, got {self.jitter}")
 
-    def __call__(self, images: torch.Tensor, lonlat: torch.Tensor, generator: torch.Generator | None = None):
-        """Augment float images and float64 lonlat; returns (images, lonlat)."""
+    def images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Flips and blur of float images (may work in place; use the returned tensor)."""
         if self.flips:
             images = random_flips(images, generator)
         if self.blur:
             lo, hi = self.blur_sigma
             sigma = lo + (hi - lo) * torch.rand(images.shape[0], generator=generator, device=images.device)
             images = gaussian_blur(images, sigma, self.blur_kernel)
-        if self.jitter:
-            lonlat = jitter_lonlat(lonlat, self.jitter, self.jitter_mode, generator)
-        return images, lonlat
+        return images
+
+    def coords(self, lonlat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Coordinate jitter of ``self.jitter`` degrees (see :func:`jitter_lonlat`)."""
+        return jitter_lonlat(lonlat, self.jitter, self.jitter_mode, generator)
 
 
 def finish_batch(batch: dict, augment: Augment | None = None, generator: torch.Generator | None = None) -> dict:
     """Turn a batch of digital numbers into model input: reflectance float32, then ``augment``
-    (training; None at evaluation). Used in the workers and, with ``keep_uint16``, on the device."""
+    (training; None at evaluation). The device path of ``keep_uint16``; the loader workers apply
+    the same functions one sample at a time (cache-friendly on CPU)."""
     images = to_reflectance(batch["image"])
     lonlat = batch["lonlat"]
     if augment is not None:
-        images, lonlat = augment(images, lonlat, generator)
+        images, lonlat = augment.images(images, generator), augment.coords(lonlat, generator)
     return {**batch, "image": images, "lonlat": lonlat}
 
 
