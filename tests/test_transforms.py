@@ -122,3 +122,15 @@ def test_finish_batch_eval_and_train():
     torch.testing.assert_close(augmented["image"].sum(dim=(2, 3)), plain["image"].sum(dim=(2, 3)))
     with pytest.raises(ValueError, match="jitter_mode"):
         Augment(jitter_mode="one-sided")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_uint16_batch_finished_on_the_gpu_matches_the_cpu():
+    dn = torch.tensor([[0, 1, 32767, 32768, 65535]], dtype=torch.uint16).view(1, 1, 1, 5).expand(2, 13, 4, 5)
+    batch = {"image": dn.contiguous(), "lonlat": torch.zeros(2, 2, dtype=torch.float64), "key": ["a", "b"]}
+    cpu = finish_batch(batch)["image"]
+    gpu = finish_batch({**batch, "image": batch["image"].cuda(), "lonlat": batch["lonlat"].cuda()})["image"]
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=0)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    out = finish_batch({**batch, "image": batch["image"].cuda(), "lonlat": batch["lonlat"].cuda()}, Augment(), gen)
+    assert out["image"].dtype == torch.float32 and out["image"].is_cuda and out["lonlat"].dtype == torch.float64

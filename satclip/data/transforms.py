@@ -93,6 +93,10 @@ def to_reflectance(images: torch.Tensor) -> torch.Tensor:
     reflectance = DN / 10000. Float input is taken to be scaled already and is only copied."""
     if images.is_floating_point():
         return images.to(torch.float32, copy=True)
+    if images.dtype == torch.uint16 and images.device.type != "cpu":
+        # uint16 has only "limited support" off the CPU: reinterpret the bits as int16 and undo
+        # the sign in int32, which every backend supports.
+        images = images.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF)
     return images.to(torch.float32).div_(REFLECTANCE_SCALE)
 
 
