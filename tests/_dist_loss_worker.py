@@ -1,0 +1,70 @@
+"""Two-process gloo run of InfoNCELoss, launched by tests/test_loss.py as a subprocess.
+
+Usage: python tests/_dist_loss_worker.py OUT_DIR SIZES (e.g. "5,3"). Each rank takes its rows of a
+fixed global batch, runs tiny DDP-wrapped towers and the loss, and saves its loss, the (DDP
+averaged) parameter gradients and its feature gradients to OUT_DIR/rank{r}.pt.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from satclip.loss import InfoNCELoss
+
+DIM_IN, DIM_OUT = 6, 4
+
+
+def global_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same global batch in every process (and in the test)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, DIM_IN, generator=g, dtype=torch.float64), torch.randn(n, DIM_IN, generator=g, dtype=torch.float64)
+
+
+class Towers(nn.Module):
+    """Two linear towers and a learnable temperature, deterministic (no BN, no dropout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.image = nn.Linear(DIM_IN, DIM_OUT).double()
+        self.location = nn.Linear(DIM_IN, DIM_OUT).double()
+        self.logit_scale = nn.Parameter(torch.tensor(2.0, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return F.normalize(self.image(x), dim=-1), F.normalize(self.location(y), dim=-1), self.logit_scale.exp()
+
+
+def _run(rank: int, world: int, init: str, out: str, sizes: list[int]) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        x, y = global_batch(sum(sizes))
+        start = sum(sizes[:rank])
+        rows = slice(start, start + sizes[rank])
+        model = nn.parallel.DistributedDataParallel(Towers())
+        img, loc, scale = model(x[rows], y[rows])
+        img.retain_grad()
+        loc.retain_grad()
+        loss = InfoNCELoss()(img, loc, scale)
+        loss.backward()
+        grads = {n: p.grad for n, p in model.module.named_parameters()}
+        torch.save({"loss": loss.detach(), "grads": grads, "img_grad": img.grad, "loc_grad": loc.grad}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def main() -> None:
+    out, sizes = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
+    init = f"file://{Path(out).resolve() / 'rendezvous'}"
+    mp.spawn(_run, args=(len(sizes), init, out, sizes), nprocs=len(sizes), join=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""InfoNCELoss: single-process behaviour and the 2-process gloo equivalence with one process."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from satclip.loss import InfoNCELoss, gather_rows, info_nce
+
+HERE = Path(__file__).resolve().parent
+
+
+def _features(n: int = 8, d: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(torch.randn(n, d, generator=g), dim=-1)
+
+
+def test_perfect_alignment_gives_low_loss_and_random_gives_about_log_n() -> None:
+    img, loc = _features(n=8, d=64)
+    loss = InfoNCELoss()
+    aligned = loss(img, img.clone(), torch.tensor(100.0))
+    assert float(aligned) < 1e-3
+    random = loss(img, loc, torch.tensor(1.0))
+    assert abs(float(random) - math.log(8)) < 0.5
+
+
+def test_symmetric_in_its_two_inputs_and_matches_the_explicit_formula() -> None:
+    img, loc = _features()
+    loss = InfoNCELoss()
+    scale = torch.tensor(14.3)
+    assert torch.allclose(loss(img, loc, scale), loss(loc, img, scale))
+    logits = scale * img @ loc.T
+    labels = torch.arange(8)
+    expected = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    assert torch.allclose(loss(img, loc, scale), expected, atol=1e-6)
+
+
+def test_temperature_sharpens_a_correct_ranking_and_flattens_to_log_n_at_zero() -> None:
+    img, _ = _features(n=8, d=64)
+    loc = F.normalize(img + 0.3 * _features(n=8, d=64, seed=1)[1], dim=-1)  # matches ranked first
+    loss = InfoNCELoss()
+    values = [float(loss(img, loc, torch.tensor(s))) for s in (1.0, 10.0, 100.0)]
+    assert values[0] > values[1] > values[2]
+    assert abs(float(loss(img, loc, torch.tensor(0.0))) - math.log(8)) < 1e-6
+
+
+def test_rejects_mismatched_shapes_with_a_clear_error() -> None:
+    img, loc = _features()
+    with pytest.raises(ValueError, match=r"image and location features .* \(8, 16\) and \(7, 16\)"):
+        InfoNCELoss()(img, loc[:7], torch.tensor(1.0))
+
+
+def test_without_a_process_group_gather_is_the_identity() -> None:
+    img, _ = _features()
+    out, offset = gather_rows(img)
+    assert out is img and offset == 0
+
+
+def test_local_rows_against_global_batch_sum_to_the_global_loss() -> None:
+    img, loc = _features(n=8)
+    scale = torch.tensor(5.0)
+    parts = [info_nce(img[i : i + 4], loc[i : i + 4], scale, img, loc, offset=i) for i in (0, 4)]
+    assert torch.allclose(sum(parts) / 2, info_nce(img, loc, scale), atol=1e-6)
+
+
+@pytest.mark.parametrize("sizes", ["4,4", "5,3"])
+def test_two_process_gloo_loss_and_gradients_equal_one_process(tmp_path: Path, sizes: str) -> None:
+    sys.path.insert(0, str(HERE))
+    from _dist_loss_worker import Towers, global_batch
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(
+        [sys.executable, str(HERE / "_dist_loss_worker.py"), str(tmp_path), sizes], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+    counts = [int(s) for s in sizes.split(",")]
+    x, y = global_batch(sum(counts))
+    model = Towers()
+    img, loc, scale = model(x, y)
+    img.retain_grad()
+    loc.retain_grad()
+    loss = InfoNCELoss()(img, loc, scale)
+    loss.backward()
+
+    # the mean of the ranks' losses is the global loss
+    assert abs(float(sum(r["loss"] for r in ranks) / 2) - loss.item()) <= 1e-6
+    # DDP-averaged parameter gradients equal the one-process gradients
+    for name, p in model.named_parameters():
+        for r in ranks:
+            assert torch.allclose(r["grads"][name], p.grad, rtol=0, atol=1e-6), name
+    # feature gradients: each rank holds the sum over ranks' losses, i.e. world_size x its rows of the global gradient
+    got_img = torch.cat([r["img_grad"] for r in ranks]) / 2
+    got_loc = torch.cat([r["loc_grad"] for r in ranks]) / 2
+    assert torch.allclose(got_img, img.grad, rtol=0, atol=1e-6)
+    assert torch.allclose(got_loc, loc.grad, rtol=0, atol=1e-6)
+    # and the comparison is not vacuous: the gradients are far from zero
+    assert float(img.grad.abs().max()) > 1e-3
