@@ -12,6 +12,11 @@ network's defaults with lr 1e-3 and no weight decay. Explicit options always win
 
 With ``--init-from`` the tower of a pretrained checkpoint (anything ``satclip.load_location_encoder``
 reads) gets a linear head and is fine-tuned (or, with ``--freeze-tower``, only the head is fit).
+
+The fitted model is written to ``DIR/model`` in the location-tower export format of
+``satclip export`` (``config.json`` + ``model.safetensors``): the head and the regression target
+scaling are folded into the tower's last affine layer, so ``satclip.load_location_encoder(DIR/model)``
+returns a plain tower whose outputs are the predictions (class logits, or values in target units).
 """
 
 from __future__ import annotations
@@ -222,6 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--init-from", help="fine-tune the location tower of this checkpoint / hub id / export (adds a linear head)")
     parser.add_argument("--freeze-tower", action="store_true", help="with --init-from: train only the head")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: these networks are small)")
     parser.add_argument("--out", default="locfit-out", help="output folder (metrics.json, model/, prediction.png)")
     parser.add_argument("--plot", action="store_true", help="also write prediction.png: the predicted field with the training points")
 
@@ -229,7 +235,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.freeze_tower and not args.init_from:
         raise SystemExit("satclip locfit: --freeze-tower needs --init-from (a pretrained tower to freeze)")
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    torch.set_num_threads(args.threads)
     read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col)  # noqa: E731
     train, val = read(args.train), read(args.val)
     test = read(args.test) if args.test else None

@@ -123,3 +123,34 @@ def smooth_random_field(lonlat: np.ndarray, seed: int, degree: int = 6) -> np.nd
 def climate_gradient(lonlat: np.ndarray) -> np.ndarray:
     """A smooth latitude "climate" field: cos(lat)^2 - 0.5 (warm equator, cold poles), in [-0.5, 0.5]."""
     return np.cos(np.radians(lonlat[:, 1])) ** 2 - 0.5
+
+
+class SyntheticWorld:
+    """Sentinel-2-like band statistics that are a known function of location.
+
+    Each band's mean reflectance (x 10000) mixes, with fixed random weights: land vs ocean (the
+    1 km land mask), the latitude "climate" gradient and ``n_fields`` smooth random fields. The
+    probes of ``scripts/bench_pretrain_quality.py`` ask whether pretraining recovered these.
+    """
+
+    def __init__(self, n_bands: int = 12, n_fields: int = 3, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.n_bands, self.field_seeds = n_bands, [seed * 100 + k for k in range(n_fields)]
+        self.base = rng.uniform(600, 1400, n_bands)
+        self.w_land = rng.uniform(600, 1800, n_bands) * rng.choice([-0.4, 1.0], n_bands)
+        self.w_climate = rng.uniform(-1500, 1500, n_bands)
+        self.w_fields = rng.uniform(-300, 300, (n_fields, n_bands))
+
+    def fields(self, lonlat: np.ndarray) -> dict[str, np.ndarray]:
+        """``land`` (0/1), ``climate`` (latitude gradient) and ``field_k`` at the points."""
+        out = {"land": is_land(lonlat).astype(np.float64), "climate": climate_gradient(lonlat)}
+        for k, s in enumerate(self.field_seeds):
+            out[f"field_{k}"] = smooth_random_field(lonlat, seed=s)
+        return out
+
+    def band_means(self, fields: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, n_bands) mean digital numbers (reflectance x 10000), clipped to [50, 9000]."""
+        means = self.base + np.outer(fields["land"], self.w_land) + np.outer(fields["climate"], self.w_climate)
+        for k, w in enumerate(self.w_fields):
+            means = means + np.outer(fields[f"field_{k}"], w)
+        return np.clip(means, 50, 9000)
