@@ -20,7 +20,15 @@ from satclip.eval.plots import plot_embedding_map
 from satclip.eval.probe import fold_indices, run_probe, spatial_cells, summary_table
 from satclip.location import build_location_encoder
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The networks here are tiny: one thread is fastest and leaves the other cores alone."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _table(n: int, seed: int) -> pd.DataFrame:
@@ -80,9 +88,13 @@ def test_locfit_multiclass_and_bad_input(tmp_path):
                               nn_name="linear", overrides={"legendre_polys": 6, "lr": 0.05}, max_epochs=80, patience=10)
     assert report["kind"] == "multiclass" and model.tower.output_dim == 4
     assert report["test"]["accuracy"] > 0.6  # chance is 0.25
+    _table(10, 0).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(ValueError, match="missing column"):
-        _table(10, 0).to_csv(tmp_path / "t.csv", index=False)
         main(["locfit", "--train", str(tmp_path / "t.csv"), "--val", str(tmp_path / "t.csv"), "--target", "nope", "--task", "regression"])
+    bad = _table(10, 0).assign(lat=lambda d: d["lat"].where(d.index != 3, 95.0))
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match=r"bad.csv: .*1 of 10 rows .*first bad row 3"):
+        main(["locfit", "--train", str(tmp_path / "bad.csv"), "--val", str(tmp_path / "t.csv"), "--target", "value", "--task", "regression"])
 
 
 def test_tuned_hparams_from_the_authors_table():

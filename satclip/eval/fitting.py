@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..geo import validate_lonlat
 from ..location import LocationEncoder
 
 KINDS = ("binary", "multiclass", "regression")
@@ -30,10 +31,9 @@ class Split:
     y: np.ndarray
 
     def __post_init__(self) -> None:
-        self.lonlat = np.asarray(self.lonlat, dtype=np.float64)
+        # one validator for coordinates everywhere: bad rows raise, longitudes are wrapped
+        self.lonlat = validate_lonlat(torch.as_tensor(np.asarray(self.lonlat, dtype=np.float64))).numpy()
         self.y = np.asarray(self.y)
-        if self.lonlat.ndim != 2 or self.lonlat.shape[1] != 2:
-            raise ValueError(f"lonlat must have shape (N, 2), got {self.lonlat.shape}")
         if self.y.shape != (self.lonlat.shape[0],):
             raise ValueError(f"targets must have shape ({self.lonlat.shape[0]},), got {self.y.shape}")
 
@@ -127,13 +127,18 @@ def _split_frozen(model: LocationPredictor, freeze_tower: bool) -> tuple[nn.Modu
         return tower, model.head
     if any(True for _ in tower.posenc.parameters()):
         return nn.Identity(), model
-    dtype = tower.dtype
+    return _Encoding(tower), nn.Sequential(tower.nnet, model.head)
 
-    class _Encode(nn.Module):
-        def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
-            return tower.posenc(lonlat.to(torch.float64)).to(dtype)
 
-    return _Encode(), nn.Sequential(tower.nnet, model.head)
+class _Encoding(nn.Module):
+    """The positional-encoding half of a tower (float64 in, the network's dtype out)."""
+
+    def __init__(self, tower: LocationEncoder) -> None:
+        super().__init__()
+        self.posenc, self.dtype = tower.posenc, tower.dtype
+
+    def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
+        return self.posenc(lonlat.to(torch.float64)).to(self.dtype)
 
 
 def _prefix(module: nn.Module, lonlat: np.ndarray, batch_size: int = 65536) -> torch.Tensor:

@@ -134,8 +134,8 @@ def build_predictor(
     return LocationPredictor(tower, head, kind, classes, y_mean, y_std)
 
 
-def read_table(path: str | Path, target: str | None, lon_col: str = "lon", lat_col: str = "lat") -> Split | np.ndarray:
-    """Read a CSV/Parquet table: a ``Split`` with ``target``, or just the (N, 2) coordinates when ``target`` is None."""
+def read_table(path: str | Path, target: str | None, lon_col: str = "lon", lat_col: str = "lat") -> Split:
+    """Read a CSV/Parquet table as a ``Split`` (rows with a missing value dropped; targets zero when ``target`` is None)."""
     import pandas as pd
 
     path = Path(path)
@@ -148,10 +148,10 @@ def read_table(path: str | Path, target: str | None, lon_col: str = "lon", lat_c
         raise ValueError(f"{path}: missing column(s) {missing}; it has {list(df.columns)}")
     df = df.dropna(subset=wanted)
     lonlat = df[[lon_col, lat_col]].to_numpy(dtype=np.float64)
-    bad = np.abs(lonlat[:, 1]) > 90
-    if bad.any():
-        raise ValueError(f"{path}: {int(bad.sum())} rows have |{lat_col}| > 90; first at row {int(np.argmax(bad))}")
-    return Split(lonlat, df[target].to_numpy()) if target else lonlat
+    try:
+        return Split(lonlat, df[target].to_numpy() if target else np.zeros(len(lonlat)))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def fit_table(
