@@ -47,7 +47,8 @@ def _expected(tower: Path, lonlat: np.ndarray, dtype: str | None = None) -> np.n
 @pytest.mark.parametrize("fmt_in", [".csv", ".parquet"])
 @pytest.mark.parametrize("fmt_out", [".npy", ".parquet", ".csv"])
 def test_embed_tables_in_chunks(tmp_path: Path, tower: Path, table: pd.DataFrame, fmt_in: str, fmt_out: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embed, "CSV_BLOCK_BYTES", 4096)  # several CSV chunks for a small file
+    monkeypatch.setattr(embed, "CSV_BLOCK_BYTES", 4096)  # several read chunks for a small file
+    monkeypatch.setattr(embed, "READ_ROWS", 100)
     src = tmp_path / f"coords{fmt_in}"
     table.to_csv(src, index=False) if fmt_in == ".csv" else table.to_parquet(src)
     out = tmp_path / f"emb{fmt_out}"
@@ -76,7 +77,8 @@ def test_cli_embed_npy_float32(tmp_path: Path, tower: Path, table: pd.DataFrame)
     np.testing.assert_allclose(got, _expected(tower, lonlat), rtol=0, atol=1e-5)
 
 
-def test_bad_rows_are_named_with_global_row_numbers(tmp_path: Path, tower: Path, table: pd.DataFrame) -> None:
+def test_bad_rows_are_named_with_global_row_numbers(tmp_path: Path, tower: Path, table: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embed, "CSV_BLOCK_BYTES", 4096)  # the bad rows are in later chunks
     bad = table.copy()
     bad.loc[450, "latitude"] = 91.0
     bad.loc[601, "longitude"] = np.nan

@@ -27,6 +27,7 @@ from .checkpoints import load_location_encoder
 INPUT_FORMATS = (".csv", ".parquet", ".npy")
 OUTPUT_FORMATS = (".npy", ".parquet", ".csv")
 CSV_BLOCK_BYTES = 1 << 22  # Arrow CSV read block: ~4 MB of text per chunk
+READ_ROWS = 65536  # rows per Parquet / NPY read chunk (and per output write)
 MAX_BAD_ROWS_SHOWN = 10
 
 Chunk = tuple[int, np.ndarray, Any]  # (first global row, (n, 2) float64 [lon, lat], pyarrow Table of carried columns or None)
@@ -196,7 +197,7 @@ class TableWriter:
 # ---------------------------------------------------------------------------------------- embedding
 
 
-def embed_array(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 65536, device: str | torch.device = "cpu") -> np.ndarray:
+def embed_array(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 8192, device: str | torch.device = "cpu") -> np.ndarray:
     """(n, 2) [lon, lat] degrees -> (n, output_dim) embeddings in the encoder's dtype, ``batch_size`` rows at a time."""
     dtype = torch.empty((), dtype=encoder.dtype).numpy().dtype
     out = np.empty((lonlat.shape[0], encoder.output_dim), dtype=dtype)
@@ -213,7 +214,7 @@ def embed_file(
     output: str | Path,
     lon_col: str = "lon",
     lat_col: str = "lat",
-    batch_size: int = 65536,
+    batch_size: int = 8192,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> int:
@@ -224,7 +225,7 @@ def embed_file(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     input, output = Path(input), Path(output)
     out_fmt = _suffix(output, OUTPUT_FORMATS, "output")
-    rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=batch_size)
+    rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=max(batch_size, READ_ROWS))
     encoder = encoder.to(device).eval()
     dim, dtype = encoder.output_dim, torch.empty((), dtype=encoder.dtype).numpy().dtype
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="embeddings: .npy (N, D), or .parquet / .csv (carried columns + emb_0..emb_{D-1})")
     parser.add_argument("--lon-col", default="lon", help="longitude column of a CSV/Parquet input (default: lon)")
     parser.add_argument("--lat-col", default="lat", help="latitude column of a CSV/Parquet input (default: lat)")
-    parser.add_argument("--batch-size", type=int, default=65536, help="points per forward pass (default: 65536)")
+    parser.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default: 8192)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the tower and output (default: the checkpoint's)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
