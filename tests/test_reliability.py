@@ -176,3 +176,31 @@ def test_slurm_sigusr1_saves_hpc_checkpoint_and_requeues(tmp_path: Path, monkeyp
     assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
     hpc = sorted(tmp_path.glob("hpc_ckpt_*.ckpt"))
     assert len(hpc) == 1 and safe_torch_load(hpc[0])["global_step"] >= 3
+
+
+def test_sigkill_during_writes_never_leaves_an_unreadable_checkpoint(tmp_path: Path) -> None:
+    """A forked writer saving 8 MB checkpoints in a loop is SIGKILLed at random moments, 8 times."""
+    import random
+    import time
+
+    path, weights = tmp_path / "last.ckpt", torch.randn(2_000_000)
+    rng, last = random.Random(0), -1
+    for _ in range(8):
+        before = path.stat().st_mtime_ns if path.exists() else None
+        pid = os.fork()
+        if pid == 0:  # the writer: never returns
+            i = last + 1
+            while True:
+                atomic_torch_save({"i": i, "w": weights}, path)
+                i += 1
+        deadline = time.monotonic() + 30
+        while (path.stat().st_mtime_ns if path.exists() else None) == before and time.monotonic() < deadline:
+            time.sleep(0.005)  # this life's first save
+        time.sleep(rng.uniform(0.0, 0.1))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        step = safe_torch_load(path)["i"]  # never truncated
+        assert step > last
+        last = step
+    atomic_torch_save({"i": last}, path)  # the next save sweeps the temporaries killed writers left
+    assert _temps(tmp_path) == []
