@@ -140,6 +140,8 @@ def test_unsafe_pickle_is_refused_and_not_run(tmp_path: Path) -> None:
 def test_bad_inputs_have_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         satclip.load_location_encoder(tmp_path / "missing.ckpt")
+    with pytest.raises(FileNotFoundError, match="no such file or directory, and not a Hugging Face Hub id"):
+        satclip.load_location_encoder("runs/missing.ckpt")  # dir/file.ckpt is a path, never a hub id
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):

@@ -14,13 +14,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 HUB_HOST = "huggingface.co"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w.-]+\.(ckpt|pt|pth|safetensors))?$")
+_CHECKPOINT_SUFFIX = r"\.(ckpt|pt|pth|safetensors)"
+_HUB_ID = re.compile(rf"^[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w.-]+{_CHECKPOINT_SUFFIX})?$")
+_LOCAL_LOOKING = re.compile(rf"^[^/]+/[^/]+{_CHECKPOINT_SUFFIX}$")  # dir/file.ckpt: a path, not a repository
 _TRUE = {"1", "on", "yes", "true"}
 
 
 def is_hub_id(source: str) -> bool:
     """``owner/name`` (file ``name.lower() + '.ckpt'``) or ``owner/name/file.ckpt``."""
-    return bool(_HUB_ID.match(source))
+    return bool(_HUB_ID.match(source)) and not _LOCAL_LOOKING.match(source)
 
 
 def hub_filename(repo_id: str) -> str:
@@ -82,7 +84,7 @@ def resolve_hub_id(source: str, cache_dir: str | Path | None = None) -> Path:
     if is_offline() or not host_reachable(HUB_HOST):
         folder = cache / f"models--{repo_id.replace('/', '--')}"
         raise _offline_error(
-            f"hub checkpoint {source!r} (file {filename!r} of repository {repo_id!r})",
+            f"hub checkpoint {source!r} (file {filename!r} of repository {repo_id!r}; no local path of that name exists either)",
             f"https://{HUB_HOST}/{repo_id}/resolve/main/{filename}",
             f"{folder}/snapshots/<revision>/{filename} with {folder}/refs/main holding <revision> "
             f"(`huggingface-cli download {repo_id} {filename} --cache-dir {cache}` does this)",
