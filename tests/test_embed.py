@@ -114,3 +114,11 @@ def test_python_api_shape(tower: Path) -> None:
     enc = satclip.load_location_encoder(tower)
     lonlat = torch.tensor([[-73.97, 40.78], [151.2, -33.86], [0.0, 90.0]], dtype=torch.float64)
     assert enc(lonlat).shape == (3, 8)
+
+
+def test_cli_reports_bad_rows_without_traceback(tmp_path: Path, tower: Path) -> None:
+    pd.DataFrame({"id": [1, 2, 3], "lon": [0.0, 10.0, 20.0], "lat": [0.0, 95.0, 1.0]}).to_csv(tmp_path / "c.csv", index=False)
+    argv = ["embed", "--checkpoint", str(tower), "--input", str(tmp_path / "c.csv"), "--output", str(tmp_path / "e.csv"), "--no-progress"]
+    with pytest.raises(SystemExit, match=r"satclip embed: .*c.csv.*data rows 1 \(lon=10.0, lat=95.0\)"):
+        cli_main(argv)
+    assert not (tmp_path / "e.csv").exists()

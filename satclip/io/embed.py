@@ -264,7 +264,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype)
-    rows = embed_file(encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress)
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"satclip embed: --device {args.device}: no CUDA device is available here (use --device cpu)")
+    try:
+        encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype)
+        rows = embed_file(encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"satclip embed: {err}") from None
     print(f"wrote {rows} embeddings ({encoder.output_dim} dims, {str(encoder.dtype).removeprefix('torch.')}) to {args.output}")
     return 0
