@@ -104,3 +104,28 @@ def test_loader_counts_every_injected_corruption(corrupted: Path) -> None:
     assert loader.skipped == {kind: INJECTED.get(kind, 0) for kind in SKIP_KINDS}
     assert len(keys) == len(set(keys)) == SAMPLES - sum(INJECTED.values()) + INJECTED["shard"] - LOST_IN_TRUNCATED_SHARD
     assert max(keys) == f"sample_{SAMPLES - LOST_IN_TRUNCATED_SHARD - 1:05d}"
+
+
+def test_training_completes_and_reports_exact_skip_counts(corrupted: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from satclip.train.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cli = main([
+            "--data.train_urls", str(corrupted), "--data.resample", "false", "--data.shuffle_buffer", "0",
+            "--data.num_workers", "0", "--data.batch_size", "50", "--data.crop_size", str(SIZE), "--data.pin_memory", "false",
+            "--model.vision", "test_resnet", "--model.embed_dim", "32",
+            "--model.location", '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1}',
+            "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+        ])
+    finally:
+        torch.set_num_threads(threads)
+    trainer = cli.trainer
+    assert trainer.state.finished
+    good = SAMPLES - sum(INJECTED.values()) + INJECTED["shard"] - LOST_IN_TRUNCATED_SHARD
+    assert trainer.global_step == good // 50
+    reported = {k.removeprefix("data/skipped_"): int(v) for k, v in trainer.callback_metrics.items() if k.startswith("data/skipped_")}
+    assert reported == {kind: INJECTED.get(kind, 0) for kind in SKIP_KINDS}
