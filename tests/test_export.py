@@ -134,3 +134,24 @@ def test_broken_export_directory_errors(tmp_path: Path, tower_l40: satclip.Locat
     (other / "model.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="not a satclip location tower export"):
         satclip.load_location_encoder(other)
+
+
+@pytest.mark.parametrize("pe", ["sphericalharmonics", "wrap", "spherec+"])
+def test_graph_exports_of_other_towers(tmp_path: Path, pe: str) -> None:
+    """Cold recurrence cache (an unusual L), an fcnet network, and encodings that use deg2rad."""
+    import onnxruntime as ort
+
+    from satclip.location import POSITIONAL_ENCODINGS
+
+    if pe not in POSITIONAL_ENCODINGS:
+        pytest.skip(f"encoding {pe!r} is not registered")
+    torch.manual_seed(2)
+    extra = {"legendre_polys": 11} if pe == "sphericalharmonics" else {}
+    enc = build_location_encoder(pe, "fcnet", output_dim=8, dim_hidden=16, num_layers=1, **extra).eval()
+    export_location_encoder(enc, tmp_path, onnx=True, torchscript=True)
+    x = _coords(50)
+    with torch.no_grad():
+        ref = enc(x).numpy()
+        scripted = torch.jit.load(str(tmp_path / "model.torchscript.pt"))(x).numpy()
+    got = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"lonlat": x.numpy()})[0]
+    assert np.abs(scripted - ref).max() <= 1e-12 and np.abs(got - ref).max() <= 1e-12

@@ -120,9 +120,24 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _graph(encoder: LocationEncoder) -> GraphLocationEncoder:
+    """The graph version of ``encoder``, run once so that cached constants (recurrence coefficients)
+    exist before tracing and every traced invocation records the same graph."""
+    graph = GraphLocationEncoder(encoder).eval()
+    with torch.no_grad():
+        graph(_example_input())
+    return graph
+
+
+def _deg2rad_symbolic(g: Any, x: Any) -> Any:
+    """ONNX for ``aten::deg2rad`` (used by other encodings): x * (pi / 180) with a constant of x's own dtype."""
+    dtype = torch.float64 if x.type().scalarType() == "Double" else torch.float32
+    return g.op("Mul", x, g.op("Constant", value_t=torch.tensor(math.pi / 180.0, dtype=dtype)))
+
+
 def export_torchscript(encoder: LocationEncoder, path: str | Path) -> Path:
     """Trace the graph version of ``encoder`` to a TorchScript file (load with ``torch.jit.load``)."""
-    graph = GraphLocationEncoder(encoder).eval()
+    graph = _graph(encoder)
     with torch.no_grad(), _quiet():
         traced = torch.jit.trace(graph, _example_input(), check_inputs=[(_example_input(3),)])
         torch.jit.save(traced, str(path))
@@ -131,7 +146,8 @@ def export_torchscript(encoder: LocationEncoder, path: str | Path) -> Path:
 
 def export_onnx(encoder: LocationEncoder, path: str | Path, opset: int = ONNX_OPSET) -> Path:
     """Export the graph version of ``encoder`` to ONNX: input ``lonlat`` (N, 2) float64, output ``embedding``."""
-    graph = GraphLocationEncoder(encoder).eval()
+    graph = _graph(encoder)
+    torch.onnx.register_custom_op_symbolic("aten::deg2rad", _deg2rad_symbolic, opset)
     with torch.no_grad(), _quiet():
         torch.onnx.export(
             graph,
