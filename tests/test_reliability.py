@@ -41,6 +41,9 @@ def test_atomic_save_round_trip_and_replace(tmp_path: Path) -> None:
     loaded = safe_torch_load(path)
     assert loaded["step"] == 2 and torch.equal(loaded["w"], torch.arange(4.0))
     assert _temps(path.parent) == []
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # same permissions as a plain torch.save
 
 
 def test_crash_mid_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import pickle
-import tempfile
+import secrets
 from typing import Any, Callable, Optional
 
 import torch
@@ -62,7 +62,8 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=_TMP_SUFFIX, dir=directory)
+    tmp = os.path.join(directory, _temp_prefix(path) + secrets.token_hex(6) + _TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for torch.save
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
