@@ -1,0 +1,91 @@
+"""``satclip fit``: LightningCLI over ``SatCLIPModule`` and any LightningDataModule.
+
+``satclip fit --config configs/demo.yaml [--trainer.max_steps 5] [--ckpt_path last]`` has the
+semantics of LightningCLI's ``fit`` subcommand: ``model:`` holds ``SatCLIPModule`` arguments,
+``data:`` a ``class_path`` (default ``satclip.data.stream.SatCLIPDataModule``) and its
+``init_args``, ``trainer:`` Trainer arguments; unknown keys are errors. On top of Lightning's
+defaults ``satclip fit`` adds:
+
+- checkpoints named for ``model.variant`` in ``checkpoint.dirpath`` (default
+  ``<trainer.default_root_dir>/checkpoints``): every ``checkpoint.every_n_train_steps`` steps,
+  ``<variant>-last.ckpt`` and the best by validation loss (``satclip.train.callbacks``), written
+  atomically (``AtomicCheckpointIO``), and a clean save-and-stop on SIGTERM/SIGUSR1 (``Preemption``);
+- CSV and TensorBoard loggers when ``trainer.logger`` is left unset (name a
+  ``lightning.pytorch.loggers.WandbLogger`` in ``trainer.logger`` for wandb);
+- throughput / data-wait logging (``Throughput``);
+- ``trainer.gradient_clip_val`` and ``trainer.accumulate_grad_batches`` handed to the module, which
+  optimises manually (accumulation keeps all negatives).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import lightning.pytorch as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from .callbacks import Throughput, variant_checkpoints
+from .checkpoint_io import AtomicCheckpointIO
+from .module import SatCLIPModule
+from .preemption import Preemption
+
+DEFAULT_DATA = "satclip.data.stream.SatCLIPDataModule"
+
+
+class SatCLIPCLI(LightningCLI):
+    """LightningCLI with the satclip trainer defaults (see the module docstring)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--checkpoint.dirpath", type=str | None, default=None, help="checkpoint folder (default: <trainer.default_root_dir>/checkpoints)")
+        parser.add_argument("--checkpoint.every_n_train_steps", type=int, default=1000, help="keep a checkpoint every N optimizer steps (0: none)")
+        parser.add_argument("--checkpoint.monitor", type=str, default="val/loss", help="metric for the best checkpoint (lower is better)")
+        parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
+        model: SatCLIPModule = self.model
+        model.set_trainer_flags(config.get("gradient_clip_val"), config.get("gradient_clip_algorithm"), config.get("accumulate_grad_batches") or 1)
+        config["gradient_clip_val"], config["gradient_clip_algorithm"], config["accumulate_grad_batches"] = None, None, 1
+
+        root = config.get("default_root_dir") or os.getcwd()
+        settings = self.config[self.subcommand]["checkpoint"]
+        user = list(config.get("callbacks") or [])
+        extra = [Throughput()]
+        if config.get("enable_checkpointing", True) is not False and not any(isinstance(c, ModelCheckpoint) for c in user):
+            dirpath = settings["dirpath"] or os.path.join(root, "checkpoints")
+            extra += variant_checkpoints(model.variant, dirpath, settings["every_n_train_steps"], settings["monitor"])
+            extra.append(Preemption())
+        callbacks = list(callbacks) + extra
+
+        if config.get("logger") in (None, True):
+            config["logger"] = [CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tensorboard")]
+
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        config["plugins"] = plugins
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def main(argv: list[str] | None = None) -> SatCLIPCLI:
+    """``satclip fit ARGS``: parse ``ARGS`` as LightningCLI's ``fit`` subcommand and run it."""
+    # the checkpoints hold the post-step state on purpose (what resuming needs)
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    return SatCLIPCLI(
+        SatCLIPModule,
+        L.LightningDataModule,
+        subclass_mode_data=True,
+        args=["fit", *(argv or [])],
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "satclip", "description": "satclip fit: contrastive pretraining (LightningCLI)"},
+        auto_configure_optimizers=False,
+    )
+
+
+__all__ = ["SatCLIPCLI", "main"]

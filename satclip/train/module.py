@@ -1,0 +1,320 @@
+"""``SatCLIPModule``: the LightningModule that pretrains a ``SatCLIP`` with the global InfoNCE loss.
+
+Optimisation is manual, so that one optimizer step can cover several micro-batches with all their
+negatives (``accumulate_batches`` loader batches per step, each optionally split into micro-batches
+of ``micro_batch_size``; see ``satclip.train.accumulate``). Per step: AdamW (no weight decay on
+biases, norms, the logit scale and other 1-D parameters, nor on the parameters timm lists in
+``no_weight_decay()``), linear warm-up then cosine decay, optional gradient clipping, the logit
+scale clamped to [0, ln 100], and a non-finite loss skips the step (counted and logged; an error
+after ``max_nonfinite_in_row`` in a row).
+
+Precision: under ``--trainer.precision bf16-mixed`` the image tower runs in autocast; the location
+tower runs outside autocast in its own dtype (``location_dtype``: float64 as released, or float32),
+because spherical harmonics and SIREN's sin(30 x) lose too much in bfloat16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+
+from ..geo import great_circle_km
+from ..loss import InfoNCELoss, gather_rows, info_nce
+from ..model import MAX_LOGIT_SCALE, SatCLIP
+from .accumulate import GradCache, concat_batches, split_batch
+
+CHECKPOINT_FORMAT = 1
+# SatCLIP constructor arguments that describe the architecture (saved in checkpoints)
+ARCHITECTURE = ("embed_dim", "vision", "in_chans", "location", "location_dtype")
+
+
+class WarmupCosine:
+    """lr multiplier at optimizer step s: linear warm-up over ``warmup_steps``, then cosine from 1 to
+    ``min_ratio`` at ``total_steps`` (constant afterwards). A plain object so checkpoints stay
+    weights_only-loadable (LambdaLR saves its ``__dict__``)."""
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> None:
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.min_ratio = float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices/kernels; none on 1-D parameters (biases, norms, the
+    logit scale) nor on what a timm model lists in ``no_weight_decay()`` (ViT position embedding,
+    class token). Frozen parameters are left out."""
+    skip: set[str] = set()
+    for prefix, module in model.named_modules():
+        if hasattr(module, "no_weight_decay") and callable(module.no_weight_decay):
+            skip |= {f"{prefix}.{name}" if prefix else name for name in module.no_weight_decay()}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def retrieval_metrics(image: torch.Tensor, location: torch.Tensor, lonlat: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
+    """Image -> location retrieval over a set: for each image, rank all locations by cosine
+    similarity. Returns top-1 / top-5 accuracy (the true location among the first k) and the median
+    great-circle distance (km) between each image's top-1 location and its true one."""
+    n = image.shape[0]
+    k = min(5, n)
+    hits1 = hits5 = 0
+    errors = []
+    for start in range(0, n, chunk):
+        sims = image[start : start + chunk].float() @ location.float().T
+        top = sims.topk(k, dim=1).indices
+        truth = torch.arange(start, start + len(top), device=top.device)
+        hits1 += int((top[:, 0] == truth).sum())
+        hits5 += int((top == truth[:, None]).any(dim=1).sum())
+        errors.append(great_circle_km(lonlat[top[:, 0]].double(), lonlat[truth].double()))
+    return {"top1": hits1 / n, "top5": hits5 / n, "median_km": float(torch.cat(errors).median())}
+
+
+class SatCLIPModule(L.LightningModule):
+    """Contrastive pretraining of ``SatCLIP`` (kept as ``self.model``: checkpoint keys ``model.visual.*``,
+    ``model.location.nnet.*``, ``model.logit_scale`` as in the released checkpoints).
+
+    Architecture (``SatCLIP`` arguments): ``embed_dim``, ``vision`` (a timm name), ``in_chans``,
+    ``vision_weights`` (a local state dict), ``freeze_backbone``, ``frozen_bn_drift``, ``location``
+    (location tower hyper-parameters), ``location_dtype``. ``init_from`` (a checkpoint file or hub
+    id) takes architecture and weights from a checkpoint instead; the optimizer starts fresh.
+
+    Optimisation: ``lr``, ``weight_decay``, ``betas``, ``eps``; ``warmup_steps``; ``max_steps``
+    for the cosine (default: the trainer's ``max_steps``, else its estimate of the run's steps);
+    ``min_lr_ratio``; ``accumulate_batches`` loader batches per optimizer step, all negatives kept;
+    ``micro_batch_size`` rows per forward/backward pass (memory); ``gradient_clip_val`` /
+    ``gradient_clip_algorithm`` ("norm" or "value"; Lightning's trainer flags are handed here by
+    ``satclip fit``); ``max_nonfinite_in_row`` skipped steps before giving up; ``gather`` negatives
+    from all ranks.
+    """
+
+    def __init__(
+        self,
+        variant: str = "satclip",
+        embed_dim: int = 256,
+        vision: str = "resnet18",
+        in_chans: int = 13,
+        vision_weights: str | None = None,
+        freeze_backbone: bool = False,
+        frozen_bn_drift: bool = False,
+        location: dict[str, Any] | None = None,
+        location_dtype: str = "float64",
+        init_from: str | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        warmup_steps: int = 0,
+        max_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        accumulate_batches: int = 1,
+        micro_batch_size: int | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        max_nonfinite_in_row: int = 10,
+        gather: bool = True,
+    ) -> None:
+        super().__init__()
+        if accumulate_batches < 1:
+            raise ValueError(f"accumulate_batches must be >= 1, got {accumulate_batches}")
+        if micro_batch_size is not None and micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1 or null, got {micro_batch_size}")
+        if gradient_clip_algorithm not in ("norm", "value"):
+            raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value', got {gradient_clip_algorithm!r}")
+        if location_dtype not in ("float32", "float64"):
+            raise ValueError(f"location_dtype must be 'float32' or 'float64', got {location_dtype!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if init_from:
+            self.model, arch = self._from_checkpoint(init_from, freeze_backbone, frozen_bn_drift)
+        else:
+            arch = {"embed_dim": embed_dim, "vision": vision, "in_chans": in_chans, "location": dict(location or {}), "location_dtype": location_dtype}
+            self.model = SatCLIP(**arch, vision_weights=vision_weights, freeze_backbone=freeze_backbone, frozen_bn_drift=frozen_bn_drift)
+        self.satclip_kwargs: dict[str, Any] = {**arch, "freeze_backbone": freeze_backbone, "frozen_bn_drift": frozen_bn_drift}
+        self.loss_fn = InfoNCELoss(gather=gather)
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+        self._pending: list[dict[str, Any]] = []
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    @staticmethod
+    def _from_checkpoint(source: str, freeze_backbone: bool, frozen_bn_drift: bool) -> tuple[SatCLIP, dict[str, Any]]:
+        """Architecture and weights of a released or own checkpoint (file, URL or hub id)."""
+        from ..io.checkpoints import read_spec
+
+        spec = read_spec(source)
+        arch = {k: spec.kwargs[k] for k in ARCHITECTURE if k in spec.kwargs}
+        model = SatCLIP(**arch, freeze_backbone=freeze_backbone, frozen_bn_drift=frozen_bn_drift)
+        missing, unexpected = model.load_state_dict(spec.state_dict, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"init_from {source!r}: weights do not fit the architecture: missing {missing[:8]}, unexpected {unexpected[:8]}")
+        return model, arch
+
+    @property
+    def variant(self) -> str:
+        return str(self.hparams.variant)
+
+    def set_trainer_flags(self, gradient_clip_val: float | None, gradient_clip_algorithm: str | None, accumulate_grad_batches: int) -> None:
+        """Take over Lightning's ``gradient_clip_val`` / ``accumulate_grad_batches`` trainer flags
+        (Lightning refuses them under manual optimisation); conflicting values raise ``ValueError``."""
+        hp = self.hparams
+        if gradient_clip_val:
+            if hp.gradient_clip_val not in (None, gradient_clip_val):
+                raise ValueError(f"trainer.gradient_clip_val={gradient_clip_val} conflicts with model.gradient_clip_val={hp.gradient_clip_val}")
+            hp.gradient_clip_val = float(gradient_clip_val)
+            hp.gradient_clip_algorithm = gradient_clip_algorithm or hp.gradient_clip_algorithm
+        if accumulate_grad_batches != 1:
+            if hp.accumulate_batches not in (1, accumulate_grad_batches):
+                raise ValueError(
+                    f"trainer.accumulate_grad_batches={accumulate_grad_batches} conflicts with model.accumulate_batches={hp.accumulate_batches}"
+                )
+            hp.accumulate_batches = int(accumulate_grad_batches)
+
+    # ------------------------------------------------------------------ embedding
+
+    def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised float32 image and location features of a batch. The location tower runs
+        outside autocast, in its own dtype."""
+        image = F.normalize(self.model.encode_image(batch["image"]).float(), dim=-1)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            location = F.normalize(self.model.encode_location(batch["lonlat"]).float(), dim=-1)
+        return image, location
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(parameter_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        schedule = WarmupCosine(hp.warmup_steps, self._total_steps(), hp.min_lr_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        if self.hparams.max_steps:
+            return int(self.hparams.max_steps)
+        if self.trainer.max_steps and self.trainer.max_steps > 0:
+            return int(self.trainer.max_steps)
+        estimate = self.trainer.estimated_stepping_batches / self.hparams.accumulate_batches
+        if not math.isfinite(estimate):
+            raise ValueError(
+                "the cosine schedule needs the number of optimizer steps: set --trainer.max_steps or --model.max_steps "
+                "(the number of batches per epoch is unknown for this data)"
+            )
+        return max(1, int(estimate))
+
+    def _micro_batches(self, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        size = self.hparams.micro_batch_size
+        if size is None:
+            return batches
+        return split_batch(concat_batches(batches), size)
+
+    def _nonfinite(self, loss: torch.Tensor) -> bool:
+        """Whether any rank's loss is non-finite; counts it and raises after too many in a row."""
+        bad = not bool(torch.isfinite(loss))
+        bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            self.nonfinite_in_row = 0
+            return False
+        self.nonfinite_in_row += 1
+        self.nonfinite_total += 1
+        self.log("train/nonfinite_skipped", float(self.nonfinite_total), on_step=True)
+        limit = self.hparams.max_nonfinite_in_row
+        if self.nonfinite_in_row >= limit:
+            raise FloatingPointError(
+                f"the training loss was non-finite (last value {float(loss)}) for {self.nonfinite_in_row} steps in a row "
+                f"(model.max_nonfinite_in_row={limit}) at global step {self.global_step}; {self.nonfinite_total} steps skipped "
+                f"in all. Lower model.lr, check the data (skip counters), or use a wider precision."
+            )
+        return True
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if "skipped" in batch:
+            self.log_dict({f"data/skipped_{kind}": float(n) for kind, n in batch["skipped"].items()}, on_step=True)
+        self._pending.append(batch)
+        if len(self._pending) < self.hparams.accumulate_batches:
+            return None
+        micro = self._micro_batches(self._pending)
+        self._pending = []
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        if len(micro) == 1:
+            image, location = self.encode(micro[0])
+            loss = self.loss_fn(image, location, self.model.temperature_scale())
+            if self._nonfinite(loss.detach()):
+                return None
+            self.manual_backward(loss)
+        else:
+            cache = GradCache(self.encode, self.model.temperature_scale, self.loss_fn)
+            loss = cache.forward(micro)
+            if self._nonfinite(loss):
+                return None
+            no_sync = getattr(self.trainer.strategy, "block_backward_sync", contextlib.nullcontext)
+            cache.backward(self.manual_backward, no_sync)
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+        rows = sum(len(m["lonlat"]) for m in micro)
+        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=rows)
+        self.log("train/logit_scale", self.model.logit_scale.exp().detach(), on_step=True, batch_size=rows)
+        self.log("train/lr", lr, on_step=True, batch_size=rows)
+        return None
+
+    # ------------------------------------------------------------------ validation
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        image, location = self.encode(batch)
+        # in-batch negatives of the validation batch (every rank may read the same validation set)
+        loss = info_nce(image, location, self.model.temperature_scale())
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))
+        self._val.append((image, location, batch["lonlat"].to(torch.float64)))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val or self.trainer.sanity_checking:
+            self._val = []
+            return
+        image, location, lonlat = (torch.cat(parts) for parts in zip(*self._val))
+        self._val = []
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(getattr(datamodule, "hparams", {}), "get", lambda *_: False)("val_split_by_rank"):
+            image, location, lonlat = (gather_rows(t)[0] for t in (image, location, lonlat))
+        metrics = retrieval_metrics(image, location, lonlat)
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, rank_zero_only=True)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Constructor arguments for ``satclip.io.checkpoints`` (plain types only: weights_only loading)."""
+        checkpoint["satclip"] = {
+            "format": CHECKPOINT_FORMAT,
+            "variant": self.variant,
+            "model": dict(self.satclip_kwargs),
+            "nonfinite_skipped": self.nonfinite_total,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite_total = int(checkpoint.get("satclip", {}).get("nonfinite_skipped", 0))
+
+
+__all__ = ["SatCLIPModule", "WarmupCosine", "parameter_groups", "retrieval_metrics"]
