@@ -756,6 +756,8 @@ class StreamLoader:
         self._base = dict.fromkeys(SKIP_KINDS, 0)
         self._latest: dict[int, dict[str, int]] = {}
 
+    batch_sampler = None  # Lightning's shuffle check reads it (no batch sampler: batches come whole)
+
     @property
     def sampler(self) -> StreamLoader:
         """Lightning looks for ``set_epoch`` on ``dataloader.sampler``; it is ours."""
