@@ -358,7 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples-per-shard", type=int, default=500, help="samples per tar (default 500)")
     parser.add_argument(
         "--payload", choices=PAYLOAD_EXTENSIONS, default="s2c",
-        help="s2c: fast lossless zstd arrays (default); tif: the original GeoTIFF bytes",
+        help="s2c: fast lossless Blosc arrays (default); tif: the original GeoTIFF bytes",
     )
     parser.add_argument("--bands", default=",".join(S2_BANDS), help="comma-separated band names in file order (default: S2-100K's 12)")
     parser.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
