@@ -10,7 +10,9 @@ Times, for 100k random points in float64 at L = 10 and L = 40:
 - ``satclip torch``: the same with ``engine="torch"`` (the recurrence used on GPUs).
 
 The three are run in turn, ``--repeats`` times, so that load on a shared machine hits them alike;
-the table gives median times and the throughput ratio satclip / sphericart of those medians.
+the table gives median wall and process CPU times (user + sys, all threads) and the throughput
+ratio satclip / sphericart of those medians. On an oversubscribed machine the wall times mostly
+measure waiting for a core; the CPU times stay meaningful.
 ``--memory`` also writes the features of 1M points at L = 40 into a preallocated file-backed
 output (``out=``) and reports the peak anonymous memory beyond it (sampled from /proc).
 
@@ -52,17 +54,17 @@ def random_lonlat(n: int, seed: int = 0):
     return torch.stack([lon, lat], 1)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function, calling them in turn ``repeats`` times (after one warm-up each)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each function, calling them in turn ``repeats`` times after a warm-up."""
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
     for f in fns.values():
         f()
     for _ in range(repeats):
         for name, f in fns.items():
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             f()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            times[name].append((time.perf_counter() - w0, time.process_time() - c0))
+    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
 
 
 def bench_speed(args: argparse.Namespace) -> list[str]:
@@ -75,8 +77,8 @@ def bench_speed(args: argparse.Namespace) -> list[str]:
     lon, lat = np.radians(lonlat.numpy()).T
     xyz = np.ascontiguousarray(np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1))
     rows = [
-        "| L | method | median s | Mpoints/s | GB/s written | throughput vs sphericart |",
-        "|---|---|---|---|---|---|",
+        "| L | method | wall s | CPU s | Mpoints/s (wall) | GB/s written (wall) | vs sphericart (wall) | vs sphericart (CPU) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for L in args.degrees:
         calc = sphericart.SphericalHarmonics(L - 1)
@@ -86,10 +88,13 @@ def bench_speed(args: argparse.Namespace) -> list[str]:
             "satclip torch": lambda: spherical_harmonics(lonlat, L, engine="torch"),
         }
         med = interleaved(fns, args.repeats)
-        base = med["sphericart (baseline)"]
-        for name, t in med.items():
-            gbs = args.points * L * L * 8 / t / 1e9
-            rows.append(f"| {L} | {name} | {t:.4f} | {args.points / t / 1e6:.2f} | {gbs:.2f} | {base / t:.2f}x |")
+        base_wall, base_cpu = med["sphericart (baseline)"]
+        for name, (wall, cpu) in med.items():
+            gbs = args.points * L * L * 8 / wall / 1e9
+            rows.append(
+                f"| {L} | {name} | {wall:.4f} | {cpu:.4f} | {args.points / wall / 1e6:.2f} | {gbs:.2f} "
+                f"| {base_wall / wall:.2f}x | {base_cpu / cpu:.2f}x |"
+            )
     return rows
 
 
@@ -143,13 +148,15 @@ def main() -> None:
     args = parse_args()
     # Before torch/numpy/sphericart start their OpenMP pools: every engine gets the same threads.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    import sphericart
+    from importlib.metadata import version
+
     import torch
 
     torch.set_num_threads(args.threads)
     print(
-        f"spherical harmonics, {args.points} points, float64, {args.threads} thread(s), median of {args.repeats}; "
-        f"torch {torch.__version__}, sphericart {getattr(sphericart, '__version__', '?')}, python {sys.version.split()[0]}, "
+        f"spherical harmonics, {args.points} points, float64, {args.threads} thread(s), median of {args.repeats}, "
+        f"load average {os.getloadavg()[0]:.1f}; "
+        f"torch {torch.__version__}, sphericart {version('sphericart')}, python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs\n"
     )
     rows = bench_speed(args)

@@ -18,8 +18,8 @@ Two engines compute the same numbers (both tested against high-precision values 
 - everywhere else (GPU, or without sphericart): a torch implementation of the standard stable
   three-term recurrence on fully normalised associated Legendre functions (no factorials, no
   cancellation), with sin(theta) = cos(lat) taken directly so points next to the poles keep full
-  precision. Degrees are processed one at a time on a "mirrored" row (m = -(L-1)..L-1), so each
-  degree's 2l+1 columns are one product of the Legendre row and a precomputed trigonometric row.
+  precision. The recurrence runs directly on the output columns (the trigonometric factor of m
+  commutes with the recurrence in l), one degree's 2l+1 columns at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,8 +41,9 @@ except ImportError:  # pragma: no cover - exercised only where sphericart is abs
 
 CONVENTIONS = ("satclip", "orthonormal", "closed-form")
 ENGINES = ("auto", "torch", "sphericart")
-_TORCH_CHUNK = 8192  # points per chunk for the torch recurrence
-_CHUNK_ELEMENTS = 1 << 26  # features per chunk (512 MB in float64) when writing into a given output
+_TORCH_CHUNK = 4096  # points per chunk for the torch recurrence on CPU (keeps a chunk's output in cache)
+_SPHERICART_BLOCK = 1 << 19  # features per sphericart call (4 MB) when the m = 0 columns need the factor pi
+_CHUNK_ELEMENTS = 1 << 24  # features per float64 buffer (128 MB) when the output is not C-contiguous float64
 
 
 @lru_cache(maxsize=None)
@@ -82,27 +84,31 @@ def _trig_row(lon_rad: torch.Tensor, L: int, convention: str) -> torch.Tensor:
 
 
 def _harmonics_chunk(lonlat: torch.Tensor, L: int, convention: str, out: torch.Tensor) -> None:
-    """Write the (n, L*L) float64 features of an (n, 2) float64 chunk into ``out``."""
+    """Write the (n, L*L) float64 features of an (n, 2) float64 chunk into ``out`` (float64, rows may be strided).
+
+    The recurrence runs on the features themselves, in ``out``: at fixed m the three-term recurrence
+    in l has point-independent coefficients, so it commutes with the factor trig(m, phi). Only the
+    diagonal columns |m| = l are seeded from P_l^l times trig; degree l's block (columns
+    l*l .. l*l + 2l) then takes three operations on the blocks of degrees l-1 and l-2.
+    """
     a, b, d = (t.to(lonlat.device) for t in _coefficients(L))
     lon, lat = torch.deg2rad(lonlat).unbind(1)
     x = (-torch.sin(lat))[:, None]  # cos(theta), theta from the south pole
     s = torch.cos(lat)  # sin(theta) >= 0, exact next to the poles
     trig = _trig_row(lon, L, convention)
-    n, c = lonlat.shape[0], L - 1
-    prev2 = torch.zeros(n, 2 * L - 1, dtype=torch.float64, device=lonlat.device)
-    prev1 = torch.zeros_like(prev2)
-    cur = torch.zeros_like(prev2)
-    prev1[:, c] = 1.0 / math.sqrt(4 * math.pi)
-    out[:, 0] = prev1[:, c] * trig[:, c]
+    c = L - 1
+    diag = torch.full_like(s, 1.0 / math.sqrt(4 * math.pi))  # P_l^l, fully normalised
+    torch.mul(diag, trig[:, c], out=out[:, 0])
     for l in range(1, L):
-        lo, hi = c - (l - 1), c + l  # columns with |m| <= l-1
-        torch.mul(prev1[:, lo:hi], x, out=cur[:, lo:hi])
-        cur[:, lo:hi].addcmul_(prev2[:, lo:hi], b[l, lo:hi], value=-1.0).mul_(a[l, lo:hi])
-        diag = d[l] * s
-        cur[:, c - l] = diag * prev1[:, c - l + 1]
-        cur[:, c + l] = diag * prev1[:, c + l - 1]
-        torch.mul(cur[:, c - l : c + l + 1], trig[:, c - l : c + l + 1], out=out[:, l * l : (l + 1) * (l + 1)])
-        prev2, prev1, cur = prev1, cur, prev2
+        row, prev1, prev2 = l * l, (l - 1) * (l - 1), (l - 2) * (l - 2)
+        inner = out[:, row + 1 : row + 2 * l]  # |m| <= l-1
+        torch.mul(out[:, prev1:row], x, out=inner)
+        if l >= 2:  # |m| <= l-2: subtract b * degree l-2
+            out[:, row + 2 : row + 2 * l - 1].addcmul_(out[:, prev2:prev1], b[l, c - l + 2 : c + l - 1], value=-1.0)
+        inner.mul_(a[l, c - l + 1 : c + l])
+        diag = diag * s * d[l]
+        torch.mul(diag, trig[:, c - l], out=out[:, row])
+        torch.mul(diag, trig[:, c + l], out=out[:, row + 2 * l])
 
 
 @lru_cache(maxsize=None)
@@ -110,19 +116,41 @@ def _sphericart_calculator(L: int):
     return _sphericart.SphericalHarmonics(L - 1)
 
 
-def _sphericart_chunk(lonlat: torch.Tensor, L: int, convention: str) -> torch.Tensor:
-    """(n, L*L) float64 features of a CPU chunk through sphericart (orthonormal, no CS phase)."""
-    lon, lat = torch.deg2rad(lonlat).unbind(1)
-    cos_lat = torch.cos(lat)
-    # Unit vector at theta = lat + 90 deg (from the south pole), phi = lon + 180 deg; the
-    # Condon-Shortley phase (-1)^m equals a further half turn in phi, i.e. phi = lon.
+def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.Tensor) -> None:
+    """Write the (n, L*L) features of CPU points into ``out`` (C-contiguous float64) with sphericart.
+
+    sphericart gives the orthonormal real harmonics without Condon-Shortley phase of a unit vector.
+    """
+    # Unit vector at theta = lat + 90 deg (from the south pole), phi = lon + 180 deg:
+    # (sign cos(lat) cos(lon), sign cos(lat) sin(lon), -sin(lat)) with sign = -1; the
+    # Condon-Shortley phase (-1)^m equals a further half turn in phi, i.e. sign = +1.
     sign = 1.0 if convention == "closed-form" else -1.0
-    xyz = torch.stack([sign * cos_lat * torch.cos(lon), sign * cos_lat * torch.sin(lon), -torch.sin(lat)], dim=1)
-    feats = torch.from_numpy(_sphericart_calculator(L).compute(xyz.numpy()))
-    if convention == "satclip":
-        m0 = torch.arange(L) * (torch.arange(L) + 1)  # columns l*l + l
-        feats[:, m0] *= math.pi
-    return feats
+    angles = lonlat * (-math.pi / 180.0)  # negated radians: two trig calls give cos and -sin of both
+    cos_a, sin_a = torch.cos(angles), torch.sin(angles)
+    xyz = torch.empty(lonlat.shape[0], 3, dtype=torch.float64)
+    torch.mul(cos_a[:, 1], cos_a[:, 0], out=xyz[:, 0]).mul_(sign)
+    torch.mul(cos_a[:, 1], sin_a[:, 0], out=xyz[:, 1]).mul_(-sign)
+    xyz[:, 2] = sin_a[:, 1]
+    xyz = xyz.numpy()
+    calc, target = _sphericart_calculator(L), out.numpy()
+    fill = getattr(calc, "_compute_numpy", None)  # writes into a given array: no second copy of the output
+
+    def compute(rows: slice) -> None:
+        if fill is None:  # pragma: no cover - sphericart versions without it
+            target[rows] = calc.compute(xyz[rows])
+        else:
+            fill(xyz[rows], target[rows], None, None)
+
+    if convention != "satclip":
+        compute(slice(None))
+        return
+    # The factor pi on the m = 0 columns is applied block by block while the block is still in cache.
+    m0 = np.arange(L) * (np.arange(L) + 1)
+    step = max(64, _SPHERICART_BLOCK // (L * L))
+    for start in range(0, xyz.shape[0], step):
+        rows = slice(start, start + step)
+        compute(rows)
+        target[rows, m0] *= math.pi
 
 
 def _engine_for(device: torch.device, engine: str) -> str:
@@ -135,14 +163,21 @@ def _engine_for(device: torch.device, engine: str) -> str:
     return engine
 
 
-def _chunk_features(lonlat: torch.Tensor, L: int, convention: str, engine: str) -> torch.Tensor:
+def _engine_fill(lonlat: torch.Tensor, L: int, convention: str, engine: str, out: torch.Tensor) -> None:
+    """Write float64 features into a C-contiguous float64 ``out`` on the points' device."""
     if engine == "sphericart":
-        return _sphericart_chunk(lonlat, L, convention)
-    feats = torch.empty(lonlat.shape[0], L * L, dtype=torch.float64, device=lonlat.device)
+        _sphericart_fill(lonlat, L, convention, out)
+        return
     step = _TORCH_CHUNK if lonlat.device.type == "cpu" else max(lonlat.shape[0], 1)
     for start in range(0, lonlat.shape[0], step):
-        _harmonics_chunk(lonlat[start : start + step], L, convention, feats[start : start + step])
-    return feats
+        _harmonics_chunk(lonlat[start : start + step], L, convention, out[start : start + step])
+
+
+def _empty(n: int, columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised output; on CPU through numpy, which asks the kernel for huge pages (faster first touch)."""
+    if device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.empty((n, columns), dtype=np.float64 if dtype == torch.float64 else np.float32))
+    return torch.empty(n, columns, dtype=dtype, device=device)
 
 
 def spherical_harmonics(
@@ -156,9 +191,10 @@ def spherical_harmonics(
     """Real spherical harmonics of degree 0..legendre_polys-1 for (N, 2) [lon, lat] degrees.
 
     Returns (N, L*L), computed in float64 whatever the input and cast to ``dtype`` (default float64,
-    or ``out.dtype``). ``out`` may be a preallocated (N, L*L) tensor to fill, e.g. a memory map:
-    then at most ~512 MB of temporary features exist at once. ``engine``: "auto" (sphericart on CPU
-    when installed, else torch), "torch" or "sphericart". Not differentiable in the coordinates.
+    or ``out.dtype``). ``out`` may be a preallocated (N, L*L) tensor to fill, e.g. a memory map: a
+    C-contiguous float64 one is written directly, any other in chunks through a float64 buffer of at
+    most ~128 MB. ``engine``: "auto" (sphericart on CPU when installed, else torch), "torch" or
+    "sphericart". Not differentiable in the coordinates.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
@@ -168,15 +204,20 @@ def spherical_harmonics(
     lonlat = validate_lonlat(lonlat).to(torch.float64)
     engine = _engine_for(lonlat.device, engine)
     n = lonlat.shape[0]
+    if out is None:
+        out = _empty(n, L * L, dtype or torch.float64, lonlat.device)
+    elif out.shape != (n, L * L):
+        raise ValueError(f"out must have shape {(n, L * L)}, got {tuple(out.shape)}")
     with torch.no_grad():
-        if out is None:
-            feats = _chunk_features(lonlat, L, convention, engine)
-            return feats if dtype in (None, torch.float64) else feats.to(dtype)
-        if out.shape != (n, L * L):
-            raise ValueError(f"out must have shape {(n, L * L)}, got {tuple(out.shape)}")
+        if out.dtype == torch.float64 and out.is_contiguous() and out.device == lonlat.device:
+            _engine_fill(lonlat, L, convention, engine, out)
+            return out
         step = max(1, _CHUNK_ELEMENTS // (L * L))
+        buffer = torch.empty(min(step, n), L * L, dtype=torch.float64, device=lonlat.device)
         for start in range(0, n, step):
-            out[start : start + step] = _chunk_features(lonlat[start : start + step], L, convention, engine)
+            part = buffer[: min(step, n - start)]
+            _engine_fill(lonlat[start : start + step], L, convention, engine, part)
+            out[start : start + step].copy_(part)
     return out
 
 
