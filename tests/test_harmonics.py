@@ -153,3 +153,19 @@ def test_longitudes_are_wrapped():
     a = spherical_harmonics(torch.tensor([[190.0, 10.0], [-200.0, 5.0]], dtype=torch.float64), 6)
     b = spherical_harmonics(torch.tensor([[-170.0, 10.0], [160.0, 5.0]], dtype=torch.float64), 6)
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_out_float64_direct_and_strided(engine, monkeypatch):
+    import satclip.location.harmonics as H
+
+    pts = torch.rand(300, 2, dtype=torch.float64) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
+    expected = spherical_harmonics(pts, 12, engine=engine)
+    monkeypatch.setattr(H, "_TORCH_CHUNK", 7)  # several recurrence chunks
+    monkeypatch.setattr(H, "_SPHERICART_BLOCK", 64 * 144 + 1)  # several sphericart blocks
+    direct = torch.full((300, 144), float("nan"), dtype=torch.float64)
+    assert spherical_harmonics(pts, 12, out=direct, engine=engine) is direct
+    strided = torch.full((144, 300), float("nan"), dtype=torch.float64).T  # not C-contiguous: goes through a buffer
+    spherical_harmonics(pts, 12, out=strided, engine=engine)
+    torch.testing.assert_close(direct, expected, rtol=0, atol=0)
+    torch.testing.assert_close(strided, expected, rtol=0, atol=0)
