@@ -46,6 +46,10 @@ class SatCLIPCLI(LightningCLI):
         parser.add_argument("--checkpoint.monitor", type=str, default="val/loss", help="metric for the best checkpoint (lower is better)")
         parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # ``satclip fit`` always hands over its own argv (sys.argv also holds the dispatcher's words)
+        self.config = parser.parse_args(args)
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
         model: SatCLIPModule = self.model
         model.set_trainer_flags(config.get("gradient_clip_val"), config.get("gradient_clip_algorithm"), config.get("accumulate_grad_batches") or 1)

@@ -1,0 +1,249 @@
+"""Pretraining: all-negatives accumulation, optimisation details, the six variants, the demo config
+(checkpoint contents, weights_only loading, resuming)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as L
+import pytest
+import torch
+
+from satclip.model import MAX_LOGIT_SCALE
+from satclip.train.accumulate import GradCache, split_batch
+from satclip.train.cli import main
+from satclip.train.module import SatCLIPModule, WarmupCosine, parameter_groups, retrieval_metrics
+from satclip.train.synthetic import SyntheticDataModule, synthetic_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = [f"satclip-{v}-l{L}" for v in ("resnet18", "resnet50", "vit16") for L in (10, 40)]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", "--trainer.devices", "1"]
+
+torch.set_num_threads(1)
+
+
+def tiny_module(**kwargs) -> SatCLIPModule:
+    args = {"vision": "resnet18", "embed_dim": 16, "location": {"legendre_polys": 4, "dim_hidden": 32}, "lr": 1e-3, **kwargs}
+    return SatCLIPModule(**args)
+
+
+def tiny_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    args = {
+        "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+        "enable_model_summary": False, "default_root_dir": str(tmp_path), "num_sanity_val_steps": 0, **kwargs,
+    }  # fmt: skip
+    return L.Trainer(**args)
+
+
+# ----------------------------------------------------------------------------- accumulation
+
+
+def test_gradcache_gradient_equals_the_full_batch_gradient() -> None:
+    torch.manual_seed(0)
+    module = tiny_module().double().eval()  # eval-mode BatchNorm: a deterministic image tower; float64 convolutions
+    batch = synthetic_batch(12, image_size=16)
+    batch["image"] = batch["image"].double()
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    image, location = module.encode(batch)
+    module.loss_fn(image, location, module.model.temperature_scale()).backward()
+    full = [p.grad.clone() for p in params]
+    module.zero_grad()
+
+    cache = GradCache(module.encode, module.model.temperature_scale, module.loss_fn)
+    micro = split_batch(batch, 5)  # 5 + 5 + 2 rows
+    assert [len(m["lonlat"]) for m in micro] == [5, 5, 2]
+    loss = cache.forward(micro)
+    cache.backward()
+    worst = max(float((p.grad - g).abs().max()) for p, g in zip(params, full))
+    assert worst <= 1e-6
+    assert float(module.model.logit_scale.grad) != 0.0
+    # and plain accumulation (mean of micro-batch losses) would differ: fewer negatives
+    plain = sum(module.loss_fn(*module.encode(m), module.model.temperature_scale()) * len(m["lonlat"]) for m in micro) / 12
+    assert abs(plain.item() - loss.item()) > 1e-3
+
+
+def test_gradcache_replays_the_random_state_for_dropout() -> None:
+    torch.manual_seed(0)
+    dropout = torch.nn.Dropout(0.5)
+    weight = torch.nn.Parameter(torch.randn(6, 4))
+
+    def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = dropout(x @ weight)
+        return torch.nn.functional.normalize(h[:, :2], dim=-1), torch.nn.functional.normalize(h[:, 2:], dim=-1)
+
+    x = torch.randn(8, 6)
+    scale = torch.tensor(3.0)
+    cache = GradCache(encode, lambda: scale, lambda a, b, s: (s * a @ b.T).logsumexp(1).mean())
+    torch.manual_seed(1)
+    cache.forward([x[:4], x[4:]])
+    cache.backward()
+    got = weight.grad.clone()
+    weight.grad = None
+    torch.manual_seed(1)
+    a, b = zip(*(encode(m) for m in (x[:4], x[4:])))
+    (scale * torch.cat(a) @ torch.cat(b).T).logsumexp(1).mean().backward()
+    assert torch.allclose(got, weight.grad, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def test_no_weight_decay_on_biases_norms_logit_scale_and_frozen_parameters_are_left_out() -> None:
+    module = tiny_module(freeze_backbone=True)
+    decay, no_decay = parameter_groups(module.model, 0.01)
+    named = {id(p): n for n, p in module.model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"])
+    names = {named[id(p)] for p in no_decay["params"]}
+    assert {"logit_scale", "visual.fc.bias", "location.nnet.last_layer.bias"} <= names
+    assert "visual.conv1.weight" not in {named[id(p)] for p in decay["params"] + no_decay["params"]}  # frozen
+    vit = tiny_module(vision="vit_tiny_patch16_224")
+    decay, _ = parameter_groups(vit.model, 0.01)
+    assert "visual.pos_embed" not in {n for n, p in vit.model.named_parameters() if any(p is q for q in decay["params"])}
+
+
+def test_warmup_then_cosine() -> None:
+    schedule = WarmupCosine(warmup_steps=10, total_steps=110, min_ratio=0.1)
+    assert schedule(0) == pytest.approx(0.1) and schedule(4) == pytest.approx(0.5) and schedule(9) == pytest.approx(1.0)
+    assert schedule(60) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert schedule(110) == pytest.approx(0.1) and schedule(500) == pytest.approx(0.1)
+    assert all(schedule(s) >= schedule(s + 1) for s in range(10, 120))
+
+
+def test_retrieval_metrics() -> None:
+    torch.manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.randn(20, 8), dim=-1)
+    lonlat = synthetic_batch(20)["lonlat"]
+    perfect = retrieval_metrics(feats, feats, lonlat, chunk=7)
+    assert perfect == {"top1": 1.0, "top5": 1.0, "median_km": 0.0}
+    feats[1] = torch.nn.functional.normalize(feats[0] + 0.01 * feats[1], dim=0)  # 0 and 1 nearly alike
+    swapped = retrieval_metrics(feats, feats[[1, 0, *range(2, 20)]], lonlat)  # their locations exchanged
+    assert swapped["top1"] == pytest.approx(18 / 20) and swapped["top5"] == 1.0
+
+
+def test_bad_settings_are_named() -> None:
+    with pytest.raises(ValueError, match="accumulate_batches must be >= 1"):
+        tiny_module(accumulate_batches=0)
+    with pytest.raises(ValueError, match="location_dtype must be 'float32' or 'float64'"):
+        tiny_module(location_dtype="float16")
+
+
+# ----------------------------------------------------------------------------- training loop
+
+
+class _NaNFirst(SatCLIPModule):
+    """Non-finite loss on the first ``bad`` optimizer-step attempts."""
+
+    def __init__(self, bad: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bad, self.calls = bad, 0
+
+    def encode(self, batch):
+        image, location = super().encode(batch)
+        self.calls += 1
+        return (image * float("nan"), location) if self.calls <= self.bad else (image, location)
+
+
+def test_nonfinite_loss_skips_the_step_and_training_goes_on_with_accumulation(tmp_path: Path) -> None:
+    module = _NaNFirst(1, vision="resnet18", embed_dim=16, location={"legendre_polys": 4, "dim_hidden": 32},
+                       lr=1e-3, accumulate_batches=2, micro_batch_size=3)  # fmt: skip
+    with torch.no_grad():
+        module.model.logit_scale.fill_(10.0)  # above ln 100: clamped after the first step
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    trainer = tiny_trainer(tmp_path, max_steps=2)
+    trainer.fit(module, SyntheticDataModule(batch_size=4, num_batches=6, val_batches=0, image_size=16))
+    assert module.nonfinite_total == 1 and trainer.global_step == 2
+    assert float(module.model.logit_scale) <= MAX_LOGIT_SCALE + 1e-6
+    assert not torch.equal(before["model.location.nnet.last_layer.weight"], module.model.location.nnet.last_layer.weight)
+
+
+def test_too_many_nonfinite_steps_in_a_row_raise(tmp_path: Path) -> None:
+    module = _NaNFirst(100, vision="resnet18", embed_dim=16, location={"legendre_polys": 4, "dim_hidden": 32}, max_nonfinite_in_row=3)
+    with pytest.raises(FloatingPointError, match=r"non-finite .* for 3 steps in a row \(model.max_nonfinite_in_row=3\)"):
+        tiny_trainer(tmp_path, max_steps=2).fit(module, SyntheticDataModule(batch_size=4, num_batches=10, val_batches=0, image_size=16))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_builds_and_takes_one_cpu_step(tmp_path: Path, variant: str) -> None:
+    size = "224" if "vit" in variant else "32"
+    cli = main(
+        ["--config", str(ROOT / "configs" / f"{variant}.yaml"), "--model.vision_weights", "null", "--model.accumulate_batches", "1",
+         "--data", "satclip.train.synthetic.SyntheticDataModule", "--data.batch_size", "2", "--data.num_batches", "1",
+         "--data.val_batches", "0", "--data.image_size", size, "--trainer.max_steps", "1", "--trainer.precision", "32-true",
+         "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path),
+         "--trainer.gradient_clip_val", "1.0", *QUIET]
+    )  # fmt: skip
+    module = cli.model
+    assert cli.trainer.global_step == 1
+    assert module.hparams.gradient_clip_val == 1.0 and cli.trainer.gradient_clip_val is None
+    assert module.satclip_kwargs["location"]["legendre_polys"] == int(variant[-2:])
+    assert module.model.location.nnet.layers[0].weight.shape == (512, int(variant[-2:]) ** 2)
+    trainable = {n for n, p in module.model.visual.named_parameters() if p.requires_grad}
+    assert trainable == {f"{module.model.visual.default_cfg.get('classifier', 'fc')}.{k}" for k in ("weight", "bias")}
+
+
+# ----------------------------------------------------------------------------- demo config
+
+
+@pytest.fixture(scope="module")
+def demo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    if not (ROOT / "data" / "sample" / "index.csv").is_file():
+        pytest.skip("data/sample is missing")
+    cmd = [sys.executable, "-m", "satclip.cli", "shards", str(ROOT / "data" / "sample"), "--out", str(out), "--payload", "s2c",
+           "--samples-per-shard", "4", "--overwrite"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+def _demo(tmp_path: Path, shards: Path, *extra: str):
+    return main(
+        ["--config", str(ROOT / "configs" / "demo.yaml"), "--data.init_args.train_urls", str(shards),
+         "--data.init_args.val_urls", str(shards), "--data.init_args.num_workers", "0", "--data.init_args.crop_size", "32",
+         "--data.init_args.epoch_length", "16", "--trainer.default_root_dir", str(tmp_path), "--trainer.limit_val_batches", "1",
+         *QUIET, *extra]
+    )  # fmt: skip
+
+
+def test_demo_trains_saves_loads_weights_only_and_resumes(tmp_path: Path, demo_shards: Path) -> None:
+    first = _demo(tmp_path, demo_shards, "--trainer.max_steps", "3")
+    assert first.trainer.global_step == 3
+    ckpts = tmp_path / "checkpoints"
+    last = ckpts / "satclip-resnet18-l10-demo-last.ckpt"
+    assert last.is_file() and any(p.name.startswith("satclip-resnet18-l10-demo-best-epoch=") for p in ckpts.iterdir())
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 3
+    assert state["satclip"]["format"] == 1 and state["satclip"]["variant"] == "satclip-resnet18-l10-demo"
+    assert state["satclip"]["model"]["location"]["legendre_polys"] == 10
+    keys = set(state["state_dict"])
+    assert {"model.logit_scale", "model.visual.fc.weight", "model.location.nnet.layers.0.weight", "model.location.nnet.last_layer.bias"} <= keys
+    assert all(k.startswith(("model.visual.", "model.location.nnet.", "model.logit_scale")) for k in keys)
+    assert (tmp_path / "csv").is_dir() and (tmp_path / "tensorboard").is_dir()
+
+    from satclip.io.checkpoints import load
+
+    model = load(last)
+    assert torch.equal(model.location.nnet.last_layer.weight, state["state_dict"]["model.location.nnet.last_layer.weight"])
+
+    resumed = _demo(tmp_path, demo_shards, "--trainer.max_steps", "5", "--ckpt_path", "last")
+    assert resumed.trainer.global_step == 5
+    again = torch.load(last, map_location="cpu", weights_only=True)
+    assert again["global_step"] == 5 and set(again["state_dict"]) == keys
+
+
+def test_unknown_config_keys_are_errors(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["--config", str(ROOT / "configs" / "demo.yaml"), "--model.learning_rate", "0.1"])
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_init_from_a_released_checkpoint_keeps_its_weights(reference: Path) -> None:
+    module = SatCLIPModule(init_from=str(reference / "satclip-resnet18-l10.ckpt"), freeze_backbone=True)
+    state = torch.load(reference / "satclip-resnet18-l10.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(module.model.location.nnet.layers[0].weight, state["model.location.nnet.layers.0.weight"])
+    assert module.satclip_kwargs["vision"] == "resnet18" and module.satclip_kwargs["freeze_backbone"] is True
+    assert math.isclose(float(module.model.logit_scale), float(state["model.logit_scale"]))
