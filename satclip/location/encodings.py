@@ -8,7 +8,8 @@ Single-scale encodings (no hyper-parameters), lambda = lon and phi = lat in radi
 
 - ``direct`` (2): [lambda, phi].
 - ``cartesian3d`` (3): the unit vector [cos phi cos lambda, cos phi sin lambda, sin phi].
-- ``wrap`` (4): [cos lambda, sin lambda, cos phi, sin phi] (Mac Aodha et al., 2019).
+- ``wrap`` (4): [cos lambda, sin lambda, cos phi, sin phi], the Siren(SH) comparison's form of
+  Mac Aodha et al.'s (2019) wrap (theirs takes sin/cos of pi * lat / 90).
 
 Multi-scale encodings (Mai et al.: Space2Vec, ICLR 2020, for ``grid`` and ``theory``; Sphere2Vec,
 ISPRS 2023, for the ``sphere*`` family) with S = ``frequency_num`` scales. As in the Siren(SH)
@@ -95,7 +96,7 @@ class Cartesian3D(_Encoding):
 
 @register_encoding("wrap")
 class Wrap(_Encoding):
-    """[cos(lon), sin(lon), cos(lat), sin(lat)]: continuous across the antimeridian (Mac Aodha et al., 2019)."""
+    """[cos(lon), sin(lon), cos(lat), sin(lat)]: continuous across the antimeridian."""
 
     output_dim = 4
 
