@@ -59,3 +59,41 @@ def test_hostile_checkpoint_from_url_cache_is_refused(tmp_path: Path, monkeypatc
 def test_only_https_urls(url: str) -> None:
     with pytest.raises(ValueError, match="only https"):
         satclip.load(url)
+
+
+# --- satclip fit: configs are data, resuming is weights-only --------------------------------------
+
+TINY_FIT = ["--model.vision", "test_resnet", "--model.embed_dim", "16",
+            "--model.location", '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 3, "dim_hidden": 16, "num_layers": 1}',
+            "--data", "satclip.train.synthetic.SyntheticDataModule", "--data.num_batches", "2", "--data.val_batches", "0",
+            "--trainer.max_steps", "2", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@pytest.mark.parametrize("config", [
+    "model:\n  embed_dim: !!python/object/apply:builtins.open ['{marker}', 'w']\n",
+    "!!python/object/apply:builtins.open ['{marker}', 'w']\n",
+    "trainer:\n  callbacks:\n    - class_path: builtins.open\n      init_args: {{file: '{marker}', mode: w}}\n",
+])
+def test_fit_config_is_never_evaluated_as_code(tmp_path: Path, config: str, capsys: pytest.CaptureFixture) -> None:
+    from satclip.train.cli import main
+
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "hostile.yaml"
+    path.write_text(config.format(marker=marker))
+    with pytest.raises(SystemExit) as info:
+        main(["--config", str(path), *TINY_FIT, "--trainer.default_root_dir", str(tmp_path)])
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_fit_refuses_to_resume_from_a_hostile_checkpoint(tmp_path: Path) -> None:
+    from satclip.train.checkpoint_io import UnsafeCheckpointError
+    from satclip.train.cli import main
+
+    marker = tmp_path / "PWNED"
+    path = _hostile(tmp_path / "hostile.ckpt", marker)
+    with pytest.raises(UnsafeCheckpointError, match=r"refusing to load .*hostile\.ckpt"):
+        main([*TINY_FIT, "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(path)])
+    assert not marker.exists()

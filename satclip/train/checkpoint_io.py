@@ -23,7 +23,7 @@ from lightning.fabric.utilities.cloud_io import _load as fsspec_load
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "UnsafeCheckpointError", "atomic_torch_save", "safe_torch_load"]
+__all__ = ["AtomicCheckpointIO", "UnsafeCheckpointError", "atomic_torch_save", "safe_torch_load", "unsafe_checkpoint_error"]
 
 _TMP_SUFFIX = ".tmp"
 
@@ -80,17 +80,23 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
     _remove_stale_temps(path, keep=tmp)
 
 
+def unsafe_checkpoint_error(path: _PATH, err: Exception) -> UnsafeCheckpointError:
+    """The error for a file that ``torch.load(weights_only=True)`` refused: what, why, and that nothing ran."""
+    lines = str(err).strip().splitlines()
+    culprit = next((line.strip() for line in lines if "GLOBAL" in line), lines[0].strip() if lines else "")
+    return UnsafeCheckpointError(
+        f"refusing to load {os.fspath(path)!r}: it contains objects that plain-weights loading "
+        f"(torch.load weights_only=True) does not allow, and unpickling them could run code; nothing in "
+        f"the file was run. Only load it with weights_only=False if you made it yourself. {culprit}"
+    )
+
+
 def safe_torch_load(path: _PATH, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` (local or fsspec URL) with a clear refusal message."""
     try:
         return fsspec_load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = str(err).strip().splitlines()
-        hint = next((line for line in detail if "Unsupported global" in line or "GLOBAL" in line), detail[0] if detail else "")
-        raise UnsafeCheckpointError(
-            f"refusing to load {os.fspath(path)!r}: it contains objects that plain-weights loading "
-            f"(torch.load weights_only=True) does not allow, and unpickling them could run code. {hint.strip()}"
-        ) from None
+        raise unsafe_checkpoint_error(path, err) from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -20,6 +20,7 @@ defaults ``satclip fit`` adds:
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from typing import Any
 
@@ -30,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import Throughput, variant_checkpoints
-from .checkpoint_io import AtomicCheckpointIO
+from .checkpoint_io import AtomicCheckpointIO, unsafe_checkpoint_error
 from .module import SatCLIPModule
 from .preemption import Preemption
 
@@ -49,6 +50,13 @@ class SatCLIPCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # ``satclip fit`` always hands over its own argv (sys.argv also holds the dispatcher's words)
         self.config = parser.parse_args(args)
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyper-parameters itself (weights_only=True); give a refusal our message
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError as err:
+            raise unsafe_checkpoint_error(self.config[self.config.subcommand].get("ckpt_path"), err) from None
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
         model: SatCLIPModule = self.model
