@@ -300,7 +300,7 @@ class SatCLIPModule(L.LightningModule):
         if getattr(getattr(datamodule, "hparams", {}), "get", lambda *_: False)("val_split_by_rank"):
             image, location, lonlat = (gather_rows(t)[0] for t in (image, location, lonlat))
         metrics = retrieval_metrics(image, location, lonlat)
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, rank_zero_only=True)
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True)  # equal on every rank
 
     # ------------------------------------------------------------------ checkpoints
 
