@@ -170,10 +170,11 @@ def test_too_many_nonfinite_steps_in_a_row_raise(tmp_path: Path) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_builds_and_takes_one_cpu_step(tmp_path: Path, variant: str) -> None:
     size = "224" if "vit" in variant else "32"
+    precision = "bf16-mixed" if variant == "satclip-resnet18-l10" else "32-true"  # one CPU run under autocast
     cli = main(
         ["--config", str(ROOT / "configs" / f"{variant}.yaml"), "--model.vision_weights", "null", "--model.accumulate_batches", "1",
          "--data", "satclip.train.synthetic.SyntheticDataModule", "--data.batch_size", "2", "--data.num_batches", "1",
-         "--data.val_batches", "0", "--data.image_size", size, "--trainer.max_steps", "1", "--trainer.precision", "32-true",
+         "--data.val_batches", "0", "--data.image_size", size, "--trainer.max_steps", "1", "--trainer.precision", precision,
          "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path),
          "--trainer.gradient_clip_val", "1.0", *QUIET]
     )  # fmt: skip
@@ -182,6 +183,7 @@ def test_variant_builds_and_takes_one_cpu_step(tmp_path: Path, variant: str) -> 
     assert module.hparams.gradient_clip_val == 1.0 and cli.trainer.gradient_clip_val is None
     assert module.satclip_kwargs["location"]["legendre_polys"] == int(variant[-2:])
     assert module.model.location.nnet.layers[0].weight.shape == (512, int(variant[-2:]) ** 2)
+    assert module.model.location.nnet.layers[0].weight.dtype == torch.float64  # outside autocast, as released
     trainable = {n for n, p in module.model.visual.named_parameters() if p.requires_grad}
     assert trainable == {f"{module.model.visual.default_cfg.get('classifier', 'fc')}.{k}" for k in ("weight", "bias")}
 

@@ -196,6 +196,11 @@ class SatCLIPModule(L.LightningModule):
             location = F.normalize(self.model.encode_location(batch["lonlat"]).float(), dim=-1)
         return image, location
 
+    def contrastive_loss(self, image: torch.Tensor, location: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The global InfoNCE loss, in float32 even under autocast (bf16 logits would blur the ranking)."""
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return self.loss_fn(image.float(), location.float(), scale.float())
+
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -253,12 +258,12 @@ class SatCLIPModule(L.LightningModule):
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         if len(micro) == 1:
             image, location = self.encode(micro[0])
-            loss = self.loss_fn(image, location, self.model.temperature_scale())
+            loss = self.contrastive_loss(image, location, self.model.temperature_scale())
             if self._nonfinite(loss.detach()):
                 return None
             self.manual_backward(loss)
         else:
-            cache = GradCache(self.encode, self.model.temperature_scale, self.loss_fn)
+            cache = GradCache(self.encode, self.model.temperature_scale, self.contrastive_loss)
             loss = cache.forward(micro)
             if self._nonfinite(loss):
                 return None
@@ -286,7 +291,8 @@ class SatCLIPModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         image, location = self.encode(batch)
         # in-batch negatives of the validation batch (every rank may read the same validation set)
-        loss = info_nce(image, location, self.model.temperature_scale())
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            loss = info_nce(image, location, self.model.temperature_scale())
         self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))
         self._val.append((image, location, batch["lonlat"].to(torch.float64)))
 
