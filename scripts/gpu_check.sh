@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Pretraining throughput on a GPU machine without network access: samples/s per GPU for
+# satclip-resnet18-l10, satclip-resnet50-l40 and satclip-vit16-l40 in bf16, on synthetic batches
+# already on the GPU and on batches from shards (decoded by the loader's workers), in one table.
+#
+# Bring along (prepare on a machine with network, same OS, CPU architecture and Python version):
+#   git clone <this repository> satclip && cd satclip
+#   python3 -m pip download -d wheels ".[bench]" pip setuptools wheel
+#     (PyPI's Linux torch wheels carry their CUDA libraries; for another CUDA build add
+#      `--index-url https://download.pytorch.org/whl/cu124 torch torchvision` in a second download)
+#   tar czf satclip-gpu.tgz ../satclip        # repository + wheels/, copy it to the GPU machine
+# There:
+#   tar xzf satclip-gpu.tgz && cd satclip && WHEELS=wheels scripts/gpu_check.sh
+#
+# Environment: WHEELS (a wheel folder: install into .venv-gpu from it, offline; unset: use the
+# python on PATH as it is), BATCH (rows per step per GPU, default 256), STEPS (timed steps, 20),
+# WORKERS (loader processes, default 8), OUT (log file, default runs/gpu_check.log), DEVICE (cuda;
+# `DEVICE=cpu BATCH=2 STEPS=1 WORKERS=1 scripts/gpu_check.sh` smoke-tests this script without a GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BATCH="${BATCH:-256}"
+STEPS="${STEPS:-20}"
+WORKERS="${WORKERS:-8}"
+OUT="${OUT:-runs/gpu_check.log}"
+DEVICE="${DEVICE:-cuda}"
+export HF_HUB_OFFLINE=1 WANDB_MODE=offline
+mkdir -p "$(dirname "$OUT")"
+
+if [ -n "${WHEELS:-}" ]; then
+    if [ ! -x .venv-gpu/bin/python ]; then
+        python3 -m venv .venv-gpu
+        .venv-gpu/bin/python -m pip install -q --no-index --find-links "$WHEELS" --upgrade pip setuptools wheel
+    fi
+    .venv-gpu/bin/python -m pip install -q --no-index --find-links "$WHEELS" -e ".[bench]"
+    export PATH="$PWD/.venv-gpu/bin:$PATH"
+fi
+
+if [ "$DEVICE" = cuda ]; then python - <<'PY'
+import sys, torch
+if not torch.cuda.is_available():
+    sys.exit(f"gpu_check: torch {torch.__version__} sees no CUDA device (CUDA build: {torch.version.cuda})")
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s): "
+      + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())))
+if not torch.cuda.is_bf16_supported():
+    sys.exit("gpu_check: this GPU has no bf16 support")
+PY
+fi
+
+shards="runs/gpu_check/shards"
+if [ ! -f "$shards/manifest.json" ]; then
+    satclip shards data/sample --out "$shards" --payload s2c --samples-per-shard 4 --overwrite
+fi
+
+{
+    echo "# satclip gpu_check $(date -u +%FT%TZ) on $(hostname): batch $BATCH per GPU, bf16, $STEPS steps"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+    python scripts/bench_train.py --device "$DEVICE" --precision bf16 --batch "$BATCH" --steps "$STEPS" \
+        --variants satclip-resnet18-l10 satclip-resnet50-l40 satclip-vit16-l40 \
+        --shards "$shards" --num-workers "$WORKERS"
+} 2>&1 | tee "$OUT"
+echo "table written to $OUT"
