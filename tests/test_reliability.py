@@ -207,3 +207,18 @@ def test_sigkill_during_writes_never_leaves_an_unreadable_checkpoint(tmp_path: P
         last = step
     atomic_torch_save({"i": last}, path)  # the next save sweeps the temporaries killed writers left
     assert _temps(tmp_path) == []
+
+
+def test_fault_test_short(tmp_path: Path) -> None:
+    """scripts/fault_test.py, shortened: 2 SIGKILLs of a tiny demo run, resumed with --ckpt_path last."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("fault_test", root / "scripts" / "fault_test.py")
+    fault_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fault_test)
+    tiny = ["--model.vision", "test_resnet", "--model.embed_dim", "16", "--data.num_workers", "0", "--data.pin_memory", "false",
+            "--model.location", '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1}']
+    code = fault_test.main(["--kills", "2", "--max-steps", "10", "--every", "2", "--workdir", str(tmp_path), "--timeout", "300",
+                            "--", *tiny])
+    assert code == 0
