@@ -155,14 +155,18 @@ def test_longitudes_are_wrapped():
     torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_out_float64_direct_and_strided(engine, monkeypatch):
+def test_out_float64_direct_and_strided(engine, threads, monkeypatch):
     import satclip.location.harmonics as H
 
     pts = torch.rand(300, 2, dtype=torch.float64) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
     expected = spherical_harmonics(pts, 12, engine=engine)
     monkeypatch.setattr(H, "_TORCH_CHUNK", 7)  # several recurrence chunks
-    monkeypatch.setattr(H, "_SPHERICART_BLOCK", 64 * 144 + 1)  # several sphericart blocks
+    monkeypatch.setattr(H, "_SPHERICART_BLOCK", 64 * 144 + 1)  # several sphericart blocks (single-threaded path)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    if engine == "sphericart":
+        monkeypatch.setattr(H._sphericart_calculator(12), "_omp_num_threads", threads)
     direct = torch.full((300, 144), float("nan"), dtype=torch.float64)
     assert spherical_harmonics(pts, 12, out=direct, engine=engine) is direct
     strided = torch.full((144, 300), float("nan"), dtype=torch.float64).T  # not C-contiguous: goes through a buffer

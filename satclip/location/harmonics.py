@@ -144,8 +144,15 @@ def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
     if convention != "satclip":
         compute(slice(None))
         return
-    # The factor pi on the m = 0 columns is applied block by block while the block is still in cache.
     m0 = np.arange(L) * (np.arange(L) + 1)
+    if getattr(calc, "_omp_num_threads", 2) > 1:
+        # One call, i.e. one OpenMP parallel region: many short regions stall badly when the cores
+        # are oversubscribed (other processes, data-loader workers). Then pi on the m = 0 columns.
+        compute(slice(None))
+        for column in m0:
+            target[:, column] *= math.pi
+        return
+    # Single-threaded: the factor pi is applied block by block while the block is still in cache.
     step = max(64, _SPHERICART_BLOCK // (L * L))
     for start in range(0, xyz.shape[0], step):
         rows = slice(start, start + step)
@@ -168,7 +175,14 @@ def _engine_fill(lonlat: torch.Tensor, L: int, convention: str, engine: str, out
     if engine == "sphericart":
         _sphericart_fill(lonlat, L, convention, out)
         return
-    step = _TORCH_CHUNK if lonlat.device.type == "cpu" else max(lonlat.shape[0], 1)
+    # On CPU, chunks keep a chunk's output in cache; with several threads, fewer and larger chunks
+    # (every operation is a parallel region, and many short ones stall on oversubscribed cores).
+    if lonlat.device.type != "cpu":
+        step = max(lonlat.shape[0], 1)
+    elif torch.get_num_threads() == 1:
+        step = _TORCH_CHUNK
+    else:
+        step = max(_TORCH_CHUNK, _CHUNK_ELEMENTS // (2 * L))
     for start in range(0, lonlat.shape[0], step):
         _harmonics_chunk(lonlat[start : start + step], L, convention, out[start : start + step])
 
