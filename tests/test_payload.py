@@ -43,6 +43,14 @@ def test_s2c_round_trip_bit_exact_and_smaller_than_tif(tif_files):
         assert len(blob) <= len(data), path.name
 
 
+def test_bytes_like_inputs(tif_bytes):
+    expected = decode("tif", tif_bytes)
+    blob = encode_fast(expected)
+    np.testing.assert_array_equal(decode("tif", memoryview(tif_bytes)), expected)
+    np.testing.assert_array_equal(decode("s2c", bytearray(blob)), expected)
+    np.testing.assert_array_equal(decode("s2c", memoryview(blob)), expected)
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int16", ">u2", "float32", "uint32"])
 def test_s2c_other_dtypes(dtype):
     array = (np.arange(3 * 5 * 7) * 37 % 251).astype(dtype).reshape(3, 5, 7)
