@@ -180,7 +180,7 @@ def test_siren_dropout_only_in_training():
 def test_fcnet_structure():
     net = build_location_encoder("wrap", "fcnet", output_dim=3, dim_hidden=24).nnet
     assert len(net.blocks) == 4  # Mac Aodha et al.: four residual blocks
-    assert net.head.bias is None  # and a bias-free output layer
+    assert all(isinstance(b.block[2], torch.nn.Dropout) and b.block[2].p == 0.5 for b in net.blocks)
     assert net.stem[0].weight.shape == (24, 4)
 
 

@@ -67,8 +67,9 @@ class FCNet(nn.Module):
     """The residual fully connected network of Mac Aodha et al. (2019), "Presence-only geographical priors".
 
     Linear(input_dim, dim_hidden) + ReLU, ``num_layers`` residual blocks (4 in the paper; the
-    Siren(SH) comparison keeps 4 and tunes only ``dim_hidden``), dropout 0.5 inside each block,
-    and a bias-free linear output layer, all as in the paper.
+    Siren(SH) comparison keeps 4 and tunes only ``dim_hidden``) with dropout 0.5 inside each block,
+    as in the paper, then a linear output layer. Unlike the paper's, the output layer has a bias:
+    every tower then ends with an affine map into which a linear head can be folded exactly.
     """
 
     def __init__(self, input_dim: int, output_dim: int, dim_hidden: int = 256, num_layers: int = 4, dropout: float = 0.5) -> None:
@@ -77,7 +78,7 @@ class FCNet(nn.Module):
         num_layers = integer_hparam("num_layers", num_layers, minimum=0)
         self.stem = nn.Sequential(nn.Linear(input_dim, dim_hidden), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[_ResidualBlock(dim_hidden, dropout) for _ in range(num_layers)])
-        self.head = nn.Linear(dim_hidden, output_dim, bias=False)
+        self.head = nn.Linear(dim_hidden, output_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)))
