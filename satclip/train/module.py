@@ -278,7 +278,8 @@ class SatCLIPModule(L.LightningModule):
         with torch.no_grad():
             self.model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
         rows = sum(len(m["lonlat"]) for m in micro)
-        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=rows)
+        # mean over ranks of their shares = the global-batch loss
+        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=rows, sync_dist=True)
         self.log("train/logit_scale", self.model.logit_scale.exp().detach(), on_step=True, batch_size=rows)
         self.log("train/lr", lr, on_step=True, batch_size=rows)
         return None
