@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [f"satclip-{v}-l{L}" for v in ("resnet18", "resnet50", "vit16") for L in (10, 40)]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", "--trainer.devices", "1"]
 
-torch.set_num_threads(1)
-
 
 def tiny_module(**kwargs) -> SatCLIPModule:
     args = {"vision": "resnet18", "embed_dim": 16, "location": {"legendre_polys": 4, "dim_hidden": 32}, "lr": 1e-3, **kwargs}
