@@ -247,3 +247,11 @@ def test_init_from_a_released_checkpoint_keeps_its_weights(reference: Path) -> N
     assert torch.equal(module.model.location.nnet.layers[0].weight, state["model.location.nnet.layers.0.weight"])
     assert module.satclip_kwargs["vision"] == "resnet18" and module.satclip_kwargs["freeze_backbone"] is True
     assert math.isclose(float(module.model.logit_scale), float(state["model.logit_scale"]))
+
+
+def test_trainer_flags_are_handed_to_the_module_and_conflicts_named() -> None:
+    module = tiny_module()
+    module.set_trainer_flags(0.5, "value", 4)
+    assert (module.hparams.gradient_clip_val, module.hparams.gradient_clip_algorithm, module.hparams.accumulate_batches) == (0.5, "value", 4)
+    with pytest.raises(ValueError, match=r"trainer.accumulate_grad_batches=2 conflicts with model.accumulate_batches=4"):
+        module.set_trainer_flags(None, None, 2)
