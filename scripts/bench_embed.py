@@ -42,7 +42,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--points", type=int, default=1_000_000, help="points per satclip variant, over all rounds (default 1M)")
     p.add_argument("--ref-points", type=int, default=20_000, help="points for the reference-style baseline (default 20k)")
     p.add_argument("--degrees", type=int, nargs="+", default=[10, 40], help="values of L (default 10 40)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds; medians over them (default 10)")
     p.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default 8192)")
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads (default 1)")
     p.add_argument("--file-test", action="store_true", help="also check that `satclip embed` memory stays flat")
@@ -93,15 +93,20 @@ def reference_style_harmonics(lonlat, L: int):
     return torch.stack(columns, dim=-1)
 
 
-def reference_style_embed(encoder, lonlat, batch_size: int):
+def reference_style_embed(encoder, lonlat, batch_size: int) -> None:
+    batched(lambda b: encoder.nnet(reference_style_harmonics(b, encoder.posenc.legendre_polys)), lonlat, batch_size)
+
+
+# ------------------------------------------------------------------------------------- timing
+
+
+def batched(fn, lonlat, batch_size: int) -> None:
+    """Apply ``fn`` to (batch, 2) tensors of ``lonlat`` in turn (as the embedders do), discarding results."""
     import torch
 
     with torch.inference_mode():
         for i in range(0, lonlat.shape[0], batch_size):
-            encoder.nnet(reference_style_harmonics(torch.from_numpy(lonlat[i : i + batch_size]), encoder.posenc.legendre_polys))
-
-
-# ------------------------------------------------------------------------------------- timing
+            fn(torch.from_numpy(lonlat[i : i + batch_size]))
 
 
 def timed(fn) -> float:
@@ -127,12 +132,12 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
 
     per_round, ref_per_round = args.points // args.rounds, max(1, args.ref_points // args.rounds)
     variants = {
-        "features only: satclip": (per_round, lambda x: spherical_harmonics(torch.from_numpy(x), L)),
-        "features only: reference-style": (ref_per_round, lambda x: reference_style_harmonics(torch.from_numpy(x), L)),
+        "features only: satclip": (per_round, lambda x: batched(lambda b: spherical_harmonics(b, L), x, args.batch_size)),
+        "features only: reference-style": (ref_per_round, lambda x: batched(lambda b: reference_style_harmonics(b, L), x, args.batch_size)),
         "satclip float64": (per_round, lambda x: embed_array(enc64, x, args.batch_size)),
         "satclip float32": (per_round, lambda x: embed_array(enc32, x, args.batch_size)),
         "satclip torch-engine float64": (per_round, lambda x: embed_array(enc_torch, x, args.batch_size)),
-        "reference-style float64": (ref_per_round, lambda x: reference_style_embed(enc64, x, min(args.batch_size, 10_000))),
+        "reference-style float64": (ref_per_round, lambda x: reference_style_embed(enc64, x, args.batch_size)),
     }
     seconds: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.rounds):
