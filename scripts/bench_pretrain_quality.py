@@ -9,7 +9,7 @@
 2. Pretraining through the real loader, loss and trainer (``satclip fit`` with a generated
    config: a small ResNet-18 image tower, the Siren(SH) L=10 location tower) for ``--minutes``.
 3. Probes on held-out locations (never in the shards): land/ocean (accuracy) and the climate
-   gradient and one random field (R^2), ridge / L2-logistic, 5-fold CV, for the pretrained
+   gradient and one random field (R^2), ridge probes (RidgeClassifierCV / RidgeCV), 5-fold random and spatial CV, for the pretrained
    location embeddings vs raw lon/lat, untrained spherical harmonics (L=10) and the same location
    tower with its random initial weights.
 
@@ -84,38 +84,43 @@ trainer:
   accelerator: cpu
   devices: 1
   max_time: "00:00:{minutes:02d}:00"
-  max_epochs: 1000
+  max_steps: {max_steps}
   log_every_n_steps: 10
   limit_val_batches: 2
-  val_check_interval: 1.0
   default_root_dir: {out}
-  logger: false
+  enable_progress_bar: false
 model:
+  variant: bench-quality
   embed_dim: 64
-  vision_layers: resnet18
-  in_channels: 13
-  image_resolution: {size}
-  legendre_polys: 10
-  learning_rate: 0.001
+  vision: resnet18
+  in_chans: 13
+  location: {{pe: sphericalharmonics, nn: siren, legendre_polys: 10}}
+  location_dtype: float32
+  lr: 0.001
   weight_decay: 0.01
+  warmup_steps: 20
+  max_steps: {max_steps}
 data:
   train_urls: {train}
   val_urls: {val}
-  batch_size: 128
+  batch_size: {batch_size}
   num_workers: 1
   crop_size: {crop}
   jitter: 0.01
+checkpoint:
+  every_n_train_steps: 0
 """
 
 
-def pretrain(out: Path, train: Path, val: Path, size: int, minutes: int, seed: int) -> Path:
-    """Run ``satclip fit`` on the shards for ``minutes``; return the last checkpoint."""
+def pretrain(out: Path, train: Path, val: Path, crop: int, minutes: int, seed: int, max_steps: int, batch_size: int) -> Path:
+    """Run ``satclip fit`` on the shards for ``minutes`` (or ``max_steps``); return the last checkpoint."""
     config = out / "config.yaml"
-    config.write_text(CONFIG.format(seed=seed, minutes=minutes, out=out / "fit", size=size - 8, crop=size - 8, train=train, val=val))
+    config.write_text(CONFIG.format(seed=seed, minutes=minutes, max_steps=max_steps, out=out / "fit", crop=crop,
+                                    train=train, val=val, batch_size=batch_size))
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="2")
     cmd = [sys.executable, "-m", "satclip.cli", "fit", "--config", str(config)]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
-    ckpts = sorted((out / "fit").rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    ckpts = sorted((out / "fit").rglob("*-last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not ckpts:
         raise FileNotFoundError(f"satclip fit wrote no checkpoint under {out / 'fit'}")
     return ckpts[-1]
@@ -155,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-val", type=int, default=256, help="validation patches")
     parser.add_argument("--n-heldout", type=int, default=2000, help="held-out probe locations")
     parser.add_argument("--size", type=int, default=64, help="patch size in pixels")
-    parser.add_argument("--minutes", type=int, default=5, help="pretraining wall time")
+    parser.add_argument("--crop", type=int, default=32, help="random training crop (centre crop for validation)")
+    parser.add_argument("--minutes", type=int, default=8, help="pretraining wall time (a cap; --max-steps may end it first)")
+    parser.add_argument("--max-steps", type=int, default=600, help="step budget (the cosine schedule's length)")
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", type=Path, help="skip data and pretraining: probe this checkpoint")
     args = parser.parse_args(argv)
@@ -167,13 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         train, val = build_data(args.out, args.n_train, args.n_val, args.size, args.seed)
         timings["data"] = time.perf_counter() - start
         start = time.perf_counter()
-        checkpoint = pretrain(args.out, train, val, args.size, args.minutes, args.seed)
+        checkpoint = pretrain(args.out, train, val, args.crop, args.minutes, args.seed, args.max_steps, args.batch_size)
         timings["pretraining"] = time.perf_counter() - start
     start = time.perf_counter()
     report = probe_report(checkpoint, args.n_heldout, args.seed)
     timings["probes"] = time.perf_counter() - start
     header = (f"# Pretraining quality (synthetic world)\n\ncheckpoint: {checkpoint}\n"
-              f"{args.n_train} training patches of {args.size} px, {args.minutes} min of CPU pretraining; "
+              f"{args.n_train} training patches of {args.size} px (crop {args.crop}), batch {args.batch_size}, "
+              f"at most {args.max_steps} steps / {args.minutes} min of CPU pretraining; "
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + "\n\n")
     (args.out / "report.md").write_text(header + report)
     print(header + report)

@@ -6,9 +6,9 @@ shuffles rows; spatial CV holds out whole ``--cell-deg`` x ``--cell-deg`` degree
 cannot lean on near-duplicate neighbours. Baselines in the same table, with the same probe and
 folds: raw lon/lat, sin/cos of lon/lat, and untrained spherical harmonics (L=10).
 
-Probes: ``ridge`` = ridge regression with alpha chosen by efficient leave-one-out CV on the
-training folds (RidgeCV), or for classification L2 logistic regression with C chosen by an inner
-5-fold CV; ``mlp`` = scikit-learn's MLP (two
+Probes: ``ridge`` = ridge regression (or the ridge classifier: one-vs-rest ridge on +-1 targets)
+with alpha chosen by efficient leave-one-out CV on the training folds (RidgeCV /
+RidgeClassifierCV); ``mlp`` = scikit-learn's MLP (two
 hidden layers of 256, early stopping on 10% of the training folds).
 """
 
@@ -89,13 +89,13 @@ def embed(encoder: torch.nn.Module, lonlat: np.ndarray, batch_size: int = 65536)
 def make_probe(kind: str, task: str, seed: int = 0):
     """An unfitted scikit-learn estimator: standardise inputs, then ridge / logistic / MLP."""
     from sklearn.compose import TransformedTargetRegressor
-    from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+    from sklearn.linear_model import RidgeClassifierCV, RidgeCV
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if kind == "ridge":
-        est = RidgeCV(alphas=ALPHAS) if task == "regression" else LogisticRegressionCV(Cs=1 / ALPHAS, cv=5, max_iter=2000)
+        est = RidgeCV(alphas=ALPHAS) if task == "regression" else RidgeClassifierCV(alphas=ALPHAS)
     elif kind == "mlp":
         cls = MLPRegressor if task == "regression" else MLPClassifier
         est = cls(hidden_layer_sizes=(256, 256), early_stopping=True, max_iter=500, random_state=seed)

@@ -121,21 +121,26 @@ def smooth_random_field(lonlat: np.ndarray, seed: int, degree: int = 6) -> np.nd
 
 
 def climate_gradient(lonlat: np.ndarray) -> np.ndarray:
-    """A smooth latitude "climate" field: cos(lat)^2 - 0.5 (warm equator, cold poles), in [-0.5, 0.5]."""
-    return np.cos(np.radians(lonlat[:, 1])) ** 2 - 0.5
+    """A smooth latitude "climate" field: tanh(4 (cos(lat) - 0.6)), in (-1, 1).
+
+    Warm low latitudes, cold high latitudes, with the steepest change near 53 degrees. Unlike
+    cos(lat)^2 it is not a finite sum of spherical harmonics, so SH features cannot fit it exactly.
+    """
+    return np.tanh(4.0 * (np.cos(np.radians(lonlat[:, 1])) - 0.6))
 
 
 class SyntheticWorld:
     """Sentinel-2-like band statistics that are a known function of location.
 
     Each band's mean reflectance (x 10000) mixes, with fixed random weights: land vs ocean (the
-    1 km land mask), the latitude "climate" gradient and ``n_fields`` smooth random fields. The
+    1 km land mask), the latitude "climate" gradient and ``n_fields`` smooth random fields of degree
+    < ``field_degree`` (beyond L=10, so untrained L=10 harmonics cannot fit them exactly). The
     probes of ``scripts/bench_pretrain_quality.py`` ask whether pretraining recovered these.
     """
 
-    def __init__(self, n_bands: int = 12, n_fields: int = 3, seed: int = 0) -> None:
+    def __init__(self, n_bands: int = 12, n_fields: int = 3, field_degree: int = 14, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
-        self.n_bands, self.field_seeds = n_bands, [seed * 100 + k for k in range(n_fields)]
+        self.n_bands, self.field_seeds, self.field_degree = n_bands, [seed * 100 + k for k in range(n_fields)], field_degree
         self.base = rng.uniform(600, 1400, n_bands)
         self.w_land = rng.uniform(600, 1800, n_bands) * rng.choice([-0.4, 1.0], n_bands)
         self.w_climate = rng.uniform(-1500, 1500, n_bands)
@@ -145,7 +150,7 @@ class SyntheticWorld:
         """``land`` (0/1), ``climate`` (latitude gradient) and ``field_k`` at the points."""
         out = {"land": is_land(lonlat).astype(np.float64), "climate": climate_gradient(lonlat)}
         for k, s in enumerate(self.field_seeds):
-            out[f"field_{k}"] = smooth_random_field(lonlat, seed=s)
+            out[f"field_{k}"] = smooth_random_field(lonlat, seed=s, degree=self.field_degree)
         return out
 
     def band_means(self, fields: dict[str, np.ndarray]) -> np.ndarray:
