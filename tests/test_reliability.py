@@ -222,3 +222,31 @@ def test_fault_test_short(tmp_path: Path) -> None:
     code = fault_test.main(["--kills", "2", "--max-steps", "10", "--every", "2", "--workdir", str(tmp_path), "--timeout", "300",
                             "--", *tiny])
     assert code == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_satclip_fit_saves_and_exits_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
+    """The real `satclip fit` (Preemption wired in by the CLI): signal -> last checkpoint -> exit 0."""
+    import subprocess
+    import sys
+    import time
+
+    ckpts = tmp_path / "checkpoints"
+    cmd = [sys.executable, "-m", "satclip.cli", "fit", "--model.variant", "tiny", "--model.vision", "test_resnet",
+           "--model.embed_dim", "16",
+           "--model.location", '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 3, "dim_hidden": 16, "num_layers": 1}',
+           "--data", "satclip.train.synthetic.SyntheticDataModule", "--data.num_batches", "100000", "--data.val_batches", "0",
+           "--trainer.max_steps", "100000", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+           "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+           "--checkpoint.every_n_train_steps", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not list(ckpts.glob("tiny-epoch=*.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-2000:]
+    assert f"Preemption: signal received ({signal.Signals(signum).name}), saved" in out, out[-3000:]
+    step = safe_torch_load(ckpts / "tiny-last.ckpt")["global_step"]
+    assert 5 <= step < 100000

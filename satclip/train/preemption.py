@@ -1,9 +1,10 @@
 """Graceful preemption: SIGTERM or SIGUSR1 -> finish the step, save ``last.ckpt``, stop cleanly.
 
 Cloud spot instances, Kubernetes and SLURM send SIGTERM (SLURM also SIGUSR1 ``--signal`` seconds
-before the time limit). ``Preemption`` turns either into a checkpoint at the next step boundary
-(the same point where ModelCheckpoint saves, so ``--ckpt_path last`` resumes exactly there) and a
-clean stop. All ranks agree on the decision, so a signal that reaches one rank stops them all.
+before the time limit). ``Preemption`` turns either into a checkpoint of the last finished step
+(``--ckpt_path last`` resumes there) and a clean stop (exit status 0). SIGTERM: Lightning finishes
+the step and raises ``SIGTERMException`` on every rank; the checkpoint is saved on the way out.
+SIGUSR1: the ranks agree at the end of the step (one collective per step), save, and stop.
 
 On SLURM with ``SLURMEnvironment(auto_requeue=True, requeue_signal=SIGUSR1)`` (Lightning's default
 when it detects an ``srun`` job), Lightning itself owns SIGUSR1: it saves ``hpc_ckpt_N.ckpt`` in
@@ -21,6 +22,7 @@ from typing import Any, Optional
 import lightning.pytorch as pl
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 __all__ = ["Preemption", "slurm_requeue_environment"]
@@ -59,6 +61,7 @@ class Preemption(Callback):
         self._requested = False
         self._previous: Optional[Any] = None
         self._installed = False
+        self._saved_step: Optional[int] = None
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage == "fit":
@@ -79,17 +82,22 @@ class Preemption(Callback):
             self._previous(signum, frame)
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *args: Any) -> None:
-        requested = self._requested or trainer.received_sigterm
+        requested = self._requested
         if trainer.world_size > 1:  # a collective every step: every rank must take part
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
-        if not requested:
+        if requested:
+            self._requested = False
+            self._save(trainer, "SIGUSR1")
+            trainer.should_stop = True
+
+    def _save(self, trainer: "pl.Trainer", what: str) -> None:
+        if self._saved_step == trainer.global_step:
             return
         cb = _last_checkpoint_callback(trainer)
         path = cb.last_model_path or os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
         trainer.save_checkpoint(path)
-        rank_zero_info(f"Preemption: signal received, saved {path} at global step {trainer.global_step}; stopping")
-        self._requested = False
-        trainer.should_stop = True
+        self._saved_step = trainer.global_step
+        rank_zero_info(f"Preemption: signal received ({what}), saved {path} at global step {trainer.global_step}; stopping")
 
     def _restore(self) -> None:
         if self._installed and threading.current_thread() is threading.main_thread():
@@ -100,5 +108,8 @@ class Preemption(Callback):
         self._restore()
 
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
-        # on an exception (SIGTERM included) Lightning skips the teardown hooks
+        # After SIGTERM Lightning finishes the step, then raises SIGTERMException (a clean SystemExit) on every
+        # rank; the step is complete, so this is a resumable point. Lightning skips teardown hooks on exceptions.
+        if isinstance(exception, SIGTERMException):
+            self._save(trainer, "SIGTERM")
         self._restore()
