@@ -224,9 +224,9 @@ def test_fault_test_short(tmp_path: Path) -> None:
     assert code == 0
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_satclip_fit_saves_and_exits_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
-    """The real `satclip fit` (Preemption wired in by the CLI): signal -> last checkpoint -> exit 0."""
+def test_satclip_fit_saves_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """The real `satclip fit` (Preemption wired in by the CLI; SIGUSR1 is tested in-process above):
+    SIGTERM -> last checkpoint -> exit 0."""
     import subprocess
     import sys
     import time
@@ -244,9 +244,9 @@ def test_satclip_fit_saves_and_exits_cleanly_on_signal(tmp_path: Path, signum: i
     deadline = time.monotonic() + 120
     while not list(ckpts.glob("tiny-epoch=*.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signum)
+    proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-2000:]
-    assert f"Preemption: signal received ({signal.Signals(signum).name}), saved" in out, out[-3000:]
+    assert "Preemption: signal received (SIGTERM), saved" in out, out[-3000:]
     step = safe_torch_load(ckpts / "tiny-last.ckpt")["global_step"]
     assert 5 <= step < 100000
