@@ -1,8 +1,9 @@
 """Launch anywhere: two simulated nodes (torchrun --nnodes 2 on localhost, CPU, gloo) train in step,
-and the launch scripts are valid shell."""
+the launch scripts are valid shell, and the container pins every dependency."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -50,3 +51,16 @@ def test_launch_scripts_are_valid_bash(script: str) -> None:
     subprocess.run(["bash", "-n", str(path)], check=True)
     if shutil.which("shellcheck"):
         subprocess.run(["shellcheck", str(path)], check=True)
+
+
+def test_dockerfile_pins_every_dependency() -> None:
+    """torch/torchvision come from the base image; every other dependency is pinned (==) in the Dockerfile."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower().replace("_", "-") for d in deps} - {"torch", "torchvision"}
+    dockerfile = (ROOT / "Dockerfile").read_text().lower().replace("_", "-")
+    pinned = set(re.findall(r"([a-z0-9.-]+)(?:\[[a-z,]+\])?==[0-9]", dockerfile))
+    assert names <= pinned, f"not pinned in the Dockerfile: {sorted(names - pinned)}"
+    assert re.search(r"^from \S+", dockerfile, re.M) and "\nuser 10001" in dockerfile
+    assert 'entrypoint ["satclip"]' in dockerfile
