@@ -3,7 +3,7 @@
 A multi-day run must not die of one bad sample, but bad data must not pass silently either.
 Every skipped sample (or unreadable rest of a shard) is counted under one of :data:`SKIP_KINDS`
 and logged with its shard and key and the real cause. Counts travel from the DataLoader workers
-to the main process inside the batches (see :class:`satclip.data.stream.StreamLoader`).
+to the main process inside the batches (see :class:`satclip.data.loader.StreamLoader`).
 """
 
 from __future__ import annotations

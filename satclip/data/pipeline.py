@@ -1,0 +1,344 @@
+"""The pipeline inside each DataLoader worker: shard selection, sample checking, shuffle buffer,
+batching and (unless ``keep_uint16``) augmentation. :func:`build_pipeline` is the plain builder.
+
+Keeping ranks in step (DDP hangs when one rank runs more steps than another): training draws
+shards with replacement (``resample=True``), or cycles each worker's share (``resample=False``),
+and every worker stops after the same number of batches, ``ceil(epoch_length / (batch_size *
+num_workers))``, so every rank runs exactly that many times ``num_workers`` steps whatever its
+shards hold. Seeds come from (seed, global rank, worker id, epoch). Evaluation makes one pass
+without augmentation; by default every rank reads the whole validation set (identical step
+counts, exact metrics on every rank).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import multiprocessing
+import os
+import random
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from .errors import EmptyStreamError, SkipCounter, format_counts
+from .samples import SampleDecoder, Skip
+from .shardlist import expand_urls, read_manifest
+from .shards import read_index
+from .tarstream import iter_shard
+from .transforms import S2_BANDS, Augment, select_bands, to_reflectance
+
+
+def rank_info() -> tuple[int, int]:
+    """(global rank, world size) from torch.distributed, else the RANK / WORLD_SIZE variables."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _worker_info() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def _shuffled(items: Iterable, size: int, rng: random.Random) -> Iterator:
+    """A shuffle buffer: fill ``size`` items, then emit a random one for each new item."""
+    buffer: list = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        i = rng.randrange(size)
+        yield buffer[i]
+        buffer[i] = item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class ShardStream(IterableDataset):
+    """Batches from WebDataset shards, for one rank; each DataLoader worker reads its own part.
+
+    Modes (see the module docstring): ``resample=True`` (training, infinite shard draws with
+    replacement, ``epoch_length`` required); ``resample=False`` with ``epoch_length`` (shards split
+    by rank and worker, each worker cycles its share); ``epoch_length=None`` (one pass, shards
+    split by worker and, with ``split_by_rank``, by rank). With an epoch length every worker
+    yields exactly :meth:`batches_per_worker` full batches.
+
+    Batches are dicts: ``image`` (B, C, H, W) float32 reflectance (uint16 digital numbers with
+    ``keep_uint16``), ``lonlat`` (B, 2) float64 [lon, lat] degrees, ``key`` list of str,
+    ``skipped`` {kind: count} of this worker in this epoch, ``worker`` its id.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        decoder: SampleDecoder,
+        batch_size: int,
+        augment: Augment | None = None,
+        resample: bool = False,
+        epoch_length: int | None = None,
+        shuffle_buffer: int = 0,
+        split_by_rank: bool = True,
+        keep_uint16: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        counts: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if resample and not epoch_length:
+            raise ValueError("resample=True draws shards forever: set epoch_length (samples per epoch per rank)")
+        if epoch_length is None and split_by_rank and world_size > 1 and augment is not None:
+            raise ValueError(
+                "training on several ranks needs an epoch_length, or ranks with uneven shards run different "
+                "numbers of steps and DDP hangs; set epoch_length (samples per epoch per rank)"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.urls = list(urls)
+        self.decoder = decoder
+        self.batch_size = batch_size
+        self.augment = augment
+        self.resample = resample
+        self.epoch_length = epoch_length
+        self.shuffle_buffer = shuffle_buffer
+        self.split_by_rank = split_by_rank
+        self.keep_uint16 = keep_uint16
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.counts = counts
+        self.trailer = False  # StreamLoader sets this: a last item per worker carries its final counts
+        self._epoch = multiprocessing.RawValue("q", 0)  # shared with persistent workers
+
+    # -- epochs and sizes
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (reseeds shard draws, shuffling and augmentation); seen by all workers."""
+        self._epoch.value = int(epoch)
+
+    def batches_per_worker(self, num_workers: int) -> int | None:
+        """Batches each worker yields per epoch when an epoch length is set, else None."""
+        if self.epoch_length is None:
+            return None
+        return math.ceil(self.epoch_length / (self.batch_size * max(1, num_workers)))
+
+    def num_batches(self, num_workers: int) -> int | None:
+        """Batches this rank yields per epoch with ``num_workers`` DataLoader workers (None: unknown)."""
+        per_worker = self.batches_per_worker(num_workers)
+        if per_worker is not None:
+            return per_worker * max(1, num_workers)
+        if self.counts is None:
+            return None
+        total = 0
+        for worker in range(max(1, num_workers)):
+            samples = sum(self.counts[u] for u in self._share(self._ordered(), worker, max(1, num_workers)))
+            total += math.ceil(samples / self.batch_size)
+        return total
+
+    def check_workers(self, num_workers: int) -> None:
+        """Fail early when a cycling (resample=False, epoch_length) worker would get no shard."""
+        if self.resample or self.epoch_length is None:
+            return
+        needed = (self.world_size if self.split_by_rank else 1) * max(1, num_workers)
+        if len(self.urls) < needed:
+            raise ValueError(
+                f"resample=False with an epoch_length gives every worker of every rank its own shards: "
+                f"{len(self.urls)} shards for {needed} workers in all; use resample=True or more shards"
+            )
+
+    # -- iteration
+
+    def _share(self, urls: list[str], worker: int, num_workers: int) -> list[str]:
+        if self.split_by_rank:
+            urls = urls[self.rank :: self.world_size]
+        return urls[worker::num_workers]
+
+    def _ordered(self) -> list[str]:
+        """This epoch's shard order: as given, or, for training without resampling, one shuffled
+        order common to all ranks (so their shares stay disjoint)."""
+        if self.resample or self.augment is None:
+            return self.urls
+        urls = list(self.urls)
+        random.Random(seed_int(self.seed, self.epoch)).shuffle(urls)
+        return urls
+
+    def _shard_plan(self, worker: int, num_workers: int, rng: random.Random) -> tuple[Iterator[str], set[str]]:
+        """(the shards this worker reads, in order; the distinct shards it can ever read)."""
+        if self.resample:
+            return (rng.choice(self.urls) for _ in itertools.count()), set(self.urls)
+        share = self._share(self._ordered(), worker, num_workers)
+        if self.epoch_length is None:
+            return iter(share), set(share)
+        if not share:
+            raise ValueError(f"rank {self.rank} worker {worker} has no shard to cycle ({len(self.urls)} shards)")
+        return itertools.chain.from_iterable(itertools.repeat(share)), set(share)
+
+    def _samples(
+        self, shards: Iterator[str], candidates: set[str], counter: SkipCounter, rng: np.random.Generator
+    ) -> Iterator[tuple]:
+        dead: set[str] = set()
+        seen_good = False
+        for url in shards:
+            good = 0
+            for raw in iter_shard(url, counter):
+                try:
+                    sample = self.decoder(raw, rng if self.augment is not None else None)
+                except Skip as skip:
+                    counter.record(skip.kind, url, raw["__key__"], skip)
+                    continue
+                good += 1
+                yield sample
+            seen_good = seen_good or good > 0
+            if not good and self.epoch_length is not None:
+                dead.add(url)
+                if not seen_good and dead >= candidates:
+                    raise EmptyStreamError(
+                        f"rank {self.rank}: none of the {len(dead)} shards this worker reads yields a valid sample "
+                        f"(skipped: {format_counts(counter.counts)}); first: {sorted(dead)[0]}. "
+                        "The 'satclip.data' warnings above give each cause."
+                    )
+
+    def _batches(self, samples: Iterator[tuple], counter: SkipCounter, generator: torch.Generator) -> Iterator[dict]:
+        pending: list[tuple] = []
+        shape = None
+        for sample in samples:
+            image, indices, _, key = sample
+            shape = shape or (len(indices),) + image.shape[1:]
+            if (len(indices),) + image.shape[1:] != shape:
+                counter.record("shape", "(batch)", key, f"size {image.shape} differs from {shape} (set crop_size)")
+                continue
+            pending.append(sample)
+            if len(pending) == self.batch_size:
+                yield self._assemble(pending, shape, generator)
+                pending = []
+        if pending:
+            yield self._assemble(pending, shape, generator)
+
+    def _assemble(self, samples: list[tuple], shape: tuple[int, ...], generator: torch.Generator) -> dict:
+        """Collate samples: uint16 (``keep_uint16``), or reflectance augmented sample by sample."""
+        lonlat = torch.from_numpy(np.stack([s[2] for s in samples]))
+        if self.keep_uint16:
+            out = np.empty((len(samples), *shape), dtype=np.uint16)
+            for i, (image, indices, _, _) in enumerate(samples):
+                select_bands(image, indices, out=out[i])
+            images = torch.from_numpy(out)
+        else:
+            images = torch.empty((len(samples), *shape), dtype=torch.float32)
+            scratch = np.empty(shape, dtype=np.uint16)
+            for i, (image, indices, _, _) in enumerate(samples):
+                one = to_reflectance(torch.from_numpy(select_bands(image, indices, out=scratch))[None])
+                images[i] = self.augment.images(one, generator)[0] if self.augment is not None else one[0]
+            if self.augment is not None:
+                lonlat = self.augment.coords(lonlat, generator)
+        return {"image": images, "lonlat": lonlat, "key": [s[3] for s in samples]}
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, num_workers = _worker_info()
+        epoch = self.epoch
+        state = np.random.SeedSequence([self.seed, self.rank, worker, epoch]).generate_state(3)
+        py_rng, np_rng = random.Random(int(state[0])), np.random.default_rng(int(state[1]))
+        generator = torch.Generator().manual_seed(int(state[2]))
+        counter = SkipCounter(where=f"[rank {self.rank} worker {worker}] ")
+        shards, candidates = self._shard_plan(worker, num_workers, py_rng)
+        samples = self._samples(shards, candidates, counter, np_rng)
+        if self.shuffle_buffer > 1:
+            samples = _shuffled(samples, self.shuffle_buffer, py_rng)
+        limit = self.batches_per_worker(num_workers)
+        produced = 0
+        for batch in self._batches(samples, counter, generator):
+            batch["skipped"] = counter.snapshot()
+            batch["worker"] = worker
+            yield batch
+            produced += 1
+            if produced == limit:
+                break
+        if self.trailer:
+            yield {"skipped": counter.snapshot(), "worker": worker, "trailer": True}
+        elif produced == 0 and num_workers == 1 and (self.world_size == 1 or not self.split_by_rank):
+            raise EmptyStreamError(self.empty_message(counter.counts))
+
+    def empty_message(self, counts: dict[str, int]) -> str:
+        """Why a pass gave no batch: shard count, first shard, skip counts by kind."""
+        where = f"rank {self.rank} of {self.world_size}: " if self.world_size > 1 else ""
+        return (
+            f"{where}no sample from {len(self.urls)} shards (first: {self.urls[0]}); "
+            f"skipped: {format_counts(counts)}. The 'satclip.data' warnings give each cause"
+            + (" (more ranks than shards?)" if self.split_by_rank and self.world_size > len(self.urls) else "")
+        )
+
+
+def seed_int(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def build_pipeline(
+    urls: str | Sequence[str],
+    *,
+    batch_size: int = 256,
+    train: bool = True,
+    resample: bool = True,
+    epoch_length: int | None = None,
+    shuffle_buffer: int = 256,
+    split_by_rank: bool = True,
+    crop_size: int | None = 224,
+    bands: Sequence[str] | None = None,
+    insert_b10: bool = True,
+    augment: Augment | None = None,
+    keep_uint16: bool = False,
+    index_csv: str | os.PathLike | None = None,
+    seed: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> ShardStream:
+    """The plain builder: a :class:`ShardStream` over ``urls`` (a directory, brace pattern, list,
+    ``http(s)://`` or ``pipe:`` URLs).
+
+    ``train=True``: random crops, ``augment`` (default :class:`Augment`), shuffle buffer, and
+    ``resample`` (shards with replacement) with ``epoch_length`` samples per rank (default: the
+    manifest's sample count / world size). ``train=False``: one pass, centre crop, no augmentation,
+    no shuffling, no resampling. ``rank``/``world_size`` default to torch.distributed's (or the
+    RANK/WORLD_SIZE variables). Wrap it in :class:`StreamLoader` to get counted skips and epochs.
+    """
+    shards = expand_urls(urls)
+    counts, manifest_bands = read_manifest(shards)
+    detected_rank, detected_world = rank_info()
+    rank = detected_rank if rank is None else rank
+    world_size = detected_world if world_size is None else world_size
+    if train and epoch_length is None and (resample or world_size > 1):
+        if counts is None:
+            raise ValueError(f"{urls!r}: no manifest.json with sample counts; set epoch_length (samples per epoch per rank)")
+        epoch_length = max(1, sum(counts.values()) // world_size)
+    decoder = SampleDecoder(
+        crop_size=crop_size,
+        bands=tuple(bands) if bands is not None else None,
+        insert_b10=insert_b10,
+        source_bands=manifest_bands or S2_BANDS,
+        index=read_index(index_csv) if index_csv else None,
+    )
+    return ShardStream(
+        shards,
+        decoder,
+        batch_size,
+        augment=(augment or Augment()) if train else None,
+        resample=resample and train,
+        epoch_length=epoch_length if train else None,
+        shuffle_buffer=shuffle_buffer if train else 0,
+        split_by_rank=split_by_rank,
+        keep_uint16=keep_uint16,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        counts=counts,
+    )
+
+
+__all__ = ["ShardStream", "build_pipeline", "rank_info", "seed_int"]

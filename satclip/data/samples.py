@@ -1,0 +1,137 @@
+"""Checking one raw sample: decode the payload, check bands, size and coordinates, crop.
+
+Anything wrong raises :class:`Skip` with its kind (one of
+:data:`satclip.data.errors.SKIP_KINDS`) and the real cause; the stream counts and logs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .payload import PAYLOAD_EXTENSIONS, decode
+from .transforms import S2_BANDS, band_indices, crop, crop_offsets, target_bands
+
+
+def _to_float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class Skip(Exception):
+    """A sample is unusable; ``kind`` is one of SKIP_KINDS."""
+
+    def __init__(self, kind: str, cause: str) -> None:
+        super().__init__(cause)
+        self.kind = kind
+
+
+def check_lonlat(lon: float, lat: float) -> str | None:
+    """Why (lon, lat) in degrees is not a usable sample coordinate, or None when it is."""
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        return f"non-finite coordinates lon={lon}, lat={lat}"
+    if abs(lon) > 180 or abs(lat) > 90:
+        return f"coordinates out of range lon={lon}, lat={lat} (expected degrees, lon in [-180, 180], lat in [-90, 90])"
+    return None
+
+
+@dataclass
+class SampleDecoder:
+    """Raw sample -> cropped image, band plan, lonlat (2,) float64, key; raises :class:`Skip`.
+
+    Bands come from the sample's JSON record, else ``source_bands`` (the manifest's, else
+    S2-100K's). Coordinates: the JSON record, else ``index`` (``index.csv`` as read by
+    :func:`satclip.data.shards.read_index`: file name -> (lon, lat)), else the tif's
+    own georeference. ``crop_size`` None keeps the full image (all must then share one size)."""
+
+    crop_size: int | None = 224
+    bands: tuple[str, ...] | None = None
+    insert_b10: bool = False
+    source_bands: tuple[str, ...] = S2_BANDS
+    index: dict[str, tuple[float, float]] | None = None
+
+    def __post_init__(self) -> None:
+        self._plans: dict[tuple[str, ...], np.ndarray] = {}
+        self.output_bands = target_bands(self.source_bands, self.bands, self.insert_b10)
+        self._plan(self.source_bands)  # a bad band list fails here, not in the workers
+
+    def _plan(self, source: tuple[str, ...]) -> np.ndarray:
+        if source not in self._plans:
+            target = target_bands(source, self.bands, self.insert_b10)
+            if target != self.output_bands:
+                raise Skip("shape", f"bands {list(source)} give {list(target)}, other samples {list(self.output_bands)}")
+            self._plans[source] = band_indices(source, target)
+        return self._plans[source]
+
+    def __call__(self, raw: dict, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """Decode and check one raw sample: (cropped view (C, h, w) uint16, band indices for
+        :func:`select_bands`, lonlat, key). ``rng`` None gives the centre crop (evaluation)."""
+        key = raw["__key__"]
+        ext = next((e for e in PAYLOAD_EXTENSIONS if e in raw), None)
+        if ext is None:
+            found = sorted(k for k in raw if not k.startswith("__"))
+            raise Skip("incomplete", f"no image payload ({'/'.join(PAYLOAD_EXTENSIONS)}); the sample has {found}")
+        meta = self._meta(raw)
+        try:
+            image = decode(ext, raw[ext])
+        except Exception as exn:  # noqa: BLE001 - PayloadError, or anything GDAL raises on garbage
+            raise Skip("decode", f"{ext}: {exn}") from None
+        source = tuple(meta.get("bands") or self.source_bands)
+        self._check_shape(image, source, meta)
+        lonlat = np.array(self._lonlat(key, ext, raw, meta), dtype=np.float64)
+        if self.crop_size is not None:
+            top, left = crop_offsets(image.shape[1], image.shape[2], self.crop_size, rng)
+            image = crop(image, self.crop_size, top, left)
+        return image, self._plan(source), lonlat, key
+
+    @staticmethod
+    def _meta(raw: dict) -> dict:
+        if "json" not in raw:
+            return {}
+        try:
+            meta = json.loads(raw["json"])
+        except (ValueError, UnicodeDecodeError) as exn:
+            raise Skip("incomplete", f"json record does not parse: {exn}") from None
+        if not isinstance(meta, dict):
+            raise Skip("incomplete", f"json record is a {type(meta).__name__}, expected an object")
+        return meta
+
+    def _check_shape(self, image: np.ndarray, source: tuple[str, ...], meta: dict) -> None:
+        if image.dtype != np.uint16:
+            raise Skip("shape", f"dtype {image.dtype}, expected uint16 digital numbers")
+        if image.ndim != 3 or image.shape[0] != len(source):
+            raise Skip("shape", f"shape {image.shape}, expected {len(source)} bands {list(source)}")
+        if meta.get("shape") is not None and tuple(meta["shape"]) != image.shape:
+            raise Skip("shape", f"shape {image.shape}, but its record says {tuple(meta['shape'])}")
+        if self.crop_size is not None and min(image.shape[1:]) < self.crop_size:
+            raise Skip("shape", f"size {image.shape[1]}x{image.shape[2]} is smaller than the crop {self.crop_size}")
+
+    def _lonlat(self, key: str, ext: str, raw: dict, meta: dict) -> tuple[float, float]:
+        if "lon" in meta or "lat" in meta:
+            lon, lat = _to_float(meta.get("lon")), _to_float(meta.get("lat"))
+        elif self.index is not None:
+            name = f"{key.rpartition('/')[2]}.{ext}"
+            if name not in self.index:
+                raise Skip("coords", f"no json record and {name!r} is not in the index")
+            lon, lat = self.index[name]
+        elif ext == "tif":
+            from ..geo import lonlat_from_georeference
+
+            try:
+                lon, lat = lonlat_from_georeference(raw[ext])
+            except Exception as exn:  # noqa: BLE001 - no CRS, no transform, PROJ failure
+                raise Skip("coords", f"no json record, no index, and no usable georeference: {exn}") from None
+        else:
+            raise Skip("coords", "no coordinates: no json record, no index, and the payload has no georeference")
+        problem = check_lonlat(lon, lat)
+        if problem:
+            raise Skip("coords", problem)
+        return lon, lat
+
+
+__all__ = ["SampleDecoder", "Skip", "check_lonlat"]
