@@ -10,9 +10,11 @@ Times, for 100k random points in float64 at L = 10 and L = 40:
 - ``satclip torch``: the same with ``engine="torch"`` (the recurrence used on GPUs).
 
 The three are run in turn, ``--repeats`` times, so that load on a shared machine hits them alike;
-the table gives median wall and process CPU times (user + sys, all threads) and the throughput
-ratio satclip / sphericart of those medians. On an oversubscribed machine the wall times mostly
-measure waiting for a core; the CPU times stay meaningful.
+the table gives median wall, user-CPU and system-CPU times (all threads) and the throughput ratio
+satclip / sphericart of the medians. On an oversubscribed machine the wall times mostly measure
+waiting for a core, and the system time is dominated by the kernel's handling of the fresh
+output's pages (occasionally ~1 s of huge-page compaction for any of the three); the user CPU
+time is the computation itself.
 ``--memory`` also writes the features of 1M points at L = 40 into a preallocated file-backed
 output (``out=``) and reports the peak anonymous memory beyond it (sampled from /proc).
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -54,17 +57,22 @@ def random_lonlat(n: int, seed: int = 0):
     return torch.stack([lon, lat], 1)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds of each function, calling them in turn ``repeats`` times after a warm-up."""
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
+def _clock() -> tuple[float, float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), usage.ru_utime, usage.ru_stime
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float, float]]:
+    """Median (wall, user, system) seconds of each function, calling them in turn ``repeats`` times after a warm-up."""
+    times: dict[str, list[tuple[float, float, float]]] = {k: [] for k in fns}
     for f in fns.values():
         f()
     for _ in range(repeats):
         for name, f in fns.items():
-            w0, c0 = time.perf_counter(), time.process_time()
+            start = _clock()
             f()
-            times[name].append((time.perf_counter() - w0, time.process_time() - c0))
-    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
+            times[name].append(tuple(b - a for a, b in zip(start, _clock())))
+    return {k: tuple(statistics.median(t[i] for t in v) for i in range(3)) for k, v in times.items()}
 
 
 def bench_speed(args: argparse.Namespace) -> list[str]:
@@ -77,7 +85,7 @@ def bench_speed(args: argparse.Namespace) -> list[str]:
     lon, lat = np.radians(lonlat.numpy()).T
     xyz = np.ascontiguousarray(np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1))
     rows = [
-        "| L | method | wall s | CPU s | Mpoints/s (wall) | GB/s written (wall) | vs sphericart (wall) | vs sphericart (CPU) |",
+        "| L | method | wall s | user s | sys s | Mpoints/s (wall) | vs sphericart (wall) | vs sphericart (user CPU) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for L in args.degrees:
@@ -88,12 +96,11 @@ def bench_speed(args: argparse.Namespace) -> list[str]:
             "satclip torch": lambda: spherical_harmonics(lonlat, L, engine="torch"),
         }
         med = interleaved(fns, args.repeats)
-        base_wall, base_cpu = med["sphericart (baseline)"]
-        for name, (wall, cpu) in med.items():
-            gbs = args.points * L * L * 8 / wall / 1e9
+        base_wall, base_user, _ = med["sphericart (baseline)"]
+        for name, (wall, user, system) in med.items():
             rows.append(
-                f"| {L} | {name} | {wall:.4f} | {cpu:.4f} | {args.points / wall / 1e6:.2f} | {gbs:.2f} "
-                f"| {base_wall / wall:.2f}x | {base_cpu / cpu:.2f}x |"
+                f"| {L} | {name} | {wall:.4f} | {user:.4f} | {system:.4f} | {args.points / wall / 1e6:.2f} "
+                f"| {base_wall / wall:.2f}x | {base_user / user:.2f}x |"
             )
     return rows
 
