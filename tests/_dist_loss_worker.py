@@ -1,8 +1,9 @@
 """Two-process gloo run of InfoNCELoss, launched by tests/test_loss.py as a subprocess.
 
-Usage: python tests/_dist_loss_worker.py OUT_DIR SIZES (e.g. "5,3"). Each rank takes its rows of a
-fixed global batch, runs tiny DDP-wrapped towers and the loss, and saves its loss, the (DDP
-averaged) parameter gradients and its feature gradients to OUT_DIR/rank{r}.pt.
+Usage: python tests/_dist_loss_worker.py OUT_DIR SIZES [SIZES ...] (e.g. "4,4" "5,3": rows per rank,
+the same number of ranks in each). For each SIZES, each rank takes its rows of a fixed global batch,
+runs tiny DDP-wrapped towers and the loss, and saves its loss, the (DDP averaged) parameter gradients
+and its feature gradients to OUT_DIR/<SIZES>/rank{r}.pt.
 """
 
 from __future__ import annotations
@@ -41,29 +42,37 @@ class Towers(nn.Module):
         return F.normalize(self.image(x), dim=-1), F.normalize(self.location(y), dim=-1), self.logit_scale.exp()
 
 
-def _run(rank: int, world: int, init: str, out: str, sizes: list[int]) -> None:
+def _run(rank: int, world: int, init: str, out: str, runs: list[list[int]]) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        x, y = global_batch(sum(sizes))
-        start = sum(sizes[:rank])
-        rows = slice(start, start + sizes[rank])
-        model = nn.parallel.DistributedDataParallel(Towers())
-        img, loc, scale = model(x[rows], y[rows])
-        img.retain_grad()
-        loc.retain_grad()
-        loss = InfoNCELoss()(img, loc, scale)
-        loss.backward()
-        grads = {n: p.grad for n, p in model.module.named_parameters()}
-        torch.save({"loss": loss.detach(), "grads": grads, "img_grad": img.grad, "loc_grad": loc.grad}, Path(out) / f"rank{rank}.pt")
+        for sizes in runs:
+            x, y = global_batch(sum(sizes))
+            start = sum(sizes[:rank])
+            rows = slice(start, start + sizes[rank])
+            model = nn.parallel.DistributedDataParallel(Towers())
+            img, loc, scale = model(x[rows], y[rows])
+            img.retain_grad()
+            loc.retain_grad()
+            loss = InfoNCELoss()(img, loc, scale)
+            loss.backward()
+            grads = {n: p.grad for n, p in model.module.named_parameters()}
+            folder = Path(out) / ",".join(map(str, sizes))
+            folder.mkdir(exist_ok=True)
+            torch.save({"loss": loss.detach(), "grads": grads, "img_grad": img.grad, "loc_grad": loc.grad}, folder / f"rank{rank}.pt")
+        dist.barrier()  # neither rank tears down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
 
 def main() -> None:
-    out, sizes = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
+    out = sys.argv[1]
+    runs = [[int(s) for s in spec.split(",")] for spec in sys.argv[2:]]
+    world = len(runs[0])
+    if any(len(r) != world for r in runs):
+        raise SystemExit(f"every SIZES needs {world} entries (one per rank): {sys.argv[2:]}")
     init = f"file://{Path(out).resolve() / 'rendezvous'}"
-    mp.spawn(_run, args=(len(sizes), init, out, sizes), nprocs=len(sizes), join=True)
+    mp.spawn(_run, args=(world, init, out, runs), nprocs=world, join=True)
 
 
 if __name__ == "__main__":

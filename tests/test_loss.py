@@ -70,18 +70,25 @@ def test_local_rows_against_global_batch_sum_to_the_global_loss() -> None:
     assert torch.allclose(sum(parts) / 2, info_nce(img, loc, scale), atol=1e-6)
 
 
-@pytest.mark.parametrize("sizes", ["4,4", "5,3"])
-def test_two_process_gloo_loss_and_gradients_equal_one_process(tmp_path: Path, sizes: str) -> None:
+SIZES = ["4,4", "5,3"]  # rows per rank: equal, and uneven (a short last batch)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 2-process gloo run (a subprocess: no process group in the pytest process) for all SIZES."""
+    out = tmp_path_factory.mktemp("gloo")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, str(HERE / "_dist_loss_worker.py"), str(out), *SIZES], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_two_process_gloo_loss_and_gradients_equal_one_process(two_process_run: Path, sizes: str) -> None:
     sys.path.insert(0, str(HERE))
     from _dist_loss_worker import Towers, global_batch
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run(
-        [sys.executable, str(HERE / "_dist_loss_worker.py"), str(tmp_path), sizes], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-
+    ranks = [torch.load(two_process_run / sizes / f"rank{r}.pt", weights_only=True) for r in range(2)]
     counts = [int(s) for s in sizes.split(",")]
     x, y = global_batch(sum(counts))
     model = Towers()
