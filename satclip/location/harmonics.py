@@ -157,7 +157,9 @@ def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
     for start in range(0, xyz.shape[0], step):
         rows = slice(start, start + step)
         compute(rows)
-        target[rows, m0] *= math.pi
+        block = target[rows]
+        for column in m0:
+            block[:, column] *= math.pi
 
 
 def _engine_for(device: torch.device, engine: str) -> str:
