@@ -64,3 +64,41 @@ def test_dockerfile_pins_every_dependency() -> None:
     assert names <= pinned, f"not pinned in the Dockerfile: {sorted(names - pinned)}"
     assert re.search(r"^from \S+", dockerfile, re.M) and "\nuser 10001" in dockerfile
     assert 'entrypoint ["satclip"]' in dockerfile
+
+
+def test_sbatch_trains_and_resumes_from_the_newest_checkpoint(tmp_path: Path, demo_shards: str) -> None:
+    """scripts/slurm/pretrain.sbatch under a stand-in `srun` (one task) with SLURM's variables: the first
+    job trains, the requeued one resumes from the newest of <variant>-last.ckpt and Lightning's hpc_ckpt_N.ckpt."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\nshift\nexec "$@"\n')  # drop --kill-on-bad-exit, run the one task
+    (bin_dir / "srun").chmod(0o755)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "satclip",
+           "SLURM_JOB_ID": "77", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+           "SLURM_NODELIST": "localhost", "RUN_DIR": str(run_dir), "TRAIN_URLS": demo_shards, "VAL_URLS": demo_shards,
+           "OMP_NUM_THREADS": "1", "SATCLIP_ACTIVATE": "/nonexistent"}
+
+    def job(steps: int) -> str:
+        cmd = ["bash", str(SCRIPTS / "slurm" / "pretrain.sbatch"), str(ROOT / "configs" / "demo.yaml"),
+               "--trainer.max_steps", str(steps), "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+               *TINY]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout + done.stderr
+
+    first = job(2)
+    assert "resuming" not in first
+    last = run_dir / "checkpoints" / "satclip-resnet18-l10-demo-last.ckpt"
+    hpc = run_dir / "hpc_ckpt_1.ckpt"  # as Lightning's SIGUSR1 handler would leave it, newer than last
+    shutil.copy(last, hpc)
+    os.utime(hpc, (last.stat().st_mtime + 5, last.stat().st_mtime + 5))
+    second = job(4)
+    assert f"resuming from {hpc}" in second and f"Restoring states from the checkpoint path at {hpc}" in second
+
+    from satclip.train.checkpoint_io import safe_torch_load
+
+    assert safe_torch_load(last)["global_step"] == 4
