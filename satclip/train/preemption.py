@@ -6,9 +6,10 @@ before the time limit). ``Preemption`` turns either into a checkpoint of the las
 the step and raises ``SIGTERMException`` on every rank; the checkpoint is saved on the way out.
 SIGUSR1: the ranks agree at the end of the step (one collective per step), save, and stop.
 
-On SLURM with ``SLURMEnvironment(auto_requeue=True, requeue_signal=SIGUSR1)`` (Lightning's default
-when it detects an ``srun`` job), Lightning itself owns SIGUSR1: it saves ``hpc_ckpt_N.ckpt`` in
-``default_root_dir`` and runs ``scontrol requeue``; this callback then handles only SIGTERM.
+On SLURM Lightning detects the ``srun`` job and uses ``SLURMEnvironment(auto_requeue=True,
+requeue_signal=SIGUSR1)`` (pass it in ``trainer.plugins`` to change that): Lightning itself then owns
+SIGUSR1, saves ``hpc_ckpt_N.ckpt`` in ``default_root_dir`` and runs ``scontrol requeue``, and this
+callback handles SIGTERM only.
 """
 
 from __future__ import annotations
@@ -25,12 +26,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-__all__ = ["Preemption", "slurm_requeue_environment"]
-
-
-def slurm_requeue_environment() -> SLURMEnvironment:
-    """Lightning's SLURM plugin that saves and requeues the job on SIGUSR1 (``#SBATCH --signal=USR1@120``)."""
-    return SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)
+__all__ = ["Preemption"]
 
 
 def _lightning_owns_sigusr1(trainer: "pl.Trainer") -> bool:
@@ -55,7 +51,7 @@ def _last_checkpoint_callback(trainer: "pl.Trainer") -> ModelCheckpoint:
 
 
 class Preemption(Callback):
-    """Save ``last.ckpt`` and stop at the next step boundary after SIGTERM or SIGUSR1."""
+    """After SIGTERM or SIGUSR1: save the ModelCheckpoint's last checkpoint at a step boundary and stop."""
 
     def __init__(self) -> None:
         self._requested = False
@@ -70,7 +66,7 @@ class Preemption(Callback):
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # Installed after Lightning's own handlers (SIGTERM sets trainer.received_sigterm), which it restores
         # at teardown, also on an exception; on SLURM with auto-requeue SIGUSR1 is Lightning's.
-        self._requested = False
+        self._requested, self._saved_step = False, None
         if hasattr(signal, "SIGUSR1") and not _lightning_owns_sigusr1(trainer):
             if threading.current_thread() is threading.main_thread():
                 self._previous = signal.signal(signal.SIGUSR1, self._on_signal)
