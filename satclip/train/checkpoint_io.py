@@ -4,7 +4,8 @@ A run killed while ``last.ckpt`` is being written must still find the previous `
 intact. ``AtomicCheckpointIO`` writes to a hidden temporary file in the target's directory,
 flushes and fsyncs it, renames it over the target with ``os.replace`` (atomic on POSIX) and fsyncs
 the directory so the rename itself survives a power loss. Every ModelCheckpoint file, including
-``last.ckpt`` with ``save_last=True`` (saved through ``trainer.save_checkpoint``), goes through it.
+``last.ckpt`` with ``save_last=True`` (saved through ``trainer.save_checkpoint``), goes through it;
+``save_last="link"`` (delete, then symlink) bypasses it and is refused by ``Preemption``.
 Reading always uses ``torch.load(weights_only=True)``: a checkpoint that would run code when
 unpickled is refused.
 """
@@ -45,16 +46,15 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _remove_stale_temps(path: str, keep: str) -> None:
-    """Delete temporaries of ``path`` left behind by a writer that was killed (SIGKILL)."""
+def _remove_stale_temps(path: str) -> None:
+    """Delete temporaries of ``path`` left behind by writers that were killed (SIGKILL)."""
     directory = os.path.dirname(path) or "."
     pattern = os.path.join(glob.escape(directory), glob.escape(_temp_prefix(path)) + "*" + _TMP_SUFFIX)
     for stale in glob.glob(pattern):
-        if stale != keep:
-            try:
-                os.remove(stale)
-            except FileNotFoundError:
-                pass
+        try:
+            os.remove(stale)
+        except FileNotFoundError:
+            pass
 
 
 def atomic_torch_save(obj: Any, path: _PATH) -> None:
@@ -77,7 +77,7 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
             pass
         raise
     _fsync_dir(directory)
-    _remove_stale_temps(path, keep=tmp)
+    _remove_stale_temps(path)
 
 
 def unsafe_checkpoint_error(path: _PATH, err: Exception) -> UnsafeCheckpointError:
