@@ -256,3 +256,17 @@ def test_every_tuned_hparam_row_builds(shared):
         if "frequency_num" in hparams:
             assert enc.posenc.frequency_num == int(hparams["frequency_num"])
             assert enc.posenc.max_radius == hparams.get("max_radius", 360.0)
+
+
+def test_bench_script_runs_small():
+    pytest.importorskip("sphericart")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_location.py"
+    args = ["--points", "2000", "--degrees", "3", "12", "--repeats", "1", "--memory", "--memory-points", "3000"]
+    res = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "| 12 | satclip auto |" in res.stdout and "vs sphericart" in res.stdout
+    assert "peak anonymous memory beyond the output" in res.stdout
