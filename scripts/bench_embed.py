@@ -40,7 +40,7 @@ from pathlib import Path
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--points", type=int, default=1_000_000, help="points per satclip variant, over all rounds (default 1M)")
-    p.add_argument("--ref-points", type=int, default=20_000, help="points for the reference-style baseline (default 20k)")
+    p.add_argument("--ref-points", type=int, default=20_000, help="points for the reference-style baseline (default 20k; at least one batch per round)")
     p.add_argument("--degrees", type=int, nargs="+", default=[10, 40], help="values of L (default 10 40)")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds; medians over them (default 10)")
     p.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default 8192)")
@@ -130,7 +130,8 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
     enc_torch = build_location_encoder(legendre_polys=L, engine="torch").eval()
     enc_torch.load_state_dict(enc64.state_dict())
 
-    per_round, ref_per_round = args.points // args.rounds, max(1, args.ref_points // args.rounds)
+    # at least one full batch per round for the baseline too: batch size changes GEMM/elementwise speed
+    per_round, ref_per_round = args.points // args.rounds, max(args.batch_size, args.ref_points // args.rounds)
     variants = {
         "features only: satclip": (per_round, lambda x: batched(lambda b: spherical_harmonics(b, L), x, args.batch_size)),
         "features only: reference-style": (ref_per_round, lambda x: batched(lambda b: reference_style_harmonics(b, L), x, args.batch_size)),
@@ -214,8 +215,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    ref_points = max(args.batch_size, args.ref_points // args.rounds) * args.rounds
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, {args.points} points per satclip "
-          f"variant, {args.ref_points} for the reference-style baseline, {args.rounds} interleaved rounds")
+          f"variant, {ref_points} for the reference-style baseline, {args.rounds} interleaved rounds")
     for L in args.degrees:
         report(L, bench_degree(L, args))
     if args.file_test:
