@@ -33,6 +33,12 @@ def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat") -> torch.Tensor:
         raise ValueError(f"{name}: expected shape (N, 2) holding [lon, lat] in degrees, got {tuple(lonlat.shape)}")
     if not lonlat.is_floating_point():
         lonlat = lonlat.double()
+    if lonlat.shape[0] == 0:
+        return lonlat
+    # One pass in the common case: min/max propagate NaN, so finite in-range extremes prove every row valid.
+    lo, hi = torch.aminmax(lonlat, dim=0)
+    if bool(((lo[1] >= -90) & (hi[1] <= 90) & (lo[0] >= -180) & (hi[0] <= 180)).item()):
+        return lonlat
     bad = ~torch.isfinite(lonlat).all(dim=1)
     bad |= lonlat[:, 1].abs() > 90
     if bool(bad.any()):
