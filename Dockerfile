@@ -18,7 +18,7 @@ COPY scripts /opt/satclip/scripts
 RUN pip install --no-cache-dir /opt/satclip \
         lightning==2.6.6 timm==1.0.31 "jsonargparse[signatures]==4.53.0" rasterio==1.4.4 \
         webdataset==1.0.2 blosc==1.11.4 wandb==0.31.0 numpy==2.4.6 safetensors==0.8.0 tqdm==4.70.1 \
-        huggingface_hub==2.4.0 tensorboard==2.21.0 \
+        huggingface_hub==2.4.0 tensorboard==2.21.0 pyarrow==26.0.1 sphericart==2.0.4 \
     && groupadd --gid 10001 satclip && useradd --create-home --uid 10001 --gid 10001 satclip
 
 USER 10001:10001
