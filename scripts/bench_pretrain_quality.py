@@ -126,7 +126,7 @@ def pretrain(out: Path, train: Path, val: Path, crop: int, minutes: int, seed: i
     return ckpts[-1]
 
 
-def probe_report(checkpoint: Path, n_heldout: int, seed: int) -> str:
+def probe_report(checkpoint: Path, n_heldout: int, seed: int, probe: str = "ridge") -> str:
     """Probe tables (markdown) for land/ocean, climate and field_0 on held-out locations."""
     import torch
 
@@ -148,8 +148,8 @@ def probe_report(checkpoint: Path, n_heldout: int, seed: int) -> str:
     parts = []
     for target, task in (("land", "classification"), ("climate", "regression"), ("field_0", "regression")):
         y = fields[target] if task == "regression" else fields[target].astype(int)
-        rows = run_probe(features, lonlat, y, task=task, kind="ridge", cvs=["random", "spatial"], n_folds=5, seed=seed)
-        parts.append(f"### {target} ({task}), {n_heldout} held-out locations\n\n{summary_table(rows, task)}\n")
+        rows = run_probe(features, lonlat, y, task=task, kind=probe, cvs=["random", "spatial"], n_folds=5, seed=seed)
+        parts.append(f"### {target} ({task}), {probe} probe, {n_heldout} held-out locations\n\n{summary_table(rows, task)}\n")
     return "\n".join(parts)
 
 
@@ -161,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-heldout", type=int, default=2000, help="held-out probe locations")
     parser.add_argument("--size", type=int, default=64, help="patch size in pixels")
     parser.add_argument("--crop", type=int, default=32, help="random training crop (centre crop for validation)")
-    parser.add_argument("--minutes", type=int, default=8, help="pretraining wall time (a cap; --max-steps may end it first)")
-    parser.add_argument("--max-steps", type=int, default=600, help="step budget (the cosine schedule's length)")
+    parser.add_argument("--minutes", type=int, default=10, help="pretraining wall time (a cap; --max-steps may end it first)")
+    parser.add_argument("--max-steps", type=int, default=800, help="step budget (the cosine schedule's length)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe", default="ridge", choices=("ridge", "mlp"))
+    parser.add_argument("--reuse-data", action="store_true", help="keep the shards already in --out (same settings)")
     parser.add_argument("--checkpoint", type=Path, help="skip data and pretraining: probe this checkpoint")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -172,19 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.checkpoint
     if checkpoint is None:
         start = time.perf_counter()
-        train, val = build_data(args.out, args.n_train, args.n_val, args.size, args.seed)
-        timings["data"] = time.perf_counter() - start
+        train, val = args.out / "shards-train", args.out / "shards-val"
+        if not (args.reuse_data and (train / "manifest.json").is_file() and (val / "manifest.json").is_file()):
+            train, val = build_data(args.out, args.n_train, args.n_val, args.size, args.seed)
+            timings["data"] = time.perf_counter() - start
         start = time.perf_counter()
         checkpoint = pretrain(args.out, train, val, args.crop, args.minutes, args.seed, args.max_steps, args.batch_size)
         timings["pretraining"] = time.perf_counter() - start
     start = time.perf_counter()
-    report = probe_report(checkpoint, args.n_heldout, args.seed)
+    report = probe_report(checkpoint, args.n_heldout, args.seed, args.probe)
     timings["probes"] = time.perf_counter() - start
-    header = (f"# Pretraining quality (synthetic world)\n\ncheckpoint: {checkpoint}\n"
-              f"{args.n_train} training patches of {args.size} px (crop {args.crop}), batch {args.batch_size}, "
-              f"at most {args.max_steps} steps / {args.minutes} min of CPU pretraining; "
+    trained = "" if args.checkpoint else (
+        f"{args.n_train} training patches of {args.size} px (crop {args.crop}), batch {args.batch_size}, "
+        f"at most {args.max_steps} steps / {args.minutes} min of CPU pretraining; ")
+    header = (f"# Pretraining quality (synthetic world)\n\ncheckpoint: {checkpoint}\n{trained}"
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + "\n\n")
-    (args.out / "report.md").write_text(header + report)
+    (args.out / f"report-{args.probe}.md").write_text(header + report)
     print(header + report)
     return 0
 
