@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -17,6 +18,7 @@ import torch
 from satclip.data.errors import SKIP_KINDS, EmptyStreamError
 from satclip.data.payload import encode_fast
 from satclip.data.shards import read_index, write_shards
+from satclip.data.sharedring import SharedBatchRing, new_shared
 from satclip.data.stream import (
     SatCLIPDataModule,
     StreamLoader,
@@ -217,6 +219,42 @@ def test_every_kind_of_corruption_is_counted(s2c_sample, tmp_path, caplog):
     assert "coordinates out of range lon=500000.0" in text and "smaller than the crop 224" in text
 
 
+def test_a_rare_valid_sample_in_a_shuffled_resampled_stream_is_found(s2c_sample, tmp_path):
+    good, record = s2c_sample
+    bad = [(f"bad{i}.s2c", good[:100]) for i in range(5)] + [(f"bad{i}.json", record) for i in range(5)]
+    shard = write_tar(tmp_path / "shard.tar", bad[:3] + [("ok.s2c", good), ("ok.json", record)] + bad[3:])
+    # the valid sample can wait in the shuffle buffer while whole reads of its shard fail: not dead
+    stream = build_pipeline(str(shard), batch_size=2, epoch_length=4, shuffle_buffer=16, rank=0, world_size=1)
+    loader = StreamLoader(stream)
+    assert keys_of(loader) == ["ok"] * 4 and loader.skipped["decode"] > 5
+
+
+def test_samples_left_in_the_shuffle_buffer_are_not_decoded(shards):
+    stream = build_pipeline(shards["s2c"], batch_size=4, epoch_length=8, shuffle_buffer=16, rank=0, world_size=1)
+    decode, calls = stream.decoder, []
+    stream.decoder = lambda raw, rng: calls.append(raw["__key__"]) or decode(raw, rng)
+    assert len(keys_of(StreamLoader(stream))) == 8 and len(calls) == 8
+
+
+def test_workers_reuse_shared_memory_only_for_dropped_batches(shards):
+    def pass_of(**loader_args):
+        stream = build_pipeline(shards["s2c"], batch_size=2, train=False, crop_size=None, insert_b10=False,
+                                keep_uint16=True, **SMALL)
+        return StreamLoader(stream, **loader_args)
+
+    expected = {k: img.clone() for b in pass_of() for k, img in zip(b["key"], b["image"])}
+    kept = list(pass_of(num_workers=2))  # the consumer holds every batch: no slot may be rewritten
+    assert {k: img for b in kept for k, img in zip(b["key"], b["image"])}.keys() == expected.keys()
+    for batch in kept:
+        for key, image in zip(batch["key"], batch["image"]):
+            assert torch.equal(image, expected[key])
+    dropped = pass_of(num_workers=2)
+    for batch in dropped:  # the consumer drops each batch: slots are freed and reused
+        for key, image in zip(batch["key"], batch["image"]):
+            assert torch.equal(image, expected[key])
+    assert sum(dropped.ring._busy) <= 2  # only the slots of batches still referenced (the last one)
+
+
 def test_a_stream_with_nothing_in_it_says_why(tmp_path):
     garbage = tmp_path / "garbage.tar"
     garbage.write_bytes(b"\x01" * 4096)
@@ -237,9 +275,12 @@ def test_datamodule_uint16_on_device_and_lightning_epochs(shards):
                            epoch_length=8, shuffle_buffer=4, keep_uint16=True, seed=3)
     val = dm.val_dataloader()
     raw = next(iter(val))
-    assert raw["image"].dtype == torch.uint16 and raw["image"].shape == (4, 13, 224, 224)
+    assert raw["image"].dtype == torch.uint16 and raw["image"].shape == (4, 12, 224, 224)  # B10 left out
+    assert raw["zero_bands"] == [10]
     ready = dm.on_after_batch_transfer(dict(raw), 0)
-    torch.testing.assert_close(ready["image"], raw["image"].float() / 10000)
+    assert ready["image"].shape == (4, 13, 224, 224) and "zero_bands" not in ready
+    torch.testing.assert_close(ready["image"][:, [*range(10), 11, 12]], raw["image"].float() / 10000)
+    assert (ready["image"][:, 10] == 0).all()
 
     class Probe(pl.LightningModule):
         def __init__(self):
@@ -275,3 +316,40 @@ def test_datamodule_from_a_lightningcli_config():
                                         "bands": ["B02", "B03", "B04"], "insert_b10": False, "keep_uint16": True}})
     dm = SatCLIPDataModule(**cfg.data.as_dict())
     assert dm.augment.jitter_mode == "reference" and dm.hparams.bands == ["B02", "B03", "B04"]
+
+
+def test_a_slot_is_reused_only_after_its_batch_is_dropped():
+    ring = SharedBatchRing(num_workers=1, slots=2)
+    first, a = ring.take(0, (2, 3), torch.uint16)
+    second, b = ring.take(0, (2, 3), torch.uint16)
+    assert {a, b} == {0, 1} and first.is_shared() and first.dtype == torch.uint16
+    extra, none = ring.take(0, (2, 3), torch.uint16)  # both busy: a new segment, not a slot
+    assert none is None and extra.is_shared() and extra.data_ptr() not in (first.data_ptr(), second.data_ptr())
+    arrived = first.clone()  # the main process's own mapping of slot a (another process in real use)
+    ring.received(a, arrived)
+    view = arrived[1]
+    ring.poll()
+    assert ring.take(0, (2, 3), torch.uint16)[1] is None  # a view still holds slot a's batch
+    pointer = first.data_ptr()
+    del arrived, view
+    gc.collect()
+    ring.poll()
+    again, slot = ring.take(0, (1, 3), torch.uint16)  # smaller batches fit the same buffer
+    assert slot == a and again.data_ptr() == pointer and again.shape == (1, 3)
+
+
+def test_new_epoch_frees_what_the_consumer_does_not_hold():
+    ring = SharedBatchRing(num_workers=2, slots=1)
+    _, a = ring.take(0, (4,), torch.float32)
+    _, b = ring.take(1, (4,), torch.float32)  # sent, then discarded unread by the DataLoader
+    held = torch.zeros(4)  # what the consumer holds of slot a
+    ring.received(a, held)
+    ring.new_epoch()
+    assert ring.take(1, (4,), torch.float32)[1] == b and ring.take(0, (4,), torch.float32)[1] is None
+
+
+def test_new_shared_and_bad_arguments():
+    t = new_shared((3, 5), torch.float32)
+    assert t.shape == (3, 5) and t.is_shared()
+    with pytest.raises(ValueError, match="num_workers >= 1 and slots >= 1"):
+        SharedBatchRing(0, 2)

@@ -14,6 +14,7 @@ from satclip.data.transforms import (
     crop,
     crop_offsets,
     finish_batch,
+    insert_zero_bands,
     gaussian_blur,
     jitter_lonlat,
     random_flips,
@@ -122,6 +123,22 @@ def test_finish_batch_eval_and_train():
     torch.testing.assert_close(augmented["image"].sum(dim=(2, 3)), plain["image"].sum(dim=(2, 3)))
     with pytest.raises(ValueError, match="jitter_mode"):
         Augment(jitter_mode="one-sided")
+
+
+def test_zero_bands_inserted_after_transfer():
+    dn = torch.arange(1, 1 + 2 * 12 * 3 * 3, dtype=torch.float32).view(2, 12, 3, 3)
+    out = insert_zero_bands(dn, [10])
+    assert out.shape == (2, 13, 3, 3) and (out[:, 10] == 0).all()
+    assert torch.equal(out[:, :10], dn[:, :10]) and torch.equal(out[:, 11:], dn[:, 10:])
+    edges = insert_zero_bands(dn, [0, 5, 13])
+    assert edges.shape == (2, 15, 3, 3) and (edges[:, [0, 5, 13]] == 0).all()
+    assert torch.equal(edges[:, [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 14]], dn)
+    with pytest.raises(ValueError, match=r"distinct indices in \[0, 13\)"):
+        insert_zero_bands(dn, [13])
+    batch = {"image": dn.to(torch.uint16), "lonlat": torch.zeros(2, 2, dtype=torch.float64), "zero_bands": [10]}
+    finished = finish_batch(batch)
+    assert "zero_bands" not in finished and "zero_bands" in batch
+    torch.testing.assert_close(finished["image"], out / 10000)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -18,8 +18,9 @@ class SatCLIPDataModule(L.LightningDataModule):
     num_workers))) * max(1, num_workers)`` steps per epoch (``epoch_length``: samples per epoch per
     rank; default the manifest's total / world size). Validation: one pass, centre crop, no
     augmentation; every rank reads the whole set unless ``val_split_by_rank``. ``keep_uint16``
-    sends uint16 batches through the workers and pinned memory (half the bytes of float32) and
-    scales and augments them on the device in :meth:`on_after_batch_transfer`; None (default):
+    sends uint16 batches without the all-zero B10 through the workers and pinned memory (under
+    half the bytes of float32) and inserts B10, scales and augments them on the device in
+    :meth:`on_after_batch_transfer`; None (default):
     on when the trainer runs on a GPU.
     """
 

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from .errors import SKIP_KINDS, EmptyStreamError, add_counts
 from .pipeline import ShardStream
+from .sharedring import SharedBatchRing
 
 
 class StreamLoader:
@@ -19,7 +20,11 @@ class StreamLoader:
     - ``len()`` is the number of batches per epoch when known (always with an epoch length);
     - Lightning calls ``loader.sampler.set_epoch(epoch)`` at each epoch start: it reseeds the
       workers (persistent ones too);
-    - an epoch with no batch at all raises :class:`EmptyStreamError` saying why.
+    - an epoch with no batch at all raises :class:`EmptyStreamError` saying why;
+    - with workers, each worker writes its batches into a few reused shared-memory buffers
+      (:class:`SharedBatchRing`: no page faults for fresh segments), each reused only once the
+      consumer has dropped (or pinned a copy of) the batch it held; ``reuse_shared_memory=False``
+      gives every batch a new segment (PyTorch's default behaviour).
     """
 
     def __init__(
@@ -29,9 +34,15 @@ class StreamLoader:
         pin_memory: bool = False,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
+        reuse_shared_memory: bool = True,
     ) -> None:
         dataset.check_workers(num_workers)
         dataset.trailer = True
+        # Enough slots per worker for its prefetched batches, the one being built and the two
+        # the consumer may hold (the loop variable still holds the last batch during next()).
+        slots = (prefetch_factor or 2) + 2
+        self.ring = SharedBatchRing(num_workers, slots) if num_workers > 0 and reuse_shared_memory else None
+        dataset.ring = self.ring
         self.stream = dataset  # not named `dataset`: Lightning would take us for a DataLoader over an IterableDataset
         self.num_workers = num_workers
         self.loader = DataLoader(
@@ -71,14 +82,20 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[dict]:
         self._base, self._latest = self.skipped, {}  # worker counts restart each epoch
+        if self.ring is not None:
+            self.ring.new_epoch()
         produced = 0
         for item in self.loader:
             self._latest[item.pop("worker")] = item.pop("skipped")
             if item.pop("trailer", False):
                 continue
+            if "slot" in item:
+                self.ring.received(item.pop("slot"), item["image"])
             item["skipped"] = self.skipped
             produced += 1
             yield item
+            if self.ring is not None:
+                self.ring.poll()
         if produced == 0:
             raise EmptyStreamError(self.stream.empty_message(self.skipped))
 

@@ -27,8 +27,9 @@ from .errors import EmptyStreamError, SkipCounter, format_counts
 from .samples import SampleDecoder, Skip
 from .shardlist import expand_urls, read_manifest
 from .shards import read_index
+from .sharedring import SharedBatchRing
 from .tarstream import iter_shard
-from .transforms import S2_BANDS, Augment, select_bands, to_reflectance
+from .transforms import S2_BANDS, ZERO_BANDS_KEY, Augment, select_bands, to_reflectance
 
 
 def rank_info() -> tuple[int, int]:
@@ -57,6 +58,47 @@ def _shuffled(items: Iterable, size: int, rng: random.Random) -> Iterator:
     yield from buffer
 
 
+class _ShardWatch:
+    """Stops a worker that cycles or resamples shards none of which holds a valid sample (it would
+    read forever). A shard is dead once every sample of one read of it failed (or the read had
+    none); all candidates dead before any valid sample is an :class:`EmptyStreamError`. Reads are
+    numbered because the shuffle buffer decodes their samples out of order."""
+
+    def __init__(self, candidates: set[str], cycling: bool, rank: int, counter: SkipCounter) -> None:
+        self.candidates, self.cycling, self.rank, self.counter = candidates, cycling, rank, counter
+        self.seen_valid = False
+        self.sizes: dict[int, tuple[str, int]] = {}
+        self.failures: dict[int, int] = {}
+        self.dead: set[str] = set()
+
+    def read_done(self, read: int, url: str, size: int) -> None:
+        if self.cycling and not self.seen_valid:
+            self.sizes[read] = (url, size)
+            self._check(read)
+
+    def failed(self, read: int) -> None:
+        if self.cycling and not self.seen_valid:
+            self.failures[read] = self.failures.get(read, 0) + 1
+            self._check(read)
+
+    def valid(self) -> None:
+        if not self.seen_valid:
+            self.seen_valid = True
+            self.sizes.clear()
+            self.failures.clear()
+
+    def _check(self, read: int) -> None:
+        if read not in self.sizes or self.failures.get(read, 0) < self.sizes[read][1]:
+            return
+        self.dead.add(self.sizes[read][0])
+        if self.dead >= self.candidates:
+            raise EmptyStreamError(
+                f"rank {self.rank}: none of the {len(self.dead)} shards this worker reads yields a valid sample "
+                f"(skipped: {format_counts(self.counter.counts)}); first: {sorted(self.dead)[0]}. "
+                "The 'satclip.data' warnings above give each cause."
+            )
+
+
 class ShardStream(IterableDataset):
     """Batches from WebDataset shards, for one rank; each DataLoader worker reads its own part.
 
@@ -66,9 +108,11 @@ class ShardStream(IterableDataset):
     split by worker and, with ``split_by_rank``, by rank). With an epoch length every worker
     yields exactly :meth:`batches_per_worker` full batches.
 
-    Batches are dicts: ``image`` (B, C, H, W) float32 reflectance (uint16 digital numbers with
-    ``keep_uint16``), ``lonlat`` (B, 2) float64 [lon, lat] degrees, ``key`` list of str,
-    ``skipped`` {kind: count} of this worker in this epoch, ``worker`` its id.
+    Batches are dicts: ``image`` (B, C, H, W) float32 reflectance (with ``keep_uint16``: uint16
+    digital numbers without the all-zero bands, whose output indices are under ``zero_bands``;
+    :func:`finish_batch` inserts them on the device), ``lonlat`` (B, 2) float64 [lon, lat]
+    degrees, ``key`` list of str, ``skipped`` {kind: count} of this worker in this epoch,
+    ``worker`` its id, ``slot`` its shared-memory slot when :attr:`ring` is set.
     """
 
     def __init__(
@@ -114,6 +158,7 @@ class ShardStream(IterableDataset):
         self.counts = counts
         self.trailer = False  # StreamLoader sets this: a last item per worker carries its final counts
         self._epoch = multiprocessing.RawValue("q", 0)  # shared with persistent workers
+        self.ring: SharedBatchRing | None = None  # StreamLoader sets this: reused shared-memory batches
 
     # -- epochs and sizes
 
@@ -182,30 +227,29 @@ class ShardStream(IterableDataset):
             raise ValueError(f"rank {self.rank} worker {worker} has no shard to cycle ({len(self.urls)} shards)")
         return itertools.chain.from_iterable(itertools.repeat(share)), set(share)
 
-    def _samples(
-        self, shards: Iterator[str], candidates: set[str], counter: SkipCounter, rng: np.random.Generator
-    ) -> Iterator[tuple]:
-        dead: set[str] = set()
-        seen_good = False
-        for url in shards:
-            good = 0
+    def _raw_samples(self, shards: Iterator[str], watch: _ShardWatch, counter: SkipCounter) -> Iterator[tuple[dict, int]]:
+        """(raw sample, read number) of each shard read in turn; tells ``watch`` each read's size."""
+        for read, url in enumerate(shards):
+            size = 0
             for raw in iter_shard(url, counter):
-                try:
-                    sample = self.decoder(raw, rng if self.augment is not None else None)
-                except Skip as skip:
-                    counter.record(skip.kind, url, raw["__key__"], skip)
-                    continue
-                good += 1
-                yield sample
-            seen_good = seen_good or good > 0
-            if not good and self.epoch_length is not None:
-                dead.add(url)
-                if not seen_good and dead >= candidates:
-                    raise EmptyStreamError(
-                        f"rank {self.rank}: none of the {len(dead)} shards this worker reads yields a valid sample "
-                        f"(skipped: {format_counts(counter.counts)}); first: {sorted(dead)[0]}. "
-                        "The 'satclip.data' warnings above give each cause."
-                    )
+                size += 1
+                yield raw, read
+            watch.read_done(read, url, size)
+
+    def _decoded(
+        self, raws: Iterator[tuple[dict, int]], watch: _ShardWatch, counter: SkipCounter, rng: np.random.Generator
+    ) -> Iterator[tuple]:
+        """Decoded, checked samples; bad ones counted. Runs after the shuffle buffer, so samples
+        still waiting in it when the epoch ends are never decoded."""
+        for raw, read in raws:
+            try:
+                sample = self.decoder(raw, rng if self.augment is not None else None)
+            except Skip as skip:
+                counter.record(skip.kind, raw["__url__"], raw["__key__"], skip)
+                watch.failed(read)
+                continue
+            watch.valid()
+            yield sample
 
     def _batches(self, samples: Iterator[tuple], counter: SkipCounter, generator: torch.Generator) -> Iterator[dict]:
         pending: list[tuple] = []
@@ -223,23 +267,40 @@ class ShardStream(IterableDataset):
         if pending:
             yield self._assemble(pending, shape, generator)
 
+    def _output(self, shape: tuple[int, ...], dtype: type[np.number]) -> tuple[torch.Tensor, int | None]:
+        """The tensor a batch is written into: a reused shared-memory slot in a worker of a
+        :class:`StreamLoader` (no page faults), else a new numpy-allocated one (numpy asks for
+        transparent huge pages for large arrays: far fewer page faults than torch.empty)."""
+        worker = torch.utils.data.get_worker_info()
+        if self.ring is not None and worker is not None:
+            return self.ring.take(worker.id, shape, torch.from_numpy(np.empty(0, dtype=dtype)).dtype)
+        return torch.from_numpy(np.empty(shape, dtype=dtype)), None
+
     def _assemble(self, samples: list[tuple], shape: tuple[int, ...], generator: torch.Generator) -> dict:
-        """Collate samples: uint16 (``keep_uint16``), or reflectance augmented sample by sample."""
+        """Collate samples: uint16 without the all-zero bands (``keep_uint16``; they are inserted
+        on the device by :func:`finish_batch`), or reflectance augmented sample by sample."""
         lonlat = torch.from_numpy(np.stack([s[2] for s in samples]))
+        indices = samples[0][1]
+        extra: dict = {}
         if self.keep_uint16:
-            out = np.empty((len(samples), *shape), dtype=np.uint16)
-            for i, (image, indices, _, _) in enumerate(samples):
-                select_bands(image, indices, out=out[i])
-            images = torch.from_numpy(out)
+            kept = indices[indices >= 0]
+            images, slot = self._output((len(samples), len(kept), *shape[1:]), np.uint16)
+            out = images.numpy()
+            for i, (image, sample_indices, _, _) in enumerate(samples):
+                select_bands(image, sample_indices[sample_indices >= 0], out=out[i])
+            if len(kept) < len(indices):
+                extra[ZERO_BANDS_KEY] = np.flatnonzero(indices < 0).tolist()
         else:
-            images = torch.empty((len(samples), *shape), dtype=torch.float32)
+            images, slot = self._output((len(samples), *shape), np.float32)
             scratch = np.empty(shape, dtype=np.uint16)
-            for i, (image, indices, _, _) in enumerate(samples):
-                one = to_reflectance(torch.from_numpy(select_bands(image, indices, out=scratch))[None])
+            for i, (image, sample_indices, _, _) in enumerate(samples):
+                one = to_reflectance(torch.from_numpy(select_bands(image, sample_indices, out=scratch))[None])
                 images[i] = self.augment.images(one, generator)[0] if self.augment is not None else one[0]
             if self.augment is not None:
                 lonlat = self.augment.coords(lonlat, generator)
-        return {"image": images, "lonlat": lonlat, "key": [s[3] for s in samples]}
+        if slot is not None:
+            extra["slot"] = slot
+        return {"image": images, "lonlat": lonlat, "key": [s[3] for s in samples], **extra}
 
     def __iter__(self) -> Iterator[dict]:
         worker, num_workers = _worker_info()
@@ -249,12 +310,13 @@ class ShardStream(IterableDataset):
         generator = torch.Generator().manual_seed(int(state[2]))
         counter = SkipCounter(where=f"[rank {self.rank} worker {worker}] ")
         shards, candidates = self._shard_plan(worker, num_workers, py_rng)
-        samples = self._samples(shards, candidates, counter, np_rng)
+        watch = _ShardWatch(candidates, self.epoch_length is not None, self.rank, counter)
+        raws = self._raw_samples(shards, watch, counter)
         if self.shuffle_buffer > 1:
-            samples = _shuffled(samples, self.shuffle_buffer, py_rng)
+            raws = _shuffled(raws, self.shuffle_buffer, py_rng)
         limit = self.batches_per_worker(num_workers)
         produced = 0
-        for batch in self._batches(samples, counter, generator):
+        for batch in self._batches(self._decoded(raws, watch, counter, np_rng), counter, generator):
             batch["skipped"] = counter.snapshot()
             batch["worker"] = worker
             yield batch

@@ -9,7 +9,8 @@ Two floors, one implementation:
   :func:`gaussian_blur`, :func:`jitter_lonlat`, bundled by :class:`Augment` and
   :func:`finish_batch`. The workers apply them one sample at a time (the data stays in cache:
   several times faster than whole-batch passes on CPU); with ``keep_uint16`` the batch stays uint16
-  (half the bytes of float32) and the DataModule applies :func:`finish_batch` on the GPU.
+  (half the bytes of float32) without its all-zero bands (B10) and the DataModule applies
+  :func:`finish_batch` on the GPU, which inserts them (:func:`insert_zero_bands`).
 
 Matching the reference SatCLIP pretraining: reflectance = DN / 10000; an all-zero B10 at index 10
 for the 13-band backbones; random crop 224; horizontal and vertical flips (p = 0.5 each);
@@ -37,6 +38,8 @@ S2_BANDS_13 = S2_BANDS[:10] + ("B10",) + S2_BANDS[10:]
 ZERO_BANDS = ("B10",)
 """Bands that may be synthesised as zeros when the source lacks them (B10, cirrus, is not in L2A)."""
 REFLECTANCE_SCALE = 10000.0
+ZERO_BANDS_KEY = "zero_bands"
+"""Batch key of ``keep_uint16`` batches: output indices of the all-zero bands left out of ``image``."""
 JITTER_MODES = ("symmetric", "reference")
 
 
@@ -184,11 +187,34 @@ class Augment:
         return jitter_lonlat(lonlat, self.jitter, self.jitter_mode, generator)
 
 
+def insert_zero_bands(images: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+    """A new (B, C + len(positions), H, W) tensor: ``images`` with all-zero bands at ``positions``
+    (indices into the output, e.g. [10] for B10 of the 13-band backbones)."""
+    total = images.shape[1] + len(positions)
+    if sorted(set(positions)) != sorted(positions) or not all(0 <= p < total for p in positions):
+        raise ValueError(f"zero band positions {list(positions)} must be distinct indices in [0, {total})")
+    out = images.new_zeros((images.shape[0], total, *images.shape[2:]))
+    kept = [j for j in range(total) if j not in positions]
+    start = 0
+    while start < len(kept):  # copy runs of consecutive kept bands as slices
+        end = start + 1
+        while end < len(kept) and kept[end] == kept[end - 1] + 1:
+            end += 1
+        out[:, kept[start] : kept[end - 1] + 1] = images[:, start:end]
+        start = end
+    return out
+
+
 def finish_batch(batch: dict, augment: Augment | None = None, generator: torch.Generator | None = None) -> dict:
-    """Turn a batch of digital numbers into model input: reflectance float32, then ``augment``
-    (training; None at evaluation). The device path of ``keep_uint16``; the loader workers apply
-    the same functions one sample at a time (cache-friendly on CPU)."""
+    """Turn a batch of digital numbers into model input: reflectance float32 with the all-zero
+    bands listed under ``zero_bands`` inserted (``keep_uint16`` batches leave them out: fewer bytes
+    between processes), then ``augment`` (training; None at evaluation). The device path of
+    ``keep_uint16``; the loader workers apply the same functions one sample at a time."""
+    batch = dict(batch)
     images = to_reflectance(batch["image"])
+    zero_bands = batch.pop(ZERO_BANDS_KEY, None)
+    if zero_bands:
+        images = insert_zero_bands(images, zero_bands)
     lonlat = batch["lonlat"]
     if augment is not None:
         images, lonlat = augment.images(images, generator), augment.coords(lonlat, generator)
@@ -201,12 +227,14 @@ __all__ = [
     "S2_BANDS",
     "S2_BANDS_13",
     "ZERO_BANDS",
+    "ZERO_BANDS_KEY",
     "Augment",
     "band_indices",
     "crop",
     "crop_offsets",
     "finish_batch",
     "gaussian_blur",
+    "insert_zero_bands",
     "jitter_lonlat",
     "random_flips",
     "select_bands",
