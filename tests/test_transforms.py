@@ -84,12 +84,15 @@ def test_gaussian_blur_matches_torchvision_and_keeps_constants():
     tvf = pytest.importorskip("torchvision.transforms.functional")
     images = torch.rand(3, 13, 20, 24, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([0.3, 1.0, 2.0])
-    out = gaussian_blur(images, sigma, 3)
-    for i, s in enumerate(sigma.tolist()):
-        expected = tvf.gaussian_blur(images[i : i + 1], [3, 3], [s, s])
-        torch.testing.assert_close(out[i : i + 1], expected, atol=1e-6, rtol=1e-5)
+    for k in (3, 5, 7):  # reflected edges for every tap distance
+        out = gaussian_blur(images, sigma, k)
+        for i, s in enumerate(sigma.tolist()):
+            expected = tvf.gaussian_blur(images[i : i + 1], [k, k], [s, s])
+            torch.testing.assert_close(out[i : i + 1], expected, atol=1e-6, rtol=1e-5)
     flat = torch.full((2, 4, 8, 8), 0.25)
     torch.testing.assert_close(gaussian_blur(flat, torch.tensor([0.5, 1.5])), flat)
+    with pytest.raises(ValueError, match="reflect padding of 3 needs more than 3 pixels"):
+        gaussian_blur(torch.ones(1, 1, 3, 8), torch.tensor([1.0]), 7)
 
 
 def test_jitter_modes():

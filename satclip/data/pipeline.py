@@ -29,7 +29,7 @@ from .shardlist import expand_urls, read_manifest
 from .shards import read_index
 from .sharedring import SharedBatchRing
 from .tarstream import iter_shard
-from .transforms import S2_BANDS, ZERO_BANDS_KEY, Augment, select_bands, to_reflectance
+from .transforms import S2_BANDS, ZERO_BANDS_KEY, Augment, flip_draws, flip_view, select_bands, to_reflectance
 
 
 def rank_info() -> tuple[int, int]:
@@ -293,9 +293,14 @@ class ShardStream(IterableDataset):
         else:
             images, slot = self._output((len(samples), *shape), np.float32)
             scratch = np.empty(shape, dtype=np.uint16)
+            flips = self.augment is not None and self.augment.flips
+            draws = flip_draws(len(samples), generator).T.tolist() if flips else None
             for i, (image, sample_indices, _, _) in enumerate(samples):
-                one = to_reflectance(torch.from_numpy(select_bands(image, sample_indices, out=scratch))[None])
-                images[i] = self.augment.images(one, generator)[0] if self.augment is not None else one[0]
+                if draws is not None:  # flipping the uint16 view is free; select_bands makes the one copy
+                    image = flip_view(image, *draws[i])
+                one = to_reflectance(torch.from_numpy(select_bands(image, sample_indices, out=scratch)), out=images[i])
+                if self.augment is not None:
+                    images[i] = self.augment.blurred(one[None], generator)[0]
             if self.augment is not None:
                 lonlat = self.augment.coords(lonlat, generator)
         if slot is not None:

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..geo import wrap_longitude
 
@@ -91,9 +90,11 @@ def crop(image: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
     return image[..., top : top + size, left : left + size]
 
 
-def to_reflectance(images: torch.Tensor) -> torch.Tensor:
-    """Sentinel-2 digital numbers (any integer dtype, uint16 included) -> a new float32 tensor of
-    reflectance = DN / 10000. Float input is taken to be scaled already and is only copied."""
+def to_reflectance(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Sentinel-2 digital numbers (any integer dtype, uint16 included) -> a new float32 tensor (or
+    ``out``) of reflectance = DN / 10000. Float input is taken to be scaled already and is only copied."""
+    if out is not None:
+        return out.copy_(images) if images.is_floating_point() else out.copy_(images).div_(REFLECTANCE_SCALE)
     if images.is_floating_point():
         return images.to(torch.float32, copy=True)
     if images.dtype == torch.uint16 and images.device.type != "cpu":
@@ -103,10 +104,22 @@ def to_reflectance(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32).div_(REFLECTANCE_SCALE)
 
 
+def flip_draws(n: int, generator: torch.Generator | None = None, p: float = 0.5, device=None) -> torch.Tensor:
+    """(2, n) booleans: flip image i horizontally (row 0) and, independently, vertically (row 1),
+    each with probability p."""
+    return torch.rand(2, n, generator=generator, device=device) < p
+
+
+def flip_view(image: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
+    """A flipped view (no copy) of a (..., H, W) array: the loader workers flip the uint16 crop
+    for free, before the one copy into the batch."""
+    return image[..., :: -1 if vertical else 1, :: -1 if horizontal else 1]
+
+
 def random_flips(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
     """Flip each image of a (B, C, H, W) batch horizontally and, independently, vertically, each
     with probability p. In place; returns ``images``."""
-    draws = torch.rand(2, images.shape[0], generator=generator, device=images.device) < p
+    draws = flip_draws(images.shape[0], generator, p, images.device)
     for dim, flip in zip((-1, -2), draws):
         index = flip.nonzero().flatten()
         if index.numel():
@@ -127,12 +140,20 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int = 
 
 
 def _convolve_axis(images: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
+    """Convolve along ``dim`` with reflect padding, without materialising the padded copy: each tap
+    adds a shifted slice, and the few mirrored edge rows/columns are added separately."""
     b, k = kernel.shape
     pad, n = k // 2, images.shape[dim]
-    padded = F.pad(images, (pad, pad, 0, 0) if dim == -1 else (0, 0, pad, pad), mode="reflect")
-    out = padded.narrow(dim, 0, n) * kernel[:, 0].view(b, 1, 1, 1)
-    for j in range(1, k):
-        out.addcmul_(padded.narrow(dim, j, n), kernel[:, j].view(b, 1, 1, 1))
+    if n <= pad:
+        raise ValueError(f"reflect padding of {pad} needs more than {pad} pixels along dim {dim}, got {n}")
+    weight = [kernel[:, j].view(b, 1, 1, 1) for j in range(k)]
+    out = images * weight[pad]
+    for d in range(1, pad + 1):
+        # x[i - d] (left tap) and x[i + d] (right tap); past an edge, the mirror: x[-j] = x[j], x[n-1+j] = x[n-1-j]
+        out.narrow(dim, d, n - d).addcmul_(images.narrow(dim, 0, n - d), weight[pad - d])
+        out.narrow(dim, 0, d).addcmul_(images.narrow(dim, 1, d).flip(dim), weight[pad - d])
+        out.narrow(dim, 0, n - d).addcmul_(images.narrow(dim, d, n - d), weight[pad + d])
+        out.narrow(dim, n - d, d).addcmul_(images.narrow(dim, n - 1 - d, d).flip(dim), weight[pad + d])
     return out
 
 
@@ -176,11 +197,15 @@ class Augment:
         """Flips and blur of float images (may work in place; use the returned tensor)."""
         if self.flips:
             images = random_flips(images, generator)
-        if self.blur:
-            lo, hi = self.blur_sigma
-            sigma = lo + (hi - lo) * torch.rand(images.shape[0], generator=generator, device=images.device)
-            images = gaussian_blur(images, sigma, self.blur_kernel)
-        return images
+        return self.blurred(images, generator)
+
+    def blurred(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The blur alone (the loader workers flip the uint16 crops themselves, see :func:`flip_view`)."""
+        if not self.blur:
+            return images
+        lo, hi = self.blur_sigma
+        sigma = lo + (hi - lo) * torch.rand(images.shape[0], generator=generator, device=images.device)
+        return gaussian_blur(images, sigma, self.blur_kernel)
 
     def coords(self, lonlat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Coordinate jitter of ``self.jitter`` degrees (see :func:`jitter_lonlat`)."""
@@ -233,6 +258,8 @@ __all__ = [
     "crop",
     "crop_offsets",
     "finish_batch",
+    "flip_draws",
+    "flip_view",
     "gaussian_blur",
     "insert_zero_bands",
     "jitter_lonlat",
