@@ -13,7 +13,8 @@ The public entry point; each layer lives in its own module, bottom to top:
   :func:`build_pipeline`) runs in each DataLoader worker: shard selection, shuffle buffer,
   batching, augmentation; keeps ranks in step.
 - :mod:`.loader`: :class:`StreamLoader` wraps the DataLoader: sums the workers' skip counts into
-  every batch, forwards Lightning's ``set_epoch`` to the workers, fails loudly when nothing arrives.
+  every batch, forwards Lightning's ``set_epoch`` to the workers, fails loudly when nothing arrives;
+  its workers write batches into reused shared-memory buffers (:mod:`.sharedring`).
 - :mod:`.datamodule`: :class:`SatCLIPDataModule` wires it for LightningCLI; :func:`skip_metrics`.
 """
 
