@@ -63,12 +63,11 @@ def write_world(folder: Path, lonlat: np.ndarray, images: np.ndarray) -> None:
             writer.writerow([fn, repr(float(lon)), repr(float(lat))])
 
 
-def build_data(out: Path, n_train: int, n_val: int, size: int, seed: int) -> tuple[Path, Path]:
+def build_data(out: Path, n_train: int, n_val: int, size: int, seed: int, world: "SyntheticWorld") -> tuple[Path, Path]:
     """Write the synthetic world's training and validation shards; return their folders."""
     from satclip.data.shards import write_shards
-    from satclip.eval.synthetic import SyntheticWorld, uniform_sphere
+    from satclip.eval.synthetic import uniform_sphere
 
-    world = SyntheticWorld(seed=seed)
     rng = np.random.default_rng(seed)
     dirs = []
     for name, n, s in (("train", n_train, seed + 10), ("val", n_val, seed + 11)):
@@ -93,10 +92,10 @@ trainer:
   enable_progress_bar: false
 model:
   variant: bench-quality
-  embed_dim: 64
+  embed_dim: {embed_dim}
   vision: resnet18
   in_chans: 13
-  location: {{pe: sphericalharmonics, nn: siren, legendre_polys: 10}}
+  location: {{pe: sphericalharmonics, nn: siren, legendre_polys: {legendre_polys}}}
   location_dtype: float32
   lr: 0.001
   weight_decay: 0.01
@@ -114,11 +113,12 @@ checkpoint:
 """
 
 
-def pretrain(out: Path, train: Path, val: Path, crop: int, minutes: int, seed: int, max_steps: int, batch_size: int) -> Path:
-    """Run ``satclip fit`` on the shards for ``minutes`` (or ``max_steps``); return the last checkpoint."""
+def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace) -> Path:
+    """Run ``satclip fit`` on the shards for ``args.minutes`` (or ``args.max_steps``); return the last checkpoint."""
     config = out / "config.yaml"
-    config.write_text(CONFIG.format(seed=seed, minutes=minutes, max_steps=max_steps, out=out / "fit", crop=crop,
-                                    train=train, val=val, batch_size=batch_size))
+    config.write_text(CONFIG.format(seed=args.seed, minutes=args.minutes, max_steps=args.max_steps, out=out / "fit",
+                                    crop=args.crop, train=train, val=val, batch_size=args.batch_size,
+                                    embed_dim=args.embed_dim, legendre_polys=args.legendre_polys))
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="2")
     cmd = [sys.executable, "-m", "satclip.cli", "fit", "--config", str(config)]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
@@ -128,31 +128,108 @@ def pretrain(out: Path, train: Path, val: Path, crop: int, minutes: int, seed: i
     return ckpts[-1]
 
 
-def probe_report(checkpoint: Path, n_heldout: int, seed: int, probe: str = "ridge") -> str:
-    """Probe tables (markdown) for land/ocean, climate and field_0 on held-out locations."""
+TARGETS = (("land", "classification"), ("climate", "regression"), ("field_0", "regression"), ("field_1", "regression"))
+PRETRAINED = "pretrained tower"
+
+
+def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The pretrained location embeddings and the baselines at the probe locations.
+
+    Baselines: the same tower with its initial weights, raw lon/lat, untrained SH L=10 (100
+    features) and untrained SH with about as many features as the embedding (equal dimensionality).
+    """
     import torch
 
     from satclip import load_location_encoder
-    from satclip.eval.probe import baseline_features, embed, run_probe, summary_table
-    from satclip.eval.synthetic import SyntheticWorld, uniform_sphere
-    from satclip.location import build_location_encoder
+    from satclip.eval.probe import baseline_features, embed
+    from satclip.location import build_location_encoder, spherical_harmonics
 
-    world = SyntheticWorld(seed=seed)
-    lonlat = uniform_sphere(n_heldout, seed + 12)
-    fields = world.fields(lonlat)
     trained = load_location_encoder(str(checkpoint))
     torch.manual_seed(seed)
     untrained = build_location_encoder(trained.config["pe"], trained.config["nn"], output_dim=trained.output_dim,
                                        **{k: v for k, v in trained.config.items() if k not in ("pe", "nn", "output_dim")})
     base = baseline_features(lonlat)
-    features = {"pretrained tower": embed(trained, lonlat), "same tower, untrained": embed(untrained, lonlat),
-                "lon/lat": base["lon/lat"], "SH L=10 (untrained)": base["SH L=10 (untrained)"]}
-    parts = []
-    for target, task in (("land", "classification"), ("climate", "regression"), ("field_0", "regression")):
+    l_eq = int(trained.output_dim**0.5)
+    return {PRETRAINED: embed(trained, lonlat), "same tower, untrained": embed(untrained, lonlat),
+            "lon/lat": base["lon/lat"], "SH L=10 (100 features)": base["SH L=10 (untrained)"],
+            f"SH L={l_eq} ({l_eq * l_eq} features)": spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), l_eq).numpy()}
+
+
+def learning_curve(features: dict[str, np.ndarray], lonlat: np.ndarray, y: np.ndarray, task: str, probe: str,
+                   labels: list[int], seed: int) -> dict[tuple[str, str, str], np.ndarray]:
+    """Per-fold probe scores keyed by (features, cv, labels): 5-fold random and spatial CV, where the
+    probe sees ``n`` labelled points drawn from the training folds (or all of them) and is scored on
+    the held-out fold. Every feature set gets the same folds and the same labelled points."""
+    from satclip.eval.probe import fold_indices, make_probe, score
+
+    metric = "r2" if task == "regression" else "accuracy"
+    rng = np.random.default_rng(seed)
+    out: dict[tuple[str, str, str], list[float]] = {}
+    for cv in ("random", "spatial"):
+        for train_idx, test_idx in fold_indices(lonlat, 5, cv, seed, cell_deg=10.0):
+            for n in [*labels, None]:
+                idx = train_idx if n is None or n >= len(train_idx) else rng.choice(train_idx, n, replace=False)
+                for name, x in features.items():
+                    model = make_probe(probe, task, seed).fit(x[idx], y[idx])
+                    key = (name, cv, "all" if n is None else str(n))
+                    out.setdefault(key, []).append(score(task, y[test_idx], model.predict(x[test_idx]))[metric])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def curve_table(scores: dict[tuple[str, str, str], np.ndarray]) -> str:
+    """Markdown: one row per feature set, one column per (cv, labels): mean over the 5 folds."""
+    names = list(dict.fromkeys(k[0] for k in scores))
+    cols = list(dict.fromkeys(k[1:] for k in scores))
+    lines = ["| features | " + " | ".join(f"{cv} n={n}" for cv, n in cols) + " |", "|---|" + "---|" * len(cols)]
+    for name in names:
+        best = [max(scores[(m, *c)].mean() for m in names) for c in cols]
+        cells = [f"**{v:.3f}**" if v >= b - 1e-9 else f"{v:.3f}" for v, b in
+                 ((scores[(name, *c)].mean(), b) for c, b in zip(cols, best))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(results: dict[str, dict[tuple[str, str, str], np.ndarray]], tie: float = 0.01) -> tuple[str, dict[str, int]]:
+    """Markdown: pretrained minus the best baseline per (target, cv, labels), called a win / loss when
+    the gap exceeds ``tie`` (absolute accuracy or R²), else a tie; plus the counts."""
+    counts = {"win": 0, "tie": 0, "loss": 0}
+    first = next(iter(results.values()))
+    cols = list(dict.fromkeys(k[1:] for k in first))
+    lines = ["| target | " + " | ".join(f"{cv} n={n}" for cv, n in cols) + " |", "|---|" + "---|" * len(cols)]
+    for target, scores in results.items():
+        cells = []
+        for c in cols:
+            base = {k[0]: v.mean() for k, v in scores.items() if k[1:] == c and k[0] != PRETRAINED}
+            best = max(base, key=base.get)
+            gap = scores[(PRETRAINED, *c)].mean() - base[best]
+            call = "win" if gap > tie else "loss" if gap < -tie else "tie"
+            counts[call] += 1
+            cells.append(f"{call} {gap:+.3f} vs {best.split(' (')[0]}")
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), counts
+
+
+def probe_report(checkpoint: Path, world: "SyntheticWorld", n_heldout: int, seed: int, probe: str = "ridge",
+                 labels: tuple[int, ...] = (50, 200, 1000)) -> str:
+    """Learning-curve probe tables (markdown) and the win/tie/loss verdict on held-out locations."""
+    from satclip.eval.synthetic import uniform_sphere
+
+    lonlat = uniform_sphere(n_heldout, seed + 12)
+    fields = world.fields(lonlat)
+    features = feature_sets(checkpoint, lonlat, seed)
+    results, parts = {}, []
+    for target, task in TARGETS:
         y = fields[target] if task == "regression" else fields[target].astype(int)
-        rows = run_probe(features, lonlat, y, task=task, kind=probe, cvs=["random", "spatial"], n_folds=5, seed=seed)
-        parts.append(f"### {target} ({task}), {probe} probe, {n_heldout} held-out locations\n\n{summary_table(rows, task)}\n")
-    return "\n".join(parts)
+        results[target] = learning_curve(features, lonlat, y, task, probe, list(labels), seed)
+        metric = "R²" if task == "regression" else "accuracy"
+        parts.append(f"### {target}: {metric}, {probe} probe (best in bold)\n\n{curve_table(results[target])}\n")
+    table, counts = verdict(results)
+    summary = (f"## Verdict: pretrained tower minus the best baseline\n\nwins {counts['win']}, ties {counts['tie']}, "
+               f"losses {counts['loss']} (tie: |gap| <= 0.01)\n\n{table}\n")
+    intro = (f"{n_heldout} held-out locations (never in the shards), uniform on the sphere; 5-fold random CV and "
+             "spatial CV (10-degree cells); the probe is fit on n labelled points drawn from the training folds "
+             "(n=all: every one of them) and scored on the held-out fold; mean over folds; inputs standardised.\n")
+    return "\n".join([summary, intro, *parts])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/satclip-bench-quality"))
     parser.add_argument("--n-train", type=int, default=6000, help="training patches")
     parser.add_argument("--n-val", type=int, default=256, help="validation patches")
-    parser.add_argument("--n-heldout", type=int, default=2000, help="held-out probe locations")
+    parser.add_argument("--n-heldout", type=int, default=4000, help="held-out probe locations")
+    parser.add_argument("--labels", type=int, nargs="+", default=[50, 200, 1000],
+                        help="labelled points per probe fit (learning curve; all training-fold points are always added)")
+    parser.add_argument("--legendre-polys", type=int, default=10, help="L of the Siren(SH) location tower")
+    parser.add_argument("--embed-dim", type=int, default=64)
+    parser.add_argument("--field-degree", type=int, default=14, help="random fields: highest degree + 1")
+    parser.add_argument("--field-decay", type=float, default=1.0,
+                        help="random fields: harmonic of degree l has std 1/(l+1)^decay (0: fine detail, 1: smooth)")
     parser.add_argument("--size", type=int, default=64, help="patch size in pixels")
     parser.add_argument("--crop", type=int, default=32, help="random training crop (centre crop for validation)")
     parser.add_argument("--minutes", type=int, default=10, help="pretraining wall time (a cap; --max-steps may end it first)")
@@ -173,23 +257,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     timings = {}
+    from satclip.eval.synthetic import SyntheticWorld
+
+    world = SyntheticWorld(seed=args.seed, field_degree=args.field_degree, field_decay=args.field_decay)
     checkpoint = args.checkpoint
     if checkpoint is None:
         start = time.perf_counter()
         train, val = args.out / "shards-train", args.out / "shards-val"
         if not (args.reuse_data and (train / "manifest.json").is_file() and (val / "manifest.json").is_file()):
-            train, val = build_data(args.out, args.n_train, args.n_val, args.size, args.seed)
+            train, val = build_data(args.out, args.n_train, args.n_val, args.size, args.seed, world)
             timings["data"] = time.perf_counter() - start
         start = time.perf_counter()
-        checkpoint = pretrain(args.out, train, val, args.crop, args.minutes, args.seed, args.max_steps, args.batch_size)
+        checkpoint = pretrain(args.out, train, val, args)
         timings["pretraining"] = time.perf_counter() - start
     start = time.perf_counter()
-    report = probe_report(checkpoint, args.n_heldout, args.seed, args.probe)
+    report = probe_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels))
     timings["probes"] = time.perf_counter() - start
     trained = "" if args.checkpoint else (
         f"{args.n_train} training patches of {args.size} px (crop {args.crop}), batch {args.batch_size}, "
         f"at most {args.max_steps} steps / {args.minutes} min of CPU pretraining; ")
-    header = (f"# Pretraining quality (synthetic world)\n\ncheckpoint: {checkpoint}\n{trained}"
+    world_text = (f"world: seed {args.seed}, random fields of degree < {args.field_degree}, decay {args.field_decay:g}; "
+                  f"tower: Siren(SH) L={args.legendre_polys}, {args.embed_dim}-d (as trained; --checkpoint reads the tower from the file)\n")
+    header = (f"# Pretraining quality (synthetic world)\n\ncheckpoint: {checkpoint}\n{world_text}{trained}"
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + "\n\n")
     (args.out / f"report-{args.probe}.md").write_text(header + report)
     print(header + report)

@@ -102,10 +102,12 @@ def checkerboard_classes(lonlat: np.ndarray, n_support: int = 200, n_classes: in
     return (nearest % n_classes).astype(np.int64)
 
 
-def smooth_random_field(lonlat: np.ndarray, seed: int, degree: int = 6) -> np.ndarray:
-    """A smooth random field on the sphere: random spherical harmonics of degree < ``degree``, unit variance.
+def smooth_random_field(lonlat: np.ndarray, seed: int, degree: int = 6, decay: float = 1.0) -> np.ndarray:
+    """A random field on the sphere: random spherical harmonics of degree < ``degree``, unit variance.
 
-    The coefficients of degree l have variance 1 / (l + 1)^2, so large scales dominate.
+    The coefficients of degree l have standard deviation 1 / (l + 1)^decay: ``decay=1`` lets large
+    scales dominate (smooth); ``decay=0`` gives every harmonic the same weight, so most of the
+    variance lies at the highest degrees (fine detail).
     """
     import torch
 
@@ -113,7 +115,7 @@ def smooth_random_field(lonlat: np.ndarray, seed: int, degree: int = 6) -> np.nd
 
     rng = np.random.default_rng(seed)
     l = np.repeat(np.arange(degree), 2 * np.arange(degree) + 1)
-    coef = rng.normal(size=degree * degree) / (l + 1.0)
+    coef = rng.normal(size=degree * degree) / (l + 1.0) ** decay
     coef[0] = 0.0
     basis = spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), degree, convention="orthonormal").numpy()
     field = basis @ coef
@@ -133,14 +135,18 @@ class SyntheticWorld:
     """Sentinel-2-like band statistics that are a known function of location.
 
     Each band's mean reflectance (x 10000) mixes, with fixed random weights: land vs ocean (the
-    1 km land mask), the latitude "climate" gradient and ``n_fields`` smooth random fields of degree
-    < ``field_degree`` (beyond L=10, so untrained L=10 harmonics cannot fit them exactly). The
-    probes of ``scripts/bench_pretrain_quality.py`` ask whether pretraining recovered these.
+    1 km land mask), the latitude "climate" gradient and ``n_fields`` random fields of degree
+    < ``field_degree`` with spectral ``field_decay`` (see :func:`smooth_random_field`). The defaults
+    (degree 14, decay 1) are smooth: most of their variance is within reach of L=10 harmonics;
+    ``field_degree=30, field_decay=0`` puts most of it beyond L=10. The probes of
+    ``scripts/bench_pretrain_quality.py`` ask whether pretraining recovered these.
     """
 
-    def __init__(self, n_bands: int = 12, n_fields: int = 3, field_degree: int = 14, seed: int = 0) -> None:
+    def __init__(self, n_bands: int = 12, n_fields: int = 3, field_degree: int = 14, seed: int = 0,
+                 field_decay: float = 1.0) -> None:
         rng = np.random.default_rng(seed)
         self.n_bands, self.field_seeds, self.field_degree = n_bands, [seed * 100 + k for k in range(n_fields)], field_degree
+        self.field_decay = field_decay
         self.base = rng.uniform(600, 1400, n_bands)
         self.w_land = rng.uniform(600, 1800, n_bands) * rng.choice([-0.4, 1.0], n_bands)
         self.w_climate = rng.uniform(-1500, 1500, n_bands)
@@ -150,7 +156,7 @@ class SyntheticWorld:
         """``land`` (0/1), ``climate`` (latitude gradient) and ``field_k`` at the points."""
         out = {"land": is_land(lonlat).astype(np.float64), "climate": climate_gradient(lonlat)}
         for k, s in enumerate(self.field_seeds):
-            out[f"field_{k}"] = smooth_random_field(lonlat, seed=s, degree=self.field_degree)
+            out[f"field_{k}"] = smooth_random_field(lonlat, seed=s, degree=self.field_degree, decay=self.field_decay)
         return out
 
     def band_means(self, fields: dict[str, np.ndarray]) -> np.ndarray:
