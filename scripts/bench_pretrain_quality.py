@@ -3,20 +3,27 @@
 
 1. A synthetic world: Sentinel-2-shaped patches (12 bands, uint16 reflectance x 10000, 64 px)
    whose band means are a known function of location (land/ocean from the 1 km land mask, a
-   latitude "climate" gradient, three smooth random fields; see
+   latitude "climate" gradient, three random fields; see
    :class:`satclip.eval.synthetic.SyntheticWorld`) plus texture and noise, at points uniform on
    the sphere, written as GeoTIFFs with an index and turned into shards by ``satclip shards``.
+   By default the random fields have fine detail (degree < 24, spectral decay 0.5: about 30% of
+   their variance is within reach of L=10 harmonics); ``--field-degree 14 --field-decay 1``
+   gives the smooth fields (about 80%).
 2. Pretraining through the real loader, loss and trainer (``satclip fit`` with a generated
-   config: ResNet-18 image tower on 32 px crops, Siren(SH) L=10 location tower, 64-d embeddings,
+   config: ResNet-18 image tower on 32 px crops, Siren(SH) L=40 location tower, 64-d embeddings,
    batch 128) for ``--max-steps`` steps or ``--minutes``, whichever ends first.
 3. Probes on held-out locations (never in the shards): land/ocean (accuracy), the climate
-   gradient and one random field (R^2); ``--probe ridge`` (RidgeClassifierCV / RidgeCV) or
-   ``mlp``; 5-fold random and spatial CV; for the pretrained location embeddings vs raw lon/lat,
-   untrained spherical harmonics (L=10) and the same location tower with its initial weights.
+   gradient and two random fields (R^2); ``--probe ridge`` (RidgeClassifierCV / RidgeCV) or
+   ``mlp``; 5-fold random and spatial CV, with a learning curve: the probe sees ``--labels``
+   labelled points of the training folds (and then all of them). Pretrained location embeddings
+   vs the same tower with its initial weights, raw lon/lat, untrained SH L=10, untrained SH of the
+   embedding's dimension and untrained SH at the tower's L. The report opens with the verdict:
+   pretrained minus the best baseline for every (target, CV, labels), called win / tie / loss.
 
 Usage: ``python scripts/bench_pretrain_quality.py --out /tmp/bench-quality [--probe mlp]``
-(about 4 minutes on 2 free cores: data 50 s, 800 steps 3 min); ``--checkpoint CKPT`` probes a
-checkpoint only. Writes ``OUT/report-<probe>.md`` (also printed) and keeps shards and checkpoint in ``OUT``.
+(about 6 minutes on 2 free cores: data 45 s, 800 steps 3 min, probes 2.5 min); ``--checkpoint CKPT``
+probes a checkpoint only (give the world options it was trained with). Writes
+``OUT/report-<probe>.md`` (also printed) and keeps shards and checkpoint in ``OUT``.
 """
 
 from __future__ import annotations
@@ -132,11 +139,13 @@ TARGETS = (("land", "classification"), ("climate", "regression"), ("field_0", "r
 PRETRAINED = "pretrained tower"
 
 
-def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """The pretrained location embeddings and the baselines at the probe locations.
+def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], str]:
+    """The pretrained location embeddings and the baselines at the probe locations, and the tower in words.
 
     Baselines: the same tower with its initial weights, raw lon/lat, untrained SH L=10 (100
-    features) and untrained SH with about as many features as the embedding (equal dimensionality).
+    features), untrained SH with about as many features as the embedding (equal dimensionality) and,
+    when the tower's L is not 10, untrained SH at the tower's own L (its input features; L=40 is
+    1600 features, which a ridge probe fits exactly once it has more labels than features).
     """
     import torch
 
@@ -150,9 +159,15 @@ def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int) -> dict[str, n
                                        **{k: v for k, v in trained.config.items() if k not in ("pe", "nn", "output_dim")})
     base = baseline_features(lonlat)
     l_eq = int(trained.output_dim**0.5)
-    return {PRETRAINED: embed(trained, lonlat), "same tower, untrained": embed(untrained, lonlat),
-            "lon/lat": base["lon/lat"], "SH L=10 (100 features)": base["SH L=10 (untrained)"],
-            f"SH L={l_eq} ({l_eq * l_eq} features)": spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), l_eq).numpy()}
+    features = {PRETRAINED: embed(trained, lonlat), "same tower, untrained": embed(untrained, lonlat),
+                "lon/lat": base["lon/lat"], "SH L=10 (100 features)": base["SH L=10 (untrained)"],
+                f"SH L={l_eq} ({l_eq * l_eq} features)": spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), l_eq).numpy()}
+    cfg = trained.config
+    l_tower = int(cfg.get("legendre_polys", 10))
+    if l_tower not in (10, l_eq):
+        name = f"SH L={l_tower} ({l_tower * l_tower} features)"
+        features[name] = spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), l_tower).numpy()
+    return features, f"{cfg['pe']} L={l_tower} + {cfg['nn']}, {trained.output_dim}-d embeddings"
 
 
 def learning_curve(features: dict[str, np.ndarray], lonlat: np.ndarray, y: np.ndarray, task: str, probe: str,
@@ -189,24 +204,30 @@ def curve_table(scores: dict[tuple[str, str, str], np.ndarray]) -> str:
     return "\n".join(lines)
 
 
-def verdict(results: dict[str, dict[tuple[str, str, str], np.ndarray]], tie: float = 0.01) -> tuple[str, dict[str, int]]:
+def verdict(results: dict[str, dict[tuple[str, str, str], np.ndarray]], tie: float = 0.01) -> tuple[str, str]:
     """Markdown: pretrained minus the best baseline per (target, cv, labels), called a win / loss when
-    the gap exceeds ``tie`` (absolute accuracy or R²), else a tie; plus the counts."""
+    the gap exceeds ``tie`` (absolute accuracy or R²), else a tie; and the same in words, per target."""
     counts = {"win": 0, "tie": 0, "loss": 0}
+    words = []
     first = next(iter(results.values()))
     cols = list(dict.fromkeys(k[1:] for k in first))
     lines = ["| target | " + " | ".join(f"{cv} n={n}" for cv, n in cols) + " |", "|---|" + "---|" * len(cols)]
     for target, scores in results.items():
-        cells = []
+        cells, calls = [], {"win": [], "tie": [], "loss": []}
         for c in cols:
             base = {k[0]: v.mean() for k, v in scores.items() if k[1:] == c and k[0] != PRETRAINED}
             best = max(base, key=base.get)
             gap = scores[(PRETRAINED, *c)].mean() - base[best]
             call = "win" if gap > tie else "loss" if gap < -tie else "tie"
             counts[call] += 1
+            calls[call].append(f"{c[0]} n={c[1]}")
             cells.append(f"{call} {gap:+.3f} vs {best.split(' (')[0]}")
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
-    return "\n".join(lines), counts
+        said = [f"{how} at {', '.join(calls[call])}" for call, how in (("win", "WINS"), ("tie", "ties"), ("loss", "LOSES"))
+                if calls[call]]
+        words.append(f"- {target}: pretraining " + "; ".join(said))
+    head = f"wins {counts['win']}, ties {counts['tie']}, losses {counts['loss']} (tie: |gap| <= {tie:g})\n\n"
+    return "\n".join(lines), head + "\n".join(words)
 
 
 def probe_report(checkpoint: Path, world: "SyntheticWorld", n_heldout: int, seed: int, probe: str = "ridge",
@@ -216,20 +237,19 @@ def probe_report(checkpoint: Path, world: "SyntheticWorld", n_heldout: int, seed
 
     lonlat = uniform_sphere(n_heldout, seed + 12)
     fields = world.fields(lonlat)
-    features = feature_sets(checkpoint, lonlat, seed)
+    features, tower = feature_sets(checkpoint, lonlat, seed)
     results, parts = {}, []
     for target, task in TARGETS:
         y = fields[target] if task == "regression" else fields[target].astype(int)
         results[target] = learning_curve(features, lonlat, y, task, probe, list(labels), seed)
         metric = "R²" if task == "regression" else "accuracy"
         parts.append(f"### {target}: {metric}, {probe} probe (best in bold)\n\n{curve_table(results[target])}\n")
-    table, counts = verdict(results)
-    summary = (f"## Verdict: pretrained tower minus the best baseline\n\nwins {counts['win']}, ties {counts['tie']}, "
-               f"losses {counts['loss']} (tie: |gap| <= 0.01)\n\n{table}\n")
+    table, words = verdict(results)
+    summary = f"## Verdict: pretrained tower minus the best baseline\n\n{words}\n\n{table}\n"
     intro = (f"{n_heldout} held-out locations (never in the shards), uniform on the sphere; 5-fold random CV and "
              "spatial CV (10-degree cells); the probe is fit on n labelled points drawn from the training folds "
              "(n=all: every one of them) and scored on the held-out fold; mean over folds; inputs standardised.\n")
-    return "\n".join([summary, intro, *parts])
+    return "\n".join([f"tower: {tower}\n", summary, intro, *parts])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,13 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/satclip-bench-quality"))
     parser.add_argument("--n-train", type=int, default=6000, help="training patches")
     parser.add_argument("--n-val", type=int, default=256, help="validation patches")
-    parser.add_argument("--n-heldout", type=int, default=4000, help="held-out probe locations")
+    parser.add_argument("--n-heldout", type=int, default=3000, help="held-out probe locations")
     parser.add_argument("--labels", type=int, nargs="+", default=[50, 200, 1000],
                         help="labelled points per probe fit (learning curve; all training-fold points are always added)")
-    parser.add_argument("--legendre-polys", type=int, default=10, help="L of the Siren(SH) location tower")
+    parser.add_argument("--legendre-polys", type=int, default=40, help="L of the Siren(SH) location tower")
     parser.add_argument("--embed-dim", type=int, default=64)
-    parser.add_argument("--field-degree", type=int, default=14, help="random fields: highest degree + 1")
-    parser.add_argument("--field-decay", type=float, default=1.0,
+    parser.add_argument("--field-degree", type=int, default=24, help="random fields: highest degree + 1")
+    parser.add_argument("--field-decay", type=float, default=0.5,
                         help="random fields: harmonic of degree l has std 1/(l+1)^decay (0: fine detail, 1: smooth)")
     parser.add_argument("--size", type=int, default=64, help="patch size in pixels")
     parser.add_argument("--crop", type=int, default=32, help="random training crop (centre crop for validation)")
@@ -276,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     trained = "" if args.checkpoint else (
         f"{args.n_train} training patches of {args.size} px (crop {args.crop}), batch {args.batch_size}, "
         f"at most {args.max_steps} steps / {args.minutes} min of CPU pretraining; ")
-    world_text = (f"world: seed {args.seed}, random fields of degree < {args.field_degree}, decay {args.field_decay:g}; "
-                  f"tower: Siren(SH) L={args.legendre_polys}, {args.embed_dim}-d (as trained; --checkpoint reads the tower from the file)\n")
+    world_text = (f"world: seed {args.seed}, random fields of degree < {args.field_degree}, decay {args.field_decay:g} "
+                  "(--checkpoint: these must match the world it was trained on)\n")
     header = (f"# Pretraining quality (synthetic world)\n\ncheckpoint: {checkpoint}\n{world_text}{trained}"
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + "\n\n")
     (args.out / f"report-{args.probe}.md").write_text(header + report)
