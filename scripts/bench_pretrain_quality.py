@@ -10,14 +10,15 @@
    their variance is within reach of L=10 harmonics); ``--field-degree 14 --field-decay 1``
    gives the smooth fields (about 80%).
 2. Pretraining through the real loader, loss and trainer (``satclip fit`` with a generated
-   config: ResNet-18 image tower on 32 px crops, Siren(SH) L=40 location tower, 64-d embeddings,
+   config: ResNet-18 image tower on 32 px crops, Siren(SH) L=10 location tower, 64-d embeddings,
    batch 128) for ``--max-steps`` steps or ``--minutes``, whichever ends first.
 3. Probes on held-out locations (never in the shards): land/ocean (accuracy), the climate
    gradient and two random fields (R^2); ``--probe ridge`` (RidgeClassifierCV / RidgeCV) or
    ``mlp``; 5-fold random and spatial CV, with a learning curve: the probe sees ``--labels``
    labelled points of the training folds (and then all of them). Pretrained location embeddings
-   vs the same tower with its initial weights, raw lon/lat, untrained SH L=10, untrained SH of the
-   embedding's dimension and untrained SH at the tower's L. The report opens with the verdict:
+   vs the same tower with its initial weights, raw lon/lat and untrained SH at L=10, at L=40 (1600
+   features: with more labels than that, ridge fits the noiseless synthetic fields exactly), at the
+   tower's L and at the embedding's dimension (L=8 for 64-d). The report opens with the verdict:
    pretrained minus the best baseline for every (target, CV, labels), called win / tie / loss.
 
 Usage: ``python scripts/bench_pretrain_quality.py --out /tmp/bench-quality [--probe mlp]``
@@ -139,34 +140,31 @@ TARGETS = (("land", "classification"), ("climate", "regression"), ("field_0", "r
 PRETRAINED = "pretrained tower"
 
 
-def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], str]:
+def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int, sh_degrees: tuple[int, ...] = (10, 40)
+                 ) -> tuple[dict[str, np.ndarray], str]:
     """The pretrained location embeddings and the baselines at the probe locations, and the tower in words.
 
-    Baselines: the same tower with its initial weights, raw lon/lat, untrained SH L=10 (100
-    features), untrained SH with about as many features as the embedding (equal dimensionality) and,
-    when the tower's L is not 10, untrained SH at the tower's own L (its input features; L=40 is
-    1600 features, which a ridge probe fits exactly once it has more labels than features).
+    Baselines: the same tower with its initial weights, raw lon/lat, and untrained spherical
+    harmonics at each L of ``sh_degrees``, at the tower's own L (its input features) and with
+    about as many features as the embedding (equal dimensionality). SH L=40 is 1600 features: a
+    ridge probe fits any field of degree < 40 exactly once it has more labels than that.
     """
     import torch
 
     from satclip import load_location_encoder
-    from satclip.eval.probe import baseline_features, embed
+    from satclip.eval.probe import embed
     from satclip.location import build_location_encoder, spherical_harmonics
 
     trained = load_location_encoder(str(checkpoint))
     torch.manual_seed(seed)
-    untrained = build_location_encoder(trained.config["pe"], trained.config["nn"], output_dim=trained.output_dim,
-                                       **{k: v for k, v in trained.config.items() if k not in ("pe", "nn", "output_dim")})
-    base = baseline_features(lonlat)
-    l_eq = int(trained.output_dim**0.5)
-    features = {PRETRAINED: embed(trained, lonlat), "same tower, untrained": embed(untrained, lonlat),
-                "lon/lat": base["lon/lat"], "SH L=10 (100 features)": base["SH L=10 (untrained)"],
-                f"SH L={l_eq} ({l_eq * l_eq} features)": spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), l_eq).numpy()}
     cfg = trained.config
+    untrained = build_location_encoder(cfg["pe"], cfg["nn"], output_dim=trained.output_dim,
+                                       **{k: v for k, v in cfg.items() if k not in ("pe", "nn", "output_dim")})
     l_tower = int(cfg.get("legendre_polys", 10))
-    if l_tower not in (10, l_eq):
-        name = f"SH L={l_tower} ({l_tower * l_tower} features)"
-        features[name] = spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), l_tower).numpy()
+    features = {PRETRAINED: embed(trained, lonlat), "same tower, untrained": embed(untrained, lonlat), "lon/lat": lonlat.copy()}
+    coords = torch.as_tensor(lonlat, dtype=torch.float64)
+    for degree in sorted({*sh_degrees, l_tower, int(trained.output_dim**0.5)}):
+        features[f"SH L={degree} ({degree * degree} features)"] = spherical_harmonics(coords, degree).numpy()
     return features, f"{cfg['pe']} L={l_tower} + {cfg['nn']}, {trained.output_dim}-d embeddings"
 
 
@@ -231,13 +229,13 @@ def verdict(results: dict[str, dict[tuple[str, str, str], np.ndarray]], tie: flo
 
 
 def probe_report(checkpoint: Path, world: "SyntheticWorld", n_heldout: int, seed: int, probe: str = "ridge",
-                 labels: tuple[int, ...] = (50, 200, 1000)) -> str:
+                 labels: tuple[int, ...] = (50, 200, 1000), sh_degrees: tuple[int, ...] = (10, 40)) -> str:
     """Learning-curve probe tables (markdown) and the win/tie/loss verdict on held-out locations."""
     from satclip.eval.synthetic import uniform_sphere
 
     lonlat = uniform_sphere(n_heldout, seed + 12)
     fields = world.fields(lonlat)
-    features, tower = feature_sets(checkpoint, lonlat, seed)
+    features, tower = feature_sets(checkpoint, lonlat, seed, sh_degrees)
     results, parts = {}, []
     for target, task in TARGETS:
         y = fields[target] if task == "regression" else fields[target].astype(int)
@@ -260,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-heldout", type=int, default=3000, help="held-out probe locations")
     parser.add_argument("--labels", type=int, nargs="+", default=[50, 200, 1000],
                         help="labelled points per probe fit (learning curve; all training-fold points are always added)")
-    parser.add_argument("--legendre-polys", type=int, default=40, help="L of the Siren(SH) location tower")
+    parser.add_argument("--legendre-polys", type=int, default=10, help="L of the Siren(SH) location tower")
     parser.add_argument("--embed-dim", type=int, default=64)
+    parser.add_argument("--baseline-sh", type=int, nargs="+", default=[10, 40],
+                        help="L of the untrained SH baselines (the tower's L and the embedding's size are added)")
     parser.add_argument("--field-degree", type=int, default=24, help="random fields: highest degree + 1")
     parser.add_argument("--field-decay", type=float, default=0.5,
                         help="random fields: harmonic of degree l has std 1/(l+1)^decay (0: fine detail, 1: smooth)")
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = pretrain(args.out, train, val, args)
         timings["pretraining"] = time.perf_counter() - start
     start = time.perf_counter()
-    report = probe_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels))
+    report = probe_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels), tuple(args.baseline_sh))
     timings["probes"] = time.perf_counter() - start
     trained = "" if args.checkpoint else (
         f"{args.n_train} training patches of {args.size} px (crop {args.crop}), batch {args.batch_size}, "
