@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 ALPHAS = np.logspace(-4, 4, 17)
-BASELINES = ("lon/lat", "sin/cos", "SH L=10 (untrained)")
 
 
 def fold_indices(lonlat: np.ndarray, n_folds: int, cv: str, seed: int = 0, cell_deg: float = 10.0) -> list[tuple[np.ndarray, np.ndarray]]:
