@@ -23,6 +23,7 @@ import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 
+from ..data.datamodule import skip_metrics
 from ..geo import great_circle_km
 from ..loss import InfoNCELoss, gather_rows, info_nce
 from ..model import MAX_LOGIT_SCALE, SatCLIP
@@ -249,7 +250,7 @@ class SatCLIPModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if "skipped" in batch:
-            self.log_dict({f"data/skipped_{kind}": float(n) for kind, n in batch["skipped"].items()}, on_step=True)
+            self.log_dict(skip_metrics(batch), on_step=True)
         self._pending.append(batch)
         if len(self._pending) < self.hparams.accumulate_batches:
             return None
