@@ -1,10 +1,14 @@
-"""Symmetric InfoNCE (the CLIP loss) over the global batch of all processes.
+"""Contrastive losses over the global batch of all processes: symmetric InfoNCE (CLIP) and the
+pairwise sigmoid loss (SigLIP).
 
 Each process gathers the features of every rank WITH gradients and scores its own rows against the
 whole global batch (labels offset by the rank's position), so that the mean of the per-rank losses
 is the loss of one process on the concatenated batch, and DDP's gradient averaging gives exactly
 that loss's gradients. (The reference SatCLIP scores each GPU's local batch only, which makes the
 number of negatives per image the per-GPU batch size.)
+
+Both losses take optional per-row sample ids: a pair of different rows with the same id (one patch
+drawn twice into a batch) is then not used as a negative (it is a false negative).
 """
 
 from __future__ import annotations
@@ -59,6 +63,18 @@ def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return _GatherRows.apply(x, counts, rank), sum(counts[:rank])
 
 
+def false_negatives(ids: torch.Tensor | None, all_ids: torch.Tensor | None, offset: int) -> torch.Tensor | None:
+    """(b, N) boolean mask of the pairs (local row i, global row j != i + offset) with the same id,
+    or None when there are no ids or no such pair."""
+    if ids is None:
+        return None
+    all_ids = ids if all_ids is None else all_ids
+    same = ids[:, None] == all_ids[None, :]
+    rows = torch.arange(len(ids), device=same.device)
+    same[rows, rows + offset] = False
+    return same if bool(same.any()) else None
+
+
 def info_nce(
     image: torch.Tensor,
     location: torch.Tensor,
@@ -66,20 +82,61 @@ def info_nce(
     all_image: torch.Tensor | None = None,
     all_location: torch.Tensor | None = None,
     offset: int = 0,
+    ids: torch.Tensor | None = None,
+    all_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE of local rows against a (possibly larger) global batch.
 
     ``image`` and ``location`` are this process's (b, d) L2-normalised features; ``all_image`` /
     ``all_location`` the (N, d) global ones (default: the local ones) in which the local rows start
     at ``offset``; ``logit_scale`` is the multiplier exp(t). Returns the mean over the local rows of
-    (CE(image -> all locations) + CE(location -> all images)) / 2.
+    (CE(image -> all locations) + CE(location -> all images)) / 2. With ``ids`` (b,) and
+    ``all_ids`` (N,), pairs of different rows with the same id are left out of the denominators.
     """
     all_image = image if all_image is None else all_image
     all_location = location if all_location is None else all_location
     labels = torch.arange(image.shape[0], device=image.device) + offset
     logits_image = logit_scale * image @ all_location.T
     logits_location = logit_scale * location @ all_image.T
+    mask = false_negatives(ids, all_ids, offset)
+    if mask is not None:
+        logits_image = logits_image.masked_fill(mask, float("-inf"))
+        logits_location = logits_location.masked_fill(mask, float("-inf"))
     return (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_location, labels)) / 2
+
+
+def sigmoid_pairs(
+    image: torch.Tensor,
+    location: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    all_location: torch.Tensor | None = None,
+    offset: int = 0,
+    ids: torch.Tensor | None = None,
+    all_ids: torch.Tensor | None = None,
+    total: int | None = None,
+) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss of the local image rows against every (global) location row.
+
+    Each pair (i, j) is a binary problem, positive when j is i's own location: the sum over pairs of
+    -log sigmoid(z_ij (scale x_i . y_j + bias)), z_ij = +1 / -1, divided by the global batch size
+    ``total`` (default: the number of location rows). Summed over ranks this covers every pair of the
+    global batch once. Pairs flagged by ``ids`` (same id, different rows) are left out.
+    """
+    all_location = location if all_location is None else all_location
+    logits = logit_scale * image @ all_location.T + logit_bias
+    rows = torch.arange(image.shape[0], device=image.device)
+    sign = torch.full_like(logits, -1.0)
+    sign[rows, rows + offset] = 1.0
+    terms = F.logsigmoid(sign * logits)
+    mask = false_negatives(ids, all_ids, offset)
+    if mask is not None:
+        terms = terms.masked_fill(mask, 0.0)
+    return -terms.sum() / (all_location.shape[0] if total is None else total)
+
+
+def _gather_ids(ids: torch.Tensor | None) -> torch.Tensor | None:
+    return None if ids is None else gather_rows(ids)[0]
 
 
 class InfoNCELoss(nn.Module):
@@ -98,14 +155,15 @@ class InfoNCELoss(nn.Module):
         super().__init__()
         self.gather = gather
 
-    def forward(self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-        if image.shape != location.shape or image.ndim != 2:
-            raise ValueError(f"image and location features must both be (batch, dim); got {tuple(image.shape)} and {tuple(location.shape)}")
+    def forward(
+        self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        _check_features(image, location, ids)
         if not self.gather:
-            return info_nce(image, location, logit_scale)
+            return info_nce(image, location, logit_scale, ids=ids)
         all_image, offset = gather_rows(image)
         all_location, _ = gather_rows(location)
-        loss = info_nce(image, location, logit_scale, all_image, all_location, offset)
+        loss = info_nce(image, location, logit_scale, all_image, all_location, offset, ids, _gather_ids(ids))
         if all_image.shape[0] == image.shape[0]:
             return loss
         # weight this rank's mean by its share of the global batch, so that the mean over ranks
@@ -113,4 +171,44 @@ class InfoNCELoss(nn.Module):
         return loss * (dist.get_world_size() * image.shape[0] / all_image.shape[0])
 
 
-__all__ = ["InfoNCELoss", "gather_rows", "info_nce"]
+class SigLIPLoss(nn.Module):
+    """SigLIP's pairwise sigmoid loss (Zhai et al., 2023) over the global batch, with its learnable
+    bias (initialised at -10, with the logit multiplier at 10, as in the paper).
+
+    ``loss(image, location, logit_scale)`` as :class:`InfoNCELoss`. With several processes, every
+    rank gathers the location features of all ranks (with gradients) and scores its own image rows
+    against all of them, so the ranks together cover every pair of the global batch once; each
+    rank's loss is scaled so that the mean over ranks is the one-process loss.
+    """
+
+    def __init__(self, gather: bool = True, bias_init: float = -10.0) -> None:
+        super().__init__()
+        self.gather = gather
+        self.logit_bias = nn.Parameter(torch.tensor(float(bias_init)))
+
+    def forward(
+        self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        _check_features(image, location, ids)
+        bias = self.logit_bias.to(image.dtype)
+        if not self.gather:
+            return sigmoid_pairs(image, location, logit_scale, bias, ids=ids)
+        all_location, offset = gather_rows(location)
+        loss = sigmoid_pairs(image, location, logit_scale, bias, all_location, offset, ids, _gather_ids(ids))
+        if all_location.shape[0] == image.shape[0]:
+            return loss
+        return loss * dist.get_world_size()
+
+
+def _check_features(image: torch.Tensor, location: torch.Tensor, ids: torch.Tensor | None) -> None:
+    if image.shape != location.shape or image.ndim != 2:
+        raise ValueError(f"image and location features must both be (batch, dim); got {tuple(image.shape)} and {tuple(location.shape)}")
+    if ids is not None and tuple(ids.shape) != (image.shape[0],):
+        raise ValueError(f"ids must be one per row, shape ({image.shape[0]},); got {tuple(ids.shape)}")
+
+
+LOSSES: dict[str, type[nn.Module]] = {"infonce": InfoNCELoss, "siglip": SigLIPLoss}
+"""Contrastive losses by name (``SatCLIPModule(loss=...)``)."""
+
+
+__all__ = ["LOSSES", "InfoNCELoss", "SigLIPLoss", "false_negatives", "gather_rows", "info_nce", "sigmoid_pairs"]

@@ -129,6 +129,11 @@ def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace) -> Pat
                                     embed_dim=args.embed_dim, legendre_polys=args.legendre_polys))
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="2")
     cmd = [sys.executable, "-m", "satclip.cli", "fit", "--config", str(config)]
+    if args.recipe != "released":
+        cmd += ["--config", str(ROOT / "configs" / "recipes" / f"{args.recipe}.yaml")]
+    for item in args.fit_arg:
+        key, _, value = item.partition("=")
+        cmd += [f"--{key}", value]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     ckpts = sorted((out / "fit").rglob("*-last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not ckpts:
@@ -136,6 +141,7 @@ def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace) -> Pat
     return ckpts[-1]
 
 
+RECIPES = ("released", *sorted(p.stem for p in (ROOT / "configs" / "recipes").glob("*.yaml")))
 TARGETS = (("land", "classification"), ("climate", "regression"), ("field_0", "regression"), ("field_1", "regression"))
 PRETRAINED = "pretrained tower"
 
@@ -228,6 +234,35 @@ def verdict(results: dict[str, dict[tuple[str, str, str], np.ndarray]], tie: flo
     return "\n".join(lines), head + "\n".join(words)
 
 
+def retrieval_report(checkpoint: Path, world: "SyntheticWorld", n: int, size: int, crop: int, seed: int) -> str:
+    """Markdown: image -> location retrieval over ``n`` held-out patches (new locations, new patches),
+    ranked among the location embeddings of the same ``n`` locations, with chance level."""
+    import torch
+
+    from satclip import load
+    from satclip.data.transforms import S2_BANDS, band_indices, crop_offsets, select_bands, target_bands, to_reflectance
+    from satclip.eval.synthetic import uniform_sphere
+    from satclip.train.module import retrieval_metrics
+
+    lonlat = uniform_sphere(n, seed + 13)
+    images = make_patches(world.band_means(world.fields(lonlat)), size, np.random.default_rng(seed + 14))
+    model = load(str(checkpoint)).eval()
+    bands = target_bands(S2_BANDS, insert_b10=True)  # the 13-band tower of CONFIG
+    top, left = crop_offsets(size, size, crop)
+    x = select_bands(images[..., top : top + crop, left : left + crop], band_indices(S2_BANDS, bands))
+    with torch.no_grad():
+        img = torch.nn.functional.normalize(model.encode_image(to_reflectance(torch.from_numpy(x))).float(), dim=-1)
+        loc = torch.nn.functional.normalize(model.encode_location(torch.from_numpy(lonlat)).float(), dim=-1)
+    coords = torch.from_numpy(lonlat)
+    got = retrieval_metrics(img, loc, coords)
+    chance = retrieval_metrics(img, loc[torch.randperm(n, generator=torch.Generator().manual_seed(seed))], coords)
+    rows = [("pretrained", got), ("chance (locations shuffled)", {**chance, "top1": 1 / n, "top5": min(5, n) / n})]
+    lines = [f"## Image -> location retrieval: {n} held-out patches among their {n} locations\n",
+             "| model | top-1 | top-5 | median error (km) |", "|---|---|---|---|"]
+    lines += [f"| {name} | {m['top1']:.3f} | {m['top5']:.3f} | {m['median_km']:.0f} |" for name, m in rows]
+    return "\n".join(lines) + "\n"
+
+
 def probe_report(checkpoint: Path, world: "SyntheticWorld", n_heldout: int, seed: int, probe: str = "ridge",
                  labels: tuple[int, ...] = (50, 200, 1000), sh_degrees: tuple[int, ...] = (10, 40)) -> str:
     """Learning-curve probe tables (markdown) and the win/tie/loss verdict on held-out locations."""
@@ -256,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=6000, help="training patches")
     parser.add_argument("--n-val", type=int, default=256, help="validation patches")
     parser.add_argument("--n-heldout", type=int, default=3000, help="held-out probe locations")
+    parser.add_argument("--n-retrieval", type=int, default=1000, help="held-out patches for image -> location retrieval")
     parser.add_argument("--labels", type=int, nargs="+", default=[50, 200, 1000],
                         help="labelled points per probe fit (learning curve; all training-fold points are always added)")
     parser.add_argument("--legendre-polys", type=int, default=10, help="L of the Siren(SH) location tower")
@@ -271,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=800, help="step budget (the cosine schedule's length)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", default="released", choices=RECIPES,
+                        help="training recipe: the released one, or an overlay of configs/recipes/")
+    parser.add_argument("--fit-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra satclip fit option, e.g. model.logit_scale_init=3 (repeatable)")
     parser.add_argument("--probe", default="ridge", choices=("ridge", "mlp"))
     parser.add_argument("--reuse-data", action="store_true", help="keep the shards already in --out (same settings)")
     parser.add_argument("--checkpoint", type=Path, help="skip data and pretraining: probe this checkpoint")
@@ -292,8 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         timings["pretraining"] = time.perf_counter() - start
     start = time.perf_counter()
     report = probe_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels), tuple(args.baseline_sh))
+    report += "\n" + retrieval_report(checkpoint, world, args.n_retrieval, args.size, args.crop, args.seed)
     timings["probes"] = time.perf_counter() - start
     trained = "" if args.checkpoint else (
+        f"recipe {args.recipe}{''.join(' --' + a for a in args.fit_arg)}; "
         f"{args.n_train} training patches of {args.size} px (crop {args.crop}), batch {args.batch_size}, "
         f"at most {args.max_steps} steps / {args.minutes} min of CPU pretraining; ")
     world_text = (f"world: seed {args.seed}, random fields of degree < {args.field_degree}, decay {args.field_decay:g} "

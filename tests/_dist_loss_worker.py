@@ -1,9 +1,10 @@
-"""Two-process gloo run of InfoNCELoss, launched by tests/test_loss.py as a subprocess.
+"""Two-process gloo run of the contrastive losses, launched by tests/test_loss.py as a subprocess.
 
 Usage: python tests/_dist_loss_worker.py OUT_DIR SIZES [SIZES ...] (e.g. "4,4" "5,3": rows per rank,
-the same number of ranks in each). For each SIZES, each rank takes its rows of a fixed global batch,
-runs tiny DDP-wrapped towers and the loss, and saves its loss, the (DDP averaged) parameter gradients
-and its feature gradients to OUT_DIR/<SIZES>/rank{r}.pt.
+the same number of ranks in each). For each loss of ``satclip.loss.LOSSES``, with and without sample
+ids (:func:`global_ids`: one id shared by rows on different ranks), and each SIZES, each rank takes
+its rows of a fixed global batch, runs tiny DDP-wrapped towers and the loss, and saves its loss, the
+(DDP averaged) parameter gradients and its feature gradients to OUT_DIR/<loss>-<ids>/<SIZES>/rank{r}.pt.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from satclip.loss import InfoNCELoss
+from satclip.loss import LOSSES
 
 DIM_IN, DIM_OUT = 6, 4
 
@@ -26,6 +27,19 @@ def global_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same global batch in every process (and in the test)."""
     g = torch.Generator().manual_seed(0)
     return torch.randn(n, DIM_IN, generator=g, dtype=torch.float64), torch.randn(n, DIM_IN, generator=g, dtype=torch.float64)
+
+
+def global_ids(n: int) -> torch.Tensor:
+    """Sample ids of the global batch: rows 0 and n - 1 (on different ranks) are the same sample."""
+    ids = torch.arange(n)
+    ids[n - 1] = 0
+    return ids
+
+
+def make_loss(name: str) -> nn.Module:
+    """The loss by name, with its own parameters (SigLIP's bias) at a fixed value."""
+    torch.manual_seed(2)
+    return LOSSES[name]().double()
 
 
 class Towers(nn.Module):
@@ -46,19 +60,22 @@ def _run(rank: int, world: int, init: str, out: str, runs: list[list[int]]) -> N
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        for sizes in runs:
+        for name, with_ids, sizes in ((n, i, s) for n in LOSSES for i in (False, True) for s in runs):
             x, y = global_batch(sum(sizes))
             start = sum(sizes[:rank])
             rows = slice(start, start + sizes[rank])
             model = nn.parallel.DistributedDataParallel(Towers())
+            loss_fn = nn.parallel.DistributedDataParallel(make_loss(name)) if list(make_loss(name).parameters()) else make_loss(name)
             img, loc, scale = model(x[rows], y[rows])
             img.retain_grad()
             loc.retain_grad()
-            loss = InfoNCELoss()(img, loc, scale)
+            ids = global_ids(sum(sizes))[rows] if with_ids else None
+            loss = loss_fn(img, loc, scale, ids)
             loss.backward()
             grads = {n: p.grad for n, p in model.module.named_parameters()}
-            folder = Path(out) / ",".join(map(str, sizes))
-            folder.mkdir(exist_ok=True)
+            grads.update({f"loss.{n}": p.grad for n, p in getattr(loss_fn, "module", loss_fn).named_parameters()})
+            folder = Path(out) / f"{name}-{'ids' if with_ids else 'noids'}" / ",".join(map(str, sizes))
+            folder.mkdir(parents=True, exist_ok=True)
             torch.save({"loss": loss.detach(), "grads": grads, "img_grad": img.grad, "loc_grad": loc.grad}, folder / f"rank{rank}.pt")
         dist.barrier()  # neither rank tears down while the other still talks to it
     finally:

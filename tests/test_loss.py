@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from satclip.loss import InfoNCELoss, gather_rows, info_nce
+from satclip.loss import LOSSES, InfoNCELoss, SigLIPLoss, gather_rows, info_nce, sigmoid_pairs
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,20 +83,27 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.parametrize("with_ids", [False, True], ids=["noids", "ids"])
+@pytest.mark.parametrize("name", sorted(LOSSES))
 @pytest.mark.parametrize("sizes", SIZES)
-def test_two_process_gloo_loss_and_gradients_equal_one_process(two_process_run: Path, sizes: str) -> None:
+def test_two_process_gloo_loss_and_gradients_equal_one_process(two_process_run: Path, sizes: str, name: str, with_ids: bool) -> None:
     sys.path.insert(0, str(HERE))
-    from _dist_loss_worker import Towers, global_batch
+    from _dist_loss_worker import Towers, global_batch, global_ids, make_loss
 
-    ranks = [torch.load(two_process_run / sizes / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    folder = two_process_run / f"{name}-{'ids' if with_ids else 'noids'}" / sizes
+    ranks = [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(2)]
     counts = [int(s) for s in sizes.split(",")]
     x, y = global_batch(sum(counts))
     model = Towers()
+    loss_fn = make_loss(name)
     img, loc, scale = model(x, y)
     img.retain_grad()
     loc.retain_grad()
-    loss = InfoNCELoss()(img, loc, scale)
+    loss = loss_fn(img, loc, scale, global_ids(sum(counts)) if with_ids else None)
     loss.backward()
+    for n, p in loss_fn.named_parameters():  # SigLIP's bias: DDP-averaged gradient = one-process gradient
+        for r in ranks:
+            assert torch.allclose(r["grads"][f"loss.{n}"], p.grad, rtol=0, atol=1e-6), n
 
     # the mean of the ranks' losses is the global loss
     assert abs(float(sum(r["loss"] for r in ranks) / 2) - loss.item()) <= 1e-6
@@ -111,3 +118,43 @@ def test_two_process_gloo_loss_and_gradients_equal_one_process(two_process_run: 
     assert torch.allclose(got_loc, loc.grad, rtol=0, atol=1e-6)
     # and the comparison is not vacuous: the gradients are far from zero
     assert float(img.grad.abs().max()) > 1e-3
+
+
+def test_duplicate_ids_are_not_negatives() -> None:
+    """A patch drawn twice into a batch: with ids, its copy leaves the denominators (InfoNCE) or the
+    negative pairs (SigLIP); the loss equals the one without that pair, by the explicit formulas."""
+    img, loc = _features(n=6)
+    loc = loc.clone()
+    img[5], loc[5] = img[0], loc[0]  # row 5 is row 0 again
+    ids = torch.tensor([0, 1, 2, 3, 4, 0])
+    scale = torch.tensor(7.0)
+    logits = scale * img @ loc.T
+    mask = torch.zeros(6, 6, dtype=torch.bool)
+    mask[0, 5] = mask[5, 0] = True
+    masked = logits.masked_fill(mask, float("-inf"))
+    labels = torch.arange(6)
+    expected = (F.cross_entropy(masked, labels) + F.cross_entropy(masked.T, labels)) / 2
+    assert torch.allclose(InfoNCELoss()(img, loc, scale, ids), expected, atol=1e-6)
+    assert not torch.allclose(InfoNCELoss()(img, loc, scale), expected, atol=1e-3)
+    bias = torch.tensor(-3.0)
+    sign = 2 * torch.eye(6) - 1
+    terms = F.logsigmoid(sign * (logits + bias)).masked_fill(mask, 0.0)
+    assert torch.allclose(sigmoid_pairs(img, loc, scale, bias, ids=ids), -terms.sum() / 6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"ids must be one per row, shape \(6,\); got \(5,\)"):
+        InfoNCELoss()(img, loc, scale, ids[:5])
+
+
+def test_siglip_matches_the_paper_formula_and_learns_its_bias() -> None:
+    img, loc = _features(n=8)
+    loss_fn = SigLIPLoss()
+    assert float(loss_fn.logit_bias) == -10.0
+    scale = torch.tensor(10.0)
+    logits = scale * img @ loc.T + loss_fn.logit_bias
+    expected = -F.logsigmoid((2 * torch.eye(8) - 1) * logits).sum() / 8
+    loss = loss_fn(img, loc, scale)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    loss.backward()
+    # at -10 every negative is already far below 0: the positives pull the bias up (a negative gradient)
+    assert loss_fn.logit_bias.grad is not None and float(loss_fn.logit_bias.grad) < -0.5
+    aligned = SigLIPLoss(bias_init=0.0)(img, img.clone(), torch.tensor(100.0))
+    assert float(aligned) < float(SigLIPLoss(bias_init=0.0)(img, loc, torch.tensor(100.0)))

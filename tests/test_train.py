@@ -64,6 +64,27 @@ def test_gradcache_gradient_equals_the_full_batch_gradient() -> None:
     assert abs(plain.item() - loss.item()) > 1e-3
 
 
+@pytest.mark.parametrize("loss", ["infonce", "siglip"])
+def test_gradcache_with_the_loss_parameters_and_duplicate_ids_equals_the_full_batch(loss: str) -> None:
+    torch.manual_seed(0)
+    module = tiny_module(loss=loss, mask_duplicates=True).double().eval()
+    batch = synthetic_batch(12, image_size=16)
+    batch["image"] = batch["image"].double()
+    batch["key"] = [f"k{i % 10}" for i in range(12)]  # rows 10 and 11 repeat rows 0 and 1
+    ids = module.sample_ids(batch)
+    params = [p for p in module.parameters() if p.requires_grad]
+    image, location = module.encode(batch)
+    module.contrastive_loss(image, location, module.temperature_scale(), ids).backward()
+    full = [p.grad.clone() for p in params]
+    module.zero_grad()
+    loss_params = list(module.loss_fn.parameters())
+    assert len(loss_params) == (1 if loss == "siglip" else 0)
+    cache = GradCache(module.encode, module.temperature_scale, lambda i, l, s: module.contrastive_loss(i, l, s, ids), loss_params)
+    cache.forward(split_batch(batch, 5))
+    cache.backward()
+    assert max(float((p.grad - g).abs().max()) for p, g in zip(params, full)) <= 1e-6
+
+
 def test_gradcache_replays_the_random_state_for_dropout() -> None:
     torch.manual_seed(0)
     dropout = torch.nn.Dropout(0.5)
@@ -128,6 +149,26 @@ def test_bad_settings_are_named() -> None:
         tiny_module(accumulate_batches=0)
     with pytest.raises(ValueError, match="location_dtype must be 'float32' or 'float64'"):
         tiny_module(location_dtype="float16")
+    with pytest.raises(ValueError, match=r"loss must be one of \['infonce', 'siglip'\], got 'clip'"):
+        tiny_module(loss="clip")
+    with pytest.raises(ValueError, match=r"logit_scale_init must be in \(0, max_logit_scale=100.0\], got 200"):
+        tiny_module(logit_scale_init=200)
+    with pytest.raises(ValueError, match="location_lr_scale must be > 0"):
+        tiny_module(location_lr_scale=0)
+
+
+def test_temperature_options_and_location_learning_rate() -> None:
+    released = tiny_module()
+    assert released.model.logit_scale.requires_grad and math.isclose(float(released.temperature_scale()), 1 / 0.07, rel_tol=1e-6)
+    cool = tiny_module(logit_scale_init=1.0, learn_logit_scale=False)
+    assert not cool.model.logit_scale.requires_grad and float(cool.temperature_scale()) == 1.0
+    assert float(tiny_module(loss="siglip").temperature_scale()) == pytest.approx(10.0)
+    assert float(tiny_module(logit_scale_init=50.0, max_logit_scale=20.0 + 30.0).temperature_scale()) == pytest.approx(50.0)
+    groups = parameter_groups(released.model, 0.01, location_lr=5e-4)
+    named = {id(p): n for n, p in released.model.named_parameters()}
+    assert [g.get("lr") for g in groups] == [None, None, 5e-4, 5e-4]
+    assert all(named[id(p)].startswith("location.") for g in groups[2:] for p in g["params"])
+    assert not any(named[id(p)].startswith("location.") for g in groups[:2] for p in g["params"])
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -184,6 +225,10 @@ def test_variant_builds_and_takes_one_cpu_step(tmp_path: Path, variant: str) -> 
     assert module.model.location.nnet.layers[0].weight.dtype == torch.float64  # outside autocast, as released
     trainable = {n for n, p in module.model.visual.named_parameters() if p.requires_grad}
     assert trainable == {f"{module.model.visual.default_cfg.get('classifier', 'fc')}.{k}" for k in ("weight", "bias")}
+    # the released recipe: InfoNCE, CLIP's learned temperature from 1/0.07, every negative kept
+    hp = module.hparams
+    assert (hp.loss, hp.learn_logit_scale, hp.max_logit_scale, hp.mask_duplicates, hp.location_lr_scale) == ("infonce", True, 100.0, False, 1.0)
+    assert hp.logit_scale_init is None and module.model.logit_scale.requires_grad
 
 
 # ----------------------------------------------------------------------------- demo config
@@ -233,6 +278,23 @@ def test_demo_trains_saves_loads_weights_only_and_resumes(tmp_path: Path, demo_s
     assert resumed.trainer.global_step == 5
     again = torch.load(last, map_location="cpu", weights_only=True)
     assert again["global_step"] == 5 and set(again["state_dict"]) == keys
+
+
+@pytest.mark.parametrize("loss", ["infonce", "siglip"])
+def test_the_cool_recipe_overlay_trains_at_its_fixed_temperature_and_loads(tmp_path: Path, demo_shards: Path, loss: str) -> None:
+    cli = _demo(tmp_path, demo_shards, "--config", str(ROOT / "configs" / "recipes" / "cool.yaml"), "--model.loss", loss,
+                "--trainer.max_steps", "3")  # fmt: skip
+    hp = cli.model.hparams
+    assert (hp.loss, hp.logit_scale_init, hp.learn_logit_scale, hp.mask_duplicates) == (loss, 1.0, False, True)
+    assert float(cli.model.model.logit_scale) == 0.0  # ln 1, not learned
+    last = tmp_path / "checkpoints" / "satclip-resnet18-l10-demo-last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert ("loss_fn.logit_bias" in state["state_dict"]) == (loss == "siglip")
+    if loss == "siglip":
+        assert float(state["state_dict"]["loss_fn.logit_bias"]) != -10.0  # learned
+    from satclip.io.checkpoints import load
+
+    assert float(load(last).logit_scale) == 0.0
 
 
 def test_unknown_config_keys_are_errors(capsys: pytest.CaptureFixture) -> None:

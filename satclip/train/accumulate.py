@@ -53,7 +53,8 @@ class GradCache:
     ``encode(micro_batch) -> (image_features, location_features)`` must return L2-normalised
     features with gradients (when enabled); ``logit_scale()`` the logit multiplier (a tensor with
     gradients); ``loss_fn(image, location, scale)`` the contrastive loss (e.g. ``InfoNCELoss``,
-    which also gathers the other ranks' features).
+    which also gathers the other ranks' features); ``loss_params`` the loss's own parameters (e.g.
+    SigLIP's bias), whose gradients join the logit scale's in the last, synchronised pass.
 
     ``loss = cache.forward(micro_batches)`` runs steps 1-2 (the returned loss is detached; check it
     is finite before going on), ``cache.backward()`` runs step 3.
@@ -64,13 +65,15 @@ class GradCache:
         encode: Callable[[Any], Features],
         logit_scale: Callable[[], torch.Tensor],
         loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        loss_params: Sequence[torch.nn.Parameter] = (),
     ) -> None:
         self.encode = encode
         self.logit_scale = logit_scale
         self.loss_fn = loss_fn
+        self.loss_params = list(loss_params)
         self._micro: Sequence[Any] = ()
         self._rng: list[dict[str, Any]] = []
-        self._grads: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor] | None = None
+        self._grads: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
 
     def forward(self, micro_batches: Sequence[Any]) -> torch.Tensor:
         """Cache the features of all micro-batches (no gradients) and return the full-batch loss (detached)."""
@@ -90,8 +93,8 @@ class GradCache:
         scale = self.logit_scale().detach().requires_grad_()
         with torch.enable_grad():
             loss = self.loss_fn(image, location, scale)
-            g_image, g_location, g_scale = torch.autograd.grad(loss, [image, location, scale])
-        self._grads = (list(g_image.split(sizes)), list(g_location.split(sizes)), g_scale)
+            g_image, g_location, *g_scalars = torch.autograd.grad(loss, [image, location, scale, *self.loss_params])
+        self._grads = (list(g_image.split(sizes)), list(g_location.split(sizes)), g_scalars)
         return loss.detach()
 
     def backward(
@@ -106,15 +109,17 @@ class GradCache:
         micro-batch but the last (e.g. ``strategy.block_backward_sync``)."""
         if self._grads is None:
             raise RuntimeError("GradCache.backward called before GradCache.forward")
-        g_images, g_locations, g_scale = self._grads
+        g_images, g_locations, (g_scale, *g_params) = self._grads
         last = len(self._micro) - 1
         for i, micro in enumerate(self._micro):
             with no_sync() if i < last else contextlib.nullcontext():
                 with _replay_rng(self._rng[i]):
                     img, loc = self.encode(micro)
                 surrogate = (img * g_images[i]).sum() + (loc * g_locations[i]).sum()
-                if i == last:  # the logit scale's gradient, once, in the synchronised pass
+                if i == last:  # the logit scale's (and the loss's) gradients, once, in the synchronised pass
                     surrogate = surrogate + (self.logit_scale() * g_scale).sum()
+                    for p, g in zip(self.loss_params, g_params):
+                        surrogate = surrogate + (p * g).sum()
                 backward(surrogate)
         self._grads, self._micro, self._rng = None, (), []
 
@@ -138,10 +143,13 @@ def split_batch(batch: dict[str, Any], size: int) -> list[dict[str, Any]]:
 
 
 def concat_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Concatenate the ``image`` and ``lonlat`` rows of several batches (the loader's batches of one step)."""
+    """Concatenate the ``image`` and ``lonlat`` rows (and ``key`` lists) of several batches (the loader's batches of one step)."""
     if len(batches) == 1:
         return batches[0]
-    return {"image": torch.cat([b["image"] for b in batches]), "lonlat": torch.cat([b["lonlat"] for b in batches])}
+    out: dict[str, Any] = {"image": torch.cat([b["image"] for b in batches]), "lonlat": torch.cat([b["lonlat"] for b in batches])}
+    if all("key" in b for b in batches):
+        out["key"] = [k for b in batches for k in b["key"]]
+    return out
 
 
 __all__ = ["GradCache", "concat_batches", "split_batch"]

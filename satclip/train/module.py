@@ -16,6 +16,7 @@ because spherical harmonics and SIREN's sin(30 x) lose too much in bfloat16.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from typing import Any
 
@@ -25,8 +26,8 @@ import torch.nn.functional as F
 
 from ..data.datamodule import skip_metrics
 from ..geo import great_circle_km
-from ..loss import InfoNCELoss, gather_rows, info_nce
-from ..model import MAX_LOGIT_SCALE, SatCLIP
+from ..loss import LOSSES, gather_rows, info_nce
+from ..model import SatCLIP
 from .accumulate import GradCache, concat_batches, split_batch
 
 CHECKPOINT_FORMAT = 1
@@ -52,20 +53,36 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def parameter_groups(model: torch.nn.Module, weight_decay: float, location_lr: float | None = None) -> list[dict[str, Any]]:
     """AdamW groups: decay on weight matrices/kernels; none on 1-D parameters (biases, norms, the
     logit scale) nor on what a timm model lists in ``no_weight_decay()`` (ViT position embedding,
-    class token). Frozen parameters are left out."""
+    class token). Frozen parameters are left out. With ``location_lr``, the parameters under
+    ``location.`` (the location tower) are in two more groups with that learning rate."""
     skip: set[str] = set()
     for prefix, module in model.named_modules():
         if hasattr(module, "no_weight_decay") and callable(module.no_weight_decay):
             skip |= {f"{prefix}.{name}" if prefix else name for name in module.no_weight_decay()}
-    decay, no_decay = [], []
+    decay, no_decay, loc_decay, loc_no_decay = [], [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        own = location_lr is not None and name.startswith("location.")
+        if p.ndim < 2 or name in skip:
+            (loc_no_decay if own else no_decay).append(p)
+        else:
+            (loc_decay if own else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if location_lr is not None:
+        groups += [{"params": loc_decay, "weight_decay": weight_decay, "lr": location_lr},
+                   {"params": loc_no_decay, "weight_decay": 0.0, "lr": location_lr}]
+    return groups
+
+
+def key_ids(keys: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Stable int64 ids of sample keys (the first 8 bytes of their BLAKE2b digest): equal keys, equal ids,
+    on every rank and run."""
+    ids = [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little", signed=True) for k in keys]
+    return torch.tensor(ids, dtype=torch.int64, device=device)
 
 
 @torch.no_grad()
@@ -130,6 +147,12 @@ class SatCLIPModule(L.LightningModule):
         gradient_clip_algorithm: str = "norm",
         max_nonfinite_in_row: int = 10,
         gather: bool = True,
+        loss: str = "infonce",
+        logit_scale_init: float | None = None,
+        learn_logit_scale: bool = True,
+        max_logit_scale: float = 100.0,
+        mask_duplicates: bool = False,
+        location_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if accumulate_batches < 1:
@@ -140,6 +163,14 @@ class SatCLIPModule(L.LightningModule):
             raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value', got {gradient_clip_algorithm!r}")
         if location_dtype not in ("float32", "float64"):
             raise ValueError(f"location_dtype must be 'float32' or 'float64', got {location_dtype!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if not max_logit_scale >= 1.0:
+            raise ValueError(f"max_logit_scale must be >= 1 (a multiplier of the cosine similarities), got {max_logit_scale}")
+        if logit_scale_init is not None and not 0 < logit_scale_init <= max_logit_scale:
+            raise ValueError(f"logit_scale_init must be in (0, max_logit_scale={max_logit_scale}], got {logit_scale_init}")
+        if not location_lr_scale > 0:
+            raise ValueError(f"location_lr_scale must be > 0, got {location_lr_scale}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         if init_from:
@@ -148,7 +179,13 @@ class SatCLIPModule(L.LightningModule):
             arch = {"embed_dim": embed_dim, "vision": vision, "in_chans": in_chans, "location": dict(location or {}), "location_dtype": location_dtype}
             self.model = SatCLIP(**arch, vision_weights=vision_weights, freeze_backbone=freeze_backbone, frozen_bn_drift=frozen_bn_drift)
         self.satclip_kwargs: dict[str, Any] = {**arch, "freeze_backbone": freeze_backbone, "frozen_bn_drift": frozen_bn_drift}
-        self.loss_fn = InfoNCELoss(gather=gather)
+        self.loss_fn = LOSSES[loss](gather=gather)
+        if logit_scale_init is None and loss == "siglip":
+            logit_scale_init = 10.0  # SigLIP's initial multiplier (with its bias at -10)
+        if logit_scale_init is not None and not init_from:
+            with torch.no_grad():
+                self.model.logit_scale.fill_(math.log(logit_scale_init))
+        self.model.logit_scale.requires_grad_(learn_logit_scale)
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
         self._pending: list[dict[str, Any]] = []
@@ -197,16 +234,33 @@ class SatCLIPModule(L.LightningModule):
             location = F.normalize(self.model.encode_location(batch["lonlat"]).float(), dim=-1)
         return image, location
 
-    def contrastive_loss(self, image: torch.Tensor, location: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """The global InfoNCE loss, in float32 even under autocast (bf16 logits would blur the ranking)."""
+    def temperature_scale(self) -> torch.Tensor:
+        """The logit multiplier exp(logit_scale), clamped at ``max_logit_scale``."""
+        return self.model.logit_scale.clamp(max=math.log(self.hparams.max_logit_scale)).exp()
+
+    def sample_ids(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Per-row int64 ids of the samples (from their keys) when ``mask_duplicates`` is on, else None."""
+        if not self.hparams.mask_duplicates:
+            return None
+        return key_ids(batch["key"], self.device)
+
+    def contrastive_loss(
+        self, image: torch.Tensor, location: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The global contrastive loss, in float32 even under autocast (bf16 logits would blur the ranking)."""
         with torch.autocast(device_type=self.device.type, enabled=False):
-            return self.loss_fn(image.float(), location.float(), scale.float())
+            return self.loss_fn(image.float(), location.float(), scale.float(), ids)
 
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(parameter_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        location_lr = None if hp.location_lr_scale == 1.0 else hp.lr * hp.location_lr_scale
+        groups = parameter_groups(self.model, hp.weight_decay, location_lr)
+        loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        if loss_params:
+            groups.append({"params": loss_params, "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
         schedule = WarmupCosine(hp.warmup_steps, self._total_steps(), hp.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}}
 
@@ -257,14 +311,17 @@ class SatCLIPModule(L.LightningModule):
         micro = self._micro_batches(self._pending)
         self._pending = []
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        whole = concat_batches(micro) if len(micro) > 1 else micro[0]
+        ids = self.sample_ids(whole)
         if len(micro) == 1:
             image, location = self.encode(micro[0])
-            loss = self.contrastive_loss(image, location, self.model.temperature_scale())
+            loss = self.contrastive_loss(image, location, self.temperature_scale(), ids)
             if self._nonfinite(loss.detach()):
                 return None
             self.manual_backward(loss)
         else:
-            cache = GradCache(self.encode, self.model.temperature_scale, self.contrastive_loss)
+            loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+            cache = GradCache(self.encode, self.temperature_scale, lambda i, l, s: self.contrastive_loss(i, l, s, ids), loss_params)
             loss = cache.forward(micro)
             if self._nonfinite(loss):
                 return None
@@ -272,17 +329,19 @@ class SatCLIPModule(L.LightningModule):
             cache.backward(self.manual_backward, no_sync)
         if self.hparams.gradient_clip_val:
             self.clip_gradients(optimizer, self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm)
-        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (image tower; location: x location_lr_scale)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         with torch.no_grad():
-            self.model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+            self.model.logit_scale.clamp_(0.0, math.log(self.hparams.max_logit_scale))
         rows = sum(len(m["lonlat"]) for m in micro)
         # mean over ranks of their shares = the global-batch loss
         self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=rows, sync_dist=True)
-        self.log("train/logit_scale", self.model.logit_scale.exp().detach(), on_step=True, batch_size=rows)
+        self.log("train/logit_scale", self.temperature_scale().detach(), on_step=True, batch_size=rows)
         self.log("train/lr", lr, on_step=True, batch_size=rows)
+        if "key" in whole:  # rows of this rank's step that repeat a patch already in it (false negatives unless masked)
+            self.log("train/duplicate_rows", float(len(whole["key"]) - len(set(whole["key"]))), on_step=True, batch_size=rows)
         return None
 
     # ------------------------------------------------------------------ validation
@@ -294,7 +353,7 @@ class SatCLIPModule(L.LightningModule):
         image, location = self.encode(batch)
         # in-batch negatives of the validation batch (every rank may read the same validation set)
         with torch.autocast(device_type=self.device.type, enabled=False):
-            loss = info_nce(image, location, self.model.temperature_scale())
+            loss = info_nce(image, location, self.temperature_scale())
         self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))
         self._val.append((image, location, batch["lonlat"].to(torch.float64)))
 
@@ -325,4 +384,4 @@ class SatCLIPModule(L.LightningModule):
         self.nonfinite_total = int(checkpoint.get("satclip", {}).get("nonfinite_skipped", 0))
 
 
-__all__ = ["SatCLIPModule", "WarmupCosine", "parameter_groups", "retrieval_metrics"]
+__all__ = ["SatCLIPModule", "WarmupCosine", "key_ids", "parameter_groups", "retrieval_metrics"]
