@@ -2,7 +2,8 @@
 
 A subcommand module provides ``add_arguments(parser)`` and ``run(args)``; ``fit`` hands its
 arguments to LightningCLI through ``main(argv)``. Modules are imported only when their subcommand
-runs, so ``satclip --help`` is quick.
+runs, so ``satclip --help`` is quick, and a subcommand whose optional extra is not installed says
+which one to install (``pip install "satclip[train]"``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from .extras import MissingExtraError, requires_extra
 
 # name -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"satclip: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    try:
+        with requires_extra(f"satclip {name}"):
+            return _run(name, rest)
+    except MissingExtraError as err:
+        print(f"satclip {name}: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(name: str, rest: list[str]) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     if name == "fit":
         module.main(rest)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..extras import requires_extra
 from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder
 from . import hub
 
@@ -229,7 +230,8 @@ def read_spec(source: str | Path) -> ModelSpec:
 
 def load(source: str | Path, device: str | torch.device = "cpu") -> "SatCLIP":
     """A full SatCLIP model (image and location towers) in eval mode from a checkpoint file, hub id or URL."""
-    from ..model import SatCLIP
+    with requires_extra("satclip.load (a full model: its image tower)"):
+        from ..model import SatCLIP
 
     spec = read_spec(source)
     try:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..extras import requires_extra
 from ..location import LocationEncoder
 from .checkpoints import load_location_encoder
 
@@ -208,6 +209,7 @@ def embed_array(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 
     return out
 
 
+@requires_extra("embedding a CSV or Parquet file")
 def embed_file(
     encoder: LocationEncoder,
     input: str | Path,

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..extras import requires_extra
 from ..location import LocationEncoder, SphericalHarmonics
 from ..location.harmonics import _coefficients, _trig_row
 from .checkpoints import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, load_location_encoder
@@ -148,6 +149,7 @@ def export_torchscript(encoder: LocationEncoder, path: str | Path) -> Path:
     return Path(path)
 
 
+@requires_extra("ONNX export")
 def export_onnx(encoder: LocationEncoder, path: str | Path, opset: int = ONNX_OPSET) -> Path:
     """Export the graph version of ``encoder`` to ONNX: input ``lonlat`` (N, 2) float64, output ``embedding``."""
     graph = _graph(encoder)
