@@ -17,6 +17,7 @@ _LAZY = {
     "build_location_encoder": "satclip.location",
     "LocationEncoder": "satclip.location",
     "SphericalHarmonics": "satclip.location",
+    "list_pretrained": "satclip.pretrained",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -16,6 +16,7 @@ from .extras import MissingExtraError, requires_extra
 
 # name -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("satclip.pretrained", "the released checkpoints (names for satclip.load / --checkpoint)"),
     "fit": ("satclip.train.cli", "contrastive pretraining (LightningCLI: satclip fit --config configs/demo.yaml)"),
     "shards": ("satclip.data.shards", "write WebDataset shards from Sentinel-2 GeoTIFF folders or S2-100K tars"),
     "embed": ("satclip.io.embed", "embed coordinates from a CSV/Parquet/NPY file with a location tower"),

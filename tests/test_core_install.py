@@ -108,18 +108,6 @@ def core_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
-def _released_format_checkpoint(path: Path) -> None:
-    """A checkpoint in the released microsoft/SatCLIP-* layout (location tower only; L = 10)."""
-    from satclip.location import build_location_encoder
-
-    torch.manual_seed(0)
-    hp = {"embed_dim": 256, "vision_layers": "moco_resnet18", "in_channels": 13, "le_type": "sphericalharmonics",
-          "pe_type": "siren", "legendre_polys": 10, "capacity": 64, "num_hidden_layers": 2}
-    tower = build_location_encoder("sphericalharmonics", "siren", legendre_polys=10, dim_hidden=64, num_layers=2)
-    state = {f"model.location.{k}": v for k, v in tower.state_dict().items()}
-    torch.save({"state_dict": {**state, "model.logit_scale": torch.zeros(())}, "hyper_parameters": hp}, path)
-
-
 SCRIPT = """
 import importlib.util, json, sys
 import numpy as np, torch, satclip
@@ -144,9 +132,8 @@ print(json.dumps({"emb": emb.tolist(), "same": bool(torch.equal(emb, again)), "f
 """
 
 
-def test_core_only_venv_embeds_from_checkpoint_and_export(core_python: Path, tmp_path: Path) -> None:
-    ckpt, out = tmp_path / "released.ckpt", tmp_path / "export"
-    _released_format_checkpoint(ckpt)
+def test_core_only_venv_embeds_from_checkpoint_and_export(core_python: Path, released_ckpt: Path, tmp_path: Path) -> None:
+    ckpt, out = released_ckpt, tmp_path / "export"
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
     optional = sorted(EXTRA_OF_MODULE)
     done = subprocess.run([str(core_python), "-c", SCRIPT, str(ckpt), str(out), json.dumps(optional)],

@@ -28,6 +28,7 @@ from ..extras import requires_extra
 from ..location import LocationEncoder, SphericalHarmonics
 from ..location.harmonics import _coefficients, _trig_row
 from .checkpoints import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, load_location_encoder
+from .hub import push_folder
 
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
@@ -212,6 +213,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE}")
     parser.add_argument("--torchscript", action="store_true", help=f"also write {TORCHSCRIPT_FILE}")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the exported tower (default: the checkpoint's)")
+    parser.add_argument("--push-to-hub", metavar="REPO", default=None,
+                        help="also upload the folder to this Hub model repository (owner/name; needs a token: hf auth login or HF_TOKEN)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -222,4 +225,10 @@ def run(args: argparse.Namespace) -> int:
     config = export_location_encoder(encoder, args.out, onnx=args.onnx, torchscript=args.torchscript, source=str(args.checkpoint))
     print(f"exported {config['architecture']['pe']}/{config['architecture']['nn']} location tower ({config['dtype']}) to {args.out}: "
           f"{', '.join(config['files'].values())}, {EXPORT_CONFIG}")
+    if args.push_to_hub:
+        try:
+            url = push_folder(args.out, args.push_to_hub)
+        except (ConnectionError, PermissionError) as err:
+            raise SystemExit(f"satclip export: {err}") from None
+        print(f"pushed to {url} (load with satclip.load_location_encoder('hf-hub:{args.push_to_hub}'))")
     return 0
