@@ -154,7 +154,9 @@ def _tar_tasks(tars: Sequence[Path], index: dict[str, tuple[float, float]] | Non
                         if name not in index:
                             raise ShardInputError(f"{tar_path}: member {member.name!r} is not in the index")
                         lonlat = index[name]
-                    data = tar.extractfile(member).read()
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None  # a regular file member
+                    data = extracted.read()
                     yield _Task(_key(name), f"{tar_path.name}:{member.name}", data=data, lonlat=lonlat)
         except (tarfile.TarError, EOFError, OSError) as err:
             raise ShardInputError(f"{tar_path}: not a readable tar ({type(err).__name__}: {err})") from err
@@ -198,7 +200,7 @@ def encode_sample(task: _Task, payload: str, bands: Sequence[str]) -> tuple[str,
 
     from ..geo import lonlat_from_georeference
 
-    data = task.data if task.data is not None else Path(task.path).read_bytes()
+    data = task.data if task.data is not None else Path(str(task.path)).read_bytes()
     try:
         array = decode_tif(data)
     except ValueError as err:
@@ -271,12 +273,14 @@ class _TarShards:
     def _member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed metadata: reproducible shards
+        assert self._tar is not None  # a shard is open
         self._tar.addfile(info, io.BytesIO(data))
 
     def _temp_path(self) -> Path:
         return self.out / f".{self.shards[-1]['name']}.partial"
 
     def _finish(self) -> None:
+        assert self._tar is not None
         self._tar.close()
         self._tar = None
         os.replace(self._temp_path(), self.out / self.shards[-1]["name"])

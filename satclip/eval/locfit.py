@@ -121,7 +121,7 @@ def build_predictor(
 ) -> LocationPredictor:
     """A fresh tower with ``kind``'s outputs, or a pretrained tower (``init_from``) with a linear head."""
     classes = None if kind == "regression" else np.unique(train.y).tolist()
-    n_out = len(classes) if kind == "multiclass" else 1
+    n_out = len(classes) if classes is not None and kind == "multiclass" else 1
     y = train.y.astype(np.float64) if kind == "regression" else None
     y_mean, y_std = (float(y.mean()), float(y.std()) or 1.0) if y is not None else (0.0, 1.0)
     if init_from is None:
@@ -183,7 +183,7 @@ def fit_table(
     overrides = dict(overrides or {})
     if init_from is not None:
         # a pretrained tower keeps its architecture; only the optimiser settings apply
-        settings = {"hparams": {}, "lr": overrides.get("lr") or (1e-3 if freeze_tower else 1e-4),
+        settings: dict[str, Any] = {"hparams": {}, "lr": overrides.get("lr") or (1e-3 if freeze_tower else 1e-4),
                     "weight_decay": overrides.get("weight_decay") or 0.0, "source": f"init_from:{init_from}", "ignored": []}
     else:
         settings = resolve_settings(kind, pe, nn_name, tuned, overrides)

@@ -18,7 +18,7 @@ import argparse
 import csv
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -140,7 +140,7 @@ def run_probe(feature_sets: dict[str, np.ndarray], lonlat: np.ndarray, y: np.nda
     return rows
 
 
-def summary_table(rows: list[dict[str, object]], task: str) -> str:
+def summary_table(rows: list[dict[str, Any]], task: str) -> str:
     """Markdown: one row per feature set, mean +- std over folds per (cv, metric)."""
     metrics = ("r2", "mse") if task == "regression" else ("accuracy",)
     names = list(dict.fromkeys(r["features"] for r in rows))

@@ -101,7 +101,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _accepted(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     return {k: v for k, v in candidates.items() if k in params}
 
 

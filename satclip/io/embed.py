@@ -153,7 +153,7 @@ class NpyWriter:
 
     def write(self, start: int, emb: np.ndarray, carried: Any) -> None:
         self.file.seek(self.offset + start * self.row_bytes)
-        self.file.write(memoryview(np.ascontiguousarray(emb, dtype=self.dtype)))
+        self.file.write(np.ascontiguousarray(emb, dtype=self.dtype).tobytes())
 
     def close(self) -> None:
         self.file.close()

@@ -80,6 +80,8 @@ class GraphLocationEncoder(nn.Module):
         self.nnet = encoder.nnet
         self.out_dtype = encoder.dtype
         self.harmonics = isinstance(encoder.posenc, SphericalHarmonics)
+        self.legendre_polys = int(getattr(encoder.posenc, "legendre_polys", 0))
+        self.convention = str(getattr(encoder.posenc, "convention", ""))
 
     def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
         lonlat = lonlat.to(torch.float64)
@@ -87,7 +89,7 @@ class GraphLocationEncoder(nn.Module):
         lon = torch.where((lon < -180.0) | (lon > 180.0), torch.remainder(lon + 180.0, 360.0) - 180.0, lon)
         lonlat = torch.stack([lon, lat], dim=1)
         if self.harmonics:
-            feats = graph_spherical_harmonics(lonlat, self.posenc.legendre_polys, self.posenc.convention)
+            feats = graph_spherical_harmonics(lonlat, self.legendre_polys, self.convention)
         else:
             feats = self.posenc(lonlat)
         return self.nnet(feats.to(self.out_dtype))

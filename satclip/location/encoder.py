@@ -66,7 +66,7 @@ class LocationEncoder(nn.Module):
 
 
 def _split_hparams(cls: type, hparams: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     return {k: v for k, v in hparams.items() if k in params and k not in skip}
 
 
