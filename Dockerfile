@@ -9,16 +9,16 @@ FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-COPY pyproject.toml README.md /opt/satclip/
+COPY pyproject.toml README.md constraints.txt /opt/satclip/
 COPY satclip /opt/satclip/satclip
 COPY configs /opt/satclip/configs
 COPY scripts /opt/satclip/scripts
 
-# The versions the test suite ran with; torch/torchvision stay those of the base image.
-RUN pip install --no-cache-dir /opt/satclip \
-        lightning==2.6.6 timm==1.0.31 "jsonargparse[signatures]==4.53.0" rasterio==1.4.4 \
-        webdataset==1.0.2 blosc==1.11.4 wandb==0.31.0 numpy==2.4.6 safetensors==0.8.0 tqdm==4.70.1 \
-        huggingface_hub==2.4.0 tensorboard==2.21.0 pyarrow==26.0.1 sphericart==2.0.4 \
+# The tested pins of constraints.txt (the test suite's versions), less torch and torchvision, which
+# stay those of the base image.
+RUN grep -vE '^(torch|torchvision)==' /opt/satclip/constraints.txt > /tmp/constraints.txt \
+    && pip install --no-cache-dir -c /tmp/constraints.txt "/opt/satclip[train,wandb]" \
+    && rm /tmp/constraints.txt \
     && groupadd --gid 10001 satclip && useradd --create-home --uid 10001 --gid 10001 satclip
 
 USER 10001:10001

@@ -6,8 +6,7 @@ tower) pulls in only torch, not lightning, timm or rasterio.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -18,12 +17,10 @@ _LAZY = {
     "build_location_encoder": "satclip.location",
     "LocationEncoder": "satclip.location",
     "SphericalHarmonics": "satclip.location",
+    "list_pretrained": "satclip.pretrained",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'satclip' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -2,7 +2,8 @@
 
 A subcommand module provides ``add_arguments(parser)`` and ``run(args)``; ``fit`` hands its
 arguments to LightningCLI through ``main(argv)``. Modules are imported only when their subcommand
-runs, so ``satclip --help`` is quick.
+runs, so ``satclip --help`` is quick, and a subcommand whose optional extra is not installed says
+which one to install (``pip install "satclip[train]"``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import argparse
 import importlib
 import sys
 
+from .extras import MissingExtraError, requires_extra
+
 # name -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("satclip.pretrained", "the released checkpoints (names for satclip.load / --checkpoint)"),
     "fit": ("satclip.train.cli", "contrastive pretraining (LightningCLI: satclip fit --config configs/demo.yaml)"),
     "shards": ("satclip.data.shards", "write WebDataset shards from Sentinel-2 GeoTIFF folders or S2-100K tars"),
     "embed": ("satclip.io.embed", "embed coordinates from a CSV/Parquet/NPY file with a location tower"),
@@ -47,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"satclip: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    try:
+        with requires_extra(f"satclip {name}"):
+            return _run(name, rest)
+    except MissingExtraError as err:
+        print(f"satclip {name}: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(name: str, rest: list[str]) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     if name == "fit":
         module.main(rest)

@@ -11,7 +11,7 @@ from torch import nn
 
 def _head_names(model: nn.Module) -> set[str]:
     """State-dict names of the classifier head (``fc.*`` for ResNets, ``head.*`` for ViTs)."""
-    head = model.get_classifier()
+    head: nn.Module = model.get_classifier()  # type: ignore[operator]  # timm models define it
     prefix = next(name for name, mod in model.named_modules() if mod is head)
     return {f"{prefix}.{k}" for k in head.state_dict()}
 
@@ -66,7 +66,7 @@ def build_image_encoder(
     if weights is not None:
         load_backbone_weights(model, weights)
     if freeze_backbone:
-        head = set(model.get_classifier().parameters())
+        head = set(model.get_classifier().parameters())  # type: ignore[operator]
         for p in model.parameters():
             p.requires_grad_(p in head)
     return model

@@ -16,9 +16,13 @@ Paths, each producing batches of 64 crops 224 x 224 with 13 bands (zero B10) and
   GPU after transfer (12/26 of the bytes of float32 with B10).
 
 The streaming loader's workers fill reused shared-memory batch buffers (the consumer here drops
-each batch) and keep freed heap memory (see :mod:`satclip.data.sharedring` and
-:func:`satclip.data.loader.keep_freed_memory`); with 0 workers the main process's malloc is left
-as it is.
+each batch; see :mod:`satclip.data.sharedring`), allocated with public torch API.
+
+``--private-apis`` measures instead, in one run with interleaved repeats, what two private
+mechanisms would add to the ``u16`` shard paths with workers: torch's
+``UntypedStorage._new_shared`` for those buffers (no copy at allocation), and glibc ``mallopt``
+in each worker keeping freed heap memory (no fresh zero-filled pages per sample). The library
+uses them only if this shows a gain of at least 10%.
 
 "Per core" is samples per CPU-second of the main process plus its DataLoader workers (getrusage),
 which holds on a busy machine; wall-clock samples/s are shown too. Ratios: against the reference,
@@ -26,13 +30,17 @@ and against the baseline doing the same work (reference for ``aug``, files uint1
 
     python scripts/bench_loader.py                  # 20 copies of ../shared/data/s2-sample, workers 0 1 2
     python scripts/bench_loader.py --samples 2000 --workers 0 4
+    python scripts/bench_loader.py --private-apis --workers 1 2 --repeats 3 [--payloads s2c]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import ctypes
 import os
+import statistics
 import resource
 import tempfile
 import time
@@ -44,6 +52,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from satclip.data import sharedring
 from satclip.data.payload import decode, encode_fast
 from satclip.data.shards import read_index, write_shards
 from satclip.data.stream import StreamLoader, build_pipeline
@@ -101,12 +110,61 @@ def files(paths, lonlat, samples: int, workers: int, augment: bool):
     return measure(DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=workers))
 
 
-def stream(shards: Path, samples: int, workers: int, augment: bool):
+def stream(shards: Path, samples: int, workers: int, augment: bool, worker_init_fn=None):
     pipeline = build_pipeline(
         str(shards), batch_size=BATCH, train=True, resample=True, epoch_length=samples, crop_size=CROP,
         insert_b10=True, keep_uint16=not augment, shuffle_buffer=64, seed=0, rank=0, world_size=1,
     )
-    return measure(StreamLoader(pipeline, num_workers=workers, persistent_workers=False))
+    return measure(StreamLoader(pipeline, num_workers=workers, persistent_workers=False, worker_init_fn=worker_init_fn))
+
+
+# ----------------------------------------------------------------- the private mechanisms, measured only
+
+
+def _private_shared_storage(nbytes: int) -> torch.UntypedStorage:
+    return torch.UntypedStorage._new_shared(nbytes)  # private torch API: a new segment without a copy
+
+
+def _mallopt_keep_freed_memory(worker_id: int) -> None:
+    """glibc: blocks up to 32 MiB from the heap, and the heap not trimmed below 1 GiB free."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+
+
+@contextlib.contextmanager
+def _allocator(private: bool):
+    public = sharedring.shared_storage
+    sharedring.shared_storage = _private_shared_storage if private else public  # workers fork after this
+    try:
+        yield
+    finally:
+        sharedring.shared_storage = public
+
+
+def private_apis(tmp: Path, samples: int, workers_list: list[int], repeats: int, payloads: list[str]) -> None:
+    """Samples per CPU-second of the u16 shard paths with each private mechanism on and off, interleaved."""
+    variants = {
+        "public (library)": (False, False),
+        "+ _new_shared": (True, False),
+        "+ mallopt": (False, True),
+        "+ both": (True, True),
+    }
+    print(f"private APIs on/off: u16 shard paths, {samples} samples per run, median of {repeats} interleaved repeats\n")
+    header = f"{'payload':<8} {'workers':>7} " + " ".join(f"{name:>17}" for name in variants)
+    print(header + "\n" + "-" * len(header))
+    for payload in payloads:
+        for workers in [w for w in workers_list if w > 0]:
+            per_core: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(repeats):
+                for name, (new_shared, mallopt) in variants.items():
+                    with _allocator(new_shared):
+                        n, _, cpu = stream(tmp / payload, samples, workers, augment=False,
+                                           worker_init_fn=_mallopt_keep_freed_memory if mallopt else None)
+                    per_core[name].append(n / cpu)
+            base = statistics.median(per_core["public (library)"])
+            cells = [f"{statistics.median(v):>8.1f} ({statistics.median(v) / base:.2f}x)" for v in per_core.values()]
+            print(f"{payload:<8} {workers:>7} " + " ".join(f"{c:>17}" for c in cells), flush=True)
 
 
 def decode_only(files: list[Path]) -> tuple[float, float, float]:
@@ -144,6 +202,9 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=20, help="replicas of each patch in the shard set (default 20)")
     parser.add_argument("--samples", type=int, default=1000, help="samples read per measurement (default 1000)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--private-apis", action="store_true", help="measure the private torch/glibc mechanisms on and off instead")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats for --private-apis (default 3)")
+    parser.add_argument("--payloads", nargs="+", default=["tif", "s2c"], choices=("tif", "s2c"), help="shard payloads for --private-apis")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -154,6 +215,9 @@ def main() -> None:
         for payload in ("tif", "s2c"):
             write_shards([folder], Path(tmp) / payload, payload=payload, samples_per_shard=100, workers=2, progress=False)
 
+        if args.private_apis:
+            private_apis(Path(tmp), args.samples, args.workers, args.repeats, args.payloads)
+            return
         tif_ms, s2c_ms, size = decode_only(sorted((args.sample / "images").glob("*.tif")))
         print(f"decode only, one core: tif {tif_ms:.2f} ms, s2c {s2c_ms:.2f} ms per patch ({tif_ms / s2c_ms:.1f}x); "
               f"s2c size {size:.3f} x tif")

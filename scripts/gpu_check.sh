@@ -5,7 +5,7 @@
 #
 # Bring along (prepare on a machine with network, same OS, CPU architecture and Python version):
 #   git clone <this repository> satclip && cd satclip
-#   python3 -m pip download -d wheels "." pip setuptools wheel
+#   python3 -m pip download -d wheels -c constraints.txt ".[train]" pip setuptools wheel
 #     (PyPI's Linux torch wheels carry their CUDA libraries; for another CUDA build add
 #      `--index-url https://download.pytorch.org/whl/cu124 torch torchvision` in a second download)
 #   tar czf satclip-gpu.tgz ../satclip        # repository + wheels/, copy it to the GPU machine
@@ -31,7 +31,7 @@ if [ -n "${WHEELS:-}" ]; then
         python3 -m venv .venv-gpu
         .venv-gpu/bin/python -m pip install -q --no-index --find-links "$WHEELS" --upgrade pip setuptools wheel
     fi
-    .venv-gpu/bin/python -m pip install -q --no-index --find-links "$WHEELS" -e "."
+    .venv-gpu/bin/python -m pip install -q --no-index --find-links "$WHEELS" -c constraints.txt -e ".[train]"
     export PATH="$PWD/.venv-gpu/bin:$PATH"
 fi
 

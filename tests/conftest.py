@@ -1,8 +1,10 @@
-"""Shared fixtures: the read-only ../shared folder (skip with a reason when it is absent)."""
+"""Shared fixtures: the read-only ../shared folder (skip with a reason when it is absent), a small
+released-format checkpoint made here, and a huggingface_hub cache the test fills."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,50 @@ def reference(shared: Path) -> Path:
 @pytest.fixture(scope="session")
 def s2_sample(shared: Path) -> Path:
     return shared / "data" / "s2-sample"
+
+
+@pytest.fixture(scope="session")
+def released_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint in the released microsoft/SatCLIP-* layout (location tower only, L = 10, 64 wide)."""
+    import torch
+
+    from satclip.location import build_location_encoder
+
+    torch.manual_seed(0)
+    hp = {"embed_dim": 256, "vision_layers": "moco_resnet18", "in_channels": 13, "le_type": "sphericalharmonics",
+          "pe_type": "siren", "legendre_polys": 10, "capacity": 64, "num_hidden_layers": 2}
+    tower = build_location_encoder("sphericalharmonics", "siren", legendre_polys=10, dim_hidden=64, num_layers=2)
+    state = {f"model.location.{k}": v for k, v in tower.state_dict().items()}
+    path = tmp_path_factory.mktemp("released") / "satclip-resnet18-l10.ckpt"
+    torch.save({"state_dict": {**state, "model.logit_scale": torch.zeros(())}, "hyper_parameters": hp}, path)
+    return path
+
+
+def _fill_hub_cache(cache: Path, repo_id: str, files: dict[str, Path], revision: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Lay ``files`` (name -> source) out as huggingface_hub does: snapshots/<revision>/name and refs/main."""
+    folder = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = folder / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        (snapshot / name).symlink_to(source)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(revision)
+    return cache
+
+
+@pytest.fixture
+def fill_hub_cache() -> Callable[..., Path]:
+    """``fill_hub_cache(cache, repo_id, {name: source}, revision=...)``: a pre-populated hub cache."""
+    return _fill_hub_cache
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty huggingface_hub cache in use for this test, offline (huggingface_hub reads HF_HUB_CACHE at import)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache

@@ -65,35 +65,22 @@ def test_released_hparams_mapping() -> None:
         checkpoints.released_model_kwargs({**hp, "harmonics_calculation": "discretized"})
 
 
-def _hub_cache(root: Path, reference: Path, repo: str = HUB_ID) -> Path:
-    folder = root / f"models--{repo.replace('/', '--')}"
-    snap = folder / "snapshots" / "0123456789abcdef"
-    snap.mkdir(parents=True)
-    (snap / CKPT).symlink_to(reference / CKPT)
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text("0123456789abcdef")
-    return root
-
-
-def test_hub_id_from_prepopulated_cache(tmp_path: Path, reference: Path, coords: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(_hub_cache(tmp_path / "hub", reference)))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_id_from_prepopulated_cache(hub_cache: Path, fill_hub_cache, reference: Path, coords: torch.Tensor) -> None:
+    fill_hub_cache(hub_cache, HUB_ID, {CKPT: reference / CKPT})
     enc = satclip.load_location_encoder(HUB_ID)
     with torch.no_grad():
         emb = enc(coords[:100]).numpy()
     np.testing.assert_allclose(emb, np.load(reference / "loc_emb_satclip-resnet18-l10.npy")[:100], rtol=0, atol=1e-9)
 
 
-def test_hub_id_offline_not_cached_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_id_offline_not_cached_fails_at_once(hub_cache: Path) -> None:
     start = time.perf_counter()
     with pytest.raises(FileNotFoundError) as info:
         satclip.load_location_encoder("microsoft/SatCLIP-ViT16-L40")
     assert time.perf_counter() - start < 2.0
     message = str(info.value)
     assert "satclip-vit16-l40.ckpt" in message and "offline" in message
-    assert str(tmp_path / "empty" / "models--microsoft--SatCLIP-ViT16-L40") in message
+    assert str(hub_cache / "models--microsoft--SatCLIP-ViT16-L40") in message
 
 
 def test_own_checkpoint_format(tmp_path: Path) -> None:
@@ -140,7 +127,7 @@ def test_unsafe_pickle_is_refused_and_not_run(tmp_path: Path) -> None:
 def test_bad_inputs_have_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         satclip.load_location_encoder(tmp_path / "missing.ckpt")
-    with pytest.raises(FileNotFoundError, match="no such file or directory, and not a Hugging Face Hub id"):
+    with pytest.raises(FileNotFoundError, match="no such file or directory, and not a released model name .* a Hugging Face Hub id"):
         satclip.load_location_encoder("runs/missing.ckpt")  # dir/file.ckpt is a path, never a hub id
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint")

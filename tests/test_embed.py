@@ -95,8 +95,12 @@ def test_bad_rows_are_named_with_global_row_numbers(tmp_path: Path, tower: Path,
 def test_bad_inputs(tmp_path: Path, tower: Path, table: pd.DataFrame) -> None:
     enc = satclip.load_location_encoder(tower)
     table.to_csv(tmp_path / "c.csv", index=False)
-    with pytest.raises(ValueError, match=r"has no column 'lon' \(columns: \['site', 'y', 'latitude', 'longitude'\]\)"):
-        embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "e.npy", progress=False)
+    assert embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "auto.npy", progress=False) == len(table)  # longitude/latitude found
+    table.assign(lon=0.0).to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(ValueError, match=r"two.csv'?: more than one longitude column: \['longitude', 'lon'\]; choose one with --lon-col"):
+        embed.embed_file(enc, tmp_path / "two.csv", tmp_path / "e.npy", progress=False)
+    with pytest.raises(ValueError, match=r"no column 'LON'"):
+        embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "e.npy", lon_col="LON", progress=False)
     np.save(tmp_path / "three.npy", np.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"expected an \(N, 2\) array"):
         embed.embed_file(enc, tmp_path / "three.npy", tmp_path / "e.npy", progress=False)

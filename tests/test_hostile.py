@@ -32,14 +32,9 @@ def _hostile(path: Path, marker: Path) -> Path:
 
 
 @pytest.mark.parametrize("loader", [satclip.load, satclip.load_location_encoder])
-def test_hostile_checkpoint_from_hub_cache_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader) -> None:
+def test_hostile_checkpoint_from_hub_cache_is_refused(tmp_path: Path, hub_cache: Path, fill_hub_cache, loader) -> None:
     marker = tmp_path / "PWNED"
-    folder = tmp_path / "hub" / "models--someone--SatCLIP-Evil"
-    _hostile(folder / "snapshots" / "abc123" / "satclip-evil.ckpt", marker)
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text("abc123")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fill_hub_cache(hub_cache, "someone/SatCLIP-Evil", {"satclip-evil.ckpt": _hostile(tmp_path / "evil.ckpt", marker)})
     with pytest.raises(ValueError, match=r"refusing to load.*nothing in the file was run"):
         loader("someone/SatCLIP-Evil")
     assert not marker.exists()

@@ -53,15 +53,23 @@ def test_launch_scripts_are_valid_bash(script: str) -> None:
         subprocess.run(["shellcheck", str(path)], check=True)
 
 
-def test_dockerfile_pins_every_dependency() -> None:
-    """torch/torchvision come from the base image; every other dependency is pinned (==) in the Dockerfile."""
+def test_one_pin_set_for_venv_ci_and_dockerfile() -> None:
+    """constraints.txt pins (==) every dependency of the core and every extra; scripts/_venv.sh (CI's and
+    the demo's environment) and the Dockerfile install with it; the fast-moving majors have upper bounds."""
     import tomllib
 
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower().replace("_", "-") for d in deps} - {"torch", "torchvision"}
-    dockerfile = (ROOT / "Dockerfile").read_text().lower().replace("_", "-")
-    pinned = set(re.findall(r"([a-z0-9.-]+)(?:\[[a-z,]+\])?==[0-9]", dockerfile))
-    assert names <= pinned, f"not pinned in the Dockerfile: {sorted(names - pinned)}"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    name = lambda r: re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower().replace("_", "-")  # noqa: E731
+    names = {name(r) for r in requirements} - {"satclip"}
+    constraints = (ROOT / "constraints.txt").read_text()
+    pinned = {m.lower().replace("_", "-") for m in re.findall(r"^([A-Za-z0-9_.-]+)==\S+", constraints, re.M)}
+    assert names <= pinned, f"not pinned in constraints.txt: {sorted(names - pinned)}"
+    bounded = {name(r) for r in requirements if "<" in r}
+    assert {"torch", "lightning", "timm"} <= bounded
+    assert "-c constraints.txt" in (ROOT / "scripts" / "_venv.sh").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text().lower()
+    assert "constraints.txt" in dockerfile and re.search(r"pip install [^\n]*-c /tmp/constraints.txt", dockerfile)
     assert re.search(r"^from \S+", dockerfile, re.M) and "\nuser 10001" in dockerfile
     assert 'entrypoint ["satclip"]' in dockerfile
 

@@ -174,8 +174,6 @@ def test_slurm_sigusr1_saves_hpc_checkpoint_and_requeues(tmp_path: Path, monkeyp
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     trainer = _trainer(tmp_path, accelerator="cpu", devices=1)
     trainer.fit(_Tiny(signal.SIGUSR1, at=3))
-    env = trainer._accelerator_connector.cluster_environment
-    assert type(env).__name__ == "SLURMEnvironment" and env.auto_requeue and env.requeue_signal == signal.SIGUSR1
     assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
     hpc = sorted(tmp_path.glob("hpc_ckpt_*.ckpt"))
     assert len(hpc) == 1 and safe_torch_load(hpc[0])["global_step"] >= 3

@@ -135,7 +135,9 @@ def _write_index(path: Path, header: list[str], rows: list[list]) -> Path:
 
 def test_bad_index(tmp_path):
     cases = {
-        "no_lat.csv": (["fn", "lon"], [["a.tif", 1.0]], r"missing column\(s\) \['lat'\]"),
+        "no_lat.csv": (["fn", "lon"], [["a.tif", 1.0]], r"no latitude column found among \['fn', 'lon'\]"),
+        "no_fn.csv": (["name", "lon", "lat"], [["a.tif", 1.0, 2.0]], r"missing column\(s\) \['fn'\]"),
+        "two_lon.csv": (["fn", "lon", "Longitude", "lat"], [["a.tif", 1.0, 1.0, 2.0]], r"more than one longitude column: \['lon', 'Longitude'\]"),
         "text.csv": (["fn", "lon", "lat"], [["a.tif", "east", 1.0]], r"line 2 \('a.tif'\).*not numbers"),
         "lat95.csv": (["fn", "lon", "lat"], [["a.tif", 1.0, 2.0], ["b.tif", 3.0, 95.0]], r"1 of 2 rows.*first bad row 1"),
         "nan.csv": (["fn", "lon", "lat"], [["a.tif", "nan", 2.0]], r"non-finite"),
@@ -146,6 +148,11 @@ def test_bad_index(tmp_path):
         with pytest.raises(ShardInputError, match=message):
             read_index(_write_index(tmp_path / name, header, rows))
     assert read_index(_write_index(tmp_path / "wrap.csv", ["lat", "fn", "lon"], [[1.0, "a.tif", 190.0]])) == {"a.tif": (-170.0, 1.0)}
+    assert read_index(_write_index(tmp_path / "named.csv", ["Latitude", "fn", "LNG"], [[1.0, "a.tif", 5.0]])) == {"a.tif": (5.0, 1.0)}
+    xy = _write_index(tmp_path / "xy.csv", ["fn", "x", "y"], [["a.tif", 5.0, 1.0]])
+    with pytest.raises(ShardInputError, match="pass --crs EPSG:4326"):
+        read_index(xy)
+    assert read_index(xy, crs="EPSG:4326") == {"a.tif": (5.0, 1.0)}
 
 
 def test_missing_and_bad_files_are_named(s2_sample, tmp_path):

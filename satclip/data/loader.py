@@ -3,30 +3,13 @@ batch, Lightning's ``set_epoch`` forwarded to the workers, an empty epoch report
 
 from __future__ import annotations
 
-import ctypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from torch.utils.data import DataLoader
 
 from .errors import SKIP_KINDS, EmptyStreamError, add_counts
 from .pipeline import ShardStream
 from .sharedring import SharedBatchRing
-
-
-def keep_freed_memory(worker_id: int | None = None) -> None:
-    """Let glibc's malloc keep freed memory instead of returning it to the system (DataLoader
-    workers only). A worker allocates and frees megabytes per sample (decoded arrays, raw tar
-    members, float copies); by default every such block is a fresh mapping or a trimmed heap, and
-    its pages fault in anew each time (zero-filled, 4 KiB each). No effect off glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's maximum: blocks up to 32 MiB come from the heap
-        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)  # and the heap is not trimmed below 1 GiB of free space
-    except (OSError, AttributeError):
-        pass
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 
 
 class StreamLoader:
@@ -41,7 +24,8 @@ class StreamLoader:
     - with workers, each worker writes its batches into a few reused shared-memory buffers
       (:class:`SharedBatchRing`: no page faults for fresh segments), each reused only once the
       consumer has dropped (or pinned a copy of) the batch it held; ``reuse_shared_memory=False``
-      gives every batch a new segment (PyTorch's default behaviour).
+      gives every batch a new segment (PyTorch's default behaviour);
+    - ``worker_init_fn`` is the DataLoader's.
     """
 
     def __init__(
@@ -52,6 +36,7 @@ class StreamLoader:
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
         reuse_shared_memory: bool = True,
+        worker_init_fn: Callable[[int], None] | None = None,
     ) -> None:
         dataset.check_workers(num_workers)
         dataset.trailer = True
@@ -69,7 +54,7 @@ class StreamLoader:
             pin_memory=pin_memory,
             persistent_workers=persistent_workers and num_workers > 0,
             prefetch_factor=prefetch_factor if num_workers > 0 else None,
-            worker_init_fn=keep_freed_memory,
+            worker_init_fn=worker_init_fn,
         )
         self._base = dict.fromkeys(SKIP_KINDS, 0)
         self._latest: dict[int, dict[str, int]] = {}
@@ -107,7 +92,7 @@ class StreamLoader:
             self._latest[item.pop("worker")] = item.pop("skipped")
             if item.pop("trailer", False):
                 continue
-            if "slot" in item:
+            if "slot" in item and self.ring is not None:
                 self.ring.received(item.pop("slot"), item["image"])
             item["skipped"] = self.skipped
             produced += 1

@@ -85,7 +85,7 @@ def encode_fast(array: np.ndarray, level: int = S2C_LEVEL) -> bytes:
         raise ValueError(f"encode_fast: {array.nbytes} bytes is over Blosc's limit of {blosc.MAX_BUFFERSIZE}")
     little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
     body = blosc.compress(
-        memoryview(little).cast("B"), typesize=little.itemsize, clevel=level, shuffle=blosc.SHUFFLE, cname="lz4hc"
+        memoryview(little).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers, typesize=little.itemsize, clevel=level, shuffle=blosc.SHUFFLE, cname="lz4hc"
     )
     head = _HEAD.pack(S2C_MAGIC, little.dtype.str.encode("ascii"), 3, *array.shape, len(body), 0)[:-4]
     return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body

@@ -253,7 +253,7 @@ class ShardStream(IterableDataset):
 
     def _batches(self, samples: Iterator[tuple], counter: SkipCounter, generator: torch.Generator) -> Iterator[dict]:
         pending: list[tuple] = []
-        shape = None
+        shape: tuple[int, ...] = ()
         for sample in samples:
             image, indices, _, key = sample
             shape = shape or (len(indices),) + image.shape[1:]
@@ -389,7 +389,7 @@ def build_pipeline(
         bands=tuple(bands) if bands is not None else None,
         insert_b10=insert_b10,
         source_bands=manifest_bands or S2_BANDS,
-        index=read_index(index_csv) if index_csv else None,
+        index=read_index(os.fspath(index_csv)) if index_csv else None,
     )
     return ShardStream(
         shards,

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
 from .transforms import S2_BANDS
 
@@ -61,12 +62,16 @@ class _Task:
 # reading the inputs
 
 
-def read_index(path: str | Path) -> dict[str, tuple[float, float]]:
+def read_index(
+    path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None
+) -> dict[str, tuple[float, float]]:
     """Read an S2-100K style ``index.csv``: file name (basename of ``fn``) -> (lon, lat) degrees.
 
-    Columns ``fn``, ``lon``, ``lat`` may come in any order among others. Raises
-    :class:`ShardInputError` for a missing column, a value that is not a number, a duplicate
-    file name, or coordinates that are non-finite or have |lat| > 90 (longitudes are wrapped).
+    Columns ``fn`` and the coordinates may come in any order among others; the coordinate columns are
+    found by :func:`satclip.columns.find_coordinate_columns` (``lon``/``lat``, ``longitude``/``latitude``,
+    ...) unless named. Raises :class:`ShardInputError` for a missing or ambiguous column, a value that
+    is not a number, a duplicate file name, or coordinates that are non-finite or have |lat| > 90
+    (longitudes are wrapped).
     """
     import torch
 
@@ -77,16 +82,20 @@ def read_index(path: str | Path) -> dict[str, tuple[float, float]]:
         raise ShardInputError(f"index {path} does not exist")
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("fn", "lon", "lat") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ShardInputError(f"index {path}: missing column(s) {missing}; found {reader.fieldnames}")
+        fields = list(reader.fieldnames or [])
+        if "fn" not in fields:
+            raise ShardInputError(f"index {path}: missing column(s) ['fn']; found {fields}")
+        try:
+            lon, lat = find_coordinate_columns(fields, lon_col, lat_col, crs, where=f"index {path}")
+        except CoordinateColumnsError as err:
+            raise ShardInputError(str(err)) from None
         names, coords = [], []
         for line, row in enumerate(reader, start=2):
             try:
-                coords.append((float(row["lon"]), float(row["lat"])))
+                coords.append((float(row[lon]), float(row[lat])))
             except (TypeError, ValueError):
                 raise ShardInputError(
-                    f"index {path} line {line} ({row['fn']!r}): lon={row['lon']!r}, lat={row['lat']!r} are not numbers"
+                    f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers"
                 ) from None
             names.append(os.path.basename(row["fn"]))
     if not names:
@@ -145,13 +154,17 @@ def _tar_tasks(tars: Sequence[Path], index: dict[str, tuple[float, float]] | Non
                         if name not in index:
                             raise ShardInputError(f"{tar_path}: member {member.name!r} is not in the index")
                         lonlat = index[name]
-                    data = tar.extractfile(member).read()
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None  # a regular file member
+                    data = extracted.read()
                     yield _Task(_key(name), f"{tar_path.name}:{member.name}", data=data, lonlat=lonlat)
         except (tarfile.TarError, EOFError, OSError) as err:
             raise ShardInputError(f"{tar_path}: not a readable tar ({type(err).__name__}: {err})") from err
 
 
-def collect_tasks(inputs: Sequence[str | Path], index: str | Path | None = None) -> tuple[Iterable[_Task], int | None]:
+def collect_tasks(
+    inputs: Sequence[str | Path], index: str | Path | None = None, index_columns: dict[str, str | None] | None = None
+) -> tuple[Iterable[_Task], int | None]:
     """Work out the input layout; return the tasks and their number (None when streamed from tars)."""
     paths = [Path(p) for p in inputs]
     for p in paths:
@@ -167,13 +180,13 @@ def collect_tasks(inputs: Sequence[str | Path], index: str | Path | None = None)
                 index = root / "index.csv"
         else:
             index_path = Path(index) if index is not None else root / "index.csv"
-            table = read_index(index_path) if index_path.is_file() or index is not None else None
+            table = read_index(index_path, **(index_columns or {})) if index_path.is_file() or index is not None else None
             tasks = _folder_tasks(root, table)
             return tasks, len(tasks)
     not_tars = [str(p) for p in paths if not (p.is_file() and p.name.endswith(TAR_SUFFIXES))]
     if not_tars:
         raise ShardInputError(f"expected one folder or tar files ({', '.join(TAR_SUFFIXES)}); not usable: {not_tars}")
-    table = read_index(index) if index is not None else None
+    table = read_index(index, **(index_columns or {})) if index is not None else None
     return _tar_tasks(paths, table), None
 
 
@@ -187,7 +200,7 @@ def encode_sample(task: _Task, payload: str, bands: Sequence[str]) -> tuple[str,
 
     from ..geo import lonlat_from_georeference
 
-    data = task.data if task.data is not None else Path(task.path).read_bytes()
+    data = task.data if task.data is not None else Path(str(task.path)).read_bytes()
     try:
         array = decode_tif(data)
     except ValueError as err:
@@ -260,12 +273,14 @@ class _TarShards:
     def _member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed metadata: reproducible shards
+        assert self._tar is not None  # a shard is open
         self._tar.addfile(info, io.BytesIO(data))
 
     def _temp_path(self) -> Path:
         return self.out / f".{self.shards[-1]['name']}.partial"
 
     def _finish(self) -> None:
+        assert self._tar is not None
         self._tar.close()
         self._tar = None
         os.replace(self._temp_path(), self.out / self.shards[-1]["name"])
@@ -298,15 +313,18 @@ def write_shards(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    index_columns: dict[str, str | None] | None = None,
 ) -> dict:
-    """Write WebDataset shards and ``manifest.json`` into ``out``; return the manifest."""
+    """Write WebDataset shards and ``manifest.json`` into ``out``; return the manifest.
+
+    ``index_columns``: ``lon_col`` / ``lat_col`` / ``crs`` for :func:`read_index` (default: found)."""
     from tqdm import tqdm
 
     if payload not in PAYLOAD_EXTENSIONS:
         raise ValueError(f"payload must be one of {PAYLOAD_EXTENSIONS}, got {payload!r}")
     if samples_per_shard < 1 or workers < 1:
         raise ValueError(f"samples_per_shard and workers must be >= 1, got {samples_per_shard} and {workers}")
-    tasks, total = collect_tasks(inputs, index)
+    tasks, total = collect_tasks(inputs, index, index_columns)
     out = Path(out)
     _prepare_out(out, overwrite)
     in_flight = threading.BoundedSemaphore(16 * workers)  # bounds the bytes read ahead from tars
@@ -355,6 +373,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar and manifest.json")
     parser.add_argument("--index", help="index.csv (fn, lon, lat) when it is not INPUT/index.csv; for tars: else georeference")
+    add_coordinate_arguments(parser)
     parser.add_argument("--samples-per-shard", type=int, default=500, help="samples per tar (default 500)")
     parser.add_argument(
         "--payload", choices=PAYLOAD_EXTENSIONS, default="s2c",
@@ -371,6 +390,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = write_shards(
             args.inputs, args.out, index=args.index, samples_per_shard=args.samples_per_shard,
             payload=args.payload, bands=bands, workers=args.workers, overwrite=args.overwrite,
+            index_columns={"lon_col": args.lon_col, "lat_col": args.lat_col, "crs": args.crs},
         )
     except ShardInputError as err:
         print(f"satclip shards: error: {err}", file=sys.stderr)

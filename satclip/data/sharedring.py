@@ -24,11 +24,15 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
 
+def shared_storage(nbytes: int) -> torch.UntypedStorage:
+    """A new shared-memory storage of ``nbytes`` (sent between processes without a copy), public API only."""
+    return torch.UntypedStorage(nbytes).share_memory_()
+
+
 def new_shared(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised tensor in a new shared-memory segment (sent between processes without a copy)."""
-    nbytes = torch.Size(shape).numel() * dtype.itemsize
-    storage = torch.UntypedStorage._new_shared(nbytes)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape))
+    """A tensor in a new shared-memory segment (sent between processes without a copy)."""
+    storage = shared_storage(torch.Size(shape).numel() * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape))  # type: ignore[call-overload]  # stubs lack the storage form
 
 
 class SharedBatchRing:
@@ -55,9 +59,9 @@ class SharedBatchRing:
                 continue
             storage = self._buffers.get(slot)
             if storage is None or storage.nbytes() < nbytes:
-                storage = self._buffers[slot] = torch.UntypedStorage._new_shared(nbytes)
+                storage = self._buffers[slot] = shared_storage(nbytes)
             self._busy[slot] = 1
-            return torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape)), slot
+            return torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape)), slot  # type: ignore[call-overload]
         return new_shared(shape, dtype), None
 
     # -- main side
@@ -84,4 +88,4 @@ class SharedBatchRing:
                 self._busy[slot] = 0
 
 
-__all__ = ["SharedBatchRing", "new_shared"]
+__all__ = ["SharedBatchRing", "new_shared", "shared_storage"]

@@ -152,7 +152,7 @@ def iter_shard(url: str, counter: SkipCounter) -> Iterator[dict]:
         complete = current if current is not None and failed and failed[0] != current["__key__"] else None
         closing, closed = _close(source), True
         cause = f"{exn}" + (f"; {closing}" if closing else "")
-        counter.record("shard", url, failed[0] if complete else key, f"{cause} (rest of shard skipped)")
+        counter.record("shard", url, failed[0] if failed and complete else key, f"{cause} (rest of shard skipped)")
         if complete is not None:
             yield complete  # the truncation hit the next sample's first member: this one is whole
     finally:

@@ -84,7 +84,8 @@ def run_bench(
     runs = [r for r in _read_runs(runs_path) if r["task"] == task]
     done = {(r["pe"], r["nn"], int(r["seed"])) for r in runs}
     todo = [(pe, nn, s) for pe in encodings for nn in networks for s in range(seeds) if (pe, nn, s) not in done]
-    train, val, test = task_data(task) if todo else (None, None, None)
+    if todo:
+        train, val, test = task_data(task)
     new_file = not runs_path.is_file()
     with runs_path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RUN_FIELDS)
@@ -124,7 +125,7 @@ def write_tables(task: str, runs: list[dict[str, str]], out: Path, encodings: li
             cells = []
             for nn in networks:
                 m, sd, n = stats.get((pe, nn), (float("nan"), float("nan"), 0))
-                cells += [f"{m:.2f}", f"{sd:.2f}", n]
+                cells += [f"{m:.2f}", f"{sd:.2f}", str(n)]
             writer.writerow([pe, *cells])
     paper = PAPER_LANDOCEAN if task == "landocean" else {}
     lines = [f"{task}: test accuracy (%), mean +- std over seeds" + (" (paper value in parentheses)" if paper else ""), "",

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..columns import add_coordinate_arguments, find_coordinate_columns
 from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder
 from .fitting import LocationPredictor, Split, evaluate, infer_kind, train_predictor
 
@@ -120,7 +121,7 @@ def build_predictor(
 ) -> LocationPredictor:
     """A fresh tower with ``kind``'s outputs, or a pretrained tower (``init_from``) with a linear head."""
     classes = None if kind == "regression" else np.unique(train.y).tolist()
-    n_out = len(classes) if kind == "multiclass" else 1
+    n_out = len(classes) if classes is not None and kind == "multiclass" else 1
     y = train.y.astype(np.float64) if kind == "regression" else None
     y_mean, y_std = (float(y.mean()), float(y.std()) or 1.0) if y is not None else (0.0, 1.0)
     if init_from is None:
@@ -134,14 +135,19 @@ def build_predictor(
     return LocationPredictor(tower, head, kind, classes, y_mean, y_std)
 
 
-def read_table(path: str | Path, target: str | None, lon_col: str = "lon", lat_col: str = "lat") -> Split:
-    """Read a CSV/Parquet table as a ``Split`` (rows with a missing value dropped; targets zero when ``target`` is None)."""
+def read_table(
+    path: str | Path, target: str | None, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None
+) -> Split:
+    """Read a CSV/Parquet table as a ``Split`` (rows with a missing value dropped; targets zero when ``target`` is None).
+
+    Coordinate columns are found by :func:`satclip.columns.find_coordinate_columns` unless named."""
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"table {path} does not exist")
     df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    lon_col, lat_col = find_coordinate_columns([str(c) for c in df.columns], lon_col, lat_col, crs, where=str(path))
     wanted = [lon_col, lat_col] + ([target] if target else [])
     missing = [c for c in wanted if c not in df.columns]
     if missing:
@@ -177,7 +183,7 @@ def fit_table(
     overrides = dict(overrides or {})
     if init_from is not None:
         # a pretrained tower keeps its architecture; only the optimiser settings apply
-        settings = {"hparams": {}, "lr": overrides.get("lr") or (1e-3 if freeze_tower else 1e-4),
+        settings: dict[str, Any] = {"hparams": {}, "lr": overrides.get("lr") or (1e-3 if freeze_tower else 1e-4),
                     "weight_decay": overrides.get("weight_decay") or 0.0, "source": f"init_from:{init_from}", "ignored": []}
     else:
         settings = resolve_settings(kind, pe, nn_name, tuned, overrides)
@@ -211,8 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", help="test table: its metrics go to metrics.json")
     parser.add_argument("--target", required=True, help="target column")
     parser.add_argument("--task", required=True, choices=("classification", "regression"))
-    parser.add_argument("--lon-col", default="lon")
-    parser.add_argument("--lat-col", default="lat")
+    add_coordinate_arguments(parser)
     parser.add_argument("--pe", default="sphericalharmonics", help="positional encoding (default: sphericalharmonics)")
     parser.add_argument("--nn", default="siren", help="network: linear, mlp, fcnet, siren (default: siren)")
     parser.add_argument("--tuned", default="auto", choices=("auto", "none", *TUNED_TASKS),
@@ -236,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     if args.freeze_tower and not args.init_from:
         raise SystemExit("satclip locfit: --freeze-tower needs --init-from (a pretrained tower to freeze)")
     torch.set_num_threads(args.threads)
-    read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col)  # noqa: E731
+    read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col, args.crs)  # noqa: E731
     train, val = read(args.train), read(args.val)
     test = read(args.test) if args.test else None
     overrides = {k: getattr(args, k) for k in ("legendre_polys", "dim_hidden", "num_layers", "frequency_num",

@@ -18,10 +18,12 @@ import argparse
 import csv
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from ..columns import add_coordinate_arguments
 
 ALPHAS = np.logspace(-4, 4, 17)
 
@@ -138,7 +140,7 @@ def run_probe(feature_sets: dict[str, np.ndarray], lonlat: np.ndarray, y: np.nda
     return rows
 
 
-def summary_table(rows: list[dict[str, object]], task: str) -> str:
+def summary_table(rows: list[dict[str, Any]], task: str) -> str:
     """Markdown: one row per feature set, mean +- std over folds per (cv, metric)."""
     metrics = ("r2", "mse") if task == "regression" else ("accuracy",)
     names = list(dict.fromkeys(r["features"] for r in rows))
@@ -164,8 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cv", nargs="+", default=["random"], choices=("random", "spatial"), help="one or both schemes")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--cell-deg", type=float, default=10.0, help="spatial CV cell size in degrees")
-    parser.add_argument("--lon-col", default="lon")
-    parser.add_argument("--lat-col", default="lat")
+    add_coordinate_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baselines", action="store_true", help="skip lon/lat, sin/cos and untrained SH")
     parser.add_argument("--out", help="folder for probe_folds.csv and probe.md")
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint and args.no_baselines:
         raise SystemExit("satclip probe: nothing to probe: give --checkpoint or drop --no-baselines")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    table = read_table(args.data, args.target, args.lon_col, args.lat_col)
+    table = read_table(args.data, args.target, args.lon_col, args.lat_col, args.crs)
     y = table.y.astype(np.float64) if args.task == "regression" else table.y
     features: dict[str, np.ndarray] = {}
     for ckpt in args.checkpoint:

@@ -6,7 +6,9 @@ One reader for every source:
   vocabulary, mapped here to this project's names);
 - this project's Lightning checkpoints (``checkpoint["satclip"] = {"format": 1, "model": {SatCLIP kwargs}}``);
 - an exported location tower directory (``config.json`` + ``model.safetensors``, see ``satclip export``);
-- a Hugging Face Hub id (``microsoft/SatCLIP-ResNet18-L10``) or an https URL, cache first.
+- a released model's name (``satclip-vit16-l40``, ``satclip.list_pretrained()``), a Hugging Face
+  Hub id (``hf-hub:owner/repo[/file]``; ``microsoft/SatCLIP-ResNet18-L10`` as an alias) or an
+  https URL, cache first.
 
 Checkpoints are read with ``torch.load(..., weights_only=True)`` only: a file holding any other
 pickled object is refused before anything in it runs. Nothing is downloaded besides the named
@@ -25,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..extras import requires_extra
 from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder
+from ..pretrained import list_pretrained
 from . import hub
+from .layout import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS
 
 if TYPE_CHECKING:  # the model pulls in timm; imported only when a full model is loaded
     from ..model import SatCLIP
 
-EXPORT_CONFIG = "config.json"
-EXPORT_WEIGHTS = "model.safetensors"
-EXPORT_FORMAT = "satclip-location-encoder"
 OWN_FORMAT_VERSION = 1
 
 # reference ``vision_layers`` -> timm model name (the MoCo weights are not needed: the checkpoint has them)
@@ -58,7 +60,8 @@ class ModelSpec:
 
 
 def resolve_source(source: str | Path) -> Path:
-    """Local path of ``source``: an existing file or directory, an https URL or a hub id (cache first)."""
+    """Local path of ``source``: an existing file or directory, an https URL, a released model's name
+    (``satclip-resnet18-l10``) or a hub id (``hf-hub:owner/repo[/file]``, ``owner/Name``), cache first."""
     text = str(source)
     path = Path(text).expanduser()
     if path.exists():
@@ -68,8 +71,9 @@ def resolve_source(source: str | Path) -> Path:
     if hub.is_hub_id(text):
         return hub.resolve_hub_id(text)
     raise FileNotFoundError(
-        f"checkpoint {text!r}: no such file or directory, and not a Hugging Face Hub id "
-        f"(owner/name, e.g. microsoft/SatCLIP-ResNet18-L10) or an https URL"
+        f"checkpoint {text!r}: no such file or directory, and not a released model name "
+        f"({', '.join(w.name for w in list_pretrained())}), a Hugging Face Hub id "
+        f"(hf-hub:owner/repo[/file], or owner/Name, e.g. microsoft/SatCLIP-ResNet18-L10) or an https URL"
     )
 
 
@@ -97,7 +101,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _accepted(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     return {k: v for k, v in candidates.items() if k in params}
 
 
@@ -229,7 +233,8 @@ def read_spec(source: str | Path) -> ModelSpec:
 
 def load(source: str | Path, device: str | torch.device = "cpu") -> "SatCLIP":
     """A full SatCLIP model (image and location towers) in eval mode from a checkpoint file, hub id or URL."""
-    from ..model import SatCLIP
+    with requires_extra("satclip.load (a full model: its image tower)"):
+        from ..model import SatCLIP
 
     spec = read_spec(source)
     try:

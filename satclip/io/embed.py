@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..columns import add_coordinate_arguments, find_coordinate_columns
+from ..extras import requires_extra
 from ..location import LocationEncoder
 from .checkpoints import load_location_encoder
 
@@ -102,13 +104,13 @@ def _column(batch: Any, name: str, path: Path) -> np.ndarray:
         raise ValueError(f"{str(path)!r}: column {name!r} is not numeric ({batch.schema.field(name).type}): {err}") from None
 
 
-def _table_chunks(path: Path, suffix: str, lon_col: str, lat_col: str, chunk_rows: int) -> tuple[int, Iterator[Chunk]]:
+def _table_chunks(
+    path: Path, suffix: str, lon_col: str | None, lat_col: str | None, crs: str | None, chunk_rows: int
+) -> tuple[int, Iterator[Chunk]]:
     import pyarrow as pa
 
     schema, batches = _arrow_batches(path, suffix, chunk_rows)
-    missing = [c for c in (lon_col, lat_col) if c not in schema.names]
-    if missing:
-        raise ValueError(f"{str(path)!r} has no column {missing[0]!r} (columns: {schema.names}); choose them with --lon-col / --lat-col")
+    lon_col, lat_col = find_coordinate_columns(schema.names, lon_col, lat_col, crs, where=repr(str(path)))
     total = _count_rows(path, suffix, lat_col)
 
     def chunks() -> Iterator[Chunk]:
@@ -122,15 +124,18 @@ def _table_chunks(path: Path, suffix: str, lon_col: str, lat_col: str, chunk_row
     return total, chunks()
 
 
-def read_chunks(path: str | Path, lon_col: str = "lon", lat_col: str = "lat", chunk_rows: int = 65536) -> tuple[int, Iterator[Chunk]]:
-    """(number of rows, iterator of (first row, (n, 2) [lon, lat], carried columns)) of a coordinate file."""
+def read_chunks(
+    path: str | Path, lon_col: str | None = None, lat_col: str | None = None, chunk_rows: int = 65536, crs: str | None = None
+) -> tuple[int, Iterator[Chunk]]:
+    """(number of rows, iterator of (first row, (n, 2) [lon, lat], carried columns)) of a coordinate file
+    (table columns found by :func:`satclip.columns.find_coordinate_columns` unless named)."""
     path = Path(path)
     suffix = _suffix(path, INPUT_FORMATS, "input")
     if not path.is_file():
         raise FileNotFoundError(f"input {str(path)!r}: no such file")
     if suffix == ".npy":
         return _npy_chunks(path, chunk_rows)
-    return _table_chunks(path, suffix, lon_col, lat_col, chunk_rows)
+    return _table_chunks(path, suffix, lon_col, lat_col, crs, chunk_rows)
 
 
 # ---------------------------------------------------------------------------------------- writers
@@ -148,7 +153,7 @@ class NpyWriter:
 
     def write(self, start: int, emb: np.ndarray, carried: Any) -> None:
         self.file.seek(self.offset + start * self.row_bytes)
-        self.file.write(memoryview(np.ascontiguousarray(emb, dtype=self.dtype)))
+        self.file.write(np.ascontiguousarray(emb, dtype=self.dtype).tobytes())
 
     def close(self) -> None:
         self.file.close()
@@ -208,15 +213,17 @@ def embed_array(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 
     return out
 
 
+@requires_extra("embedding a CSV or Parquet file")
 def embed_file(
     encoder: LocationEncoder,
     input: str | Path,
     output: str | Path,
-    lon_col: str = "lon",
-    lat_col: str = "lat",
+    lon_col: str | None = None,
+    lat_col: str | None = None,
     batch_size: int = 8192,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    crs: str | None = None,
 ) -> int:
     """Embed every row of ``input`` into ``output`` (streaming, order kept); returns the number of rows."""
     from tqdm import tqdm
@@ -225,7 +232,7 @@ def embed_file(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     input, output = Path(input), Path(output)
     out_fmt = _suffix(output, OUTPUT_FORMATS, "output")
-    rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=max(batch_size, READ_ROWS))
+    rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=max(batch_size, READ_ROWS), crs=crs)
     encoder = encoder.to(device).eval()
     dim, dtype = encoder.output_dim, torch.empty((), dtype=encoder.dtype).numpy().dtype
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -253,10 +260,9 @@ def embed_file(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, hub id (microsoft/SatCLIP-ResNet18-L10), https URL or export directory")
-    parser.add_argument("--input", required=True, help="coordinates: .csv / .parquet with lon and lat columns, or an (N, 2) [lon, lat] .npy")
+    parser.add_argument("--input", required=True, help="coordinates: .csv / .parquet with longitude and latitude columns, or an (N, 2) [lon, lat] .npy")
     parser.add_argument("--output", required=True, help="embeddings: .npy (N, D), or .parquet / .csv (carried columns + emb_0..emb_{D-1})")
-    parser.add_argument("--lon-col", default="lon", help="longitude column of a CSV/Parquet input (default: lon)")
-    parser.add_argument("--lat-col", default="lat", help="latitude column of a CSV/Parquet input (default: lat)")
+    add_coordinate_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default: 8192)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the tower and output (default: the checkpoint's)")
@@ -268,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"satclip embed: --device {args.device}: no CUDA device is available here (use --device cpu)")
     try:
         encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype)
-        rows = embed_file(encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress)
+        rows = embed_file(encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress, args.crs)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"satclip embed: {err}") from None
     print(f"wrote {rows} embeddings ({encoder.output_dim} dims, {str(encoder.dtype).removeprefix('torch.')}) to {args.output}")

@@ -24,9 +24,11 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..extras import requires_extra
 from ..location import LocationEncoder, SphericalHarmonics
 from ..location.harmonics import _coefficients, _trig_row
 from .checkpoints import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, load_location_encoder
+from .hub import push_folder
 
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
@@ -78,6 +80,8 @@ class GraphLocationEncoder(nn.Module):
         self.nnet = encoder.nnet
         self.out_dtype = encoder.dtype
         self.harmonics = isinstance(encoder.posenc, SphericalHarmonics)
+        self.legendre_polys = int(getattr(encoder.posenc, "legendre_polys", 0))
+        self.convention = str(getattr(encoder.posenc, "convention", ""))
 
     def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
         lonlat = lonlat.to(torch.float64)
@@ -85,7 +89,7 @@ class GraphLocationEncoder(nn.Module):
         lon = torch.where((lon < -180.0) | (lon > 180.0), torch.remainder(lon + 180.0, 360.0) - 180.0, lon)
         lonlat = torch.stack([lon, lat], dim=1)
         if self.harmonics:
-            feats = graph_spherical_harmonics(lonlat, self.posenc.legendre_polys, self.posenc.convention)
+            feats = graph_spherical_harmonics(lonlat, self.legendre_polys, self.convention)
         else:
             feats = self.posenc(lonlat)
         return self.nnet(feats.to(self.out_dtype))
@@ -148,6 +152,7 @@ def export_torchscript(encoder: LocationEncoder, path: str | Path) -> Path:
     return Path(path)
 
 
+@requires_extra("ONNX export")
 def export_onnx(encoder: LocationEncoder, path: str | Path, opset: int = ONNX_OPSET) -> Path:
     """Export the graph version of ``encoder`` to ONNX: input ``lonlat`` (N, 2) float64, output ``embedding``."""
     graph = _graph(encoder)
@@ -210,6 +215,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE}")
     parser.add_argument("--torchscript", action="store_true", help=f"also write {TORCHSCRIPT_FILE}")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the exported tower (default: the checkpoint's)")
+    parser.add_argument("--push-to-hub", metavar="REPO", default=None,
+                        help="also upload the folder to this Hub model repository (owner/name; needs a token: hf auth login or HF_TOKEN)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -220,4 +227,10 @@ def run(args: argparse.Namespace) -> int:
     config = export_location_encoder(encoder, args.out, onnx=args.onnx, torchscript=args.torchscript, source=str(args.checkpoint))
     print(f"exported {config['architecture']['pe']}/{config['architecture']['nn']} location tower ({config['dtype']}) to {args.out}: "
           f"{', '.join(config['files'].values())}, {EXPORT_CONFIG}")
+    if args.push_to_hub:
+        try:
+            url = push_folder(args.out, args.push_to_hub)
+        except (ConnectionError, PermissionError) as err:
+            raise SystemExit(f"satclip export: {err}") from None
+        print(f"pushed to {url} (load with satclip.load_location_encoder('hf-hub:{args.push_to_hub}'))")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,9 +42,31 @@ class LocationEncoder(nn.Module):
         feats = self.posenc(lonlat.to(torch.float64))
         return self.nnet(feats.to(self.dtype))
 
+    def save_pretrained(self, directory: str | Path, push_to_hub: str | None = None, token: str | None = None) -> Path:
+        """Write the tower as ``config.json`` + ``model.safetensors`` (``satclip export``'s layout) and
+        optionally upload the folder to the Hub repository ``push_to_hub``; returns the folder."""
+        from ..io.export import export_location_encoder
+        from ..io.hub import push_folder
+
+        export_location_encoder(self, directory)
+        if push_to_hub is not None:
+            push_folder(directory, push_to_hub, token=token)
+        return Path(directory)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> LocationEncoder:
+        """A tower from a saved folder, a Hub repository of one (``owner/repo`` or ``hf-hub:owner/repo``),
+        a checkpoint or a released model's name; in eval mode (``satclip.load_location_encoder``)."""
+        from ..io.checkpoints import load_location_encoder
+
+        text = str(source)
+        if text.count("/") == 1 and not text.startswith("hf-hub:") and not Path(text).expanduser().exists():
+            text = "hf-hub:" + text  # a repository id: the export layout
+        return load_location_encoder(text, device=device, dtype=dtype)
+
 
 def _split_hparams(cls: type, hparams: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     return {k: v for k, v in hparams.items() if k in params and k not in skip}
 
 

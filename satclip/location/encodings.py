@@ -53,9 +53,10 @@ def integer_hparam(name: str, value: object, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum``; integral floats (16.0, as read from a CSV) are accepted."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer():
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
+    number = int(float(value))
+    if number < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return number
 
 
 class _Encoding(nn.Module):

@@ -131,15 +131,15 @@ def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
     torch.mul(cos_a[:, 1], cos_a[:, 0], out=xyz[:, 0]).mul_(sign)
     torch.mul(cos_a[:, 1], sin_a[:, 0], out=xyz[:, 1]).mul_(-sign)
     xyz[:, 2] = sin_a[:, 1]
-    xyz = xyz.numpy()
+    points = xyz.numpy()
     calc, target = _sphericart_calculator(L), out.numpy()
     fill = getattr(calc, "_compute_numpy", None)  # writes into a given array: no second copy of the output
 
     def compute(rows: slice) -> None:
         if fill is None:  # pragma: no cover - sphericart versions without it
-            target[rows] = calc.compute(xyz[rows])
+            target[rows] = calc.compute(points[rows])
         else:
-            fill(xyz[rows], target[rows], None, None)
+            fill(points[rows], target[rows], None, None)
 
     if convention != "satclip":
         compute(slice(None))
@@ -154,7 +154,7 @@ def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
         return
     # Single-threaded: the factor pi is applied block by block while the block is still in cache.
     step = max(64, _SPHERICART_BLOCK // (L * L))
-    for start in range(0, xyz.shape[0], step):
+    for start in range(0, points.shape[0], step):
         rows = slice(start, start + step)
         compute(rows)
         block = target[rows]

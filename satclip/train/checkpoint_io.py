@@ -16,17 +16,23 @@ import glob
 import os
 import pickle
 import secrets
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
 
 import torch
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
-from lightning.fabric.utilities.cloud_io import _load as fsspec_load
-from lightning.fabric.utilities.types import _PATH
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "UnsafeCheckpointError", "atomic_torch_save", "safe_torch_load", "unsafe_checkpoint_error"]
+__all__ = ["AtomicCheckpointIO", "UnsafeCheckpointError", "atomic_torch_save", "is_local", "safe_torch_load", "unsafe_checkpoint_error"]
 
 _TMP_SUFFIX = ".tmp"
+_PATH = Union[str, Path]
+
+
+def is_local(path: _PATH) -> bool:
+    """Whether ``path`` is on the local file system (a plain path or ``file://``), not an fsspec URL."""
+    return isinstance(get_filesystem(path), LocalFileSystem)
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -91,10 +97,15 @@ def unsafe_checkpoint_error(path: _PATH, err: Exception) -> UnsafeCheckpointErro
     )
 
 
-def safe_torch_load(path: _PATH, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` (local or fsspec URL) with a clear refusal message."""
+def safe_torch_load(path: _PATH, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` (local or fsspec URL) with a clear refusal message.
+
+    ``mmap``: memory-map a local file (its tensors are not read until used)."""
     try:
-        return fsspec_load(path, map_location=map_location, weights_only=True)
+        if is_local(path):
+            return torch.load(os.fspath(path).removeprefix("file://"), map_location=map_location, weights_only=True, mmap=mmap)
+        with get_filesystem(path).open(path, "rb") as f:
+            return torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise unsafe_checkpoint_error(path, err) from None
 
@@ -108,7 +119,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+        if storage_options is not None or not is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, path)
@@ -120,8 +131,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         weights_only: Optional[bool] = None,
     ) -> dict[str, Any]:
         """Load with ``weights_only=True`` whatever the caller asks: resuming never runs pickled code."""
-        from lightning.fabric.utilities.cloud_io import get_filesystem
-
         if not get_filesystem(path).exists(path):
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         return safe_torch_load(path, map_location=map_location)

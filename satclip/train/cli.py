@@ -20,7 +20,6 @@ defaults ``satclip fit`` adds:
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from typing import Any
 
@@ -31,7 +30,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import Throughput, variant_checkpoints
-from .checkpoint_io import AtomicCheckpointIO, unsafe_checkpoint_error
+from .checkpoint_io import AtomicCheckpointIO, safe_torch_load
 from .module import SatCLIPModule
 from .preemption import Preemption
 
@@ -50,38 +49,42 @@ class SatCLIPCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # ``satclip fit`` always hands over its own argv (sys.argv also holds the dispatcher's words)
         self.config = parser.parse_args(args)
+        # LightningCLI then reads --ckpt_path's hyper-parameters (weights_only=True): refuse an unsafe
+        # file first, with our message (memory-mapped, so only its pickle is read)
+        ckpt_path = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
+        if ckpt_path and os.path.isfile(ckpt_path):
+            try:
+                safe_torch_load(ckpt_path, mmap=True)
+            except RuntimeError:  # not a zip-format checkpoint (no mmap): Lightning's own read reports it
+                pass
 
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads --ckpt_path's hyper-parameters itself (weights_only=True); give a refusal our message
-        try:
-            super()._parse_ckpt_path()
-        except pickle.UnpicklingError as err:
-            raise unsafe_checkpoint_error(self.config[self.config.subcommand].get("ckpt_path"), err) from None
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The Trainer with satclip's defaults added to the configured arguments (public hook)."""
+        config = {**self.config_init[self.subcommand]["trainer"], **kwargs}
         model: SatCLIPModule = self.model
         model.set_trainer_flags(config.get("gradient_clip_val"), config.get("gradient_clip_algorithm"), config.get("accumulate_grad_batches") or 1)
-        config["gradient_clip_val"], config["gradient_clip_algorithm"], config["accumulate_grad_batches"] = None, None, 1
+        kwargs.update(gradient_clip_val=None, gradient_clip_algorithm=None, accumulate_grad_batches=1)
 
         root = config.get("default_root_dir") or os.getcwd()
         settings = self.config[self.subcommand]["checkpoint"]
-        user = list(config.get("callbacks") or [])
-        extra = [Throughput()]
+        callbacks = config.get("callbacks") or []
+        user: list[L.Callback] = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        extra: list[L.Callback] = [Throughput()]
         if config.get("enable_checkpointing", True) is not False and not any(isinstance(c, ModelCheckpoint) for c in user):
             dirpath = settings["dirpath"] or os.path.join(root, "checkpoints")
             extra += variant_checkpoints(model.variant, dirpath, settings["every_n_train_steps"], settings["monitor"])
             extra.append(Preemption())
-        callbacks = list(callbacks) + extra
+        kwargs["callbacks"] = user + extra
 
         if config.get("logger") in (None, True):
-            config["logger"] = [CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tensorboard")]
+            kwargs["logger"] = [CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tensorboard")]
 
         plugins = config.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
-        config["plugins"] = plugins
-        return super()._instantiate_trainer(config, callbacks)
+        kwargs["plugins"] = plugins
+        return super().instantiate_trainer(**kwargs)
 
 
 def main(argv: list[str] | None = None) -> SatCLIPCLI:

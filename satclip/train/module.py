@@ -62,7 +62,10 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, location_lr: f
     for prefix, module in model.named_modules():
         if hasattr(module, "no_weight_decay") and callable(module.no_weight_decay):
             skip |= {f"{prefix}.{name}" if prefix else name for name in module.no_weight_decay()}
-    decay, no_decay, loc_decay, loc_no_decay = [], [], [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    loc_decay: list[torch.nn.Parameter] = []
+    loc_no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -30,8 +30,12 @@ __all__ = ["Preemption"]
 
 
 def _lightning_owns_sigusr1(trainer: "pl.Trainer") -> bool:
-    # single-device strategies have no cluster_environment; the connector always knows it
-    env = getattr(trainer.strategy, "cluster_environment", None) or trainer._accelerator_connector.cluster_environment
+    """Whether Lightning's SLURM auto-requeue handles SIGUSR1: the strategy's cluster environment, or
+    for single-device strategies (which have none) the SLURMEnvironment Lightning picks under srun
+    (public API only: a custom ``SLURMEnvironment`` plugin is seen through multi-device strategies)."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if env is None and SLURMEnvironment.detect():
+        env = SLURMEnvironment()  # Lightning's default under srun: auto_requeue=True, requeue_signal=SIGUSR1
     return isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal == signal.SIGUSR1
 
 
@@ -90,7 +94,7 @@ class Preemption(Callback):
         if self._saved_step == trainer.global_step:
             return
         cb = _last_checkpoint_callback(trainer)
-        path = cb.last_model_path or os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+        path = cb.last_model_path or os.path.join(str(cb.dirpath), cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
         trainer.save_checkpoint(path)
         self._saved_step = trainer.global_step
         rank_zero_info(f"Preemption: signal received ({what}), saved {path} at global step {trainer.global_step}; stopping")
