@@ -154,3 +154,21 @@ def test_uint16_batch_finished_on_the_gpu_matches_the_cpu():
     gen = torch.Generator(device="cuda").manual_seed(0)
     out = finish_batch({**batch, "image": batch["image"].cuda(), "lonlat": batch["lonlat"].cuda()}, Augment(), gen)
     assert out["image"].dtype == torch.float32 and out["image"].is_cuda and out["lonlat"].dtype == torch.float64
+
+
+def test_training_augmentation_keeps_each_patch_band_mean_levels() -> None:
+    """The band means are the signal the location tower learns from: flips, blur (reflect padding,
+    normalised kernel), B10 insertion and the uint16 -> reflectance conversion must keep the level of
+    a constant patch exactly, on the device path (finish_batch) as in the workers (Augment.blurred)."""
+    from satclip.data.transforms import Augment, finish_batch
+
+    levels = torch.tensor([[50, 900, 4000], [7000, 120, 3333]], dtype=torch.int32)  # (patch, band) digital numbers
+    images = levels[:, :, None, None].expand(2, 3, 16, 16).to(torch.uint16).contiguous()
+    batch = {"image": images, "lonlat": torch.zeros(2, 2, dtype=torch.float64), "zero_bands": [1]}
+    augment = Augment(flips=True, blur=True, jitter=0.0)
+    out = finish_batch(batch, augment, torch.Generator().manual_seed(0))["image"]
+    expected = torch.stack([levels[:, 0], torch.zeros(2), levels[:, 1], levels[:, 2]], dim=1).float() / 10000
+    assert torch.allclose(out.mean(dim=(2, 3)), expected, rtol=0, atol=1e-6)
+    assert torch.allclose(out.amin(dim=(2, 3)), out.amax(dim=(2, 3)), rtol=0, atol=1e-6)  # still constant
+    worker = augment.blurred(images.float() / 10000, torch.Generator().manual_seed(1))
+    assert torch.allclose(worker.mean(dim=(2, 3)), levels.float() / 10000, rtol=0, atol=1e-6)

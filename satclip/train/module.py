@@ -123,6 +123,13 @@ class SatCLIPModule(L.LightningModule):
     ``gradient_clip_algorithm`` ("norm" or "value"; Lightning's trainer flags are handed here by
     ``satclip fit``); ``max_nonfinite_in_row`` skipped steps before giving up; ``gather`` negatives
     from all ranks.
+
+    Recipe (defaults = the released SatCLIP recipe; ``configs/recipes/cool.yaml`` is the recommended
+    one for new runs): ``loss`` "infonce" (CLIP) or "siglip" (pairwise sigmoid, with a learned bias);
+    ``logit_scale_init`` the initial logit multiplier (default 1/0.07 for InfoNCE, 10 for SigLIP);
+    ``learn_logit_scale`` whether it is learned (then clamped to [1, ``max_logit_scale``]);
+    ``mask_duplicates`` leaves pairs of rows holding the same patch (same sample key) out of the
+    negatives; ``location_lr_scale`` multiplies the location tower's learning rate.
     """
 
     def __init__(
@@ -336,8 +343,9 @@ class SatCLIPModule(L.LightningModule):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        with torch.no_grad():
-            self.model.logit_scale.clamp_(0.0, math.log(self.hparams.max_logit_scale))
+        if self.hparams.learn_logit_scale:  # CLIP's bounds on a learned temperature: multiplier in [1, max_logit_scale]
+            with torch.no_grad():
+                self.model.logit_scale.clamp_(0.0, math.log(self.hparams.max_logit_scale))
         rows = sum(len(m["lonlat"]) for m in micro)
         # mean over ranks of their shares = the global-batch loss
         self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=rows, sync_dist=True)
