@@ -21,7 +21,13 @@
    tower's L and at the embedding's dimension (L=8 for 64-d). The report opens with the verdict:
    pretrained minus the best baseline for every (target, CV, labels), called win / tie / loss.
 
-Usage: ``python scripts/bench_pretrain_quality.py --out /tmp/bench-quality [--probe mlp]``
+4. Image -> location retrieval of ``--n-retrieval`` held-out patches (new locations) among their
+   locations: top-1 / top-5 and the median great-circle error of the top-1, next to chance.
+
+``--recipe NAME`` trains with the overlay ``configs/recipes/NAME.yaml`` (``cool``: the recommended
+recipe), ``--fit-arg model.KEY=VALUE`` with any other option.
+
+Usage: ``python scripts/bench_pretrain_quality.py --out /tmp/bench-quality [--recipe cool] [--probe mlp]``
 (about 6 minutes on 2 free cores: data 45 s, 800 steps 3 min, probes 2.5 min); ``--checkpoint CKPT``
 probes a checkpoint only (give the world options it was trained with). Writes
 ``OUT/report-<probe>.md`` (also printed) and keeps shards and checkpoint in ``OUT``.
@@ -257,7 +263,7 @@ def retrieval_report(checkpoint: Path, world: "SyntheticWorld", n: int, size: in
     got = retrieval_metrics(img, loc, coords)
     chance = retrieval_metrics(img, loc[torch.randperm(n, generator=torch.Generator().manual_seed(seed))], coords)
     rows = [("pretrained", got), ("chance (locations shuffled)", {**chance, "top1": 1 / n, "top5": min(5, n) / n})]
-    lines = [f"## Image -> location retrieval: {n} held-out patches among their {n} locations\n",
+    lines = [f"\n## Image -> location retrieval: {n} held-out patches among their {n} locations\n",
              "| model | top-1 | top-5 | median error (km) |", "|---|---|---|---|"]
     lines += [f"| {name} | {m['top1']:.3f} | {m['top5']:.3f} | {m['median_km']:.0f} |" for name, m in rows]
     return "\n".join(lines) + "\n"
