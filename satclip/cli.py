@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("satclip.io.export", "export a checkpoint's location tower (safetensors + config.json, ONNX, TorchScript)"),
     "locfit": ("satclip.eval.locfit", "fit a location encoder to a table of (lon, lat, target)"),
     "locbench": ("satclip.eval.locbench", "reproduce the Siren(SH) land-ocean / checkerboard tables"),
+    "locate": ("satclip.eval.geolocate", "geolocate Sentinel-2 patches: rank a location gallery by similarity, top-k, errors in km"),
     "probe": ("satclip.eval.probe", "probe pretrained location embeddings on a downstream table"),
     "plot-embeddings": ("satclip.eval.plots", "map the first three principal components of location embeddings"),
 }
