@@ -99,6 +99,25 @@ def test_float32_cog_matches_the_tower_at_pixel_centres(tmp_path: Path, tower: P
     np.testing.assert_allclose(np.stack([xs, ys], 1), lonlat, atol=1e-12)
 
 
+def test_overviews_are_2x2_averages(tmp_path: Path, tower: Path) -> None:
+    from satclip.io.cog import average_2x2
+
+    _run(tower, tmp_path / "f.tif")
+    _run(tower, tmp_path / "q.tif", dtype="int8")
+    for name in ("f.tif", "q.tif"):
+        with rasterio.open(tmp_path / name) as ds:
+            base, nodata = ds.read(), ds.nodata
+        with rasterio.open(tmp_path / name, overview_level=0) as ov1, rasterio.open(tmp_path / name, overview_level=1) as ov2:
+            level1, level2 = ov1.read(), ov2.read()
+        assert level1.shape == (6, 120, 160) and level2.shape == (6, 60, 80)
+        np.testing.assert_allclose(level1, average_2x2(base, nodata), rtol=1e-6, atol=1e-6 if name == "f.tif" else 0)
+        np.testing.assert_allclose(level2, average_2x2(level1, nodata), rtol=1e-6, atol=1e-6 if name == "f.tif" else 0)
+    codes = np.array([[[1, 2, 7], [4, -128, 7]]], dtype=np.int8)
+    np.testing.assert_array_equal(average_2x2(codes, -128), [[[2, 7]]])  # nodata left out; odd edge padded
+    halves = np.array([[[np.nan, np.nan], [np.nan, np.nan]]], dtype=np.float32)
+    assert np.isnan(average_2x2(halves, float("nan"))).all()
+
+
 def test_int8_cog_is_within_the_quantisation_step(tmp_path: Path, tower: Path) -> None:
     out = tmp_path / "emb.tif"
     result = _run(tower, out, dtype="int8")  # the default sample holds the whole grid: nothing is clipped

@@ -65,6 +65,14 @@ def test_grid_gallery_covers_the_globe() -> None:
     assert points[:, 1].max() == 85 and points[:, 0].min() == -175
 
 
+def test_land_gallery_keeps_land_only() -> None:
+    pytest.importorskip("global_land_mask")
+    from satclip.eval.synthetic import is_land
+
+    land = np.concatenate(list(gl.Gallery.parse("grid:5:land").chunks()))
+    assert 0.2 * 72 * 36 < len(land) < 0.4 * 72 * 36 and is_land(land).all()
+
+
 def test_locate_cli(tmp_path: Path) -> None:
     from test_embed_images import save_checkpoint
 
