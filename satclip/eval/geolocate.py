@@ -141,6 +141,7 @@ def rank_gallery(image_emb: torch.Tensor, truth: torch.Tensor, encoder: torch.nn
         for lonlat in gallery.chunks():
             g = torch.from_numpy(lonlat)
             locations = F.normalize(torch.from_numpy(embed_array(encoder, lonlat, batch_size, device)).float(), dim=-1).to(device)
+            g_unit = unit_vectors(g).T
             for i in range(0, n, IMAGE_CHUNK):
                 part = slice(i, i + IMAGE_CHUNK)
                 top = (images[part] @ locations.T).topk(min(top_k, len(g)), dim=1)
@@ -149,7 +150,7 @@ def rank_gallery(image_emb: torch.Tensor, truth: torch.Tensor, encoder: torch.nn
                 best = merged_s.topk(top_k, dim=1).indices
                 scores[part] = merged_s.gather(1, best)
                 guesses[part] = merged_g.gather(1, best[..., None].expand(-1, -1, 2))
-                cosines = truth_unit[part] @ unit_vectors(g).T  # (images, gallery)
+                cosines = truth_unit[part] @ g_unit  # (images, gallery): cos of the angular distance
                 near[part] += (cosines[..., None] >= cos_limits).sum(dim=1).double()
             seen += len(g)
             replace = torch.from_numpy(rng.random(n) < len(g) / seen)  # reservoir: a uniform gallery point per image
