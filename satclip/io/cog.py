@@ -24,6 +24,7 @@ from .rasters import RasterSpec, move_into_place, partial_path, remove
 
 COMPRESS = "deflate"  # the COG: every GeoTIFF reader has it
 STAGE_COMPRESS = "zstd"  # staging files, read once: fast at level 1
+GDAL_CACHE_MB = 256  # GDAL's block cache while writing (its default is 5% of RAM); a 256-band float32 tile is 64 MB
 
 
 def overview_factors(height: int, width: int, tile: int) -> list[int]:
@@ -36,19 +37,21 @@ def overview_factors(height: int, width: int, tile: int) -> list[int]:
 
 
 def average_2x2(block: np.ndarray, nodata: float) -> np.ndarray:
-    """(K, 2h, 2w) -> (K, h, w) mean of each 2 x 2 cell, leaving out nodata (odd edges padded as nodata)."""
+    """(K, 2h, 2w) -> (K, h, w) mean of each 2 x 2 cell, leaving out nodata and the pixels beyond an odd edge."""
     k, h, w = block.shape
     is_int = block.dtype.kind == "i"
+    if h % 2 or w % 2:  # an odd edge: repeat its last row / column (the same mean as leaving the missing pixels out)
+        block = np.pad(block, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
+        k, h, w = block.shape
     missing = (block == nodata) if is_int else np.isnan(block)
-    if h % 2 == 0 and w % 2 == 0 and not missing.any():  # the common case: whole cells, no nodata
+    if not missing.any():  # the common case: no nodata
         wide = np.int16 if is_int else np.float64
         total = block[:, 0::2, 0::2].astype(wide) + block[:, 1::2, 0::2] + block[:, 0::2, 1::2] + block[:, 1::2, 1::2]
         if is_int:
             return ((2 * total + 4) // 8).astype(block.dtype)  # total / 4, rounded half up
         return (total / 4).astype(block.dtype)
-    values = block.astype(np.float64)
+    values = block.astype(np.float32)
     values[missing] = np.nan
-    values = np.pad(values, ((0, 0), (0, h % 2), (0, w % 2)), constant_values=np.nan)
     cells = values.reshape(k, values.shape[1] // 2, 2, values.shape[2] // 2, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-nodata cells: NaN
@@ -62,6 +65,8 @@ class COGWriter:
     """Write (K, h, w) blocks of ``spec`` into a COG at ``path`` (``close()`` finishes and renames)."""
 
     def __init__(self, path: str | Path, spec: RasterSpec) -> None:
+        import rasterio
+
         self.path, self.spec = Path(path), spec
         self.partial = partial_path(self.path)
         self.factors = overview_factors(spec.grid.height, spec.grid.width, spec.tile)
@@ -72,7 +77,13 @@ class COGWriter:
         half = {"nbits": 16} if spec.dtype == "float16" else {}
         self.creation = {"compress": COMPRESS, "bigtiff": "IF_SAFER", **half}  # the COG
         self.staging = {"compress": STAGE_COMPRESS, "zstd_level": 1, "bigtiff": "IF_SAFER", **half}  # temporary files: fast
-        self.dataset = self._create(self.stages[0], spec.grid.height, spec.grid.width, spec.grid.resolution)
+        self.env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)  # entered until close() or abort()
+        self.env.__enter__()
+        try:
+            self.dataset = self._create(self.stages[0], spec.grid.height, spec.grid.width, spec.grid.resolution)
+        except BaseException:
+            self.env.__exit__(None, None, None)
+            raise
         for i, name in enumerate(spec.band_names, start=1):
             self.dataset.set_band_description(i, name)
         if spec.quantiser is not None:
@@ -142,12 +153,14 @@ class COGWriter:
         for stage in (self.vrt, *self.stages):
             remove(stage)
         move_into_place(self.partial, self.path)
+        self.env.__exit__(None, None, None)
 
     def abort(self) -> None:
         if not self.dataset.closed:
             self.dataset.close()
         for stale in (self.partial, self.vrt, *self.stages):
             remove(stale)
+        self.env.__exit__(None, None, None)
 
 
 __all__ = ["COGWriter", "average_2x2", "overview_factors"]

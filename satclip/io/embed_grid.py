@@ -98,6 +98,7 @@ def embed_grid(
         band_map = BandMap(encoder.output_dim, dims=dims, pca=fit)
         if dtype == "int8":
             quantiser = Quantiser.from_sample(band_map(sample_emb))
+        del sample_emb
     info = {
         "satclip_version": __version__,
         "satclip_content": "principal components of location embeddings" if pca else "location embeddings",
