@@ -180,6 +180,18 @@ def test_zarr_opens_with_xarray(tmp_path: Path, tower: Path) -> None:
     assert (np.abs(values - _expected(tower, lonlat)) <= q.scale.values / 2 + 1e-6).all()
 
 
+def test_streams_one_tile_and_one_batch_at_a_time(tmp_path: Path, tower: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from satclip.io import cog
+
+    blocks, batches = [], []
+    write, embed = cog.COGWriter.write, eg.embed_array
+    monkeypatch.setattr(cog.COGWriter, "write", lambda self, w, block: (blocks.append(block.shape), write(self, w, block)))
+    monkeypatch.setattr(eg, "embed_array", lambda enc, lonlat, *a: (batches.append(len(lonlat)), embed(enc, lonlat, *a))[1])
+    _run(tower, tmp_path / "emb.tif", batch_size=1000)
+    assert len(blocks) == 6 and all(k == 6 and h <= 128 and w <= 128 for k, h, w in blocks)  # 3 x 2 tiles, edges smaller
+    assert max(batches) <= 1000 and sum(batches) == 320 * 240
+
+
 def test_failure_leaves_no_output(tmp_path: Path, tower: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from satclip.io import cog
 
