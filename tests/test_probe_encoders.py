@@ -13,8 +13,8 @@ import torch
 
 pytest.importorskip("sklearn")
 
-from satclip.cli import main as cli_main  # noqa: E402
-from satclip.eval import probe  # noqa: E402
+from satclip.cli import main as cli_main
+from satclip.eval import probe
 
 N = 240
 

@@ -47,7 +47,7 @@ class Gallery:
     lat_col: str = "lat"
 
     @classmethod
-    def parse(cls, spec: str, lon_col: str = "lon", lat_col: str = "lat") -> "Gallery":
+    def parse(cls, spec: str, lon_col: str = "lon", lat_col: str = "lat") -> Gallery:
         """``grid:RES``, ``grid:RES:land`` or the path of a points file."""
         if spec.startswith("grid:"):
             parts = spec.split(":")
@@ -164,7 +164,7 @@ def rank_gallery(image_emb: torch.Tensor, truth: torch.Tensor, encoder: torch.nn
 def summarise(ranking: Ranking) -> dict[str, object]:
     """Median error and accuracy within each threshold, with chance, over the images whose location is known."""
     known = ranking.known
-    out: dict[str, object] = {"images": int(len(known)), "with_location": int(known.sum()), "gallery": ranking.gallery_size}
+    out: dict[str, object] = {"images": len(known), "with_location": int(known.sum()), "gallery": ranking.gallery_size}
     if not bool(known.any()):
         return out
     errors = ranking.errors_km()[known]
@@ -233,7 +233,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.errors import EmptyStreamError
-    from ..io.embed_images import check_device, iter_image_embeddings, load_image_model, open_images, report_skips
+    from ..io.embed_images import (
+        check_device,
+        iter_image_embeddings,
+        load_image_model,
+        open_images,
+        report_skips,
+    )
 
     check_device("locate", args.device)
     output = Path(args.output)

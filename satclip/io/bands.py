@@ -30,7 +30,7 @@ class PCAFit:
     explained_variance_ratio: np.ndarray
 
     @classmethod
-    def fit(cls, emb: np.ndarray, k: int) -> "PCAFit":
+    def fit(cls, emb: np.ndarray, k: int) -> PCAFit:
         """The first ``k`` components of ``emb`` (n, D), signs fixed so each component's largest loading is positive."""
         if not 1 <= k <= min(emb.shape):
             raise ValueError(f"pca: K must be between 1 and {min(emb.shape)} (embedding size and sample), got {k}")
@@ -53,7 +53,7 @@ class PCAFit:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "PCAFit":
+    def load(cls, path: str | Path) -> PCAFit:
         with np.load(path) as data:
             return cls(data["mean"], data["components"], data["explained_variance_ratio"])
 
@@ -93,7 +93,7 @@ class Quantiser:
     clipped: int = field(default=0)
 
     @classmethod
-    def from_sample(cls, values: np.ndarray, margin: float = 0.05) -> "Quantiser":
+    def from_sample(cls, values: np.ndarray, margin: float = 0.05) -> Quantiser:
         """Scale and offset covering each band's sample range, widened by ``margin`` of it on both sides."""
         lo, hi = values.min(0), values.max(0)
         span = hi - lo

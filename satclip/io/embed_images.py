@@ -56,7 +56,7 @@ def image_inputs(source: str | Path, in_chans: int, crop_size: int | None = None
     return ImageInputs(bands, insert_b10, crop)
 
 
-def open_images(source: str | Path, inputs: ImageInputs, batch_size: int = 32) -> "ShardStream":
+def open_images(source: str | Path, inputs: ImageInputs, batch_size: int = 32) -> ShardStream:
     """The evaluation stream of ``source`` (shards or a GeoTIFF folder) for ``inputs``."""
     from ..data.folder import eval_stream
 
@@ -72,7 +72,7 @@ class ImageBatch:
     embedding: np.ndarray  # (n, D) float32
 
 
-def iter_image_embeddings(model: "SatCLIP", stream: "ShardStream", device: str | torch.device = "cpu",
+def iter_image_embeddings(model: SatCLIP, stream: ShardStream, device: str | torch.device = "cpu",
                           progress: bool = True, skipped: dict[str, int] | None = None) -> Iterator[ImageBatch]:
     """Embed every sample of ``stream`` in order; ``skipped`` (if given) receives the skip counts by kind."""
     from tqdm import tqdm
@@ -93,7 +93,7 @@ def iter_image_embeddings(model: "SatCLIP", stream: "ShardStream", device: str |
                 skipped.update({k: v for k, v in loader.skipped.items() if v})
 
 
-def embed_images(model: "SatCLIP", stream: "ShardStream", output: str | Path, device: str | torch.device = "cpu",
+def embed_images(model: SatCLIP, stream: ShardStream, output: str | Path, device: str | torch.device = "cpu",
                  progress: bool = True) -> tuple[int, dict[str, int]]:
     """Write the image embeddings of ``stream`` to ``output`` (.parquet / .csv); returns (rows, skip counts)."""
     import pyarrow as pa
@@ -124,7 +124,7 @@ def embed_images(model: "SatCLIP", stream: "ShardStream", output: str | Path, de
     return rows, skipped
 
 
-def load_image_model(checkpoint: str, crop_size: int | None, device: str) -> tuple["SatCLIP", ImageInputs]:
+def load_image_model(checkpoint: str, crop_size: int | None, device: str) -> tuple[SatCLIP, ImageInputs]:
     """The full model of ``checkpoint`` and what its image tower expects."""
     from .checkpoints import load
 

@@ -42,7 +42,7 @@ class Grid:
     height: int
 
     @classmethod
-    def from_bbox(cls, bbox: tuple[float, float, float, float] | list[float], resolution: float) -> "Grid":
+    def from_bbox(cls, bbox: tuple[float, float, float, float] | list[float], resolution: float) -> Grid:
         """The grid covering ``bbox`` (west, south, east, north); its sides must be whole numbers of pixels."""
         west, south, east, north = validate_bbox(bbox)
         if not (np.isfinite(resolution) and resolution > 0):
