@@ -20,9 +20,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("satclip.train.cli", "contrastive pretraining (LightningCLI: satclip fit --config configs/demo.yaml)"),
     "shards": ("satclip.data.shards", "write WebDataset shards from Sentinel-2 GeoTIFF folders or S2-100K tars"),
     "embed": ("satclip.io.embed", "embed coordinates from a CSV/Parquet/NPY file with a location tower"),
+    "embed-grid": ("satclip.io.embed_grid", "embed a lon/lat grid into a Cloud-Optimised GeoTIFF or a Zarr store"),
+    "embed-images": ("satclip.io.embed_images", "embed Sentinel-2 patches (shards or a GeoTIFF folder) with a checkpoint's image tower"),
     "export": ("satclip.io.export", "export a checkpoint's location tower (safetensors + config.json, ONNX, TorchScript)"),
     "locfit": ("satclip.eval.locfit", "fit a location encoder to a table of (lon, lat, target)"),
     "locbench": ("satclip.eval.locbench", "reproduce the Siren(SH) land-ocean / checkerboard tables"),
+    "locate": ("satclip.eval.geolocate", "geolocate Sentinel-2 patches: rank a location gallery by similarity, top-k, errors in km"),
     "probe": ("satclip.eval.probe", "probe pretrained location embeddings on a downstream table"),
     "plot-embeddings": ("satclip.eval.plots", "map the first three principal components of location embeddings"),
 }

@@ -6,6 +6,7 @@ validates them here, so the error messages are the same everywhere.
 
 from __future__ import annotations
 
+import math
 
 import torch
 
@@ -52,6 +53,30 @@ def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat") -> torch.Tensor:
     return torch.stack([wrap_longitude(lonlat[:, 0]), lonlat[:, 1]], dim=1)
 
 
+def validate_bbox(bbox: "tuple[float, float, float, float] | list[float]", name: str = "bbox") -> tuple[float, float, float, float]:
+    """Check a (west, south, east, north) box in degrees and return it as floats.
+
+    Raises ``ValueError`` naming ``name`` for non-finite values, longitudes outside [-180, 180],
+    latitudes outside [-90, 90], an empty box, or west > east: a box crossing the antimeridian is
+    rejected (embed it as two boxes, west..180 and -180..east) rather than split silently.
+    """
+    if len(bbox) != 4:
+        raise ValueError(f"{name}: expected 4 numbers west south east north, got {len(bbox)}")
+    west, south, east, north = (float(v) for v in bbox)
+    text = f"{name} (west={west!r}, south={south!r}, east={east!r}, north={north!r})"
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        raise ValueError(f"{text}: values must be finite degrees")
+    if not (-180 <= west <= 180 and -180 <= east <= 180):
+        raise ValueError(f"{text}: longitudes must be in [-180, 180]")
+    if not (-90 <= south <= 90 and -90 <= north <= 90):
+        raise ValueError(f"{text}: latitudes must be in [-90, 90]")
+    if west > east:
+        raise ValueError(f"{text}: west > east crosses the antimeridian; embed two boxes instead ({west:g}..180 and -180..{east:g})")
+    if west == east or south >= north:
+        raise ValueError(f"{text}: the box is empty (need west < east and south < north)")
+    return west, south, east, north
+
+
 def great_circle_km(lonlat_a: torch.Tensor, lonlat_b: torch.Tensor) -> torch.Tensor:
     """Haversine distance in km between matching rows of two (N, 2) [lon, lat] degree tensors."""
     lon1, lat1 = torch.deg2rad(lonlat_a).unbind(-1)
@@ -87,4 +112,4 @@ def lonlat_from_georeference(path_or_dataset) -> tuple[float, float]:
     return float(lons[0]), float(lats[0])
 
 
-__all__ = ["EARTH_RADIUS_KM", "great_circle_km", "lonlat_from_georeference", "validate_lonlat", "wrap_longitude"]
+__all__ = ["EARTH_RADIUS_KM", "great_circle_km", "lonlat_from_georeference", "validate_bbox", "validate_lonlat", "wrap_longitude"]

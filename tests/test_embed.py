@@ -126,3 +126,52 @@ def test_cli_reports_bad_rows_without_traceback(tmp_path: Path, tower: Path) -> 
     with pytest.raises(SystemExit, match=r"satclip embed: .*c.csv.*data rows 1 \(lon=10.0, lat=95.0\)"):
         cli_main(argv)
     assert not (tmp_path / "e.csv").exists()
+
+
+def _check_geo_metadata(path: Path, lonlat: np.ndarray) -> None:
+    """The GeoParquet 1.1 file metadata, checked field by field against the specification."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from satclip.io.geoparquet import CRS84_PROJJSON
+
+    geo = json.loads(pq.read_metadata(path).metadata[b"geo"])
+    assert geo["version"] == "1.1.0" and geo["primary_column"] == "geometry"
+    column = geo["columns"]["geometry"]
+    assert column["encoding"] == "WKB" and column["geometry_types"] == ["Point"]
+    assert column["crs"] == CRS84_PROJJSON and column["crs"]["id"] == {"authority": "OGC", "code": "CRS84"}
+    assert column["crs"]["coordinate_system"]["axis"][0]["direction"] == "east"  # lon first
+    np.testing.assert_allclose(column["bbox"], [*lonlat.min(0), *lonlat.max(0)])
+    assert pq.read_schema(path).field("geometry").type == pyarrow.binary()
+
+
+def test_geoparquet_points(tmp_path: Path, tower: Path, table: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embed, "READ_ROWS", 100)  # several row groups
+    src, out = tmp_path / "coords.csv", tmp_path / "emb.parquet"
+    table.to_csv(src, index=False)
+    assert cli_main(["embed", "--checkpoint", str(tower), "--input", str(src), "--output", str(out), "--lon-col", "longitude",
+                     "--lat-col", "latitude", "--geoparquet", "--batch-size", "64", "--no-progress"]) == 0
+    lonlat = table[["longitude", "latitude"]].to_numpy()
+    _check_geo_metadata(out, lonlat)
+    # the WKB itself: byte order 1, type 1 (Point), x = lon, y = lat, as float64
+    raw = pd.read_parquet(out)["geometry"]
+    points = np.frombuffer(b"".join(raw), dtype=[("o", "u1"), ("t", "<u4"), ("x", "<f8"), ("y", "<f8")])
+    assert (points["o"] == 1).all() and (points["t"] == 1).all()
+    np.testing.assert_array_equal(np.stack([points["x"], points["y"]], 1), lonlat)
+    gpd = pytest.importorskip("geopandas")
+    frame = gpd.read_parquet(out)
+    assert frame.crs.to_string() == "OGC:CRS84" and list(frame["site"]) == list(table["site"])
+    np.testing.assert_array_equal(np.stack([frame.geometry.x, frame.geometry.y], 1), lonlat)
+    np.testing.assert_allclose(frame[[f"emb_{i}" for i in range(8)]].to_numpy(), _expected(tower, lonlat), rtol=0, atol=1e-12)
+
+
+def test_geoparquet_needs_parquet_and_a_free_geometry_name(tmp_path: Path, tower: Path, table: pd.DataFrame) -> None:
+    src = tmp_path / "coords.csv"
+    table.assign(geometry="x").to_csv(src, index=False)
+    enc = satclip.load_location_encoder(tower)
+    with pytest.raises(ValueError, match="--geoparquet writes Parquet"):
+        embed.embed_file(enc, src, tmp_path / "emb.csv", "longitude", "latitude", progress=False, geoparquet=True)
+    with pytest.raises(ValueError, match=r"\['geometry'\] clash"):
+        embed.embed_file(enc, src, tmp_path / "emb.parquet", "longitude", "latitude", progress=False, geoparquet=True)
+    assert not (tmp_path / "emb.parquet").exists() and not (tmp_path / "emb.parquet.partial").exists()

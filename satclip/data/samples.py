@@ -31,6 +31,13 @@ class Skip(Exception):
         self.kind = kind
 
 
+class MissingCoords(Skip):
+    """A sample has no coordinates at all (no record, no index entry, no georeference)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__("coords", cause)
+
+
 def check_lonlat(lon: float, lat: float) -> str | None:
     """Why (lon, lat) in degrees is not a usable sample coordinate, or None when it is."""
     if not (math.isfinite(lon) and math.isfinite(lat)):
@@ -47,13 +54,16 @@ class SampleDecoder:
     Bands come from the sample's JSON record, else ``source_bands`` (the manifest's, else
     S2-100K's). Coordinates: the JSON record, else ``index`` (``index.csv`` as read by
     :func:`satclip.data.shards.read_index`: file name -> (lon, lat)), else the tif's
-    own georeference. ``crop_size`` None keeps the full image (all must then share one size)."""
+    own georeference. ``crop_size`` None keeps the full image (all must then share one size).
+    ``require_coords=False`` gives NaN coordinates to a sample that has none, instead of skipping
+    it (embedding images whose location is unknown); invalid coordinates are still skipped."""
 
     crop_size: int | None = 224
     bands: tuple[str, ...] | None = None
     insert_b10: bool = False
     source_bands: tuple[str, ...] = S2_BANDS
     index: dict[str, tuple[float, float]] | None = None
+    require_coords: bool = True
 
     def __post_init__(self) -> None:
         self._plans: dict[tuple[str, ...], np.ndarray] = {}
@@ -83,7 +93,12 @@ class SampleDecoder:
             raise Skip("decode", f"{ext}: {exn}") from None
         source = tuple(meta.get("bands") or self.source_bands)
         self._check_shape(image, source, meta)
-        lonlat = np.array(self._lonlat(key, ext, raw, meta), dtype=np.float64)
+        try:
+            lonlat = np.array(self._lonlat(key, ext, raw, meta), dtype=np.float64)
+        except MissingCoords:
+            if self.require_coords:
+                raise
+            lonlat = np.full(2, np.nan)
         if self.crop_size is not None:
             top, left = crop_offsets(image.shape[1], image.shape[2], self.crop_size, rng)
             image = crop(image, self.crop_size, top, left)
@@ -117,7 +132,7 @@ class SampleDecoder:
         elif self.index is not None:
             name = f"{key.rpartition('/')[2]}.{ext}"
             if name not in self.index:
-                raise Skip("coords", f"no json record and {name!r} is not in the index")
+                raise MissingCoords(f"no json record and {name!r} is not in the index")
             lon, lat = self.index[name]
         elif ext == "tif":
             from ..geo import lonlat_from_georeference
@@ -125,13 +140,13 @@ class SampleDecoder:
             try:
                 lon, lat = lonlat_from_georeference(raw[ext])
             except Exception as exn:  # noqa: BLE001 - no CRS, no transform, PROJ failure
-                raise Skip("coords", f"no json record, no index, and no usable georeference: {exn}") from None
+                raise MissingCoords(f"no json record, no index, and no usable georeference: {exn}") from None
         else:
-            raise Skip("coords", "no coordinates: no json record, no index, and the payload has no georeference")
+            raise MissingCoords("no coordinates: no json record, no index, and the payload has no georeference")
         problem = check_lonlat(lon, lat)
         if problem:
             raise Skip("coords", problem)
         return lon, lat
 
 
-__all__ = ["SampleDecoder", "Skip", "check_lonlat"]
+__all__ = ["MissingCoords", "SampleDecoder", "Skip", "check_lonlat"]

@@ -38,17 +38,18 @@ def _mesh(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
 
 
 class PCAColours:
-    """The first three principal components of reference embeddings, mapped to [0, 1] RGB."""
+    """The first three principal components of reference embeddings (the fit of ``satclip
+    embed-grid --pca 3``), mapped to [0, 1] RGB."""
 
     def __init__(self, emb: np.ndarray) -> None:
-        self.mean = emb.mean(0)
-        _, _, vt = np.linalg.svd(emb - self.mean, full_matrices=False)
-        self.components = vt[:3]
-        pcs = (emb - self.mean) @ self.components.T
+        from ..io.bands import PCAFit
+
+        self.fit = PCAFit.fit(emb, min(3, *emb.shape))
+        pcs = self.fit.transform(emb)
         self.low, self.high = np.percentile(pcs, 1, axis=0), np.percentile(pcs, 99, axis=0)
 
     def __call__(self, emb: np.ndarray) -> np.ndarray:
-        pcs = (emb - self.mean) @ self.components.T
+        pcs = self.fit.transform(emb)
         span = np.where(self.high > self.low, self.high - self.low, 1.0)
         rgb = np.clip((pcs - self.low) / span, 0, 1)
         return np.pad(rgb, ((0, 0), (0, 3 - rgb.shape[1]))) if rgb.shape[1] < 3 else rgb

@@ -4,7 +4,10 @@ The table's coordinates are embedded with each checkpoint's location tower; a pr
 small MLP, inputs standardised) is fit on k-1 folds and scored on the held-out fold. Random CV
 shuffles rows; spatial CV holds out whole ``--cell-deg`` x ``--cell-deg`` degree cells, so a probe
 cannot lean on near-duplicate neighbours. Baselines in the same table, with the same probe and
-folds: raw lon/lat, sin/cos of lon/lat, and untrained spherical harmonics (L=10).
+folds: raw lon/lat, sin/cos of lon/lat, and untrained spherical harmonics (L=10). Other encoders
+join the same table: ``--features NAME=file.npy`` (precomputed (rows, D) embeddings in the
+table's row order) and ``--encoder geoclip`` (GeoCLIP's pretrained location encoder, when the
+``geoclip`` package is installed; its weights ship inside it and it takes [lat, lon]).
 
 Probes: ``ridge`` = ridge regression (or the ridge classifier: one-vs-rest ridge on +-1 targets)
 with alpha chosen by efficient leave-one-out CV on the training folds (RidgeCV /
@@ -87,6 +90,42 @@ def embed(encoder: torch.nn.Module, lonlat: np.ndarray, batch_size: int = 65536)
     return torch.cat([encoder(x[i : i + batch_size]).double() for i in range(0, len(x), batch_size)]).numpy()
 
 
+def geoclip_features(lonlat: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """GeoCLIP's pretrained location embeddings (512-d) of (N, 2) [lon, lat]; needs the ``geoclip`` package."""
+    try:
+        from geoclip import LocationEncoder
+    except ImportError as err:
+        raise ImportError(f"--encoder geoclip needs the geoclip package (pip install geoclip), which is not importable here: {err}") from None
+    encoder = LocationEncoder().eval()
+    latlon = torch.as_tensor(np.ascontiguousarray(lonlat[:, ::-1]), dtype=torch.float32)  # GeoCLIP takes [lat, lon]
+    with torch.no_grad():
+        return torch.cat([encoder(latlon[i : i + batch_size]).double() for i in range(0, len(latlon), batch_size)]).numpy()
+
+
+ENCODERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {"geoclip": ("GeoCLIP", geoclip_features)}
+"""``--encoder`` name -> (table name, features of (N, 2) [lon, lat])."""
+
+
+def load_features(spec: str, rows: int) -> tuple[str, np.ndarray]:
+    """``NAME=file.npy`` -> (NAME, (rows, D) float64), checked against the table's row count."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"--features {spec!r}: expected NAME=file.npy")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--features {spec!r}: no such file {path!r}")
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ValueError(f"--features {spec!r}: not a numeric .npy array ({err})") from None
+    if feats.ndim == 1:
+        feats = feats[:, None]
+    if feats.ndim != 2 or feats.shape[0] != rows:
+        raise ValueError(f"--features {spec!r}: expected ({rows}, D) rows in the table's order, got shape {feats.shape}")
+    if not np.issubdtype(feats.dtype, np.number) or not np.isfinite(feats).all():
+        raise ValueError(f"--features {spec!r}: values must be finite numbers (dtype {feats.dtype})")
+    return name, feats.astype(np.float64)
+
+
 def make_probe(kind: str, task: str, seed: int = 0):
     """An unfitted scikit-learn estimator: standardise inputs, then ridge / logistic / MLP."""
     from sklearn.compose import TransformedTargetRegressor
@@ -159,6 +198,10 @@ def summary_table(rows: list[dict[str, Any]], task: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], help="checkpoint / hub id / export to probe (repeatable)")
+    parser.add_argument("--features", action="append", default=[], metavar="NAME=FILE.npy",
+                        help="precomputed embeddings of any encoder, (rows, D) in the table's row order (repeatable)")
+    parser.add_argument("--encoder", action="append", default=[], choices=sorted(ENCODERS),
+                        help="another pretrained location encoder: geoclip (needs the geoclip package)")
     parser.add_argument("--data", required=True, help="CSV/Parquet table with coordinates and the target")
     parser.add_argument("--target", required=True)
     parser.add_argument("--task", default="regression", choices=("regression", "classification"))
@@ -176,8 +219,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import load_location_encoder
     from .locfit import read_table
 
-    if not args.checkpoint and args.no_baselines:
-        raise SystemExit("satclip probe: nothing to probe: give --checkpoint or drop --no-baselines")
+    if not (args.checkpoint or args.features or args.encoder) and args.no_baselines:
+        raise SystemExit("satclip probe: nothing to probe: give --checkpoint, --features or --encoder, or drop --no-baselines")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     table = read_table(args.data, args.target, args.lon_col, args.lat_col, args.crs)
     y = table.y.astype(np.float64) if args.task == "regression" else table.y
@@ -185,6 +228,15 @@ def run(args: argparse.Namespace) -> int:
     for ckpt in args.checkpoint:
         encoder = load_location_encoder(ckpt)
         features[Path(ckpt).name if Path(ckpt).exists() else ckpt] = embed(encoder, table.lonlat)
+    try:
+        for spec in args.features:
+            name, feats = load_features(spec, len(y))
+            features[name] = feats
+        for name in args.encoder:
+            title, fn = ENCODERS[name]
+            features[title] = fn(table.lonlat)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise SystemExit(f"satclip probe: {err}") from None
     if not args.no_baselines:
         features.update(baseline_features(table.lonlat))
     rows = run_probe(features, table.lonlat, y, task=args.task, kind=args.probe, cvs=args.cv, n_folds=args.folds,

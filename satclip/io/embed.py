@@ -7,12 +7,14 @@ memory stays flat however many rows there are. Row order is kept; for CSV/Parque
 non-coordinate column (ids, targets) is carried to CSV/Parquet outputs next to ``emb_0 ..
 emb_{D-1}``. Bad coordinates (missing, non-finite, |lat| > 90) stop the run with an error naming
 the file and the global row numbers (0-based data rows); the output is written to a temporary file
-and only renamed into place when every row succeeded.
+and only renamed into place when every row succeeded. ``--geoparquet`` adds a WKB point
+``geometry`` column and GeoParquet metadata to a Parquet output (:mod:`.geoparquet`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +25,11 @@ import torch
 
 from ..columns import add_coordinate_arguments, find_coordinate_columns
 from ..extras import requires_extra
+from ..geo import wrap_longitude
 from ..location import LocationEncoder
 from .checkpoints import load_location_encoder
+from .geoparquet import COLUMN as GEOMETRY
+from .geoparquet import BBox, geo_metadata, wkb_points
 
 INPUT_FORMATS = (".csv", ".parquet", ".npy")
 OUTPUT_FORMATS = (".npy", ".parquet", ".csv")
@@ -151,7 +156,7 @@ class NpyWriter:
         self.dtype = np.dtype(dtype)
         self.file = open(path, "r+b")
 
-    def write(self, start: int, emb: np.ndarray, carried: Any) -> None:
+    def write(self, start: int, emb: np.ndarray, carried: Any, lonlat: np.ndarray | None = None) -> None:
         self.file.seek(self.offset + start * self.row_bytes)
         self.file.write(np.ascontiguousarray(emb, dtype=self.dtype).tobytes())
 
@@ -160,26 +165,36 @@ class NpyWriter:
 
 
 class TableWriter:
-    """Appends carried columns + ``emb_*`` columns to a Parquet file (row groups) or a CSV file."""
+    """Appends carried columns + ``emb_*`` columns to a Parquet file (row groups) or a CSV file.
 
-    def __init__(self, path: Path, fmt: str, dim: int) -> None:
+    ``geoparquet`` (Parquet only) adds a WKB ``geometry`` point column and GeoParquet ``geo``
+    metadata (:mod:`.geoparquet`) after the carried columns.
+    """
+
+    def __init__(self, path: Path, fmt: str, dim: int, geoparquet: bool = False) -> None:
         self.path, self.fmt, self.dim = path, fmt, dim
         self.names = [f"emb_{i}" for i in range(dim)]
         self.writer: Any = None
         self.schema: Any = None
+        self.bbox = BBox() if geoparquet else None
 
-    def _table(self, emb: np.ndarray, carried: Any) -> Any:
+    def _table(self, emb: np.ndarray, carried: Any, lonlat: np.ndarray | None) -> Any:
         import pyarrow as pa
 
         table = carried if carried is not None else pa.table({})
-        clash = sorted(set(table.column_names) & set(self.names))
+        names = self.names if self.bbox is None else [GEOMETRY, *self.names]
+        clash = sorted(set(table.column_names) & set(names))
         if clash:
-            raise ValueError(f"input columns {clash} clash with the embedding columns emb_0..emb_{self.dim - 1}")
+            raise ValueError(f"input columns {clash} clash with the output columns ({', '.join(names[:2])}, ..., emb_{self.dim - 1})")
         arrays = [pa.array(emb[:, i]) for i in range(self.dim)]
-        return pa.Table.from_arrays([*table.columns, *arrays], names=[*table.column_names, *self.names])
+        if self.bbox is not None:
+            lonlat = np.stack([wrap_longitude(torch.from_numpy(lonlat[:, 0])).numpy(), lonlat[:, 1]], axis=1)
+            self.bbox.update(lonlat)
+            arrays.insert(0, wkb_points(lonlat))
+        return pa.Table.from_arrays([*table.columns, *arrays], names=[*table.column_names, *names])
 
-    def write(self, start: int, emb: np.ndarray, carried: Any) -> None:
-        table = self._table(emb, carried)
+    def write(self, start: int, emb: np.ndarray, carried: Any, lonlat: np.ndarray | None = None) -> None:
+        table = self._table(emb, carried, lonlat)
         if self.writer is None:
             self.schema = table.schema
             if self.fmt == ".parquet":
@@ -196,6 +211,8 @@ class TableWriter:
 
     def close(self) -> None:
         if self.writer is not None:
+            if self.bbox is not None:
+                self.writer.add_key_value_metadata({"geo": json.dumps(geo_metadata(self.bbox.value()))})
             self.writer.close()
 
 
@@ -224,26 +241,31 @@ def embed_file(
     device: str | torch.device = "cpu",
     progress: bool = True,
     crs: str | None = None,
+    geoparquet: bool = False,
 ) -> int:
-    """Embed every row of ``input`` into ``output`` (streaming, order kept); returns the number of rows."""
+    """Embed every row of ``input`` into ``output`` (streaming, order kept); returns the number of rows.
+
+    ``geoparquet`` (``.parquet`` output only) adds a WKB point ``geometry`` column and GeoParquet metadata."""
     from tqdm import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     input, output = Path(input), Path(output)
     out_fmt = _suffix(output, OUTPUT_FORMATS, "output")
+    if geoparquet and out_fmt != ".parquet":
+        raise ValueError(f"output {str(output)!r}: --geoparquet writes Parquet; name the output .parquet")
     rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=max(batch_size, READ_ROWS), crs=crs)
     encoder = encoder.to(device).eval()
     dim, dtype = encoder.output_dim, torch.empty((), dtype=encoder.dtype).numpy().dtype
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
-    writer = NpyWriter(partial, rows, dim, dtype) if out_fmt == ".npy" else TableWriter(partial, out_fmt, dim)
+    writer = NpyWriter(partial, rows, dim, dtype) if out_fmt == ".npy" else TableWriter(partial, out_fmt, dim, geoparquet)
     done = 0
     try:
         with tqdm(total=rows, unit="pt", unit_scale=True, desc=f"embed {input.name}", disable=not progress) as bar:
             for start, lonlat, carried in chunks:
                 check_coordinates(lonlat, start, repr(str(input)))
-                writer.write(start, embed_array(encoder, lonlat, batch_size, device), carried)
+                writer.write(start, embed_array(encoder, lonlat, batch_size, device), carried, lonlat)
                 done += lonlat.shape[0]
                 bar.update(lonlat.shape[0])
         writer.close()
@@ -266,6 +288,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default: 8192)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the tower and output (default: the checkpoint's)")
+    parser.add_argument("--geoparquet", action="store_true", help="(.parquet output) add a WKB point 'geometry' column and GeoParquet metadata")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -274,7 +297,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"satclip embed: --device {args.device}: no CUDA device is available here (use --device cpu)")
     try:
         encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype)
-        rows = embed_file(encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress, args.crs)
+        rows = embed_file(encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress, args.crs,
+                          args.geoparquet)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"satclip embed: {err}") from None
     print(f"wrote {rows} embeddings ({encoder.output_dim} dims, {str(encoder.dtype).removeprefix('torch.')}) to {args.output}")

@@ -1,0 +1,166 @@
+"""``satclip embed-grid``: location embeddings of a lon/lat grid as a COG GeoTIFF or a Zarr store.
+
+Each pixel holds the embedding of its centre (see :mod:`.grid`). The grid streams tile by tile
+(``--tile`` x ``--tile`` pixels; memory is bounded by one tile of output plus one batch of the
+tower, whatever the extent); ``--dims K`` keeps the first K dimensions and ``--pca K`` stores the
+first K principal components fitted on a regular sample of the grid (the fit is saved beside the
+output as ``<name>.pca.npz``); ``--dtype int8`` quantises with a per-band scale and offset from
+the same sample (:class:`.bands.Quantiser`). A bbox crossing the antimeridian is rejected: embed
+it as two boxes. The output appears only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..location import LocationEncoder
+from .bands import BandMap, PCAFit, Quantiser
+from .embed import embed_array
+from .grid import Grid
+from .rasters import STORAGE_DTYPES, RasterSpec
+
+FORMATS = {".tif": "cog", ".tiff": "cog", ".zarr": "zarr"}
+SAMPLE = 65536
+
+
+@dataclass
+class GridResult:
+    path: Path
+    pixels: int
+    bands: int
+    seconds: float
+    clipped: int = 0
+    pca_path: Path | None = None
+
+
+def pca_path(output: str | Path) -> Path:
+    """Where the PCA fit of ``output`` is saved: ``emb.tif`` -> ``emb.pca.npz``."""
+    output = Path(output)
+    return output.with_name(output.stem + ".pca.npz")
+
+
+def _writer(output: Path, spec: RasterSpec):
+    fmt = FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"output {str(output)!r}: unsupported format {output.suffix or '(no extension)'!r}; use .tif or .zarr")
+    if fmt == "zarr":
+        from .zarr_grid import ZarrWriter
+
+        return ZarrWriter(output, spec)
+    from .cog import COGWriter
+
+    return COGWriter(output, spec)
+
+
+def _embed(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int, device: str | torch.device) -> np.ndarray:
+    return embed_array(encoder, lonlat, batch_size, device).astype(np.float64, copy=False)
+
+
+def embed_grid(
+    encoder: LocationEncoder,
+    output: str | Path,
+    grid: Grid,
+    *,
+    dims: int | None = None,
+    pca: int | None = None,
+    dtype: str = "float32",
+    tile: int = 256,
+    batch_size: int = 8192,
+    device: str | torch.device = "cpu",
+    sample: int = SAMPLE,
+    attrs: dict[str, str] | None = None,
+    progress: bool = True,
+) -> GridResult:
+    """Embed every pixel centre of ``grid`` into ``output`` (.tif COG or .zarr); see the module docstring."""
+    from tqdm import tqdm
+
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"--dtype: expected one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    output = Path(output)
+    if output.suffix.lower() not in FORMATS:
+        raise ValueError(f"output {str(output)!r}: unsupported format {output.suffix or '(no extension)'!r}; use .tif or .zarr")
+    start = time.perf_counter()
+    encoder = encoder.to(device).eval()
+    band_map = BandMap(encoder.output_dim, dims=dims)
+    quantiser = None
+    if pca is not None or dtype == "int8":
+        sample_emb = _embed(encoder, grid.sample(sample), batch_size, device)
+        fit = PCAFit.fit(sample_emb, pca) if pca is not None else None
+        band_map = BandMap(encoder.output_dim, dims=dims, pca=fit)
+        if dtype == "int8":
+            quantiser = Quantiser.from_sample(band_map(sample_emb))
+        del sample_emb
+    info = {
+        "satclip_version": __version__,
+        "satclip_content": "principal components of location embeddings" if pca else "location embeddings",
+        "satclip_pixel_coordinates": "each pixel holds the embedding of its centre (lon, lat) in EPSG:4326",
+        **(attrs or {}),
+    }
+    spec = RasterSpec(grid, band_map.names, dtype, tile, quantiser, info)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    writer = _writer(output, spec)
+    try:
+        with tqdm(total=grid.width * grid.height, unit="px", unit_scale=True, desc=f"embed-grid {output.name}", disable=not progress) as bar:
+            for window in grid.tiles(tile):
+                centres = grid.centres(window)
+                block = np.empty((window.size, spec.count), dtype=np.int8 if dtype == "int8" else np.dtype(dtype))
+                for i in range(0, window.size, batch_size):
+                    values = band_map(_embed(encoder, centres[i : i + batch_size], batch_size, device))
+                    block[i : i + batch_size] = spec.encode(values)
+                    bar.update(len(values))
+                writer.write(window, np.ascontiguousarray(block.T.reshape(spec.count, window.height, window.width)))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    saved = None
+    if band_map.pca is not None:
+        saved = band_map.pca.save(pca_path(output), output=output.name, sample_pixels=sample, **{k: v for k, v in info.items() if k.startswith("satclip_")})
+    return GridResult(output, grid.width * grid.height, spec.count, time.perf_counter() - start, quantiser.clipped if quantiser else 0, saved)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file, hub id, https URL or exported location tower")
+    parser.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("W", "S", "E", "N"),
+                        help="degrees; whole pixels; west <= east (a box across the antimeridian is rejected: make two)")
+    parser.add_argument("--resolution", type=float, required=True, help="pixel size in degrees (e.g. 0.1)")
+    parser.add_argument("--output", required=True, help=".tif (Cloud-Optimised GeoTIFF) or .zarr (xarray-readable store)")
+    reduce = parser.add_mutually_exclusive_group()
+    reduce.add_argument("--dims", type=int, help="keep the first K embedding dimensions")
+    reduce.add_argument("--pca", type=int, help="store the first K principal components (fit saved as <name>.pca.npz)")
+    parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32", help="storage type (int8: per-band scale and offset)")
+    parser.add_argument("--tile", type=int, default=256, help="tile / chunk size in pixels (default 256)")
+    parser.add_argument("--sample", type=int, default=SAMPLE, help="pixels sampled for --pca and int8 ranges (default 65536)")
+    parser.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default 8192)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--tower-dtype", choices=("float32", "float64"), default=None, help="precision of the tower (default: the checkpoint's)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .checkpoints import load_location_encoder
+
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"satclip embed-grid: --device {args.device}: no CUDA device is available here (use --device cpu)")
+    try:
+        grid = Grid.from_bbox(args.bbox, args.resolution)
+        encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.tower_dtype)
+        result = embed_grid(encoder, args.output, grid, dims=args.dims, pca=args.pca, dtype=args.dtype, tile=args.tile,
+                            batch_size=args.batch_size, device=args.device, sample=args.sample,
+                            attrs={"satclip_checkpoint": str(args.checkpoint)}, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise SystemExit(f"satclip embed-grid: {err}") from None
+    rate = result.pixels / max(result.seconds, 1e-9)
+    print(f"wrote {result.pixels} pixels x {result.bands} bands ({args.dtype}) to {result.path} in {result.seconds:.1f} s ({rate:,.0f} px/s)"
+          + (f"; {result.clipped} int8 values clipped" if result.clipped else "")
+          + (f"; PCA fit in {result.pca_path}" if result.pca_path else ""))
+    return 0

@@ -1,0 +1,179 @@
+"""``satclip embed-images``: image-tower embeddings of Sentinel-2 patches from shards or a GeoTIFF folder.
+
+Patches stream through the loader's evaluation path (:func:`satclip.data.folder.eval_stream`):
+the checkpoint's bands (an all-zero B10 for 13-band towers), reflectance = DN / 10000, a centre
+crop (the checkpoint's training crop when it records one, else 224 px). Output rows keep the
+input order: ``key``, ``lon``, ``lat`` (NaN when unknown), ``emb_0 .. emb_{D-1}`` (the image
+tower's output, not normalised), written under a temporary name and renamed when complete.
+Unusable samples are skipped, counted by kind and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .checkpoints import read_checkpoint, resolve_source
+
+if TYPE_CHECKING:
+    from ..data.pipeline import ShardStream
+    from ..model import SatCLIP
+
+DEFAULT_CROP = 224
+OUTPUT_FORMATS = (".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """What the image tower expects: band list (None: the source order), B10 inserted, crop size."""
+
+    bands: tuple[str, ...] | None
+    insert_b10: bool
+    crop_size: int
+
+
+def image_inputs(source: str | Path, in_chans: int, crop_size: int | None = None) -> ImageInputs:
+    """Bands and crop of a checkpoint's image tower: its recorded data settings when present, else
+    S2-100K's 12 bands (plus a zero B10 when the tower takes 13) and a 224 px crop."""
+    from ..data.transforms import S2_BANDS, target_bands
+
+    path = resolve_source(source)
+    data = read_checkpoint(path).get("datamodule_hyper_parameters") if path.is_file() else None
+    data = data if isinstance(data, dict) else {}
+    bands = tuple(data["bands"]) if data.get("bands") else None
+    insert_b10 = bool(data.get("insert_b10", in_chans == len(S2_BANDS) + 1))
+    crop = int(crop_size or data.get("crop_size") or DEFAULT_CROP)
+    n = len(target_bands(bands or S2_BANDS, None, insert_b10))
+    if n != in_chans:
+        raise ValueError(f"checkpoint {str(source)!r}: its image tower takes {in_chans} bands, but the inputs give {n}")
+    return ImageInputs(bands, insert_b10, crop)
+
+
+def open_images(source: str | Path, inputs: ImageInputs, batch_size: int = 32) -> ShardStream:
+    """The evaluation stream of ``source`` (shards or a GeoTIFF folder) for ``inputs``."""
+    from ..data.folder import eval_stream
+
+    if not Path(source).exists() and "{" not in str(source) and "://" not in str(source):
+        raise FileNotFoundError(f"images {str(source)!r}: no such file or directory")
+    return eval_stream(source, batch_size=batch_size, crop_size=inputs.crop_size, bands=inputs.bands, insert_b10=inputs.insert_b10)
+
+
+@dataclass
+class ImageBatch:
+    keys: list[str]
+    lonlat: np.ndarray  # (n, 2) float64, NaN where unknown
+    embedding: np.ndarray  # (n, D) float32
+
+
+def iter_image_embeddings(model: SatCLIP, stream: ShardStream, device: str | torch.device = "cpu",
+                          progress: bool = True, skipped: dict[str, int] | None = None) -> Iterator[ImageBatch]:
+    """Embed every sample of ``stream`` in order; ``skipped`` (if given) receives the skip counts by kind."""
+    from tqdm import tqdm
+
+    from ..data.folder import stream_size
+    from ..data.loader import StreamLoader
+
+    loader = StreamLoader(stream, num_workers=0)
+    model = model.to(device).eval()
+    with tqdm(total=stream_size(stream), unit="img", desc="embed images", disable=not progress) as bar, torch.inference_mode():
+        try:
+            for batch in loader:
+                emb = model.encode_image(batch["image"].to(device)).float().cpu().numpy()
+                bar.update(len(emb))
+                yield ImageBatch(list(batch["key"]), batch["lonlat"].numpy(), emb)
+        finally:
+            if skipped is not None:
+                skipped.update({k: v for k, v in loader.skipped.items() if v})
+
+
+def embed_images(model: SatCLIP, stream: ShardStream, output: str | Path, device: str | torch.device = "cpu",
+                 progress: bool = True) -> tuple[int, dict[str, int]]:
+    """Write the image embeddings of ``stream`` to ``output`` (.parquet / .csv); returns (rows, skip counts)."""
+    import pyarrow as pa
+
+    from .embed import TableWriter, _suffix
+
+    output = Path(output)
+    fmt = _suffix(output, OUTPUT_FORMATS, "output")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    skipped: dict[str, int] = {}
+    writer: Any = None
+    rows = 0
+    try:
+        for batch in iter_image_embeddings(model, stream, device, progress, skipped):
+            if writer is None:
+                writer = TableWriter(partial, fmt, batch.embedding.shape[1])
+            carried = pa.table({"key": batch.keys, "lon": batch.lonlat[:, 0], "lat": batch.lonlat[:, 1]})
+            writer.write(rows, batch.embedding, carried)
+            rows += len(batch.keys)
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, output)
+    return rows, skipped
+
+
+def load_image_model(checkpoint: str, crop_size: int | None, device: str) -> tuple[SatCLIP, ImageInputs]:
+    """The full model of ``checkpoint`` and what its image tower expects."""
+    from .checkpoints import load
+
+    model = load(checkpoint, device=device)
+    first_conv = next(p for p in model.visual.parameters() if p.ndim == 4)
+    return model, image_inputs(checkpoint, int(first_conv.shape[1]), crop_size)
+
+
+def check_device(command: str, device: str) -> None:
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"satclip {command}: --device {device}: no CUDA device is available here (use --device cpu)")
+
+
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with ``satclip locate``."""
+    parser.add_argument("--checkpoint", required=True, help="SatCLIP checkpoint file, hub id or https URL (with its image tower)")
+    parser.add_argument("--batch-size", type=int, default=32, help="patches per forward pass (default 32)")
+    parser.add_argument("--crop-size", type=int, default=None, help="centre crop in pixels (default: the checkpoint's, else 224)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="shards (a folder with manifest.json or *.tar, a brace pattern) or a folder of GeoTIFFs")
+    parser.add_argument("--output", required=True, help=".parquet or .csv: key, lon, lat, emb_0..emb_{D-1}")
+    add_image_arguments(parser)
+
+
+def report_skips(skipped: dict[str, int]) -> str:
+    return f"; skipped {sum(skipped.values())} ({', '.join(f'{k}: {v}' for k, v in sorted(skipped.items()))})" if skipped else ""
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.errors import EmptyStreamError
+
+    check_device("embed-images", args.device)
+    try:
+        _suffix_check(args.output)
+        model, inputs = load_image_model(args.checkpoint, args.crop_size, args.device)
+        stream = open_images(args.input, inputs, args.batch_size)
+        rows, skipped = embed_images(model, stream, args.output, args.device, not args.no_progress)
+    except (ValueError, FileNotFoundError, EmptyStreamError) as err:
+        raise SystemExit(f"satclip embed-images: {err}") from None
+    print(f"wrote {rows} image embeddings to {args.output} (bands {inputs.bands or 'S2-100K'}"
+          f"{' + zero B10' if inputs.insert_b10 else ''}, {inputs.crop_size} px centre crop){report_skips(skipped)}")
+    return 0
+
+
+def _suffix_check(output: str) -> None:
+    from .embed import _suffix
+
+    _suffix(Path(output), OUTPUT_FORMATS, "output")
