@@ -23,12 +23,16 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..geo import EARTH_RADIUS_KM, great_circle_km
+
+if TYPE_CHECKING:
+    from ..location import LocationEncoder
 
 THRESHOLDS_KM = (25, 200, 750, 2500)
 GALLERY_CHUNK = 65536
@@ -76,6 +80,8 @@ class Gallery:
             return
         from ..io.grid import Grid
 
+        if self.resolution is None:
+            raise ValueError(f"gallery {self.source!r}: a grid gallery needs a resolution (grid:DEG)")
         grid = Grid.from_bbox((-180, -90, 180, 90), self.resolution)
         side = max(1, int(math.sqrt(size)))
         for window in grid.tiles(side):
@@ -116,7 +122,7 @@ class Ranking:
 
 
 @torch.no_grad()
-def rank_gallery(image_emb: torch.Tensor, truth: torch.Tensor, encoder: torch.nn.Module, gallery: Gallery, top_k: int = 5,
+def rank_gallery(image_emb: torch.Tensor, truth: torch.Tensor, encoder: LocationEncoder, gallery: Gallery, top_k: int = 5,
                  batch_size: int = 8192, device: str | torch.device = "cpu", seed: int = 0, progress: bool = True) -> Ranking:
     """Stream the gallery past (N, D) image embeddings; keep each image's ``top_k`` most similar locations."""
     from tqdm import tqdm
@@ -176,7 +182,7 @@ def summarise(ranking: Ranking) -> dict[str, object]:
     return out
 
 
-def summary_text(summary: dict[str, object]) -> str:
+def summary_text(summary: dict[str, Any]) -> str:
     """A markdown table: median km and accuracies, model vs chance."""
     head = f"{summary['images']} images ({summary['with_location']} with a known location), gallery of {summary['gallery']} locations"
     if "median_km" not in summary:

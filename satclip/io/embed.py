@@ -188,6 +188,8 @@ class TableWriter:
             raise ValueError(f"input columns {clash} clash with the output columns ({', '.join(names[:2])}, ..., emb_{self.dim - 1})")
         arrays = [pa.array(emb[:, i]) for i in range(self.dim)]
         if self.bbox is not None:
+            if lonlat is None:
+                raise ValueError("--geoparquet needs the coordinates of each chunk")
             lonlat = np.stack([wrap_longitude(torch.from_numpy(lonlat[:, 0])).numpy(), lonlat[:, 1]], axis=1)
             self.bbox.update(lonlat)
             arrays.insert(0, wkb_points(lonlat))
