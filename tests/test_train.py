@@ -186,6 +186,43 @@ def test_variant_builds_and_takes_one_cpu_step(tmp_path: Path, variant: str) -> 
     assert trainable == {f"{module.model.visual.default_cfg.get('classifier', 'fc')}.{k}" for k in ("weight", "bias")}
 
 
+class _LrLog(L.Callback):
+    """The learning rate each optimizer step used (``train/lr``)."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.lrs.append(float(trainer.callback_metrics["train/lr"]))
+
+
+def _fit_steps(tmp_path: Path, steps: int, ckpt: Path | None = None, **module_args) -> tuple[SatCLIPModule, list[float]]:
+    torch.manual_seed(0)
+    module, log = tiny_module(warmup_steps=2, **module_args), _LrLog()
+    trainer = tiny_trainer(tmp_path, max_steps=steps, callbacks=[log])
+    trainer.fit(module, SyntheticDataModule(batch_size=4, num_batches=20, val_batches=0, image_size=16), ckpt_path=ckpt)
+    if ckpt is None:
+        trainer.save_checkpoint(tmp_path / "first.ckpt")
+    return module, log.lrs
+
+
+def test_resuming_with_more_steps_continues_the_schedule_to_the_new_length(tmp_path: Path) -> None:
+    first, _ = _fit_steps(tmp_path, 3)
+    before = first.model.location.nnet.last_layer.weight.detach().clone()
+    resumed, lrs = _fit_steps(tmp_path, 6, tmp_path / "first.ckpt")
+    new = WarmupCosine(2, 6)
+    assert lrs == pytest.approx([1e-3 * new(s) for s in (3, 4, 5)])  # the new schedule from the resumed step on
+    assert min(lrs) > 0
+    assert not torch.equal(before, resumed.model.location.nnet.last_layer.weight)
+    assert resumed.lr_schedulers().schedule.total_steps == 6
+
+
+def test_a_schedule_that_ends_before_the_trainer_is_refused(tmp_path: Path) -> None:
+    _fit_steps(tmp_path, 3, max_steps=3)
+    with pytest.raises(ValueError, match=r"schedule ends at step 3 \(model.max_steps\) but trainer.max_steps is 6: steps 4-6 would train at learning rate 0"):
+        _fit_steps(tmp_path, 6, tmp_path / "first.ckpt", max_steps=3)
+
+
 # ----------------------------------------------------------------------------- demo config
 
 
