@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -14,8 +17,10 @@ import rasterio
 
 from satclip.cli import main
 from satclip.data.payload import decode
-from satclip.data.shards import ShardInputError, read_index, write_shards
+from satclip.data.shards import ShardInputError, encode_in_order, read_index, write_shards
 from satclip.data.transforms import S2_BANDS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_shards(out: Path) -> tuple[dict, dict[str, dict]]:
@@ -172,6 +177,27 @@ def test_missing_and_bad_files_are_named(s2_sample, tmp_path):
     with pytest.raises(ShardInputError, match="already holds shards"):
         write_shards([root], tmp_path / "out", progress=False)
     assert write_shards([root], tmp_path / "out", overwrite=True, progress=False)["samples"] == 3
+
+
+def test_a_bad_file_among_many_stops_the_workers_with_its_message(tmp_path):
+    """40 good GeoTIFFs and one garbage '.tif' first in order, 2 workers: a prompt, clean error (it used to hang)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted((ROOT / "data" / "sample" / "images").glob("*.tif"))[0]
+    for i in range(40):
+        (folder / f"p{i:02d}.tif").symlink_to(good)
+    (folder / "a_bad.tif").write_bytes(b"not a tiff at all")
+    cmd = [sys.executable, "-m", "satclip.cli", "shards", str(folder), "--out", str(tmp_path / "out"), "--workers", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "satclip shards: error: a_bad.tif: tif payload is not a TIFF" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_dying_worker_stops_the_run():
+    with pytest.raises(ShardInputError, match=r"an encoding worker process died after 0 samples"):
+        list(encode_in_order(os._exit, [1, 1, 1], workers=2))
+    assert list(encode_in_order(abs, range(-100, 0), workers=2, in_flight=1)) == list(range(100, 0, -1))
 
 
 def test_bad_tars(s2_sample, tmp_path):

@@ -20,6 +20,7 @@ Output is deterministic: the same inputs give byte-identical shards for any ``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -27,11 +28,14 @@ import math
 import os
 import sys
 import tarfile
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TypeVar
 
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
 from .transforms import S2_BANDS
@@ -40,6 +44,7 @@ MANIFEST_FORMAT = "satclip-shards/1"
 TIF_SUFFIXES = (".tif", ".tiff")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _MISSING_SHOWN = 5
+T, R = TypeVar("T"), TypeVar("R")
 
 
 class ShardInputError(ValueError):
@@ -271,11 +276,35 @@ class _TarShards:
         os.replace(self._temp_path(), self.out / self.shards[-1]["name"])
 
 
-def _bounded(jobs: Iterable, semaphore: threading.BoundedSemaphore) -> Iterator:
-    """Yield ``jobs``, each only once a slot is free (the consumer releases one per result)."""
-    for job in jobs:
-        semaphore.acquire()
-        yield job
+def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int, in_flight: int = 16) -> Iterator[R]:
+    """``map(fn, jobs)``, in ``workers`` spawned processes when > 1, results in input order with at
+    most ``in_flight * workers`` jobs submitted ahead (bounds the bytes read ahead from tars).
+
+    The first error, in a job, in reading ``jobs`` or a worker process dying, is raised here at
+    once; pending jobs are cancelled and the workers stopped before it propagates. Close the
+    generator (``contextlib.closing``) when leaving the loop early."""
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    window: deque[Future] = deque()
+    done = 0
+    try:
+        for job in jobs:
+            window.append(pool.submit(fn, job))
+            if len(window) >= in_flight * workers:
+                yield window.popleft().result()
+                done += 1
+        while window:
+            yield window.popleft().result()
+            done += 1
+    except BrokenProcessPool:
+        raise ShardInputError(
+            f"an encoding worker process died after {done} samples (killed, out of memory, or a crash in the "
+            "GeoTIFF reader); run with --workers 1 to find the input"
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -309,22 +338,17 @@ def write_shards(
     tasks, total = collect_tasks(inputs, index)
     out = Path(out)
     _prepare_out(out, overwrite)
-    in_flight = threading.BoundedSemaphore(16 * workers)  # bounds the bytes read ahead from tars
-    jobs = _bounded(((task, payload, tuple(bands)) for task in tasks), in_flight)
+    jobs = ((task, payload, tuple(bands)) for task in tasks)
     writer = _TarShards(out, samples_per_shard, payload)
     bar = tqdm(total=total, unit="patch", desc=f"shards -> {out}", disable=not progress)
-    pool = get_context("spawn").Pool(workers) if workers > 1 else None
     try:
-        results = pool.imap(_encode_star, jobs, chunksize=4) if pool else map(_encode_star, jobs)
-        for key, blob, record in results:
-            in_flight.release()
-            writer.add(key, blob, record)
-            bar.update()
+        with contextlib.closing(encode_in_order(_encode_star, jobs, workers)) as results:
+            for key, blob, record in results:
+                writer.add(key, blob, record)
+                bar.update()
         writer.close()
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
         for partial in out.glob(".shard-*.partial"):
             partial.unlink()
     if not writer.shards:
@@ -380,4 +404,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["MANIFEST_FORMAT", "ShardInputError", "collect_tasks", "encode_sample", "read_index", "write_shards"]
+__all__ = ["MANIFEST_FORMAT", "ShardInputError", "collect_tasks", "encode_in_order", "encode_sample", "read_index", "write_shards"]
