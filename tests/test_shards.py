@@ -200,6 +200,30 @@ def test_a_dying_worker_stops_the_run():
     assert list(encode_in_order(abs, range(-100, 0), workers=2, in_flight=1)) == list(range(100, 0, -1))
 
 
+def test_a_failed_overwrite_keeps_the_old_set(tmp_path):
+    sample = ROOT / "data" / "sample"
+    out = tmp_path / "out"
+    write_shards([sample], out, samples_per_shard=4, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "notes.txt").write_text("mine")
+    bad = tmp_path / "bad"
+    shutil.copytree(sample, bad)
+    victim = sorted((bad / "images").glob("*.tif"))[-1]
+    victim.write_bytes(victim.read_bytes()[:5000])
+    for workers in (1, 2):
+        with pytest.raises(ShardInputError, match="could not be decoded"):
+            write_shards([bad], out, samples_per_shard=4, workers=workers, overwrite=True, progress=False)
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "notes.txt"} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "out"]  # no temporary folder left
+    shutil.copy(sample / "images" / victim.name, victim)
+    (bad / "index.csv").write_text("\n".join((sample / "index.csv").read_text().splitlines()[:4]) + "\n")  # 3 patches
+    assert write_shards([bad], out, samples_per_shard=2, overwrite=True, progress=False)["samples"] == 3
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt", "shard-000000.tar", "shard-000001.tar"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "out"]
+    with pytest.raises(ShardInputError, match="must be >= 1"):
+        write_shards([bad], tmp_path / "x", samples_per_shard=0, progress=False)
+
+
 def test_bad_tars(s2_sample, tmp_path):
     tars = _s2_100k_tars(s2_sample, tmp_path / "tars")
     _write_index(tmp_path / "few.csv", ["fn", "lon", "lat"], [["patch_75123.tif", 1.0, 2.0]])

@@ -26,8 +26,10 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import tarfile
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
+from .shardlist import MANIFEST
 from .transforms import S2_BANDS
 
 MANIFEST_FORMAT = "satclip-shards/1"
@@ -232,7 +235,7 @@ def _encode_star(job: tuple[_Task, str, tuple[str, ...]]) -> tuple[str, bytes, d
 
 
 class _TarShards:
-    """Writes samples into ``shard-%06d.tar`` files of ``per_shard`` samples (temp file, then rename)."""
+    """Writes samples into ``shard-%06d.tar`` files of ``per_shard`` samples in ``out``."""
 
     def __init__(self, out: Path, per_shard: int, payload: str) -> None:
         self.out, self.per_shard, self.payload = out, per_shard, payload
@@ -251,7 +254,7 @@ class _TarShards:
             raise ShardInputError(f"{record['source']}: dtype {record['dtype']}, the other samples are {self.dtype}")
         if self._tar is None:
             self.shards.append({"name": f"shard-{len(self.shards):06d}.tar", "samples": 0})
-            self._tar = tarfile.open(self._temp_path(), "w", format=tarfile.USTAR_FORMAT)
+            self._tar = tarfile.open(self.out / self.shards[-1]["name"], "w", format=tarfile.USTAR_FORMAT)
         self._member(f"{key}.{self.payload}", blob)
         self._member(f"{key}.json", json.dumps(record, separators=(",", ":")).encode())
         self.shards[-1]["samples"] += 1
@@ -267,13 +270,9 @@ class _TarShards:
         info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed metadata: reproducible shards
         self._tar.addfile(info, io.BytesIO(data))
 
-    def _temp_path(self) -> Path:
-        return self.out / f".{self.shards[-1]['name']}.partial"
-
     def _finish(self) -> None:
         self._tar.close()
         self._tar = None
-        os.replace(self._temp_path(), self.out / self.shards[-1]["name"])
 
 
 def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int, in_flight: int = 16) -> Iterator[R]:
@@ -307,13 +306,67 @@ def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int, in_fl
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    old = sorted(out.glob("shard-*.tar")) + ([out / "manifest.json"] if (out / "manifest.json").exists() else [])
+def _shard_set(folder: Path) -> list[Path]:
+    """The shard set in ``folder``: its manifest first, then its shards."""
+    if not folder.is_dir():
+        return []
+    manifest = [folder / MANIFEST] if (folder / MANIFEST).exists() else []
+    return manifest + sorted(folder.glob("shard-*.tar"))
+
+
+def _hidden_sibling(out: Path, tag: str) -> Path:
+    """A new hidden folder beside ``out`` (same file system: renames between them are atomic)."""
+    resolved = out.resolve()
+    return Path(tempfile.mkdtemp(prefix=f".{resolved.name}.{tag}-", dir=resolved.parent))
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ShardInputError(f"--out {out} is a file, not a folder")
+    old = _shard_set(out)
     if old and not overwrite:
         raise ShardInputError(f"{out} already holds shards ({old[0].name}, ...); pass --overwrite to replace them")
+
+
+def _commit(temp: Path, out: Path) -> None:
+    """Move the complete set written in ``temp`` into ``out``. The old set goes aside first, into a
+    hidden sibling (only left behind if this few-renames step is interrupted), the manifest last:
+    ``out`` never lists a shard it does not hold."""
+    out.mkdir(exist_ok=True)
+    old = _shard_set(out)
+    aside = _hidden_sibling(out, "old") if old else None
     for path in old:
-        path.unlink()
+        os.replace(path, aside / path.name)
+    for path in sorted(temp.iterdir(), key=lambda p: p.name == MANIFEST):
+        os.replace(path, out / path.name)
+    temp.rmdir()
+    if aside is not None:
+        shutil.rmtree(aside)
+
+
+def _write_set(
+    tasks: Iterable[_Task], total: int | None, folder: Path, samples_per_shard: int, payload: str, bands: tuple[str, ...],
+    workers: int, progress: bool, out: Path,
+) -> dict:
+    """Encode ``tasks`` into shards in ``folder``; return the manifest (``out`` names the progress bar)."""
+    from tqdm import tqdm
+
+    jobs = ((task, payload, bands) for task in tasks)
+    writer = _TarShards(folder, samples_per_shard, payload)
+    with tqdm(total=total, unit="patch", desc=f"shards -> {out}", disable=not progress) as bar:
+        with contextlib.closing(encode_in_order(_encode_star, jobs, workers)) as results:
+            for key, blob, record in results:
+                writer.add(key, blob, record)
+                bar.update()
+        writer.close()
+    return {
+        "format": MANIFEST_FORMAT,
+        "payload": payload,
+        "dtype": writer.dtype,
+        "bands": list(bands),
+        "shards": writer.shards,
+        "samples": sum(s["samples"] for s in writer.shards),
+    }
 
 
 def write_shards(
@@ -328,42 +381,27 @@ def write_shards(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Write WebDataset shards and ``manifest.json`` into ``out``; return the manifest."""
-    from tqdm import tqdm
+    """Write WebDataset shards and ``manifest.json`` into ``out``; return the manifest.
 
+    The set is written into a hidden temporary sibling of ``out`` and moved in only once complete:
+    a failure leaves ``out`` (and a set it held, with ``overwrite``) as it was."""
     if payload not in PAYLOAD_EXTENSIONS:
-        raise ValueError(f"payload must be one of {PAYLOAD_EXTENSIONS}, got {payload!r}")
+        raise ShardInputError(f"payload must be one of {PAYLOAD_EXTENSIONS}, got {payload!r}")
     if samples_per_shard < 1 or workers < 1:
-        raise ValueError(f"samples_per_shard and workers must be >= 1, got {samples_per_shard} and {workers}")
+        raise ShardInputError(f"--samples-per-shard and --workers must be >= 1, got {samples_per_shard} and {workers}")
     tasks, total = collect_tasks(inputs, index)
     out = Path(out)
-    _prepare_out(out, overwrite)
-    jobs = ((task, payload, tuple(bands)) for task in tasks)
-    writer = _TarShards(out, samples_per_shard, payload)
-    bar = tqdm(total=total, unit="patch", desc=f"shards -> {out}", disable=not progress)
+    _check_out(out, overwrite)
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    temp = _hidden_sibling(out, "partial")  # the old set stays in place until this one is complete
     try:
-        with contextlib.closing(encode_in_order(_encode_star, jobs, workers)) as results:
-            for key, blob, record in results:
-                writer.add(key, blob, record)
-                bar.update()
-        writer.close()
+        manifest = _write_set(tasks, total, temp, samples_per_shard, payload, tuple(bands), workers, progress, out)
+        if not manifest["shards"]:
+            raise ShardInputError(f"no GeoTIFF found in {', '.join(map(str, inputs))}")
+        (temp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        _commit(temp, out)
     finally:
-        bar.close()
-        for partial in out.glob(".shard-*.partial"):
-            partial.unlink()
-    if not writer.shards:
-        raise ShardInputError(f"no GeoTIFF found in {', '.join(map(str, inputs))}")
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "payload": payload,
-        "dtype": writer.dtype,
-        "bands": list(bands),
-        "shards": writer.shards,
-        "samples": sum(s["samples"] for s in writer.shards),
-    }
-    temp = out / ".manifest.json.partial"
-    temp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(temp, out / "manifest.json")
+        shutil.rmtree(temp, ignore_errors=True)
     return manifest
 
 
