@@ -20,7 +20,6 @@ defaults ``satclip fit`` adds:
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from typing import Any
 
@@ -31,7 +30,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import Throughput, variant_checkpoints
-from .checkpoint_io import AtomicCheckpointIO, unsafe_checkpoint_error
+from .checkpoint_io import AtomicCheckpointIO
 from .module import SatCLIPModule
 from .preemption import Preemption
 
@@ -52,11 +51,11 @@ class SatCLIPCLI(LightningCLI):
         self.config = parser.parse_args(args)
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads --ckpt_path's hyper-parameters itself (weights_only=True); give a refusal our message
-        try:
-            super()._parse_ckpt_path()
-        except pickle.UnpicklingError as err:
-            raise unsafe_checkpoint_error(self.config[self.config.subcommand].get("ckpt_path"), err) from None
+        # LightningCLI reads --ckpt_path's hyper-parameters itself: check the file first, with our messages
+        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if path and os.path.isfile(path):
+            AtomicCheckpointIO().load_checkpoint(path)
+        super()._parse_ckpt_path()
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
         model: SatCLIPModule = self.model
