@@ -173,6 +173,11 @@ def test_missing_and_bad_files_are_named(s2_sample, tmp_path):
     with pytest.raises(ShardInputError, match=r"12 bands, but the band list names 13"):
         write_shards([root], tmp_path / "out", bands=[*S2_BANDS, "B10"], progress=False)
 
+    (root / "images" / "extra.tif").write_bytes(files[0].read_bytes())
+    with pytest.raises(ShardInputError, match=r"1 GeoTIFFs are not in the index: extra.tif"):
+        write_shards([root], tmp_path / "out", progress=False)
+    (root / "images" / "extra.tif").unlink()
+
     write_shards([root], tmp_path / "out", progress=False)
     with pytest.raises(ShardInputError, match="already holds shards"):
         write_shards([root], tmp_path / "out", progress=False)
@@ -216,12 +221,26 @@ def test_a_failed_overwrite_keeps_the_old_set(tmp_path):
         assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "notes.txt"} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "out"]  # no temporary folder left
     shutil.copy(sample / "images" / victim.name, victim)
-    (bad / "index.csv").write_text("\n".join((sample / "index.csv").read_text().splitlines()[:4]) + "\n")  # 3 patches
-    assert write_shards([bad], out, samples_per_shard=2, overwrite=True, progress=False)["samples"] == 3
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt", "shard-000000.tar", "shard-000001.tar"]
+    assert write_shards([bad], out, samples_per_shard=3, overwrite=True, progress=False)["samples"] == 8
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt", *(f"shard-00000{i}.tar" for i in range(3))]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "out"]
     with pytest.raises(ShardInputError, match="must be >= 1"):
         write_shards([bad], tmp_path / "x", samples_per_shard=0, progress=False)
+
+
+def test_mixed_patch_sizes_are_refused(tmp_path):
+    root = tmp_path / "s2"
+    (root / "images").mkdir(parents=True)
+    good = sorted((ROOT / "data" / "sample" / "images").glob("*.tif"))[0]
+    shutil.copy(good, root / "images" / "a.tif")
+    with rasterio.open(good) as src:
+        profile, data = src.profile, src.read()[:, :64, :64]
+    profile.update(width=64, height=64)
+    with rasterio.open(root / "images" / "b.tif", "w", **profile) as dst:
+        dst.write(data)
+    _write_index(root / "index.csv", ["fn", "lon", "lat"], [["a.tif", 1.0, 2.0], ["b.tif", 3.0, 4.0]])
+    with pytest.raises(ShardInputError, match=r"b.tif: shape \(12, 64, 64\), the other samples are \(12, 256, 256\)"):
+        write_shards([root], tmp_path / "out", progress=False)
 
 
 def test_bad_tars(s2_sample, tmp_path):

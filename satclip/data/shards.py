@@ -132,11 +132,20 @@ def _folder_tasks(root: Path, index: dict[str, tuple[float, float]] | None) -> l
             continue
         tasks.append(_Task(_key(name), path.relative_to(root).as_posix(), path=str(path), lonlat=lonlat))
     if missing:
-        shown = ", ".join(missing[:_MISSING_SHOWN]) + (", ..." if len(missing) > _MISSING_SHOWN else "")
         raise ShardInputError(
-            f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {shown}"
+            f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {_first(missing)}"
+        )
+    present = (p for folder in (root, root / "images") if folder.is_dir() for p in folder.iterdir())
+    unlisted = sorted(p.name for p in present if p.suffix.lower() in TIF_SUFFIXES and p.is_file() and p.name not in index)
+    if unlisted:
+        raise ShardInputError(
+            f"{root}: {len(unlisted)} GeoTIFFs are not in the index: {_first(unlisted)}; add them to the index or move them out"
         )
     return tasks
+
+
+def _first(names: Sequence[str]) -> str:
+    return ", ".join(names[:_MISSING_SHOWN]) + (", ..." if len(names) > _MISSING_SHOWN else "")
 
 
 def _tar_tasks(tars: Sequence[Path], index: dict[str, tuple[float, float]] | None) -> Iterator[_Task]:
@@ -241,6 +250,7 @@ class _TarShards:
         self.out, self.per_shard, self.payload = out, per_shard, payload
         self.shards: list[dict] = []
         self.dtype: str | None = None
+        self.shape: list[int] | None = None
         self._tar: tarfile.TarFile | None = None
         self._keys: set[str] = set()
 
@@ -249,9 +259,11 @@ class _TarShards:
             raise ShardInputError(f"two inputs give the same sample key {key!r} (second: {record['source']})")
         self._keys.add(key)
         if self.dtype is None:
-            self.dtype = record["dtype"]
+            self.dtype, self.shape = record["dtype"], record["shape"]
         elif record["dtype"] != self.dtype:
             raise ShardInputError(f"{record['source']}: dtype {record['dtype']}, the other samples are {self.dtype}")
+        elif record["shape"] != self.shape:
+            raise ShardInputError(f"{record['source']}: shape {tuple(record['shape'])}, the other samples are {tuple(self.shape)} (one patch size per shard set)")
         if self._tar is None:
             self.shards.append({"name": f"shard-{len(self.shards):06d}.tar", "samples": 0})
             self._tar = tarfile.open(self.out / self.shards[-1]["name"], "w", format=tarfile.USTAR_FORMAT)
