@@ -1,10 +1,13 @@
 """The DataLoader wrapper the training loop trusts: skip counts summed over workers into every
-batch, Lightning's ``set_epoch`` forwarded to the workers, an empty epoch reported with its cause."""
+batch, Lightning's ``set_epoch`` forwarded to the workers, an empty epoch reported with its cause,
+and the stream position saved in and restored from checkpoints (``state_dict``)."""
 
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 from collections.abc import Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader
 
@@ -41,7 +44,13 @@ class StreamLoader:
     - with workers, each worker writes its batches into a few reused shared-memory buffers
       (:class:`SharedBatchRing`: no page faults for fresh segments), each reused only once the
       consumer has dropped (or pinned a copy of) the batch it held; ``reuse_shared_memory=False``
-      gives every batch a new segment (PyTorch's default behaviour).
+      gives every batch a new segment (PyTorch's default behaviour);
+    - ``state_dict()`` / ``load_state_dict()`` (Lightning calls them for checkpoints): the epoch,
+      each worker's position in it and the skip totals. A restored loader continues after the last
+      batch it had yielded, skipping the consumed samples without decoding them, with the same
+      number of workers. When Lightning recorded a stop mid-epoch (``max_steps``) as the epoch's
+      end and starts the next one, the loader first finishes the data epoch it was in (Lightning's
+      epoch then ends early), so the stream of batches is the uninterrupted run's.
     """
 
     def __init__(
@@ -73,6 +82,13 @@ class StreamLoader:
         )
         self._base = dict.fromkeys(SKIP_KINDS, 0)
         self._latest: dict[int, dict[str, int]] = {}
+        # data epoch = Lightning's + offset; positions[worker] = (raws, batches) consumed in it
+        self._epoch_offset, self._lightning_epoch = 0, 0
+        self._positions: dict[int, tuple[int, int]] = {}
+        self._complete = False
+        self._restored: dict[str, Any] | None = None
+        dataset.resume_at = self._resume_at = multiprocessing.RawArray("q", 1 + 2 * max(1, num_workers))
+        self._resume_at[0] = -1
 
     batch_sampler = None  # Lightning's shuffle check reads it (no batch sampler: batches come whole)
 
@@ -82,7 +98,41 @@ class StreamLoader:
         return self
 
     def set_epoch(self, epoch: int) -> None:
-        self.stream.set_epoch(epoch)
+        """Lightning's epoch ``epoch`` starts: select the data epoch (and, once after a restore, the position)."""
+        self._lightning_epoch = epoch
+        self._resume_at[0] = -1
+        restored = self._restored
+        if restored is not None:
+            data_epoch = restored["epoch"] + (epoch - restored["lightning_epoch"])
+            if not restored["complete"] and epoch in (restored["lightning_epoch"], restored["lightning_epoch"] + 1):
+                data_epoch = restored["epoch"]  # the same epoch, or Lightning counted the stop as its end
+                self._resume_at[0] = data_epoch
+                for worker, (raws, batches) in restored["positions"].items():
+                    self._resume_at[1 + 2 * worker], self._resume_at[2 + 2 * worker] = raws, batches
+            self._epoch_offset = data_epoch - epoch
+        self.stream.set_epoch(epoch + self._epoch_offset)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stream position (plain types: checkpoints stay weights_only-loadable)."""
+        limit = self.stream.batches_per_worker(self.num_workers)
+        ended = len(self._positions) == max(1, self.num_workers) and all(b == limit for _, b in self._positions.values())
+        return {
+            "format": 1, "epoch": self.stream.epoch, "lightning_epoch": self._lightning_epoch, "num_workers": self.num_workers,
+            "positions": {w: list(p) for w, p in self._positions.items()}, "complete": self._complete or ended, "skipped": self.skipped,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (see the class docstring); a different number of workers is refused."""
+        if state.get("format") != 1:
+            raise ValueError(f"unknown StreamLoader state format {state.get('format')!r}")
+        if state["num_workers"] != self.num_workers:
+            raise ValueError(
+                f"the checkpoint's data position is for data.num_workers={state['num_workers']} (each worker has its own "
+                f"stream); resume with that many workers, not {self.num_workers}"
+            )
+        self._restored = {**state, "positions": {int(w): tuple(p) for w, p in state["positions"].items()}}
+        self._base, self._latest = dict(state["skipped"]), {}
+        self.set_epoch(state["lightning_epoch"])  # Lightning then calls set_epoch for the epoch it resumes in
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -102,11 +152,18 @@ class StreamLoader:
         self._base, self._latest = self.skipped, {}  # worker counts restart each epoch
         if self.ring is not None:
             self.ring.new_epoch()
+        self._restored = None
+        resumed = self._resume_at[0] == self.stream.epoch
+        at = self._resume_at
+        self._positions = {w: (int(at[1 + 2 * w]), int(at[2 + 2 * w])) for w in range(max(1, self.num_workers))} if resumed else {}
+        self._complete = False
         produced = 0
         for item in self.loader:
-            self._latest[item.pop("worker")] = item.pop("skipped")
+            worker = item.pop("worker")
+            self._latest[worker] = item.pop("skipped")
             if item.pop("trailer", False):
                 continue
+            self._positions[worker] = item.pop("position")
             if "slot" in item:
                 self.ring.received(item.pop("slot"), item["image"])
             item["skipped"] = self.skipped
@@ -114,7 +171,8 @@ class StreamLoader:
             yield item
             if self.ring is not None:
                 self.ring.poll()
-        if produced == 0:
+        self._complete = True
+        if produced == 0 and not resumed:
             raise EmptyStreamError(self.stream.empty_message(self.skipped))
 
 
