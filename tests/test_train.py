@@ -298,7 +298,7 @@ def test_trainer_flags_are_handed_to_the_module_and_conflicts_named() -> None:
 
 
 class _Record(L.Callback):
-    """The keys of every training batch; sends SIGTERM to this process after step ``sigterm_at``."""
+    """The keys of every training batch; sends SIGTERM to this process after batch ``sigterm_at``."""
 
     def __init__(self, sigterm_at: int | None = None) -> None:
         self.keys: list[list[str]] = []
@@ -306,14 +306,15 @@ class _Record(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.keys.append(list(batch["key"]))
-        if trainer.global_step == self.sigterm_at:
+        if len(self.keys) == self.sigterm_at:
             import os
             import signal
 
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _shard_fit(tmp_path: Path, shards: Path, workers: int, max_steps: int, resume: bool = False, sigterm_at: int | None = None):
+def _shard_fit(tmp_path: Path, shards: Path, workers: int, max_steps: int, resume: bool = False, sigterm_at: int | None = None,
+               accumulate: int = 1):
     """A small run on the demo shards with the CLI's checkpoints (every 2 steps), preemption and atomic IO."""
     from satclip.data.stream import SatCLIPDataModule
     from satclip.train.callbacks import variant_checkpoints
@@ -321,7 +322,7 @@ def _shard_fit(tmp_path: Path, shards: Path, workers: int, max_steps: int, resum
     from satclip.train.preemption import Preemption
 
     L.seed_everything(0)
-    module = tiny_module(warmup_steps=2, max_steps=8)
+    module = tiny_module(warmup_steps=2, max_steps=8, accumulate_batches=accumulate)
     data = SatCLIPDataModule(train_urls=str(shards), batch_size=4, num_workers=workers, epoch_length=12, crop_size=32, shuffle_buffer=8)
     record = _Record(sigterm_at)
     checkpoints = variant_checkpoints("tiny", str(tmp_path / "ckpt"), every_n_train_steps=2)[:-1]  # no validation: no best
@@ -334,16 +335,16 @@ def _shard_fit(tmp_path: Path, shards: Path, workers: int, max_steps: int, resum
     return {k: v.detach().clone() for k, v in module.state_dict().items()}, record.keys
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-@pytest.mark.parametrize("stop", ["max_steps", "sigterm"])
+@pytest.mark.parametrize("workers,stop", [(0, "max_steps"), (1, "max_steps"), (0, "sigterm"), (1, "sigterm"), (0, "sigterm-accumulating")])
 def test_a_resumed_run_is_bit_identical_to_the_uninterrupted_one(tmp_path: Path, demo_shards: Path, workers: int, stop: str) -> None:
-    reference, keys = _shard_fit(tmp_path / "reference", demo_shards, workers, 8)
+    accumulate = 2 if stop == "sigterm-accumulating" else 1  # 2 batches per step, 3 per epoch
+    reference, keys = _shard_fit(tmp_path / "reference", demo_shards, workers, 8, accumulate=accumulate)
     run = tmp_path / "stopped"
     if stop == "max_steps":
         _, first = _shard_fit(run, demo_shards, workers, 5)  # mid-epoch (3 batches per epoch)
-    else:
-        _, first = _shard_fit(run, demo_shards, workers, 8, sigterm_at=4)
-    resumed, rest = _shard_fit(run, demo_shards, workers, 8, resume=True)
+    else:  # after batch 5: mid-epoch; with accumulation mid-step too (the step is finished first)
+        _, first = _shard_fit(run, demo_shards, workers, 8, sigterm_at=5, accumulate=accumulate)
+    resumed, rest = _shard_fit(run, demo_shards, workers, 8, resume=True, accumulate=accumulate)
     assert first + rest == keys  # no batch repeated or skipped
     different = [k for k in reference if not torch.equal(reference[k], resumed[k])]
     assert not different, f"{len(different)} tensors differ after resuming, e.g. {different[:3]}"

@@ -48,9 +48,9 @@ class StreamLoader:
     - ``state_dict()`` / ``load_state_dict()`` (Lightning calls them for checkpoints): the epoch,
       each worker's position in it and the skip totals. A restored loader continues after the last
       batch it had yielded, skipping the consumed samples without decoding them, with the same
-      number of workers. When Lightning recorded a stop mid-epoch (``max_steps``) as the epoch's
-      end and starts the next one, the loader first finishes the data epoch it was in (Lightning's
-      epoch then ends early), so the stream of batches is the uninterrupted run's.
+      number of workers, in the data epoch it was in, whatever epoch Lightning resumes in (it counts
+      a ``max_steps`` stop as an epoch's end; that Lightning epoch then ends early), so the stream
+      of batches is the uninterrupted run's.
     """
 
     def __init__(
@@ -98,19 +98,27 @@ class StreamLoader:
         return self
 
     def set_epoch(self, epoch: int) -> None:
-        """Lightning's epoch ``epoch`` starts: select the data epoch (and, once after a restore, the position)."""
+        """Lightning's epoch ``epoch`` starts: the data epoch is ``epoch`` plus the offset a restore set."""
         self._lightning_epoch = epoch
-        self._resume_at[0] = -1
-        restored = self._restored
-        if restored is not None:
-            data_epoch = restored["epoch"] + (epoch - restored["lightning_epoch"])
-            if not restored["complete"] and epoch in (restored["lightning_epoch"], restored["lightning_epoch"] + 1):
-                data_epoch = restored["epoch"]  # the same epoch, or Lightning counted the stop as its end
-                self._resume_at[0] = data_epoch
-                for worker, (raws, batches) in restored["positions"].items():
-                    self._resume_at[1 + 2 * worker], self._resume_at[2 + 2 * worker] = raws, batches
-            self._epoch_offset = data_epoch - epoch
         self.stream.set_epoch(epoch + self._epoch_offset)
+
+    def _start_epoch(self) -> bool:
+        """Before an epoch's first batch: after a restore, continue the saved data epoch at its
+        positions (or start the next one if it was complete), whatever epoch Lightning counts
+        (an epoch it ends without a batch does not use up a data epoch). Whether it resumed."""
+        restored, self._restored = self._restored, None
+        self._resume_at[0] = -1
+        if restored is None:
+            return False
+        data_epoch = restored["epoch"] + (1 if restored["complete"] else 0)
+        self._epoch_offset = data_epoch - self._lightning_epoch
+        self.stream.set_epoch(data_epoch)
+        if restored["complete"]:
+            return False
+        for worker, (raws, batches) in restored["positions"].items():
+            self._resume_at[1 + 2 * worker], self._resume_at[2 + 2 * worker] = raws, batches
+        self._resume_at[0] = data_epoch
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         """The stream position (plain types: checkpoints stay weights_only-loadable)."""
@@ -132,7 +140,6 @@ class StreamLoader:
             )
         self._restored = {**state, "positions": {int(w): tuple(p) for w, p in state["positions"].items()}}
         self._base, self._latest = dict(state["skipped"]), {}
-        self.set_epoch(state["lightning_epoch"])  # Lightning then calls set_epoch for the epoch it resumes in
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -152,8 +159,7 @@ class StreamLoader:
         self._base, self._latest = self.skipped, {}  # worker counts restart each epoch
         if self.ring is not None:
             self.ring.new_epoch()
-        self._restored = None
-        resumed = self._resume_at[0] == self.stream.epoch
+        resumed = self._start_epoch()
         at = self._resume_at
         self._positions = {w: (int(at[1 + 2 * w]), int(at[2 + 2 * w])) for w in range(max(1, self.num_workers))} if resumed else {}
         self._complete = False

@@ -193,6 +193,11 @@ class SatCLIPModule(L.LightningModule):
         return model, arch
 
     @property
+    def accumulating(self) -> bool:
+        """Whether batches of an unfinished optimizer step are waiting (``Preemption`` waits for the step)."""
+        return bool(self._pending)
+
+    @property
     def variant(self) -> str:
         return str(self.hparams.variant)
 
