@@ -107,7 +107,7 @@ class StreamLoader:
         positions (or start the next one if it was complete), whatever epoch Lightning counts
         (an epoch it ends without a batch does not use up a data epoch). Whether it resumed."""
         restored, self._restored = self._restored, None
-        self._resume_at[0] = -1
+        self._resume_at[:] = [-1] + [0] * (len(self._resume_at) - 1)
         if restored is None:
             return False
         data_epoch = restored["epoch"] + (1 if restored["complete"] else 0)
