@@ -146,6 +146,10 @@ def test_a_column_that_turns_to_text_late_is_read_as_text(tmp_path: Path, tower:
     pd.DataFrame({"lon": [str(v) for v in lonlat[:, 0]][:-1] + ["east"], "lat": lonlat[:, 1]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match=r"bad.csv'.*column 'lon' changes type .*coordinates must be numbers"):
         embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "bad.csv", tmp_path / "bad.npy", progress=False)
+    # coordinate columns found by name (not given) are coordinates too, also the latitude the row count reads
+    pd.DataFrame({"Longitude": lonlat[:, 0], "Latitude": [str(v) for v in lonlat[:, 1]][:-1] + ["north"]}).to_csv(tmp_path / "found.csv", index=False)
+    with pytest.raises(ValueError, match=r"found.csv'.*column 'Latitude' changes type .*coordinates must be numbers"):
+        embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "found.csv", tmp_path / "found.npy", progress=False)
 
 
 def test_empty_header_only_and_same_column_inputs_are_named(tmp_path: Path, tower: Path) -> None:

@@ -123,6 +123,24 @@ def test_read_table_refuses_bad_rows_unless_dropped_and_names_bad_files(tmp_path
     assert {type(v) for v in late.y} == {str} and set(late.y) == {"7", "seven"}
 
 
+def test_read_table_finds_coordinate_columns_and_checks_their_rows(tmp_path):
+    from satclip.eval.locfit import read_table
+
+    table = _table(10, 0).rename(columns={"lon": "Longitude", "lat": "LAT"})
+    table.loc[4, "LAT"] = 120.0
+    table.to_csv(tmp_path / "named.csv", index=False)
+    with pytest.raises(ValueError, match=r"named.csv: 1 of 10 rows have .* Longitude/LAT, \|lat\| > 90.*: data rows 4 "):
+        read_table(tmp_path / "named.csv", "value")
+    kept = read_table(tmp_path / "named.csv", "value", drop_invalid=True)
+    assert len(kept.y) == 9 and kept.dropped == 1
+    with pytest.raises(ValueError, match=r"latitude columns are both 'LAT'"):
+        read_table(tmp_path / "named.csv", "value", lon_col="LAT")
+    table.rename(columns={"Longitude": "x", "LAT": "y"}).to_csv(tmp_path / "xy.csv", index=False)
+    with pytest.raises(ValueError, match=r"pass --crs EPSG:4326"):
+        read_table(tmp_path / "xy.csv", "value")
+    assert read_table(tmp_path / "xy.csv", "value", crs="EPSG:4326", drop_invalid=True).dropped == 1
+
+
 @pytest.mark.parametrize("argv", [
     ["probe", "--data", "missing.csv", "--target", "y"],
     ["locfit", "--train", "missing.csv", "--val", "missing.csv", "--target", "y", "--task", "regression"],

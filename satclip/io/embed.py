@@ -13,6 +13,7 @@ and only renamed into place when every row succeeded.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import re
 import signal
@@ -116,7 +117,14 @@ def _csv_batches(path: Path, reader: Any) -> Iterator[Any]:
         found = re.search(r"CSV column #(\d+): (?:Row #\d+: )?CSV conversion error", str(err))
         if found is None:
             raise ValueError(f"{str(path)!r}: not a readable CSV: {err}") from None
-        raise ColumnTypeChanged(path, reader.schema.names[int(found.group(1))], err) from None
+        raise ColumnTypeChanged(path, _csv_header(path)[int(found.group(1))], err) from None
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's header (Arrow numbers its columns in the file, also when
+    reading only some of them)."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        return next(csv.reader(f), [])
 
 
 def _count_rows(path: Path, suffix: str, lat_col: str) -> int:
