@@ -3,7 +3,9 @@
 A subcommand module provides ``add_arguments(parser)`` and ``run(args)``; ``fit`` hands its
 arguments to LightningCLI through ``main(argv)``. Modules are imported only when their subcommand
 runs, so ``satclip --help`` is quick, and a subcommand whose optional extra is not installed says
-which one to install (``pip install "satclip[train]"``).
+which one to install (``pip install "satclip[train]"``). A bad input (``ValueError``, a missing file;
+for ``fit`` an unusable ``--ckpt_path``) ends a command with a one-line ``satclip <command>: ...``
+error, status 1.
 """
 
 from __future__ import annotations
@@ -63,14 +65,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(name: str, rest: list[str]) -> int:
+    from .io.safeload import CheckpointReadError
+
     module = importlib.import_module(COMMANDS[name][0])
-    if name == "fit":
-        module.main(rest)
-        return 0
-    parser = argparse.ArgumentParser(prog=f"satclip {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    errors = (CheckpointReadError,) if name == "fit" else (ValueError, FileNotFoundError)  # fit's other errors keep their traceback
+    try:
+        if name == "fit":
+            module.main(rest)
+            return 0
+        parser = argparse.ArgumentParser(prog=f"satclip {name}", description=COMMANDS[name][1])
+        module.add_arguments(parser)
+        return int(module.run(parser.parse_args(rest)) or 0)
+    except errors as err:
+        raise SystemExit(f"satclip {name}: {err}") from None
 
 
 if __name__ == "__main__":

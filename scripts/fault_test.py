@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fault test: SIGKILL the demo pretraining at random moments, resume with ``--ckpt_path last``.
+"""Fault test: SIGKILL the demo pretraining at random moments, resume with ``--ckpt_path last``, compare weights.
 
 1. An uninterrupted run gives the reference final global step.
 2. A second run in a fresh directory is killed (SIGKILL to its whole process group, DataLoader
@@ -10,7 +10,8 @@
 Checked after every kill: every ``*.ckpt`` in the run loads with ``torch.load(weights_only=True)``
 (no truncated file under a checkpoint name) and the global step of the last checkpoint
 (``<variant>-last.ckpt``) never goes back.
-At the end: exit status 0 and the final global step equals the reference's.
+At the end: exit status 0, the final global step equals the reference's, and the final weights
+(every tensor of the last checkpoint's ``state_dict``) are bit-identical to the reference's.
 
     python scripts/fault_test.py                          # demo config, 5 kills, 60 steps
     python scripts/fault_test.py --kills 5 --max-steps 60 -- --data.num_workers 2
@@ -118,6 +119,14 @@ def final_step(run_dir: Path) -> int:
     return checkpoint_steps(run_dir / "checkpoints")[last.name]
 
 
+def weight_differences(a: Path, b: Path) -> list[str]:
+    """Names of the ``state_dict`` tensors that differ (or exist in one only) between two runs' last checkpoints."""
+    import torch
+
+    first, second = (torch.load(last_checkpoint(d / "checkpoints"), map_location="cpu", weights_only=True)["state_dict"] for d in (a, b))
+    return sorted(k for k in first.keys() | second.keys() if k not in first or k not in second or not torch.equal(first[k], second[k]))
+
+
 def reference_run(args: argparse.Namespace, run_dir: Path) -> tuple[int, float]:
     """Uninterrupted run: its final global step and the seconds between two saves."""
     run_dir.mkdir(parents=True)
@@ -178,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reference: final global step {ref_step}, {save_interval:.2f} s between saves", flush=True)
         report = killed_run(args, work / "killed", save_interval, rng)
         report["reference_step"] = ref_step
-        ok = report["final_step"] == ref_step and len(report["kills"]) == args.kills
+        report["weights_differing"] = weight_differences(work / "reference", work / "killed")
+        ok = report["final_step"] == ref_step and len(report["kills"]) == args.kills and not report["weights_differing"]
         print(json.dumps(report, indent=1))
         print(f"{'PASS' if ok else 'FAIL'}: {len(report['kills'])}/{args.kills} kills survived, final step "
-              f"{report['final_step']} vs uninterrupted {ref_step}, every checkpoint file loadable")
+              f"{report['final_step']} vs uninterrupted {ref_step}, every checkpoint file loadable, "
+              f"{len(report['weights_differing'])} weight tensors differ from the uninterrupted run's")
         return 0 if ok else 1
     finally:
         if not args.workdir:

@@ -123,9 +123,74 @@ def test_python_api_shape(tower: Path) -> None:
 def test_cli_reports_bad_rows_without_traceback(tmp_path: Path, tower: Path) -> None:
     pd.DataFrame({"id": [1, 2, 3], "lon": [0.0, 10.0, 20.0], "lat": [0.0, 95.0, 1.0]}).to_csv(tmp_path / "c.csv", index=False)
     argv = ["embed", "--checkpoint", str(tower), "--input", str(tmp_path / "c.csv"), "--output", str(tmp_path / "e.csv"), "--no-progress"]
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit, match=r"satclip embed: .*c.csv.*data rows 1 \(lon=10.0, lat=95.0\)"):
         cli_main(argv)
     assert not (tmp_path / "e.csv").exists()
+    assert signal.getsignal(signal.SIGTERM) == before  # the command's SIGTERM handler is gone again
+
+
+def test_a_column_that_turns_to_text_late_is_read_as_text(tmp_path: Path, tower: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embed, "CSV_BLOCK_BYTES", 4096)  # the type is inferred from the first block only
+    ids = [str(i) for i in range(N)]
+    ids[650] = "x650"
+    lonlat = np.random.default_rng(0).uniform(-60, 60, (N, 2))
+    pd.DataFrame({"id": ids, "lon": lonlat[:, 0], "lat": lonlat[:, 1]}).to_csv(tmp_path / "late.csv", index=False)
+    for fmt in (".csv", ".parquet"):
+        out = tmp_path / f"emb{fmt}"
+        assert embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "late.csv", out, progress=False) == N
+        got = pd.read_parquet(out) if fmt == ".parquet" else pd.read_csv(out, dtype={"id": str})
+        assert got["id"].tolist() == ids
+    pd.DataFrame({"lon": [str(v) for v in lonlat[:, 0]][:-1] + ["east"], "lat": lonlat[:, 1]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match=r"bad.csv'.*column 'lon' changes type .*coordinates must be numbers"):
+        embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "bad.csv", tmp_path / "bad.npy", progress=False)
+    # coordinate columns found by name (not given) are coordinates too, also the latitude the row count reads
+    pd.DataFrame({"Longitude": lonlat[:, 0], "Latitude": [str(v) for v in lonlat[:, 1]][:-1] + ["north"]}).to_csv(tmp_path / "found.csv", index=False)
+    with pytest.raises(ValueError, match=r"found.csv'.*column 'Latitude' changes type .*coordinates must be numbers"):
+        embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "found.csv", tmp_path / "found.npy", progress=False)
+
+
+def test_empty_header_only_and_same_column_inputs_are_named(tmp_path: Path, tower: Path) -> None:
+    enc = satclip.load_location_encoder(tower)
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("id,lon,lat\n")
+    with pytest.raises(ValueError, match=r"empty.csv'.*not a readable CSV"):
+        embed.embed_file(enc, tmp_path / "empty.csv", tmp_path / "e.npy", progress=False)
+    with pytest.raises(ValueError, match=r"header.csv'.*no data rows"):
+        embed.embed_file(enc, tmp_path / "header.csv", tmp_path / "e.npy", progress=False)
+    with pytest.raises(ValueError, match=r"longitude and latitude columns are both 'lat'"):
+        embed.embed_file(enc, tmp_path / "header.csv", tmp_path / "e.npy", lon_col="lat", progress=False)
+
+
+def test_cli_device_errors_are_one_line(tmp_path: Path, tower: Path) -> None:
+    if torch.backends.mps.is_available():
+        pytest.skip("mps is available here")
+    argv = ["embed", "--checkpoint", str(tower), "--input", "x.csv", "--output", str(tmp_path / "e.npy"), "--device", "mps"]
+    with pytest.raises(SystemExit, match=r"^satclip embed: --device mps: not available here"):
+        cli_main(argv)
+
+
+def test_sigterm_leaves_no_partial_output(tmp_path: Path, tower: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    np.save(tmp_path / "many.npy", np.random.default_rng(0).uniform(-60, 60, (3_000_000, 2)))
+    out = tmp_path / "emb.npy"
+    cmd = [sys.executable, "-m", "satclip.cli", "embed", "--checkpoint", str(tower), "--input", str(tmp_path / "many.npy"),
+           "--output", str(out), "--batch-size", "1024", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    partial = out.with_name(out.name + ".partial")
+    deadline = time.monotonic() + 120
+    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert partial.exists(), proc.stderr.read() if proc.poll() is not None else "no partial output after 120 s"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not partial.exists() and not out.exists()
 
 
 def _check_geo_metadata(path: Path, lonlat: np.ndarray) -> None:

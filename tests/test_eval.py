@@ -89,12 +89,66 @@ def test_locfit_multiclass_and_bad_input(tmp_path):
     assert report["kind"] == "multiclass" and model.tower.output_dim == 4
     assert report["test"]["accuracy"] > 0.6  # chance is 0.25
     _table(10, 0).to_csv(tmp_path / "t.csv", index=False)
-    with pytest.raises(ValueError, match="missing column"):
+    with pytest.raises(SystemExit, match="^satclip locfit: .*missing column"):
         main(["locfit", "--train", str(tmp_path / "t.csv"), "--val", str(tmp_path / "t.csv"), "--target", "nope", "--task", "regression"])
     bad = _table(10, 0).assign(lat=lambda d: d["lat"].where(d.index != 3, 95.0))
     bad.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(ValueError, match=r"bad.csv: .*1 of 10 rows .*first bad row 3"):
+    with pytest.raises(SystemExit, match=r"^satclip locfit: .*bad.csv: 1 of 10 rows have .*\|lat\| > 90.*: data rows 3 "):
         main(["locfit", "--train", str(tmp_path / "bad.csv"), "--val", str(tmp_path / "t.csv"), "--target", "value", "--task", "regression"])
+
+
+def test_read_table_refuses_bad_rows_unless_dropped_and_names_bad_files(tmp_path):
+    from satclip.eval.locfit import read_table
+
+    table = _table(10, 0)
+    table.loc[2, "lon"], table.loc[5, "value"] = np.nan, np.nan
+    table.to_csv(tmp_path / "nan.csv", index=False)
+    with pytest.raises(ValueError, match=r"nan.csv: 2 of 10 rows have a missing.* or no value: data rows 2, 5 "):
+        read_table(tmp_path / "nan.csv", "value")
+    kept = read_table(tmp_path / "nan.csv", "value", drop_invalid=True)
+    assert len(kept.y) == 8 and kept.dropped == 2
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("lon,lat,value\n")
+    with pytest.raises(ValueError, match=r"empty.csv: the file is empty"):
+        read_table(tmp_path / "empty.csv", "value")
+    with pytest.raises(ValueError, match=r"header.csv: no data rows"):
+        read_table(tmp_path / "header.csv", "value")
+    with pytest.raises(ValueError, match=r"latitude columns are both 'lat'"):
+        read_table(tmp_path / "nan.csv", "value", lon_col="lat")
+    n = 300_000
+    labels = np.array(["7"] * n, dtype=object)
+    labels[-5:] = "seven"  # numbers that turn to text after the first pandas chunk
+    pd.DataFrame({"lon": np.zeros(n), "lat": np.zeros(n), "label": labels}).to_csv(tmp_path / "late.csv", index=False)
+    late = read_table(tmp_path / "late.csv", "label")
+    assert {type(v) for v in late.y} == {str} and set(late.y) == {"7", "seven"}
+
+
+def test_read_table_finds_coordinate_columns_and_checks_their_rows(tmp_path):
+    from satclip.eval.locfit import read_table
+
+    table = _table(10, 0).rename(columns={"lon": "Longitude", "lat": "LAT"})
+    table.loc[4, "LAT"] = 120.0
+    table.to_csv(tmp_path / "named.csv", index=False)
+    with pytest.raises(ValueError, match=r"named.csv: 1 of 10 rows have .* Longitude/LAT, \|lat\| > 90.*: data rows 4 "):
+        read_table(tmp_path / "named.csv", "value")
+    kept = read_table(tmp_path / "named.csv", "value", drop_invalid=True)
+    assert len(kept.y) == 9 and kept.dropped == 1
+    with pytest.raises(ValueError, match=r"latitude columns are both 'LAT'"):
+        read_table(tmp_path / "named.csv", "value", lon_col="LAT")
+    table.rename(columns={"Longitude": "x", "LAT": "y"}).to_csv(tmp_path / "xy.csv", index=False)
+    with pytest.raises(ValueError, match=r"pass --crs EPSG:4326"):
+        read_table(tmp_path / "xy.csv", "value")
+    assert read_table(tmp_path / "xy.csv", "value", crs="EPSG:4326", drop_invalid=True).dropped == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["probe", "--data", "missing.csv", "--target", "y"],
+    ["locfit", "--train", "missing.csv", "--val", "missing.csv", "--target", "y", "--task", "regression"],
+    ["plot-embeddings", "--checkpoint", "missing.ckpt"],
+])
+def test_commands_end_with_a_one_line_error(argv):
+    with pytest.raises(SystemExit, match=rf"^satclip {argv[0]}: .*missing"):
+        main(argv)
 
 
 def test_tuned_hparams_from_the_authors_table():

@@ -155,3 +155,16 @@ def test_graph_exports_of_other_towers(tmp_path: Path, pe: str) -> None:
         scripted = torch.jit.load(str(tmp_path / "model.torchscript.pt"))(x).numpy()
     got = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"lonlat": x.numpy()})[0]
     assert np.abs(scripted - ref).max() <= 1e-12 and np.abs(got - ref).max() <= 1e-12
+
+
+def test_readme_export_commands_write_what_its_snippet_loads() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    loaded = set(re.findall(r"tower-l10/(model\.[a-z.]+)", readme))
+    flags = {"model.onnx": "--onnx", "model.torchscript.pt": "--torchscript"}
+    commands = [line for line in readme.splitlines() if line.startswith("satclip export") and "--out tower-l10 " in line + " "]
+    assert commands and loaded
+    for command in commands:
+        missing = [flags[f] for f in loaded if f in flags and flags[f] not in command.split()]
+        assert not missing, f"README: {command!r} lacks {missing} for the files its snippet loads"

@@ -92,3 +92,22 @@ def test_fit_refuses_to_resume_from_a_hostile_checkpoint(tmp_path: Path) -> None
     with pytest.raises(UnsafeCheckpointError, match=r"refusing to load .*hostile\.ckpt"):
         main([*TINY_FIT, "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(path)])
     assert not marker.exists()
+
+
+def test_fit_names_an_empty_corrupt_or_foreign_checkpoint(tmp_path: Path) -> None:
+    from satclip.cli import main
+
+    good = tmp_path / "weights.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    files = {
+        "empty.ckpt": (b"", r"not a readable PyTorch checkpoint \(an empty file\)"),
+        "garbage.ckpt": (bytes(range(256)) * 8, r"not a readable PyTorch checkpoint \(unpickling failed\)"),
+        "truncated.ckpt": (good.read_bytes()[:300], r"not a readable PyTorch checkpoint \(RuntimeError: PytorchStreamReader"),
+        "notes.ckpt": (b"just some text\n", r"not a readable PyTorch checkpoint"),
+        "weights.ckpt": (good.read_bytes(), r"not a satclip/Lightning checkpoint: no \['state_dict', 'global_step'\] entry"),
+    }
+    for name, (data, message) in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SystemExit, match=rf"^satclip fit: '.*{name}' is {message}") as info:
+            main(["fit", *TINY_FIT, "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(tmp_path / name)])
+        assert "weights_only=False" not in str(info.value)

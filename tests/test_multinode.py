@@ -110,3 +110,30 @@ def test_sbatch_trains_and_resumes_from_the_newest_checkpoint(tmp_path: Path, de
     from satclip.train.checkpoint_io import safe_torch_load
 
     assert safe_torch_load(last)["global_step"] == 4
+
+
+def test_two_rank_ddp_resume_with_more_steps_continues_the_schedule(tmp_path: Path, demo_shards: str) -> None:
+    """Issue 16: extending a 2-rank gloo DDP run (--trainer.max_steps 4 -> 8) trains at lr > 0, on both ranks alike."""
+    import csv
+
+    import torch
+
+    def fit(steps: int, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "satclip.cli", "fit", "--config", str(ROOT / "configs" / "demo.yaml"), *TINY,
+               "--data.train_urls", demo_shards, "--data.val_urls", "null", "--data.epoch_length", "16", "--data.crop_size", "32",
+               "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_steps", str(steps), "--model.max_steps", str(steps),
+               "--model.warmup_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+               "--trainer.default_root_dir", str(tmp_path), *extra]  # fmt: skip
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    fit(4)
+    last = tmp_path / "checkpoints" / "satclip-resnet18-l10-demo-last.ckpt"
+    before = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    fit(8, "--ckpt_path", "last")
+    after = torch.load(last, map_location="cpu", weights_only=True)
+    assert after["global_step"] == 8
+    rows = list(csv.DictReader((tmp_path / "csv" / "version_1" / "metrics.csv").open()))
+    lrs = {int(r["step"]): float(r["train/lr"]) for r in rows if r.get("train/lr")}
+    assert sorted(lrs) == [5, 6, 7, 8] and min(lrs.values()) > 0, lrs  # the resumed steps (was 0.0 before the fix)
+    assert not torch.equal(before["model.location.nnet.last_layer.weight"], after["state_dict"]["model.location.nnet.last_layer.weight"])

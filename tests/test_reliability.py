@@ -129,12 +129,13 @@ def _trainer(tmp_path: Path, save_last=True, **kwargs) -> pl.Trainer:
 
 
 def test_sigusr1_saves_last_and_stops(tmp_path: Path) -> None:
-    before = signal.getsignal(signal.SIGUSR1)
+    before, before_term = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
     trainer = _trainer(tmp_path)
     trainer.fit(_Tiny(signal.SIGUSR1, at=4))
     assert trainer.global_step == 5  # the step in flight finished, then the run stopped
     assert safe_torch_load(tmp_path / "ckpts" / "last.ckpt")["global_step"] == 5
-    assert signal.getsignal(signal.SIGUSR1) == before  # handler restored
+    assert signal.getsignal(signal.SIGUSR1) == before  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) == before_term
 
 
 def test_sigterm_saves_last_and_exits_cleanly(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -14,8 +17,10 @@ import rasterio
 
 from satclip.cli import main
 from satclip.data.payload import decode
-from satclip.data.shards import ShardInputError, read_index, write_shards
+from satclip.data.shards import ShardInputError, encode_in_order, read_index, write_shards
 from satclip.data.transforms import S2_BANDS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_shards(out: Path) -> tuple[dict, dict[str, dict]]:
@@ -175,10 +180,74 @@ def test_missing_and_bad_files_are_named(s2_sample, tmp_path):
     with pytest.raises(ShardInputError, match=r"12 bands, but the band list names 13"):
         write_shards([root], tmp_path / "out", bands=[*S2_BANDS, "B10"], progress=False)
 
+    (root / "images" / "extra.tif").write_bytes(files[0].read_bytes())
+    with pytest.raises(ShardInputError, match=r"1 GeoTIFFs are not in the index: extra.tif"):
+        write_shards([root], tmp_path / "out", progress=False)
+    (root / "images" / "extra.tif").unlink()
+
     write_shards([root], tmp_path / "out", progress=False)
     with pytest.raises(ShardInputError, match="already holds shards"):
         write_shards([root], tmp_path / "out", progress=False)
     assert write_shards([root], tmp_path / "out", overwrite=True, progress=False)["samples"] == 3
+
+
+def test_a_bad_file_among_many_stops_the_workers_with_its_message(tmp_path):
+    """40 good GeoTIFFs and one garbage '.tif' first in order, 2 workers: a prompt, clean error (it used to hang)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted((ROOT / "data" / "sample" / "images").glob("*.tif"))[0]
+    for i in range(40):
+        (folder / f"p{i:02d}.tif").symlink_to(good)
+    (folder / "a_bad.tif").write_bytes(b"not a tiff at all")
+    cmd = [sys.executable, "-m", "satclip.cli", "shards", str(folder), "--out", str(tmp_path / "out"), "--workers", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "satclip shards: error: a_bad.tif: tif payload is not a TIFF" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_dying_worker_stops_the_run():
+    with pytest.raises(ShardInputError, match=r"an encoding worker process died after 0 samples"):
+        list(encode_in_order(os._exit, [1, 1, 1], workers=2))
+    assert list(encode_in_order(abs, range(-100, 0), workers=2, in_flight=1)) == list(range(100, 0, -1))
+
+
+def test_a_failed_overwrite_keeps_the_old_set(tmp_path):
+    sample = ROOT / "data" / "sample"
+    out = tmp_path / "out"
+    write_shards([sample], out, samples_per_shard=4, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "notes.txt").write_text("mine")
+    bad = tmp_path / "bad"
+    shutil.copytree(sample, bad)
+    victim = sorted((bad / "images").glob("*.tif"))[-1]
+    victim.write_bytes(victim.read_bytes()[:5000])
+    for workers in (1, 2):
+        with pytest.raises(ShardInputError, match="could not be decoded"):
+            write_shards([bad], out, samples_per_shard=4, workers=workers, overwrite=True, progress=False)
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "notes.txt"} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "out"]  # no temporary folder left
+    shutil.copy(sample / "images" / victim.name, victim)
+    assert write_shards([bad], out, samples_per_shard=3, overwrite=True, progress=False)["samples"] == 8
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt", *(f"shard-00000{i}.tar" for i in range(3))]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "out"]
+    with pytest.raises(ShardInputError, match="must be >= 1"):
+        write_shards([bad], tmp_path / "x", samples_per_shard=0, progress=False)
+
+
+def test_mixed_patch_sizes_are_refused(tmp_path):
+    root = tmp_path / "s2"
+    (root / "images").mkdir(parents=True)
+    good = sorted((ROOT / "data" / "sample" / "images").glob("*.tif"))[0]
+    shutil.copy(good, root / "images" / "a.tif")
+    with rasterio.open(good) as src:
+        profile, data = src.profile, src.read()[:, :64, :64]
+    profile.update(width=64, height=64)
+    with rasterio.open(root / "images" / "b.tif", "w", **profile) as dst:
+        dst.write(data)
+    _write_index(root / "index.csv", ["fn", "lon", "lat"], [["a.tif", 1.0, 2.0], ["b.tif", 3.0, 4.0]])
+    with pytest.raises(ShardInputError, match=r"b.tif: shape \(12, 64, 64\), the other samples are \(12, 256, 256\)"):
+        write_shards([root], tmp_path / "out", progress=False)
 
 
 def test_bad_tars(s2_sample, tmp_path):

@@ -123,8 +123,20 @@ def test_url_forms(shards):
     assert len(keys_of(StreamLoader(piped))) == 8
     with pytest.raises(FileNotFoundError, match="1 of 6 shards"):
         expand_urls(str(directory / "shard-{000000..000005}.tar"))
-    with pytest.raises(ValueError, match="needs a manifest.json or"):
+    with pytest.raises(ValueError, match="needs a manifest.json"):
         expand_urls(directory.parent)
+
+
+def test_a_shard_folder_without_manifest_is_refused_unless_listed(shards, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("shard-000000.tar", "shard-000001.tar"):
+        (partial / name).symlink_to(shards["s2c"] / name)
+    with pytest.raises(ValueError, match=r"has 2 tar files \(shard-000000.tar, ...\) but no manifest.json: not a complete shard set"):
+        expand_urls(partial)
+    with pytest.raises(ValueError, match="no manifest.json"):
+        build_pipeline(partial, batch_size=4, epoch_length=8, **SMALL)
+    assert expand_urls(str(partial / "shard-{000000..000001}.tar")) == [str(partial / f"shard-00000{i}.tar") for i in range(2)]
 
 
 def test_two_ranks_two_workers_disjoint_and_complete(shards):

@@ -231,6 +231,43 @@ def test_variant_builds_and_takes_one_cpu_step(tmp_path: Path, variant: str) -> 
     assert hp.logit_scale_init is None and module.model.logit_scale.requires_grad
 
 
+class _LrLog(L.Callback):
+    """The learning rate each optimizer step used (``train/lr``)."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.lrs.append(float(trainer.callback_metrics["train/lr"]))
+
+
+def _fit_steps(tmp_path: Path, steps: int, ckpt: Path | None = None, **module_args) -> tuple[SatCLIPModule, list[float]]:
+    torch.manual_seed(0)
+    module, log = tiny_module(warmup_steps=2, **module_args), _LrLog()
+    trainer = tiny_trainer(tmp_path, max_steps=steps, callbacks=[log])
+    trainer.fit(module, SyntheticDataModule(batch_size=4, num_batches=20, val_batches=0, image_size=16), ckpt_path=ckpt)
+    if ckpt is None:
+        trainer.save_checkpoint(tmp_path / "first.ckpt")
+    return module, log.lrs
+
+
+def test_resuming_with_more_steps_continues_the_schedule_to_the_new_length(tmp_path: Path) -> None:
+    first, _ = _fit_steps(tmp_path, 3)
+    before = first.model.location.nnet.last_layer.weight.detach().clone()
+    resumed, lrs = _fit_steps(tmp_path, 6, tmp_path / "first.ckpt")
+    new = WarmupCosine(2, 6)
+    assert lrs == pytest.approx([1e-3 * new(s) for s in (3, 4, 5)])  # the new schedule from the resumed step on
+    assert min(lrs) > 0
+    assert not torch.equal(before, resumed.model.location.nnet.last_layer.weight)
+    assert resumed.lr_schedulers().schedule.total_steps == 6
+
+
+def test_a_schedule_that_ends_before_the_trainer_is_refused(tmp_path: Path) -> None:
+    _fit_steps(tmp_path, 3, max_steps=3)
+    with pytest.raises(ValueError, match=r"schedule ends at step 3 \(model.max_steps\) but trainer.max_steps is 6: steps 4-6 would train at learning rate 0"):
+        _fit_steps(tmp_path, 6, tmp_path / "first.ckpt", max_steps=3)
+
+
 # ----------------------------------------------------------------------------- demo config
 
 
@@ -317,3 +354,59 @@ def test_trainer_flags_are_handed_to_the_module_and_conflicts_named() -> None:
     assert (module.hparams.gradient_clip_val, module.hparams.gradient_clip_algorithm, module.hparams.accumulate_batches) == (0.5, "value", 4)
     with pytest.raises(ValueError, match=r"trainer.accumulate_grad_batches=2 conflicts with model.accumulate_batches=4"):
         module.set_trainer_flags(None, None, 2)
+
+
+# ----------------------------------------------------------------------------- exact resume
+
+
+class _Record(L.Callback):
+    """The keys of every training batch; sends SIGTERM to this process after batch ``sigterm_at``."""
+
+    def __init__(self, sigterm_at: int | None = None) -> None:
+        self.keys: list[list[str]] = []
+        self.sigterm_at = sigterm_at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.keys.append(list(batch["key"]))
+        if len(self.keys) == self.sigterm_at:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _shard_fit(tmp_path: Path, shards: Path, workers: int, max_steps: int, resume: bool = False, sigterm_at: int | None = None,
+               accumulate: int = 1):
+    """A small run on the demo shards with the CLI's checkpoints (every 2 steps), preemption and atomic IO."""
+    from satclip.data.stream import SatCLIPDataModule
+    from satclip.train.callbacks import variant_checkpoints
+    from satclip.train.checkpoint_io import AtomicCheckpointIO
+    from satclip.train.preemption import Preemption
+
+    L.seed_everything(0)
+    module = tiny_module(warmup_steps=2, max_steps=8, accumulate_batches=accumulate)
+    data = SatCLIPDataModule(train_urls=str(shards), batch_size=4, num_workers=workers, epoch_length=12, crop_size=32, shuffle_buffer=8)
+    record = _Record(sigterm_at)
+    checkpoints = variant_checkpoints("tiny", str(tmp_path / "ckpt"), every_n_train_steps=2)[:-1]  # no validation: no best
+    trainer = tiny_trainer(tmp_path, max_steps=max_steps, enable_checkpointing=True, plugins=[AtomicCheckpointIO()],
+                           callbacks=[*checkpoints, Preemption(), record])  # fmt: skip
+    try:
+        trainer.fit(module, data, ckpt_path="last" if resume else None)
+    except SystemExit:
+        assert sigterm_at is not None
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}, record.keys
+
+
+@pytest.mark.parametrize("workers,stop", [(0, "max_steps"), (1, "max_steps"), (0, "sigterm"), (1, "sigterm"), (0, "sigterm-accumulating")])
+def test_a_resumed_run_is_bit_identical_to_the_uninterrupted_one(tmp_path: Path, demo_shards: Path, workers: int, stop: str) -> None:
+    accumulate = 2 if stop == "sigterm-accumulating" else 1  # 2 batches per step, 3 per epoch
+    reference, keys = _shard_fit(tmp_path / "reference", demo_shards, workers, 8, accumulate=accumulate)
+    run = tmp_path / "stopped"
+    if stop == "max_steps":
+        _, first = _shard_fit(run, demo_shards, workers, 5)  # mid-epoch (3 batches per epoch)
+    else:  # after batch 5: mid-epoch; with accumulation mid-step too (the step is finished first)
+        _, first = _shard_fit(run, demo_shards, workers, 8, sigterm_at=5, accumulate=accumulate)
+    resumed, rest = _shard_fit(run, demo_shards, workers, 8, resume=True, accumulate=accumulate)
+    assert first + rest == keys  # no batch repeated or skipped
+    different = [k for k in reference if not torch.equal(reference[k], resumed[k])]
+    assert not different, f"{len(different)} tensors differ after resuming, e.g. {different[:3]}"

@@ -18,6 +18,8 @@ import multiprocessing
 import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,6 +101,14 @@ class _ShardWatch:
             )
 
 
+@dataclass
+class Position:
+    """How far one worker is in an epoch: raw samples taken from its (shuffled) stream, batches yielded."""
+
+    raws: int = 0
+    batches: int = 0
+
+
 class ShardStream(IterableDataset):
     """Batches from WebDataset shards, for one rank; each DataLoader worker reads its own part.
 
@@ -112,7 +122,12 @@ class ShardStream(IterableDataset):
     digital numbers without the all-zero bands, whose output indices are under ``zero_bands``;
     :func:`finish_batch` inserts them on the device), ``lonlat`` (B, 2) float64 [lon, lat]
     degrees, ``key`` list of str, ``skipped`` {kind: count} of this worker in this epoch,
-    ``worker`` its id, ``slot`` its shared-memory slot when :attr:`ring` is set.
+    ``worker`` its id, ``position`` (raw samples taken, batches yielded) of that worker after this
+    batch, ``slot`` its shared-memory slot when :attr:`ring` is set.
+
+    Randomness is keyed, not sequential where it can be: sample ``i``'s crop and batch ``b``'s
+    augmentation have their own seeds (seed, rank, worker, epoch, i or b), so a worker resumed at a
+    ``position`` skips what came before without decoding it and continues exactly.
     """
 
     def __init__(
@@ -159,6 +174,7 @@ class ShardStream(IterableDataset):
         self.trailer = False  # StreamLoader sets this: a last item per worker carries its final counts
         self._epoch = multiprocessing.RawValue("q", 0)  # shared with persistent workers
         self.ring: SharedBatchRing | None = None  # StreamLoader sets this: reused shared-memory batches
+        self.resume_at: Any = None  # StreamLoader sets this: shared [epoch, raws_0, batches_0, raws_1, ...] to resume from
 
     # -- epochs and sizes
 
@@ -237,13 +253,16 @@ class ShardStream(IterableDataset):
             watch.read_done(read, url, size)
 
     def _decoded(
-        self, raws: Iterator[tuple[dict, int]], watch: _ShardWatch, counter: SkipCounter, rng: np.random.Generator
+        self, raws: Iterator[tuple[dict, int]], watch: _ShardWatch, counter: SkipCounter, position: Position, seeds: tuple[int, ...]
     ) -> Iterator[tuple]:
-        """Decoded, checked samples; bad ones counted. Runs after the shuffle buffer, so samples
-        still waiting in it when the epoch ends are never decoded."""
+        """Decoded, checked samples; bad ones counted; ``position.raws`` counts the raw samples taken.
+        Runs after the shuffle buffer, so samples still waiting in it when the epoch ends are never
+        decoded. Sample ``i``'s random crop comes from its own seed (``seeds`` + ``i``)."""
         for raw, read in raws:
+            index, position.raws = position.raws, position.raws + 1
+            rng = np.random.default_rng([*seeds, index]) if self.augment is not None else None
             try:
-                sample = self.decoder(raw, rng if self.augment is not None else None)
+                sample = self.decoder(raw, rng)
             except Skip as skip:
                 counter.record(skip.kind, raw["__url__"], raw["__key__"], skip)
                 watch.failed(read)
@@ -251,9 +270,11 @@ class ShardStream(IterableDataset):
             watch.valid()
             yield sample
 
-    def _batches(self, samples: Iterator[tuple], counter: SkipCounter, generator: torch.Generator) -> Iterator[dict]:
+    def _batches(self, samples: Iterator[tuple], counter: SkipCounter, position: Position, seeds: tuple[int, ...]) -> Iterator[dict]:
+        """Batches of ``samples``; batch ``b``'s augmentation draws from its own seed (``seeds`` + ``b``)."""
         pending: list[tuple] = []
         shape: tuple[int, ...] = ()
+        generator = torch.Generator()
         for sample in samples:
             image, indices, _, key = sample
             shape = shape or (len(indices),) + image.shape[1:]
@@ -262,10 +283,10 @@ class ShardStream(IterableDataset):
                 continue
             pending.append(sample)
             if len(pending) == self.batch_size:
-                yield self._assemble(pending, shape, generator)
+                yield self._assemble(pending, shape, generator.manual_seed(seed_int(*seeds, position.batches)))
                 pending = []
         if pending:
-            yield self._assemble(pending, shape, generator)
+            yield self._assemble(pending, shape, generator.manual_seed(seed_int(*seeds, position.batches)))
 
     def _output(self, shape: tuple[int, ...], dtype: type[np.number]) -> tuple[torch.Tensor, int | None]:
         """The tensor a batch is written into: a reused shared-memory slot in a worker of a
@@ -307,30 +328,42 @@ class ShardStream(IterableDataset):
             extra["slot"] = slot
         return {"image": images, "lonlat": lonlat, "key": [s[3] for s in samples], **extra}
 
+    def _resume_point(self, worker: int, epoch: int) -> Position:
+        """Where this worker starts in ``epoch``: after the raw samples and batches a checkpoint
+        recorded as consumed (:attr:`resume_at`, set by :class:`StreamLoader`), else at the start."""
+        at = self.resume_at
+        if at is None or at[0] != epoch or 2 + 2 * worker >= len(at):
+            return Position()
+        return Position(raws=int(at[1 + 2 * worker]), batches=int(at[2 + 2 * worker]))
+
     def __iter__(self) -> Iterator[dict]:
         worker, num_workers = _worker_info()
         epoch = self.epoch
-        state = np.random.SeedSequence([self.seed, self.rank, worker, epoch]).generate_state(3)
-        py_rng, np_rng = random.Random(int(state[0])), np.random.default_rng(int(state[1]))
-        generator = torch.Generator().manual_seed(int(state[2]))
+        seeds = (self.seed, self.rank, worker, epoch)
+        py_rng = random.Random(seed_int(*seeds))
         counter = SkipCounter(where=f"[rank {self.rank} worker {worker}] ")
         shards, candidates = self._shard_plan(worker, num_workers, py_rng)
         watch = _ShardWatch(candidates, self.epoch_length is not None, self.rank, counter)
         raws = self._raw_samples(shards, watch, counter)
         if self.shuffle_buffer > 1:
             raws = _shuffled(raws, self.shuffle_buffer, py_rng)
+        position = self._resume_point(worker, epoch)
+        if position.raws:  # consumed before the checkpoint: read past them (the shuffle buffer too), not decoded
+            for _ in itertools.islice(raws, position.raws):
+                pass
+            counter.counts = dict.fromkeys(counter.counts, 0)  # the loader restored the totals up to here
+            watch.valid()
         limit = self.batches_per_worker(num_workers)
-        produced = 0
-        for batch in self._batches(self._decoded(raws, watch, counter, np_rng), counter, generator):
+        batches = self._batches(self._decoded(raws, watch, counter, position, seeds), counter, position, seeds)
+        while position.batches != limit and (batch := next(batches, None)) is not None:
+            position.batches += 1
             batch["skipped"] = counter.snapshot()
             batch["worker"] = worker
+            batch["position"] = (position.raws, position.batches)
             yield batch
-            produced += 1
-            if produced == limit:
-                break
         if self.trailer:
             yield {"skipped": counter.snapshot(), "worker": worker, "trailer": True}
-        elif produced == 0 and num_workers == 1 and (self.world_size == 1 or not self.split_by_rank):
+        elif position.batches == 0 and num_workers == 1 and (self.world_size == 1 or not self.split_by_rank):
             raise EmptyStreamError(self.empty_message(counter.counts))
 
     def empty_message(self, counts: dict[str, int]) -> str:

@@ -21,7 +21,7 @@ def _local_path(url: str) -> Path:
 
 
 def expand_urls(urls: str | Sequence[str]) -> list[str]:
-    """Shard URLs from a directory (its ``manifest.json``, else its ``*.tar``), a brace pattern,
+    """Shard URLs from a directory (the shards its ``manifest.json`` lists), a brace pattern,
     a ``::``-separated string or a list of any of these. Local shards must exist; ``http(s)://``
     and ``pipe:`` URLs are passed through untouched."""
     from webdataset.shardlists import expand_urls as wds_expand
@@ -42,13 +42,19 @@ def expand_urls(urls: str | Sequence[str]) -> list[str]:
 
 
 def _directory_shards(directory: Path) -> list[str]:
+    """The shards a directory's ``manifest.json`` lists; a directory without one is refused (it may
+    hold an interrupted write), unless the shards are named explicitly (a pattern or a list)."""
     manifest = directory / MANIFEST
     if manifest.is_file():
         return [str(directory / s["name"]) for s in json.loads(manifest.read_text())["shards"]]
-    shards = sorted(p for p in directory.iterdir() if p.name.endswith((".tar", ".tar.gz", ".tgz")))
+    shards = sorted(p.name for p in directory.iterdir() if p.name.endswith((".tar", ".tar.gz", ".tgz")))
     if not shards:
-        raise ValueError(f"{directory}: a directory of shards needs a {MANIFEST} or *.tar files; found neither")
-    return [str(p) for p in shards]
+        raise ValueError(f"{directory}: a directory of shards needs a {MANIFEST} (written by `satclip shards`); it has neither that nor *.tar files")
+    raise ValueError(
+        f"{directory} has {len(shards)} tar files ({shards[0]}, ...) but no {MANIFEST}: not a complete shard set "
+        f"(`satclip shards` writes the manifest last). Name the shards explicitly to read them anyway: a brace "
+        f"pattern such as '{directory}/shard-{{000000..000009}}.tar' or a list of files"
+    )
 
 
 def read_manifest(urls: Sequence[str]) -> tuple[dict[str, int] | None, tuple[str, ...] | None]:

@@ -20,27 +20,36 @@ Output is deterministic: the same inputs give byte-identical shards for any ``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import shutil
 import sys
 import tarfile
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+import tempfile
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TypeVar
 
 from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
+from .shardlist import MANIFEST
 from .transforms import S2_BANDS
 
 MANIFEST_FORMAT = "satclip-shards/1"
 TIF_SUFFIXES = (".tif", ".tiff")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _MISSING_SHOWN = 5
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ShardInputError(ValueError):
@@ -133,11 +142,20 @@ def _folder_tasks(root: Path, index: dict[str, tuple[float, float]] | None) -> l
             continue
         tasks.append(_Task(_key(name), path.relative_to(root).as_posix(), path=str(path), lonlat=lonlat))
     if missing:
-        shown = ", ".join(missing[:_MISSING_SHOWN]) + (", ..." if len(missing) > _MISSING_SHOWN else "")
         raise ShardInputError(
-            f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {shown}"
+            f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {_first(missing)}"
+        )
+    present = (p for folder in (root, root / "images") if folder.is_dir() for p in folder.iterdir())
+    unlisted = sorted(p.name for p in present if p.suffix.lower() in TIF_SUFFIXES and p.is_file() and p.name not in index)
+    if unlisted:
+        raise ShardInputError(
+            f"{root}: {len(unlisted)} GeoTIFFs are not in the index: {_first(unlisted)}; add them to the index or move them out"
         )
     return tasks
+
+
+def _first(names: Sequence[str]) -> str:
+    return ", ".join(names[:_MISSING_SHOWN]) + (", ..." if len(names) > _MISSING_SHOWN else "")
 
 
 def _tar_tasks(tars: Sequence[Path], index: dict[str, tuple[float, float]] | None) -> Iterator[_Task]:
@@ -240,12 +258,13 @@ def _encode_star(job: tuple[_Task, str, tuple[str, ...]]) -> tuple[str, bytes, d
 
 
 class _TarShards:
-    """Writes samples into ``shard-%06d.tar`` files of ``per_shard`` samples (temp file, then rename)."""
+    """Writes samples into ``shard-%06d.tar`` files of ``per_shard`` samples in ``out``."""
 
     def __init__(self, out: Path, per_shard: int, payload: str) -> None:
         self.out, self.per_shard, self.payload = out, per_shard, payload
         self.shards: list[dict] = []
         self.dtype: str | None = None
+        self.shape: list[int] | None = None
         self._tar: tarfile.TarFile | None = None
         self._keys: set[str] = set()
 
@@ -254,12 +273,14 @@ class _TarShards:
             raise ShardInputError(f"two inputs give the same sample key {key!r} (second: {record['source']})")
         self._keys.add(key)
         if self.dtype is None:
-            self.dtype = record["dtype"]
+            self.dtype, self.shape = record["dtype"], record["shape"]
         elif record["dtype"] != self.dtype:
             raise ShardInputError(f"{record['source']}: dtype {record['dtype']}, the other samples are {self.dtype}")
+        elif record["shape"] != self.shape:
+            raise ShardInputError(f"{record['source']}: shape {tuple(record['shape'])}, the other samples are {tuple(self.shape or ())} (one patch size per shard set)")
         if self._tar is None:
             self.shards.append({"name": f"shard-{len(self.shards):06d}.tar", "samples": 0})
-            self._tar = tarfile.open(self._temp_path(), "w", format=tarfile.USTAR_FORMAT)
+            self._tar = tarfile.open(self.out / self.shards[-1]["name"], "w", format=tarfile.USTAR_FORMAT)
         self._member(f"{key}.{self.payload}", blob)
         self._member(f"{key}.json", json.dumps(record, separators=(",", ":")).encode())
         self.shards[-1]["samples"] += 1
@@ -276,30 +297,105 @@ class _TarShards:
         assert self._tar is not None  # a shard is open
         self._tar.addfile(info, io.BytesIO(data))
 
-    def _temp_path(self) -> Path:
-        return self.out / f".{self.shards[-1]['name']}.partial"
-
     def _finish(self) -> None:
         assert self._tar is not None
         self._tar.close()
         self._tar = None
-        os.replace(self._temp_path(), self.out / self.shards[-1]["name"])
 
 
-def _bounded(jobs: Iterable, semaphore: threading.BoundedSemaphore) -> Iterator:
-    """Yield ``jobs``, each only once a slot is free (the consumer releases one per result)."""
-    for job in jobs:
-        semaphore.acquire()
-        yield job
+def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int, in_flight: int = 16) -> Generator[R, None, None]:
+    """``map(fn, jobs)``, in ``workers`` spawned processes when > 1, results in input order with at
+    most ``in_flight * workers`` jobs submitted ahead (bounds the bytes read ahead from tars).
+
+    The first error, in a job, in reading ``jobs`` or a worker process dying, is raised here at
+    once; pending jobs are cancelled and the workers stopped before it propagates. Close the
+    generator (``contextlib.closing``) when leaving the loop early."""
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    window: deque[Future] = deque()
+    done = 0
+    try:
+        for job in jobs:
+            window.append(pool.submit(fn, job))
+            if len(window) >= in_flight * workers:
+                yield window.popleft().result()
+                done += 1
+        while window:
+            yield window.popleft().result()
+            done += 1
+    except BrokenProcessPool:
+        raise ShardInputError(
+            f"an encoding worker process died after {done} samples (killed, out of memory, or a crash in the "
+            "GeoTIFF reader); run with --workers 1 to find the input"
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    old = sorted(out.glob("shard-*.tar")) + ([out / "manifest.json"] if (out / "manifest.json").exists() else [])
+def _shard_set(folder: Path) -> list[Path]:
+    """The shard set in ``folder``: its manifest first, then its shards."""
+    if not folder.is_dir():
+        return []
+    manifest = [folder / MANIFEST] if (folder / MANIFEST).exists() else []
+    return manifest + sorted(folder.glob("shard-*.tar"))
+
+
+def _hidden_sibling(out: Path, tag: str) -> Path:
+    """A new hidden folder beside ``out`` (same file system: renames between them are atomic)."""
+    resolved = out.resolve()
+    return Path(tempfile.mkdtemp(prefix=f".{resolved.name}.{tag}-", dir=resolved.parent))
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ShardInputError(f"--out {out} is a file, not a folder")
+    old = _shard_set(out)
     if old and not overwrite:
         raise ShardInputError(f"{out} already holds shards ({old[0].name}, ...); pass --overwrite to replace them")
+
+
+def _commit(temp: Path, out: Path) -> None:
+    """Move the complete set written in ``temp`` into ``out``. The old set goes aside first, into a
+    hidden sibling (only left behind if this few-renames step is interrupted), the manifest last:
+    ``out`` never lists a shard it does not hold."""
+    out.mkdir(exist_ok=True)
+    old = _shard_set(out)
+    aside = _hidden_sibling(out, "old") if old else None
     for path in old:
-        path.unlink()
+        assert aside is not None
+        os.replace(path, aside / path.name)
+    for path in sorted(temp.iterdir(), key=lambda p: p.name == MANIFEST):
+        os.replace(path, out / path.name)
+    temp.rmdir()
+    if aside is not None:
+        shutil.rmtree(aside)
+
+
+def _write_set(
+    tasks: Iterable[_Task], total: int | None, folder: Path, samples_per_shard: int, payload: str, bands: tuple[str, ...],
+    workers: int, progress: bool, out: Path,
+) -> dict:
+    """Encode ``tasks`` into shards in ``folder``; return the manifest (``out`` names the progress bar)."""
+    from tqdm import tqdm
+
+    jobs = ((task, payload, bands) for task in tasks)
+    writer = _TarShards(folder, samples_per_shard, payload)
+    with tqdm(total=total, unit="patch", desc=f"shards -> {out}", disable=not progress) as bar:
+        with contextlib.closing(encode_in_order(_encode_star, jobs, workers)) as results:
+            for key, blob, record in results:
+                writer.add(key, blob, record)
+                bar.update()
+        writer.close()
+    return {
+        "format": MANIFEST_FORMAT,
+        "payload": payload,
+        "dtype": writer.dtype,
+        "bands": list(bands),
+        "shards": writer.shards,
+        "samples": sum(s["samples"] for s in writer.shards),
+    }
 
 
 def write_shards(
@@ -317,47 +413,27 @@ def write_shards(
 ) -> dict:
     """Write WebDataset shards and ``manifest.json`` into ``out``; return the manifest.
 
-    ``index_columns``: ``lon_col`` / ``lat_col`` / ``crs`` for :func:`read_index` (default: found)."""
-    from tqdm import tqdm
+    ``index_columns``: ``lon_col`` / ``lat_col`` / ``crs`` for :func:`read_index` (default: found).
 
+    The set is written into a hidden temporary sibling of ``out`` and moved in only once complete:
+    a failure leaves ``out`` (and a set it held, with ``overwrite``) as it was."""
     if payload not in PAYLOAD_EXTENSIONS:
-        raise ValueError(f"payload must be one of {PAYLOAD_EXTENSIONS}, got {payload!r}")
+        raise ShardInputError(f"payload must be one of {PAYLOAD_EXTENSIONS}, got {payload!r}")
     if samples_per_shard < 1 or workers < 1:
-        raise ValueError(f"samples_per_shard and workers must be >= 1, got {samples_per_shard} and {workers}")
+        raise ShardInputError(f"--samples-per-shard and --workers must be >= 1, got {samples_per_shard} and {workers}")
     tasks, total = collect_tasks(inputs, index, index_columns)
     out = Path(out)
-    _prepare_out(out, overwrite)
-    in_flight = threading.BoundedSemaphore(16 * workers)  # bounds the bytes read ahead from tars
-    jobs = _bounded(((task, payload, tuple(bands)) for task in tasks), in_flight)
-    writer = _TarShards(out, samples_per_shard, payload)
-    bar = tqdm(total=total, unit="patch", desc=f"shards -> {out}", disable=not progress)
-    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    _check_out(out, overwrite)
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    temp = _hidden_sibling(out, "partial")  # the old set stays in place until this one is complete
     try:
-        results = pool.imap(_encode_star, jobs, chunksize=4) if pool else map(_encode_star, jobs)
-        for key, blob, record in results:
-            in_flight.release()
-            writer.add(key, blob, record)
-            bar.update()
-        writer.close()
+        manifest = _write_set(tasks, total, temp, samples_per_shard, payload, tuple(bands), workers, progress, out)
+        if not manifest["shards"]:
+            raise ShardInputError(f"no GeoTIFF found in {', '.join(map(str, inputs))}")
+        (temp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        _commit(temp, out)
     finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-        for partial in out.glob(".shard-*.partial"):
-            partial.unlink()
-    if not writer.shards:
-        raise ShardInputError(f"no GeoTIFF found in {', '.join(map(str, inputs))}")
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "payload": payload,
-        "dtype": writer.dtype,
-        "bands": list(bands),
-        "shards": writer.shards,
-        "samples": sum(s["samples"] for s in writer.shards),
-    }
-    temp = out / ".manifest.json.partial"
-    temp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(temp, out / "manifest.json")
+        shutil.rmtree(temp, ignore_errors=True)
     return manifest
 
 
@@ -400,4 +476,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["MANIFEST_FORMAT", "ShardInputError", "collect_tasks", "encode_sample", "read_index", "write_shards"]
+__all__ = ["MANIFEST_FORMAT", "ShardInputError", "collect_tasks", "encode_in_order", "encode_sample", "read_index", "write_shards"]

@@ -25,10 +25,12 @@ KINDS = ("binary", "multiclass", "regression")
 
 @dataclass
 class Split:
-    """Coordinates (N, 2) [lon, lat] degrees and targets (N,) of one split."""
+    """Coordinates (N, 2) [lon, lat] degrees and targets (N,) of one split; ``dropped``: rows of its
+    source table left out as invalid (``read_table(drop_invalid=True)``)."""
 
     lonlat: np.ndarray
     y: np.ndarray
+    dropped: int = 0
 
     def __post_init__(self) -> None:
         # one validator for coordinates everywhere: bad rows raise, longitudes are wrapped

@@ -136,26 +136,57 @@ def build_predictor(
 
 
 def read_table(
-    path: str | Path, target: str | None, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None
+    path: str | Path,
+    target: str | None,
+    lon_col: str | None = None,
+    lat_col: str | None = None,
+    crs: str | None = None,
+    drop_invalid: bool = False,
 ) -> Split:
-    """Read a CSV/Parquet table as a ``Split`` (rows with a missing value dropped; targets zero when ``target`` is None).
+    """Read a CSV/Parquet table as a ``Split`` (targets zero when ``target`` is None).
 
-    Coordinate columns are found by :func:`satclip.columns.find_coordinate_columns` unless named."""
+    Coordinate columns are found by :func:`satclip.columns.find_coordinate_columns` unless named.
+    Rows with a missing, non-numeric or non-finite coordinate, |lat| > 90 or a missing target are an
+    error naming them, or with ``drop_invalid`` left out and counted (``Split.dropped``). Every CSV
+    column's type is inferred from the whole file (a column of numbers that turns to text is text)."""
     import pandas as pd
+
+    from ..io.embed import MAX_BAD_ROWS_SHOWN, invalid_coordinates
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"table {path} does not exist")
-    df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    try:
+        df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        raise ValueError(f"{path}: not a readable {'Parquet' if path.suffix in ('.parquet', '.pq') else 'CSV'} table: {err}") from None
     lon_col, lat_col = find_coordinate_columns([str(c) for c in df.columns], lon_col, lat_col, crs, where=str(path))
+    if lon_col == lat_col:
+        raise ValueError(f"{path}: the longitude and latitude columns are both {lon_col!r}; name two columns (--lon-col, --lat-col)")
     wanted = [lon_col, lat_col] + ([target] if target else [])
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; it has {list(df.columns)}")
-    df = df.dropna(subset=wanted)
-    lonlat = df[[lon_col, lat_col]].to_numpy(dtype=np.float64)
+    if df.empty:
+        raise ValueError(f"{path}: no data rows (only a header)")
+    lonlat = np.stack([pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64) for c in (lon_col, lat_col)], axis=1)
+    bad = invalid_coordinates(lonlat) | (df[target].isna().to_numpy() if target else False)
+    if bad.any() and not drop_invalid:
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(map(str, rows[:MAX_BAD_ROWS_SHOWN])) + (", ..." if rows.size > MAX_BAD_ROWS_SHOWN else "")
+        raise ValueError(
+            f"{path}: {rows.size} of {len(df)} rows have a missing, non-numeric or non-finite {lon_col}/{lat_col}, |lat| > 90"
+            f"{f' or no {target}' if target else ''}: data rows {shown} (from 0, header excluded); fix them or drop them "
+            f"with --drop-invalid"
+        )
+    keep = ~bad
+    if not keep.any():
+        raise ValueError(f"{path}: all {len(df)} rows are invalid")
+    y = df[target].to_numpy()[keep] if target else np.zeros(int(keep.sum()))
     try:
-        return Split(lonlat, df[target].to_numpy() if target else np.zeros(len(lonlat)))
+        return Split(lonlat[keep], y, dropped=int(bad.sum()))
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
 
@@ -204,6 +235,7 @@ def fit_table(
             "init_from": init_from, "freeze_tower": freeze_tower, "batch_size": batch_size, "max_epochs": max_epochs,
             "patience": patience, "seed": seed, "dtype": str(dtype).replace("torch.", ""),
             "classes": model.classes or None, "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y) if test is not None else 0,
+            "dropped": {"train": train.dropped, "val": val.dropped, "test": test.dropped if test is not None else 0},
         },
         "history": {k: v for k, v in asdict(history).items() if k not in ("train_loss", "val_loss")},
         "seconds": round(time.perf_counter() - start, 2),
@@ -218,6 +250,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, help="target column")
     parser.add_argument("--task", required=True, choices=("classification", "regression"))
     add_coordinate_arguments(parser)
+    parser.add_argument("--drop-invalid", action="store_true", help="leave out rows with bad coordinates or no target (counted) instead of stopping")
     parser.add_argument("--pe", default="sphericalharmonics", help="positional encoding (default: sphericalharmonics)")
     parser.add_argument("--nn", default="siren", help="network: linear, mlp, fcnet, siren (default: siren)")
     parser.add_argument("--tuned", default="auto", choices=("auto", "none", *TUNED_TASKS),
@@ -241,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     if args.freeze_tower and not args.init_from:
         raise SystemExit("satclip locfit: --freeze-tower needs --init-from (a pretrained tower to freeze)")
     torch.set_num_threads(args.threads)
-    read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col, args.crs)  # noqa: E731
+    read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col, args.crs, args.drop_invalid)  # noqa: E731
     train, val = read(args.train), read(args.val)
     test = read(args.test) if args.test else None
     overrides = {k: getattr(args, k) for k in ("legendre_polys", "dim_hidden", "num_layers", "frequency_num",
@@ -262,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
     shown = report["test"] if report["test"] is not None else report["val"]
     print(json.dumps({"split": "test" if report["test"] is not None else "val", **shown,
-                      "epochs": report["history"]["epochs"], "out": str(out)}))
+                      "epochs": report["history"]["epochs"], "dropped_rows": sum(report["settings"]["dropped"].values()), "out": str(out)}))
     return 0
 
 

@@ -210,6 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--cell-deg", type=float, default=10.0, help="spatial CV cell size in degrees")
     add_coordinate_arguments(parser)
+    parser.add_argument("--drop-invalid", action="store_true", help="leave out rows with bad coordinates or no target (counted) instead of stopping")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baselines", action="store_true", help="skip lon/lat, sin/cos and untrained SH")
     parser.add_argument("--out", help="folder for probe_folds.csv and probe.md")
@@ -222,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.checkpoint or args.features or args.encoder) and args.no_baselines:
         raise SystemExit("satclip probe: nothing to probe: give --checkpoint, --features or --encoder, or drop --no-baselines")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    table = read_table(args.data, args.target, args.lon_col, args.lat_col, args.crs)
+    table = read_table(args.data, args.target, args.lon_col, args.lat_col, args.crs, args.drop_invalid)
     y = table.y.astype(np.float64) if args.task == "regression" else table.y
     features: dict[str, np.ndarray] = {}
     for ckpt in args.checkpoint:
@@ -242,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
     rows = run_probe(features, table.lonlat, y, task=args.task, kind=args.probe, cvs=args.cv, n_folds=args.folds,
                      seed=args.seed, cell_deg=args.cell_deg, progress=lambda s: print(f"probing {s}", flush=True))
     title = (f"{args.target} ({args.task}), {args.probe} probe, {args.folds}-fold CV "
-             f"(spatial: {args.cell_deg:g}-degree cells), {len(y)} rows; mean ± std over folds")
+             f"(spatial: {args.cell_deg:g}-degree cells), {len(y)} rows{f' ({table.dropped} invalid dropped)' if table.dropped else ''}; "
+             "mean ± std over folds")
     text = f"{title}\n\n{summary_table(rows, args.task)}\n"
     if args.out:
         out = Path(args.out)

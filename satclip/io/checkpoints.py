@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +30,7 @@ from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_lo
 from ..pretrained import list_pretrained
 from . import hub
 from .layout import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS
+from .safeload import checked_load
 
 if TYPE_CHECKING:  # the model pulls in timm; imported only when a full model is loaded
     from ..model import SatCLIP
@@ -82,19 +81,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if unsafe is None:
-            raise ValueError(f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint (unpickling failed)") from None
-        raise ValueError(
-            f"checkpoint {str(path)!r} holds pickled objects other than tensors and plain containers "
-            f"(e.g. {unsafe.group(1)}); refusing to load it: only weights_only loading is allowed, "
-            f"and nothing in the file was run"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"checkpoint {str(path)!r} is not a readable PyTorch checkpoint: {err}") from None
+    obj = checked_load(lambda: torch.load(path, map_location="cpu", weights_only=True), path)
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {str(path)!r}: expected a dict, got {type(obj).__name__}")
     return obj

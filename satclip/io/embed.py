@@ -14,9 +14,13 @@ and only renamed into place when every row succeeded. ``--geoparquet`` adds a WK
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
-from collections.abc import Iterator
+import re
+import signal
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +51,14 @@ def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
     return suffix
 
 
+def invalid_coordinates(lonlat: np.ndarray) -> np.ndarray:
+    """Mask of the rows of (n, 2) [lon, lat] that are missing, non-finite or have |lat| > 90."""
+    return ~np.isfinite(lonlat).all(axis=1) | (np.abs(lonlat[:, 1]) > 90)
+
+
 def check_coordinates(lonlat: np.ndarray, start: int, source: str) -> None:
     """Raise ``ValueError`` naming ``source`` and the global rows that are missing, non-finite or have |lat| > 90."""
-    bad = ~np.isfinite(lonlat).all(axis=1) | (np.abs(lonlat[:, 1]) > 90)
+    bad = invalid_coordinates(lonlat)
     if bad.any():
         rows = np.flatnonzero(bad)
         shown = ", ".join(f"{start + r} (lon={float(lonlat[r, 0])!r}, lat={float(lonlat[r, 1])!r})" for r in rows[:MAX_BAD_ROWS_SHOWN])
@@ -77,18 +86,50 @@ def _npy_chunks(path: Path, chunk_rows: int) -> tuple[int, Iterator[Chunk]]:
     return array.shape[0], chunks()
 
 
-def _arrow_batches(path: Path, suffix: str, chunk_rows: int, columns: list[str] | None = None) -> tuple[Any, Iterator[Any]]:
-    """(schema, record batches) of a CSV or Parquet file."""
+class ColumnTypeChanged(ValueError):
+    """A CSV column's values stop fitting the type Arrow inferred from the file's first block."""
+
+    def __init__(self, path: Path, column: str, err: Exception) -> None:
+        super().__init__(f"{str(path)!r}: column {column!r} changes type after the first rows: {err}")
+        self.column = column
+
+
+def _arrow_batches(path: Path, suffix: str, chunk_rows: int, columns: list[str] | None = None, text: Sequence[str] = ()) -> tuple[Any, Iterator[Any]]:
+    """(schema, record batches) of a CSV or Parquet file; CSV columns in ``text`` are read as text."""
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
         file = pq.ParquetFile(path)
         return file.schema_arrow, file.iter_batches(batch_size=chunk_rows, columns=columns)
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    convert = pacsv.ConvertOptions(include_columns=columns) if columns else None
-    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES), convert_options=convert)
-    return reader.schema, iter(reader)
+    convert = pacsv.ConvertOptions(include_columns=columns or [], column_types={c: pa.string() for c in text})
+    try:
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES), convert_options=convert)
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{str(path)!r}: not a readable CSV: {err}") from None
+    return reader.schema, _csv_batches(path, reader)
+
+
+def _csv_batches(path: Path, reader: Any) -> Iterator[Any]:
+    """The reader's batches; a value that does not fit its column's inferred type is a :class:`ColumnTypeChanged`."""
+    import pyarrow as pa
+
+    try:
+        yield from reader
+    except pa.ArrowInvalid as err:
+        found = re.search(r"CSV column #(\d+): (?:Row #\d+: )?CSV conversion error", str(err))
+        if found is None:
+            raise ValueError(f"{str(path)!r}: not a readable CSV: {err}") from None
+        raise ColumnTypeChanged(path, _csv_header(path)[int(found.group(1))], err) from None
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's header (Arrow numbers its columns in the file, also when
+    reading only some of them)."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        return next(csv.reader(f), [])
 
 
 def _count_rows(path: Path, suffix: str, lat_col: str) -> int:
@@ -110,37 +151,58 @@ def _column(batch: Any, name: str, path: Path) -> np.ndarray:
 
 
 def _table_chunks(
-    path: Path, suffix: str, lon_col: str | None, lat_col: str | None, crs: str | None, chunk_rows: int
+    path: Path, suffix: str, lon_col: str | None, lat_col: str | None, crs: str | None, chunk_rows: int, text: Sequence[str] = ()
 ) -> tuple[int, Iterator[Chunk]]:
     import pyarrow as pa
 
-    schema, batches = _arrow_batches(path, suffix, chunk_rows)
-    lon_col, lat_col = find_coordinate_columns(schema.names, lon_col, lat_col, crs, where=repr(str(path)))
-    total = _count_rows(path, suffix, lat_col)
+    schema, batches = _arrow_batches(path, suffix, chunk_rows, text=text)
+    lon, lat = find_coordinate_columns(schema.names, lon_col, lat_col, crs, where=repr(str(path)))
+    if lon == lat:
+        raise ValueError(f"{str(path)!r}: the longitude and latitude columns are both {lon!r}; name two columns (--lon-col, --lat-col)")
+
+    def coordinates_must_be_numbers(change: ColumnTypeChanged) -> Exception:
+        return ValueError(f"{change} (coordinates must be numbers)") if change.column in (lon, lat) else change
+
+    try:
+        total = _count_rows(path, suffix, lat)
+    except ColumnTypeChanged as change:
+        raise coordinates_must_be_numbers(change) from None
+    if total == 0:
+        raise ValueError(f"{str(path)!r}: no data rows (only a header)")
 
     def chunks() -> Iterator[Chunk]:
         start = 0
-        for batch in batches:
-            lonlat = np.stack([_column(batch, lon_col, path), _column(batch, lat_col, path)], axis=1)
-            carried = pa.Table.from_batches([batch]).drop_columns([lon_col, lat_col])
-            yield start, lonlat, carried
-            start += batch.num_rows
+        try:
+            for batch in batches:
+                lonlat = np.stack([_column(batch, lon, path), _column(batch, lat, path)], axis=1)
+                carried = pa.Table.from_batches([batch]).drop_columns([lon, lat])
+                yield start, lonlat, carried
+                start += batch.num_rows
+        except ColumnTypeChanged as change:
+            raise coordinates_must_be_numbers(change) from None
 
     return total, chunks()
 
 
 def read_chunks(
-    path: str | Path, lon_col: str | None = None, lat_col: str | None = None, chunk_rows: int = 65536, crs: str | None = None
+    path: str | Path,
+    lon_col: str | None = None,
+    lat_col: str | None = None,
+    chunk_rows: int = 65536,
+    crs: str | None = None,
+    text: Sequence[str] = (),
 ) -> tuple[int, Iterator[Chunk]]:
     """(number of rows, iterator of (first row, (n, 2) [lon, lat], carried columns)) of a coordinate file
-    (table columns found by :func:`satclip.columns.find_coordinate_columns` unless named)."""
+    (table columns found by :func:`satclip.columns.find_coordinate_columns` unless named); CSV columns
+    named in ``text`` are read as text. A coordinate column that turns to text is a ``ValueError``, any
+    other column a :class:`ColumnTypeChanged`."""
     path = Path(path)
     suffix = _suffix(path, INPUT_FORMATS, "input")
     if not path.is_file():
         raise FileNotFoundError(f"input {str(path)!r}: no such file")
     if suffix == ".npy":
         return _npy_chunks(path, chunk_rows)
-    return _table_chunks(path, suffix, lon_col, lat_col, crs, chunk_rows)
+    return _table_chunks(path, suffix, lon_col, lat_col, crs, chunk_rows, text)
 
 
 # ---------------------------------------------------------------------------------------- writers
@@ -221,6 +283,15 @@ class TableWriter:
 # ---------------------------------------------------------------------------------------- embedding
 
 
+def check_device(device: str) -> None:
+    """Raise ``ValueError`` when ``device`` cannot hold a tensor here (no driver, not built in, unknown)."""
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, NotImplementedError) as err:
+        lines = str(err).strip().splitlines()
+        raise ValueError(f"--device {device}: not available here ({lines[0] if lines else type(err).__name__}); use --device cpu") from None
+
+
 def embed_array(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 8192, device: str | torch.device = "cpu") -> np.ndarray:
     """(n, 2) [lon, lat] degrees -> (n, output_dim) embeddings in the encoder's dtype, ``batch_size`` rows at a time."""
     dtype = torch.empty((), dtype=encoder.dtype).numpy().dtype
@@ -247,16 +318,32 @@ def embed_file(
 ) -> int:
     """Embed every row of ``input`` into ``output`` (streaming, order kept); returns the number of rows.
 
-    ``geoparquet`` (``.parquet`` output only) adds a WKB point ``geometry`` column and GeoParquet metadata."""
-    from tqdm import tqdm
+    ``geoparquet`` (``.parquet`` output only) adds a WKB point ``geometry`` column and GeoParquet metadata.
 
+    A carried CSV column whose values stop fitting the type inferred from the first rows (an id that
+    turns from numbers to text) is read as text: the file is read again from the start."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    input, output = Path(input), Path(output)
+    text: list[str] = []
+    while True:
+        try:
+            return _embed_once(encoder, Path(input), Path(output), lon_col, lat_col, crs, batch_size, device, progress, text, geoparquet)
+        except ColumnTypeChanged as change:  # a carried column (read_chunks reports coordinate columns itself)
+            if change.column in text:
+                raise ValueError(str(change)) from None
+            text.append(change.column)
+
+
+def _embed_once(
+    encoder: LocationEncoder, input: Path, output: Path, lon_col: str | None, lat_col: str | None, crs: str | None, batch_size: int,
+    device: str | torch.device, progress: bool, text: Sequence[str], geoparquet: bool = False,
+) -> int:
+    from tqdm import tqdm
+
     out_fmt = _suffix(output, OUTPUT_FORMATS, "output")
     if geoparquet and out_fmt != ".parquet":
         raise ValueError(f"output {str(output)!r}: --geoparquet writes Parquet; name the output .parquet")
-    rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=max(batch_size, READ_ROWS), crs=crs)
+    rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=max(batch_size, READ_ROWS), crs=crs, text=text)
     encoder = encoder.to(device).eval()
     dim, dtype = encoder.output_dim, torch.empty((), dtype=encoder.dtype).numpy().dtype
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -295,13 +382,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"satclip embed: --device {args.device}: no CUDA device is available here (use --device cpu)")
+    check_device(args.device)
+    # SIGTERM (kill, a scheduler) unwinds like Ctrl-C, so the partial output is removed
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype)
         rows = embed_file(encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress, args.crs,
                           args.geoparquet)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"satclip embed: {err}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"wrote {rows} embeddings ({encoder.output_dim} dims, {str(encoder.dtype).removeprefix('torch.')}) to {args.output}")
     return 0

@@ -220,10 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        encoder = load_location_encoder(args.checkpoint, dtype=args.dtype)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"satclip export: {err}") from None
+    encoder = load_location_encoder(args.checkpoint, dtype=args.dtype)
     config = export_location_encoder(encoder, args.out, onnx=args.onnx, torchscript=args.torchscript, source=str(args.checkpoint))
     print(f"exported {config['architecture']['pe']}/{config['architecture']['nn']} location tower ({config['dtype']}) to {args.out}: "
           f"{', '.join(config['files'].values())}, {EXPORT_CONFIG}")

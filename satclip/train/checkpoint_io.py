@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import os
-import pickle
 import secrets
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -24,7 +23,12 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "UnsafeCheckpointError", "atomic_torch_save", "is_local", "safe_torch_load", "unsafe_checkpoint_error"]
+from ..io.safeload import CheckpointReadError, UnsafeCheckpointError, checked_load, unsafe_checkpoint_error
+
+__all__ = [
+    "AtomicCheckpointIO", "CheckpointReadError", "UnsafeCheckpointError", "atomic_torch_save", "is_local", "resumable_checkpoint",
+    "safe_torch_load", "unsafe_checkpoint_error",
+]
 
 _TMP_SUFFIX = ".tmp"
 _PATH = Union[str, Path]
@@ -33,10 +37,6 @@ _PATH = Union[str, Path]
 def is_local(path: _PATH) -> bool:
     """Whether ``path`` is on the local file system (a plain path or ``file://``), not an fsspec URL."""
     return isinstance(get_filesystem(path), LocalFileSystem)
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint holds objects that ``torch.load(weights_only=True)`` refuses to build."""
 
 
 def _temp_prefix(path: str) -> str:
@@ -86,28 +86,33 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
     _remove_stale_temps(path)
 
 
-def unsafe_checkpoint_error(path: _PATH, err: Exception) -> UnsafeCheckpointError:
-    """The error for a file that ``torch.load(weights_only=True)`` refused: what, why, and that nothing ran."""
-    lines = str(err).strip().splitlines()
-    culprit = next((line.strip() for line in lines if "GLOBAL" in line), lines[0].strip() if lines else "")
-    return UnsafeCheckpointError(
-        f"refusing to load {os.fspath(path)!r}: it contains objects that plain-weights loading "
-        f"(torch.load weights_only=True) does not allow, and unpickling them could run code; nothing in "
-        f"the file was run. Only load it with weights_only=False if you made it yourself. {culprit}"
-    )
-
-
 def safe_torch_load(path: _PATH, map_location: Any = "cpu", mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)`` (local or fsspec URL) with a clear refusal message.
+    """``torch.load(path, weights_only=True)`` (local or fsspec URL) with clear errors (see
+    :mod:`satclip.io.safeload`): pickled code refused, an empty, corrupt or foreign file named so.
 
     ``mmap``: memory-map a local file (its tensors are not read until used)."""
-    try:
+
+    def load() -> Any:
         if is_local(path):
             return torch.load(os.fspath(path).removeprefix("file://"), map_location=map_location, weights_only=True, mmap=mmap)
         with get_filesystem(path).open(path, "rb") as f:
             return torch.load(f, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise unsafe_checkpoint_error(path, err) from None
+
+    return checked_load(load, path)
+
+
+def resumable_checkpoint(checkpoint: Any, path: _PATH) -> dict[str, Any]:
+    """``checkpoint`` if it is a Lightning training checkpoint (``state_dict``, ``global_step``), else a
+    :class:`CheckpointReadError` saying what it is instead."""
+    if not isinstance(checkpoint, dict):
+        raise CheckpointReadError(f"{os.fspath(path)!r} is not a satclip/Lightning checkpoint: it holds a {type(checkpoint).__name__}")
+    missing = [k for k in ("state_dict", "global_step") if k not in checkpoint]
+    if missing:
+        raise CheckpointReadError(
+            f"{os.fspath(path)!r} is not a satclip/Lightning checkpoint: no {missing} entry (keys: {sorted(map(str, checkpoint))[:8]}); "
+            "to start from a model's weights use --model.init_from"
+        )
+    return checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -130,7 +135,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         map_location: Optional[Callable] = lambda storage, loc: storage,
         weights_only: Optional[bool] = None,
     ) -> dict[str, Any]:
-        """Load with ``weights_only=True`` whatever the caller asks: resuming never runs pickled code."""
+        """Load with ``weights_only=True`` whatever the caller asks (resuming never runs pickled code);
+        refuse a file that is not a Lightning training checkpoint."""
         if not get_filesystem(path).exists(path):
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
-        return safe_torch_load(path, map_location=map_location)
+        return resumable_checkpoint(safe_torch_load(path, map_location=map_location), path)

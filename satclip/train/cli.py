@@ -30,11 +30,22 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import Throughput, variant_checkpoints
-from .checkpoint_io import AtomicCheckpointIO, safe_torch_load
+from .checkpoint_io import AtomicCheckpointIO, CheckpointReadError, resumable_checkpoint, safe_torch_load
 from .module import SatCLIPModule
 from .preemption import Preemption
 
 DEFAULT_DATA = "satclip.data.stream.SatCLIPDataModule"
+
+
+def check_resumable(path: str) -> None:
+    """Raise the error ``--ckpt_path path`` deserves: :class:`UnsafeCheckpointError` for pickled code,
+    :class:`CheckpointReadError` for an unreadable file or one that is not a Lightning training
+    checkpoint. Memory-mapped, so only the pickle of a good checkpoint is read."""
+    try:
+        checkpoint = safe_torch_load(path, mmap=True)
+    except CheckpointReadError:  # mmap needs the zip format: read a legacy or broken file plainly, which names what is wrong
+        checkpoint = safe_torch_load(path)
+    resumable_checkpoint(checkpoint, path)
 
 
 class SatCLIPCLI(LightningCLI):
@@ -49,14 +60,11 @@ class SatCLIPCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # ``satclip fit`` always hands over its own argv (sys.argv also holds the dispatcher's words)
         self.config = parser.parse_args(args)
-        # LightningCLI then reads --ckpt_path's hyper-parameters (weights_only=True): refuse an unsafe
-        # file first, with our message (memory-mapped, so only its pickle is read)
+        # LightningCLI then reads --ckpt_path's hyper-parameters (weights_only=True): check the file
+        # first, with our messages (unsafe, unreadable, not a training checkpoint)
         ckpt_path = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
         if ckpt_path and os.path.isfile(ckpt_path):
-            try:
-                safe_torch_load(ckpt_path, mmap=True)
-            except RuntimeError:  # not a zip-format checkpoint (no mmap): Lightning's own read reports it
-                pass
+            check_resumable(ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The Trainer with satclip's defaults added to the configured arguments (public hook)."""

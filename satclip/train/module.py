@@ -4,9 +4,9 @@ Optimisation is manual, so that one optimizer step can cover several micro-batch
 negatives (``accumulate_batches`` loader batches per step, each optionally split into micro-batches
 of ``micro_batch_size``; see ``satclip.train.accumulate``). Per step: AdamW (no weight decay on
 biases, norms, the logit scale and other 1-D parameters, nor on the parameters timm lists in
-``no_weight_decay()``), linear warm-up then cosine decay, optional gradient clipping, the logit
-scale clamped to [0, ln 100], and a non-finite loss skips the step (counted and logged; an error
-after ``max_nonfinite_in_row`` in a row).
+``no_weight_decay()``), linear warm-up then cosine decay (a resumed run follows this run's schedule:
+:class:`WarmupCosineLR`), optional gradient clipping, the logit scale clamped to [0, ln 100], and a
+non-finite loss skips the step (counted and logged; an error after ``max_nonfinite_in_row`` in a row).
 
 Precision: under ``--trainer.precision bf16-mixed`` the image tower runs in autocast; the location
 tower runs outside autocast in its own dtype (``location_dtype``: float64 as released, or float32),
@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as L
 import torch
@@ -51,6 +51,31 @@ class WarmupCosine:
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
+    """``LambdaLR`` over a :class:`WarmupCosine` whose restored state keeps only the position
+    (step count, base rates): the schedule's shape (warm-up, total, floor) is always this run's.
+
+    Resuming with another ``max_steps`` therefore continues on the new schedule: the rate at step
+    ``s`` is what the new settings give at ``s``, as if the run had been planned that long (an
+    extended run's cosine is re-stretched from where it stands). The optimizer's current rate is
+    set to it at once, so the first resumed step already uses it."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: WarmupCosine) -> None:
+        super().__init__(optimizer, schedule)
+
+    @property
+    def schedule(self) -> WarmupCosine:
+        return cast(WarmupCosine, self.lr_lambdas[0])
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        shape = dict(vars(self.schedule))
+        super().load_state_dict(state_dict)
+        vars(self.schedule).update(shape)
+        self._last_lr = [base * schedule(self.last_epoch) for schedule, base in zip(self.lr_lambdas, self.base_lrs)]
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float, location_lr: float | None = None) -> list[dict[str, Any]]:
@@ -215,6 +240,11 @@ class SatCLIPModule(L.LightningModule):
         return model, arch
 
     @property
+    def accumulating(self) -> bool:
+        """Whether batches of an unfinished optimizer step are waiting (``Preemption`` waits for the step)."""
+        return bool(self._pending)
+
+    @property
     def variant(self) -> str:
         return str(self.hparams.variant)
 
@@ -272,7 +302,24 @@ class SatCLIPModule(L.LightningModule):
             groups.append({"params": loss_params, "weight_decay": 0.0})
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
         schedule = WarmupCosine(hp.warmup_steps, self._total_steps(), hp.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": WarmupCosineLR(optimizer, schedule), "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        self._check_schedule_covers_run()
+
+    def _check_schedule_covers_run(self) -> None:
+        """Refuse a run whose remaining steps would all train at learning rate 0: the cosine ends
+        (``model.max_steps``, e.g. restored from a checkpoint) before the trainer stops."""
+        schedule = self.lr_schedulers().schedule
+        stop = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        if schedule.min_ratio > 0 or stop is None or schedule.total_steps >= stop:
+            return
+        raise ValueError(
+            f"the learning-rate schedule ends at step {schedule.total_steps} (model.max_steps) but trainer.max_steps is "
+            f"{stop}: steps {max(schedule.total_steps, self.global_step) + 1}-{stop} would train at learning rate 0 "
+            f"(model.min_lr_ratio=0). Set model.max_steps to {stop} (or leave it unset to follow trainer.max_steps), "
+            f"or model.min_lr_ratio > 0. Resuming with a longer schedule continues the cosine to the new length."
+        )
 
     def _total_steps(self) -> int:
         if self.hparams.max_steps:
@@ -395,4 +442,4 @@ class SatCLIPModule(L.LightningModule):
         self.nonfinite_total = int(checkpoint.get("satclip", {}).get("nonfinite_skipped", 0))
 
 
-__all__ = ["SatCLIPModule", "WarmupCosine", "key_ids", "parameter_groups", "retrieval_metrics"]
+__all__ = ["SatCLIPModule", "WarmupCosine", "WarmupCosineLR", "key_ids", "parameter_groups", "retrieval_metrics"]

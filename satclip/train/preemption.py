@@ -5,6 +5,9 @@ before the time limit). ``Preemption`` turns either into a checkpoint of the las
 (``--ckpt_path last`` resumes there) and a clean stop (exit status 0). SIGTERM: Lightning finishes
 the step and raises ``SIGTERMException`` on every rank; the checkpoint is saved on the way out.
 SIGUSR1: the ranks agree at the end of the step (one collective per step), save, and stop.
+With gradient accumulation (a module whose ``accumulating`` is true between the batches of one
+optimizer step) both wait for the end of the optimizer step (a SIGTERM inside one reaches
+Lightning's handler only then), so the checkpoint never falls inside one.
 
 On SLURM Lightning detects the ``srun`` job and uses ``SLURMEnvironment(auto_requeue=True,
 requeue_signal=SIGUSR1)`` (pass it in ``trainer.plugins`` to change that): Lightning itself then owns
@@ -60,6 +63,9 @@ class Preemption(Callback):
     def __init__(self) -> None:
         self._requested = False
         self._previous: Optional[Any] = None
+        self._previous_term: Optional[Any] = None
+        self._module: Optional["pl.LightningModule"] = None
+        self._term_waiting = False
         self._installed = False
         self._saved_step: Optional[int] = None
 
@@ -70,11 +76,20 @@ class Preemption(Callback):
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # Installed after Lightning's own handlers (SIGTERM sets trainer.received_sigterm), which it restores
         # at teardown, also on an exception; on SLURM with auto-requeue SIGUSR1 is Lightning's.
-        self._requested, self._saved_step = False, None
+        self._requested, self._saved_step, self._module, self._term_waiting = False, None, pl_module, False
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous_term = signal.signal(signal.SIGTERM, self._on_sigterm)
         if hasattr(signal, "SIGUSR1") and not _lightning_owns_sigusr1(trainer):
-            if threading.current_thread() is threading.main_thread():
-                self._previous = signal.signal(signal.SIGUSR1, self._on_signal)
-                self._installed = True
+            self._previous = signal.signal(signal.SIGUSR1, self._on_signal)
+        self._installed = True
+
+    def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
+        """Hand SIGTERM to Lightning's handler now, or at the end of an accumulated optimizer step."""
+        if getattr(self._module, "accumulating", False):
+            self._term_waiting = True
+        elif callable(self._previous_term):
+            self._previous_term(signum, frame)
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         self._requested = True
@@ -82,7 +97,11 @@ class Preemption(Callback):
             self._previous(signum, frame)
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *args: Any) -> None:
-        requested = self._requested
+        accumulating = getattr(pl_module, "accumulating", False)
+        if self._term_waiting and not accumulating:
+            self._term_waiting = False
+            self._on_sigterm(signal.SIGTERM, None)  # Lightning stops after this batch
+        requested = self._requested and not accumulating
         if trainer.world_size > 1:  # a collective every step: every rank must take part
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
         if requested:
@@ -100,9 +119,17 @@ class Preemption(Callback):
         rank_zero_info(f"Preemption: signal received ({what}), saved {path} at global step {trainer.global_step}; stopping")
 
     def _restore(self) -> None:
+        """Put back the handlers found at ``on_train_start`` (before Lightning restores its own originals)."""
         if self._installed and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGUSR1, self._previous if self._previous is not None else signal.SIG_DFL)
+            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.signal(signal.SIGTERM, self._previous_term if self._previous_term is not None else signal.SIG_DFL)
+            if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) == self._on_signal:
+                signal.signal(signal.SIGUSR1, self._previous if self._previous is not None else signal.SIG_DFL)
             self._installed = False
+        self._module = None
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._restore()
 
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._restore()
