@@ -240,13 +240,13 @@ def verdict(results: dict[str, dict[tuple[str, str, str], np.ndarray]], tie: flo
     return "\n".join(lines), head + "\n".join(words)
 
 
-def retrieval_report(checkpoint: Path, world: "SyntheticWorld", n: int, size: int, crop: int, seed: int) -> str:
+def retrieval_report(checkpoint: Path, world: "SyntheticWorld", n: int, size: int, crop_px: int, seed: int) -> str:
     """Markdown: image -> location retrieval over ``n`` held-out patches (new locations, new patches),
     ranked among the location embeddings of the same ``n`` locations, with chance level."""
     import torch
 
     from satclip import load
-    from satclip.data.transforms import S2_BANDS, band_indices, crop_offsets, select_bands, target_bands, to_reflectance
+    from satclip.data.transforms import S2_BANDS, band_indices, crop, crop_offsets, select_bands, target_bands, to_reflectance
     from satclip.eval.synthetic import uniform_sphere
     from satclip.train.module import retrieval_metrics
 
@@ -254,8 +254,8 @@ def retrieval_report(checkpoint: Path, world: "SyntheticWorld", n: int, size: in
     images = make_patches(world.band_means(world.fields(lonlat)), size, np.random.default_rng(seed + 14))
     model = load(str(checkpoint)).eval()
     bands = target_bands(S2_BANDS, insert_b10=True)  # the 13-band tower of CONFIG
-    top, left = crop_offsets(size, size, crop)
-    x = select_bands(images[..., top : top + crop, left : left + crop], band_indices(S2_BANDS, bands))
+    top, left = crop_offsets(size, size, crop_px)
+    x = select_bands(crop(images, size=crop_px, top=top, left=left), band_indices(S2_BANDS, bands))
     with torch.no_grad():
         img = torch.nn.functional.normalize(model.encode_image(to_reflectance(torch.from_numpy(x))).float(), dim=-1)
         loc = torch.nn.functional.normalize(model.encode_location(torch.from_numpy(lonlat)).float(), dim=-1)

@@ -71,7 +71,7 @@ def test_gradcache_with_the_loss_parameters_and_duplicate_ids_equals_the_full_ba
     batch = synthetic_batch(12, image_size=16)
     batch["image"] = batch["image"].double()
     batch["key"] = [f"k{i % 10}" for i in range(12)]  # rows 10 and 11 repeat rows 0 and 1
-    ids = module.sample_ids(batch)
+    ids = module.sample_ids(batch["key"])
     params = [p for p in module.parameters() if p.requires_grad]
     image, location = module.encode(batch)
     module.contrastive_loss(image, location, module.temperature_scale(), ids).backward()

@@ -14,8 +14,8 @@ from satclip.data.transforms import (
     crop,
     crop_offsets,
     finish_batch,
-    insert_zero_bands,
     gaussian_blur,
+    insert_zero_bands,
     jitter_lonlat,
     random_flips,
     select_bands,
@@ -160,8 +160,6 @@ def test_training_augmentation_keeps_each_patch_band_mean_levels() -> None:
     """The band means are the signal the location tower learns from: flips, blur (reflect padding,
     normalised kernel), B10 insertion and the uint16 -> reflectance conversion must keep the level of
     a constant patch exactly, on the device path (finish_batch) as in the workers (Augment.blurred)."""
-    from satclip.data.transforms import Augment, finish_batch
-
     levels = torch.tensor([[50, 900, 4000], [7000, 120, 3333]], dtype=torch.int32)  # (patch, band) digital numbers
     images = levels[:, :, None, None].expand(2, 3, 16, 16).to(torch.uint16).contiguous()
     batch = {"image": images, "lonlat": torch.zeros(2, 2, dtype=torch.float64), "zero_bands": [1]}

@@ -278,11 +278,11 @@ class SatCLIPModule(L.LightningModule):
         """The logit multiplier exp(logit_scale), clamped at ``max_logit_scale``."""
         return self.model.logit_scale.clamp(max=math.log(self.hparams.max_logit_scale)).exp()
 
-    def sample_ids(self, batch: dict[str, Any]) -> torch.Tensor | None:
+    def sample_ids(self, keys: list[str]) -> torch.Tensor | None:
         """Per-row int64 ids of the samples (from their keys) when ``mask_duplicates`` is on, else None."""
         if not self.hparams.mask_duplicates:
             return None
-        return key_ids(batch["key"], self.device)
+        return key_ids(keys, self.device)
 
     def contrastive_loss(
         self, image: torch.Tensor, location: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor | None = None
@@ -368,8 +368,8 @@ class SatCLIPModule(L.LightningModule):
         micro = self._micro_batches(self._pending)
         self._pending = []
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        whole = concat_batches(micro) if len(micro) > 1 else micro[0]
-        ids = self.sample_ids(whole)
+        keys = [k for m in micro for k in m.get("key", [])]  # the step's rows in order (no image copy)
+        ids = self.sample_ids(keys)
         if len(micro) == 1:
             image, location = self.encode(micro[0])
             loss = self.contrastive_loss(image, location, self.temperature_scale(), ids)
@@ -398,8 +398,8 @@ class SatCLIPModule(L.LightningModule):
         self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=rows, sync_dist=True)
         self.log("train/logit_scale", self.temperature_scale().detach(), on_step=True, batch_size=rows)
         self.log("train/lr", lr, on_step=True, batch_size=rows)
-        if "key" in whole:  # rows of this rank's step that repeat a patch already in it (false negatives unless masked)
-            self.log("train/duplicate_rows", float(len(whole["key"]) - len(set(whole["key"]))), on_step=True, batch_size=rows)
+        if keys:  # rows of this rank's step that repeat a patch already in it (false negatives unless masked)
+            self.log("train/duplicate_rows", float(len(keys) - len(set(keys))), on_step=True, batch_size=rows)
         return None
 
     # ------------------------------------------------------------------ validation
