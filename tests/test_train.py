@@ -14,7 +14,7 @@ import torch
 
 from satclip.model import MAX_LOGIT_SCALE
 from satclip.train.accumulate import GradCache, split_batch
-from satclip.train.cli import main
+from satclip.train.cli import expand_config_bases, main
 from satclip.train.module import SatCLIPModule, WarmupCosine, parameter_groups, retrieval_metrics
 from satclip.train.synthetic import SyntheticDataModule, synthetic_batch
 
@@ -229,6 +229,32 @@ def test_variant_builds_and_takes_one_cpu_step(tmp_path: Path, variant: str) -> 
     hp = module.hparams
     assert (hp.loss, hp.learn_logit_scale, hp.max_logit_scale, hp.mask_duplicates, hp.location_lr_scale) == ("infonce", True, 100.0, False, 1.0)
     assert hp.logit_scale_init is None and module.model.logit_scale.requires_grad
+
+
+def test_config_bases_expand_in_order_and_fail_clearly(tmp_path: Path) -> None:
+    (tmp_path / "root.yaml").write_text("model:\n  lr: 0.1\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mid.yaml").write_text("base: ../root.yaml\nmodel:\n  embed_dim: 8\n")
+    (tmp_path / "top.yaml").write_text("base: sub/mid.yaml\ntrainer:\n  max_steps: 3\n")
+    args = expand_config_bases(["--trainer.devices", "1", "--config", str(tmp_path / "top.yaml"), "--config=" + str(tmp_path / "root.yaml")])
+    assert args == ["--trainer.devices", "1", "--config", str(tmp_path / "root.yaml"), "--config", "model:\n  embed_dim: 8\n",
+                    "--config", "trainer:\n  max_steps: 3\n", "--config", str(tmp_path / "root.yaml")]
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ValueError, match="base chain returns to itself"):
+        expand_config_bases(["--config", str(tmp_path / "loop.yaml")])
+    (tmp_path / "orphan.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"its base 'nowhere.yaml' is not a file"):
+        expand_config_bases(["--config", str(tmp_path / "orphan.yaml")])
+
+
+def test_the_six_variants_are_overlays_on_the_released_base() -> None:
+    import yaml
+
+    for variant in VARIANTS:
+        overlay = yaml.safe_load((ROOT / "configs" / f"{variant}.yaml").read_text())
+        assert overlay.pop("base") == "released.yaml"
+        assert set(overlay) == {"model", "trainer"} and set(overlay["trainer"]) == {"default_root_dir"}
+        assert set(overlay["model"]) == {"variant", "vision", "vision_weights", "location"}
 
 
 class _LrLog(L.Callback):
