@@ -237,8 +237,18 @@ def test_config_bases_expand_in_order_and_fail_clearly(tmp_path: Path) -> None:
     (tmp_path / "sub" / "mid.yaml").write_text("base: ../root.yaml\nmodel:\n  embed_dim: 8\n")
     (tmp_path / "top.yaml").write_text("base: sub/mid.yaml\ntrainer:\n  max_steps: 3\n")
     args = expand_config_bases(["--trainer.devices", "1", "--config", str(tmp_path / "top.yaml"), "--config=" + str(tmp_path / "root.yaml")])
-    assert args == ["--trainer.devices", "1", "--config", str(tmp_path / "root.yaml"), "--config", "model:\n  embed_dim: 8\n",
-                    "--config", "trainer:\n  max_steps: 3\n", "--config", str(tmp_path / "root.yaml")]
+    assert args == [
+        "--trainer.devices",
+        "1",
+        "--config",
+        str(tmp_path / "root.yaml"),
+        "--config",
+        "model:\n  embed_dim: 8\n",
+        "--config",
+        "trainer:\n  max_steps: 3\n",
+        "--config",
+        str(tmp_path / "root.yaml"),
+    ]
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ValueError, match="base chain returns to itself"):
         expand_config_bases(["--config", str(tmp_path / "loop.yaml")])
@@ -401,8 +411,7 @@ class _Record(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _shard_fit(tmp_path: Path, shards: Path, workers: int, max_steps: int, resume: bool = False, sigterm_at: int | None = None,
-               accumulate: int = 1):
+def _shard_fit(tmp_path: Path, shards: Path, workers: int, max_steps: int, resume: bool = False, sigterm_at: int | None = None, accumulate: int = 1):
     """A small run on the demo shards with the CLI's checkpoints (every 2 steps), preemption and atomic IO."""
     from satclip.data.stream import SatCLIPDataModule
     from satclip.train.callbacks import variant_checkpoints

@@ -71,9 +71,7 @@ class _Task:
 # reading the inputs
 
 
-def read_index(
-    path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None
-) -> dict[str, tuple[float, float]]:
+def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:
     """Read an S2-100K style ``index.csv``: file name (basename of ``fn``) -> (lon, lat) degrees.
 
     Columns ``fn`` and the coordinates may come in any order among others; the coordinate columns are
@@ -103,9 +101,7 @@ def read_index(
             try:
                 coords.append((float(row[lon]), float(row[lat])))
             except (TypeError, ValueError):
-                raise ShardInputError(
-                    f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers"
-                ) from None
+                raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers") from None
             names.append(os.path.basename(row["fn"]))
     if not names:
         raise ShardInputError(f"index {path} has no rows")
@@ -142,15 +138,11 @@ def _folder_tasks(root: Path, index: dict[str, tuple[float, float]] | None) -> l
             continue
         tasks.append(_Task(_key(name), path.relative_to(root).as_posix(), path=str(path), lonlat=lonlat))
     if missing:
-        raise ShardInputError(
-            f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {_first(missing)}"
-        )
+        raise ShardInputError(f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {_first(missing)}")
     present = (p for folder in (root, root / "images") if folder.is_dir() for p in folder.iterdir())
     unlisted = sorted(p.name for p in present if p.suffix.lower() in TIF_SUFFIXES and p.is_file() and p.name not in index)
     if unlisted:
-        raise ShardInputError(
-            f"{root}: {len(unlisted)} GeoTIFFs are not in the index: {_first(unlisted)}; add them to the index or move them out"
-        )
+        raise ShardInputError(f"{root}: {len(unlisted)} GeoTIFFs are not in the index: {_first(unlisted)}; add them to the index or move them out")
     return tasks
 
 
@@ -277,7 +269,9 @@ class _TarShards:
         elif record["dtype"] != self.dtype:
             raise ShardInputError(f"{record['source']}: dtype {record['dtype']}, the other samples are {self.dtype}")
         elif record["shape"] != self.shape:
-            raise ShardInputError(f"{record['source']}: shape {tuple(record['shape'])}, the other samples are {tuple(self.shape or ())} (one patch size per shard set)")
+            raise ShardInputError(
+                f"{record['source']}: shape {tuple(record['shape'])}, the other samples are {tuple(self.shape or ())} (one patch size per shard set)"
+            )
         if self._tar is None:
             self.shards.append({"name": f"shard-{len(self.shards):06d}.tar", "samples": 0})
             self._tar = tarfile.open(self.out / self.shards[-1]["name"], "w", format=tarfile.USTAR_FORMAT)
@@ -374,8 +368,15 @@ def _commit(temp: Path, out: Path) -> None:
 
 
 def _write_set(
-    tasks: Iterable[_Task], total: int | None, folder: Path, samples_per_shard: int, payload: str, bands: tuple[str, ...],
-    workers: int, progress: bool, out: Path,
+    tasks: Iterable[_Task],
+    total: int | None,
+    folder: Path,
+    samples_per_shard: int,
+    payload: str,
+    bands: tuple[str, ...],
+    workers: int,
+    progress: bool,
+    out: Path,
 ) -> dict:
     """Encode ``tasks`` into shards in ``folder``; return the manifest (``out`` names the progress bar)."""
     from tqdm import tqdm
@@ -452,7 +453,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_coordinate_arguments(parser)
     parser.add_argument("--samples-per-shard", type=int, default=500, help="samples per tar (default 500)")
     parser.add_argument(
-        "--payload", choices=PAYLOAD_EXTENSIONS, default="s2c",
+        "--payload",
+        choices=PAYLOAD_EXTENSIONS,
+        default="s2c",
         help="s2c: fast lossless Blosc arrays (default); tif: the original GeoTIFF bytes",
     )
     parser.add_argument("--bands", default=",".join(S2_BANDS), help="comma-separated band names in file order (default: S2-100K's 12)")
@@ -464,8 +467,14 @@ def run(args: argparse.Namespace) -> int:
     bands = [b.strip() for b in args.bands.split(",") if b.strip()]
     try:
         manifest = write_shards(
-            args.inputs, args.out, index=args.index, samples_per_shard=args.samples_per_shard,
-            payload=args.payload, bands=bands, workers=args.workers, overwrite=args.overwrite,
+            args.inputs,
+            args.out,
+            index=args.index,
+            samples_per_shard=args.samples_per_shard,
+            payload=args.payload,
+            bands=bands,
+            workers=args.workers,
+            overwrite=args.overwrite,
             index_columns={"lon_col": args.lon_col, "lat_col": args.lat_col, "crs": args.crs},
         )
     except ShardInputError as err:
