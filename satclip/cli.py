@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(name: str, rest: list[str]) -> int:
-    from .io.safeload import CheckpointReadError
+    from .safeload import CheckpointReadError
 
     module = importlib.import_module(COMMANDS[name][0])
     errors = (CheckpointReadError,) if name == "fit" else (ValueError, FileNotFoundError)  # fit's other errors keep their traceback

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
-import torch
 from torch import nn
+
+from .safeload import load_weights
 
 
 def _head_names(model: nn.Module) -> set[str]:
@@ -31,7 +32,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
     if not isinstance(state, dict):

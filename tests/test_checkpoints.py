@@ -143,6 +143,10 @@ def test_unsafe_pickle_is_refused_and_not_run(tmp_path: Path) -> None:
         satclip.load_location_encoder(path)
     with pytest.raises(ValueError, match="refusing to load"):
         satclip.load(path)
+    from satclip.vision import build_image_encoder, load_backbone_weights  # image-tower weights: the same one reader
+
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_backbone_weights(build_image_encoder("resnet18", embed_dim=8), path)
     assert not target.exists()
 
 

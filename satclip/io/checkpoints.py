@@ -28,9 +28,9 @@ import torch
 from ..extras import requires_extra
 from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder
 from ..pretrained import list_pretrained
+from ..safeload import load_weights
 from . import hub
 from .layout import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS
-from .safeload import checked_load
 
 if TYPE_CHECKING:  # the model pulls in timm; imported only when a full model is loaded
     from ..model import SatCLIP
@@ -81,7 +81,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r}: no such file")
-    obj = checked_load(lambda: torch.load(path, map_location="cpu", weights_only=True), path)
+    obj = load_weights(path)
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {str(path)!r}: expected a dict, got {type(obj).__name__}")
     return obj

@@ -24,7 +24,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..io.safeload import CheckpointReadError, UnsafeCheckpointError, checked_load, unsafe_checkpoint_error
+from ..safeload import CheckpointReadError, UnsafeCheckpointError, load_weights, unsafe_checkpoint_error
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -95,17 +95,13 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
 
 def safe_torch_load(path: _PATH, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` (local or fsspec URL) with clear errors (see
-    :mod:`satclip.io.safeload`): pickled code refused, an empty, corrupt or foreign file named so.
+    :mod:`satclip.safeload`): pickled code refused, an empty, corrupt or foreign file named so.
 
     ``mmap``: memory-map a local file (its tensors are not read until used)."""
 
-    def load() -> Any:
-        if is_local(path):
-            return torch.load(os.fspath(path).removeprefix("file://"), map_location=map_location, weights_only=True, mmap=mmap)
-        with get_filesystem(path).open(path, "rb") as f:
-            return torch.load(f, map_location=map_location, weights_only=True)
-
-    return checked_load(load, path)
+    if is_local(path):
+        return load_weights(os.fspath(path).removeprefix("file://"), map_location=map_location, mmap=mmap)
+    return load_weights(path, map_location=map_location, opener=lambda: get_filesystem(path).open(path, "rb"))
 
 
 def resumable_checkpoint(checkpoint: Any, path: _PATH) -> dict[str, Any]:

@@ -62,8 +62,8 @@ def expand_config_bases(argv: list[str]) -> list[str]:
             raise ValueError(f"config {path}: its base chain returns to itself ({' -> '.join(map(str, (*seen, path)))})")
         try:
             content = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ValueError(f"config {path}: not plain YAML: {err}") from None
+        except yaml.YAMLError:  # jsonargparse reports it (and refuses Python tags) as for any config
+            return ["--config", str(path)]
         if not isinstance(content, dict) or "base" not in content:
             return ["--config", str(path)]
         base = content.pop("base")

@@ -1,9 +1,11 @@
-"""Weights-only checkpoint reading with errors that say what is wrong with the file.
+"""The one weights-only reader of PyTorch files, with errors that say what is wrong with the file.
 
-``torch.load(weights_only=True)`` reports a hostile pickle, a corrupt zip, an empty file and a text
-file alike as unpickling, runtime, EOF or key errors. :func:`checked_load` sorts them: pickled code
-is an :class:`UnsafeCheckpointError` (nothing in the file ran), anything else a
-:class:`CheckpointReadError` ("not a readable PyTorch checkpoint"). No lightning import here.
+Every ``.ckpt`` / ``.pt`` / ``.pth`` that satclip reads (released and training checkpoints, resumed
+runs, image-tower weights) goes through :func:`load_weights`. ``torch.load(weights_only=True)``
+reports a hostile pickle, a corrupt zip, an empty file and a text file alike as unpickling, runtime,
+EOF or key errors; :func:`checked_load` sorts them: pickled code is an :class:`UnsafeCheckpointError`
+(nothing in the file ran), anything else a :class:`CheckpointReadError` ("not a readable PyTorch
+checkpoint"). Imports only torch: the lowest floor, usable from every other.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
+
+import torch
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
@@ -60,4 +64,19 @@ def checked_load(load: Callable[[], Any], path: str | os.PathLike) -> Any:
         raise _unreadable(path, err) from None
 
 
-__all__ = ["CheckpointReadError", "UnsafeCheckpointError", "checked_load", "unsafe_checkpoint_error"]
+def load_weights(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False, opener: Callable[[], IO[bytes]] | None = None) -> Any:
+    """``torch.load(path, weights_only=True)`` with the errors sorted as above.
+
+    ``mmap`` memory-maps a local file (tensors are read when used); ``opener`` gives a binary file
+    object instead of opening ``path`` (remote URLs; ``path`` then only names it in errors)."""
+
+    def load() -> Any:
+        if opener is not None:
+            with opener() as f:
+                return torch.load(f, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+
+    return checked_load(load, path)
+
+
+__all__ = ["CheckpointReadError", "UnsafeCheckpointError", "checked_load", "load_weights", "unsafe_checkpoint_error"]
