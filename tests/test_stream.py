@@ -88,10 +88,11 @@ def test_one_pass_is_complete_and_bit_exact(shards, s2_sample, index, payload):
 def test_batch_dict_for_training(shards):
     stream = build_pipeline(shards["s2c"], batch_size=4, epoch_length=8, **SMALL)
     batch = next(iter(StreamLoader(stream)))
-    assert set(batch) == {"image", "lonlat", "key", "skipped"}
+    assert set(batch) == {"image", "lonlat", "time", "key", "skipped"}
     assert batch["image"].shape == (4, 13, 224, 224) and batch["image"].dtype == torch.float32
     assert (batch["image"][:, 10] == 0).all() and 0 < batch["image"].max() < 6.6  # /10000, B10 zero
     assert batch["lonlat"].shape == (4, 2) and batch["lonlat"].dtype == torch.float64
+    assert batch["time"].shape == (4,) and torch.isnan(batch["time"]).all()  # the sample patches carry no time
     assert len(batch["key"]) == 4 and all(isinstance(k, str) for k in batch["key"])
     assert skip_metrics(batch) == {f"data/skipped_{kind}": 0.0 for kind in SKIP_KINDS}
 
@@ -210,7 +211,8 @@ def test_every_kind_of_corruption_is_counted(s2c_sample, tmp_path, caplog):
         ("utm.s2c", good), ("utm.json", js(lon=500000.0, lat=4649776.0)),       # coords
         ("nopayload.json", record),                                             # incomplete
         ("badjson.s2c", good), ("badjson.json", b"{not json"),                  # incomplete
-        ("c.s2c", good), ("c.json", record),
+        ("badtime.s2c", good), ("badtime.json", js(time="2021-13-45")),         # time
+        ("c.s2c", good), ("c.json", js(time="2021-06-01T10:20:31Z", doy=152)),
     ])
     whole = write_tar(tmp_path / "whole.tar", [(f"{k}.{e}", d) for k in "pqr" for e, d in (("s2c", good), ("json", record))])
     data = whole.read_bytes()
@@ -224,11 +226,29 @@ def test_every_kind_of_corruption_is_counted(s2c_sample, tmp_path, caplog):
         loader = StreamLoader(build_pipeline(urls, batch_size=4, train=False, **SMALL))
         keys = keys_of(loader)
     assert sorted(keys) == ["a", "b", "c", "p", "q"]
-    assert loader.skipped == {"shard": 4, "incomplete": 2, "decode": 2, "shape": 2, "coords": 4}
+    assert loader.skipped == {"shard": 4, "incomplete": 2, "decode": 2, "shape": 2, "coords": 4, "time": 1}
     text = caplog.text
+    assert "'2021-13-45' is not an ISO 8601" in text
     assert "shard-000000.tar sample 'notiff'" in text and "not a TIFF" in text
     assert "truncated tar" in text and "not a tar archive" in text and "missing.tar" in text and "exit 1" in text
     assert "coordinates out of range lon=500000.0" in text and "smaller than the crop 224" in text
+
+
+def test_batches_carry_acquisition_time(s2c_sample, tmp_path):
+    """``time`` is float64 Unix seconds from the record's ISO 8601 text, NaN where the record has none,
+    and survives concatenation of a step's batches."""
+    from satclip.train.accumulate import concat_batches
+
+    good, record = s2c_sample
+    meta = json.loads(record)
+    dated = json.dumps({**meta, "time": "2021-06-01T10:20:31Z", "doy": 152}).encode()
+    write_tar(tmp_path / "shard-000000.tar", [("a.s2c", good), ("a.json", dated), ("b.s2c", good), ("b.json", record)])
+    batches = list(StreamLoader(build_pipeline([str(tmp_path / "shard-000000.tar")], batch_size=1, train=False, **SMALL)))
+    times = {b["key"][0]: b["time"] for b in batches}
+    assert times["a"].dtype == torch.float64 and times["a"].tolist() == [1622542831.0]
+    assert math.isnan(float(times["b"][0]))
+    joined = concat_batches(batches)
+    assert joined["time"].shape == (2,) and int(torch.isnan(joined["time"]).sum()) == 1
 
 
 def test_a_rare_valid_sample_in_a_shuffled_resampled_stream_is_found(s2c_sample, tmp_path):

@@ -13,7 +13,7 @@ import time
 
 log = logging.getLogger("satclip.data")
 
-SKIP_KINDS = ("shard", "incomplete", "decode", "shape", "coords")
+SKIP_KINDS = ("shard", "incomplete", "decode", "shape", "coords", "time")
 """What can be skipped:
 
 - ``shard``: a shard could not be opened or read to its end (missing, truncated, garbage tar,
@@ -22,6 +22,7 @@ SKIP_KINDS = ("shard", "incomplete", "decode", "shape", "coords")
 - ``decode``: the image payload could not be decoded (truncated, not a TIFF, corrupt).
 - ``shape``: wrong band count, or an image smaller than the crop or than its record says.
 - ``coords``: coordinates missing, non-finite, or outside lon [-180, 180] / lat [-90, 90].
+- ``time``: the record's acquisition time is not ISO 8601 text (a missing time is NaN, not a skip).
 """
 
 

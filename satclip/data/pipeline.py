@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .errors import EmptyStreamError, SkipCounter, format_counts
-from .samples import SampleDecoder, Skip
+from .samples import Decoded, SampleDecoder, Skip
 from .shardlist import expand_urls, read_manifest
 from .shards import read_index
 from .sharedring import SharedBatchRing
@@ -121,7 +121,8 @@ class ShardStream(IterableDataset):
     Batches are dicts: ``image`` (B, C, H, W) float32 reflectance (with ``keep_uint16``: uint16
     digital numbers without the all-zero bands, whose output indices are under ``zero_bands``;
     :func:`finish_batch` inserts them on the device), ``lonlat`` (B, 2) float64 [lon, lat]
-    degrees, ``key`` list of str, ``skipped`` {kind: count} of this worker in this epoch,
+    degrees, ``time`` (B,) float64 acquisition time (Unix seconds UTC, NaN unknown; see
+    :mod:`satclip.acqtime`), ``key`` list of str, ``skipped`` {kind: count} of this worker in this epoch,
     ``worker`` its id, ``position`` (raw samples taken, batches yielded) of that worker after this
     batch, ``slot`` its shared-memory slot when :attr:`ring` is set.
 
@@ -254,7 +255,7 @@ class ShardStream(IterableDataset):
 
     def _decoded(
         self, raws: Iterator[tuple[dict, int]], watch: _ShardWatch, counter: SkipCounter, position: Position, seeds: tuple[int, ...]
-    ) -> Iterator[tuple]:
+    ) -> Iterator[Decoded]:
         """Decoded, checked samples; bad ones counted; ``position.raws`` counts the raw samples taken.
         Runs after the shuffle buffer, so samples still waiting in it when the epoch ends are never
         decoded. Sample ``i``'s random crop comes from its own seed (``seeds`` + ``i``)."""
@@ -270,16 +271,16 @@ class ShardStream(IterableDataset):
             watch.valid()
             yield sample
 
-    def _batches(self, samples: Iterator[tuple], counter: SkipCounter, position: Position, seeds: tuple[int, ...]) -> Iterator[dict]:
+    def _batches(self, samples: Iterator[Decoded], counter: SkipCounter, position: Position, seeds: tuple[int, ...]) -> Iterator[dict]:
         """Batches of ``samples``; batch ``b``'s augmentation draws from its own seed (``seeds`` + ``b``)."""
-        pending: list[tuple] = []
+        pending: list[Decoded] = []
         shape: tuple[int, ...] = ()
         generator = torch.Generator()
         for sample in samples:
-            image, indices, _, key = sample
-            shape = shape or (len(indices),) + image.shape[1:]
-            if (len(indices),) + image.shape[1:] != shape:
-                counter.record("shape", "(batch)", key, f"size {image.shape} differs from {shape} (set crop_size)")
+            size = (len(sample.bands),) + sample.image.shape[1:]
+            shape = shape or size
+            if size != shape:
+                counter.record("shape", "(batch)", sample.key, f"size {sample.image.shape} differs from {shape} (set crop_size)")
                 continue
             pending.append(sample)
             if len(pending) == self.batch_size:
@@ -297,18 +298,18 @@ class ShardStream(IterableDataset):
             return self.ring.take(worker.id, shape, torch.from_numpy(np.empty(0, dtype=dtype)).dtype)
         return torch.from_numpy(np.empty(shape, dtype=dtype)), None
 
-    def _assemble(self, samples: list[tuple], shape: tuple[int, ...], generator: torch.Generator) -> dict:
+    def _assemble(self, samples: list[Decoded], shape: tuple[int, ...], generator: torch.Generator) -> dict:
         """Collate samples: uint16 without the all-zero bands (``keep_uint16``; they are inserted
         on the device by :func:`finish_batch`), or reflectance augmented sample by sample."""
-        lonlat = torch.from_numpy(np.stack([s[2] for s in samples]))
-        indices = samples[0][1]
+        lonlat = torch.from_numpy(np.stack([s.lonlat for s in samples]))
+        indices = samples[0].bands
         extra: dict = {}
         if self.keep_uint16:
             kept = indices[indices >= 0]
             images, slot = self._output((len(samples), len(kept), *shape[1:]), np.uint16)
             out = images.numpy()
-            for i, (image, sample_indices, _, _) in enumerate(samples):
-                select_bands(image, sample_indices[sample_indices >= 0], out=out[i])
+            for i, sample in enumerate(samples):
+                select_bands(sample.image, sample.bands[sample.bands >= 0], out=out[i])
             if len(kept) < len(indices):
                 extra[ZERO_BANDS_KEY] = np.flatnonzero(indices < 0).tolist()
         else:
@@ -316,17 +317,19 @@ class ShardStream(IterableDataset):
             scratch = np.empty(shape, dtype=np.uint16)
             flips = self.augment is not None and self.augment.flips
             draws = flip_draws(len(samples), generator).T.tolist() if flips else None
-            for i, (image, sample_indices, _, _) in enumerate(samples):
+            for i, sample in enumerate(samples):
+                image = sample.image
                 if draws is not None:  # flipping the uint16 view is free; select_bands makes the one copy
                     image = flip_view(image, *draws[i])
-                one = to_reflectance(torch.from_numpy(select_bands(image, sample_indices, out=scratch)), out=images[i])
+                one = to_reflectance(torch.from_numpy(select_bands(image, sample.bands, out=scratch)), out=images[i])
                 if self.augment is not None:
                     images[i] = self.augment.blurred(one[None], generator)[0]
             if self.augment is not None:
                 lonlat = self.augment.coords(lonlat, generator)
         if slot is not None:
             extra["slot"] = slot
-        return {"image": images, "lonlat": lonlat, "key": [s[3] for s in samples], **extra}
+        time = torch.tensor([s.time for s in samples], dtype=torch.float64)
+        return {"image": images, "lonlat": lonlat, "time": time, "key": [s.key for s in samples], **extra}
 
     def _resume_point(self, worker: int, epoch: int) -> Position:
         """Where this worker starts in ``epoch``: after the raw samples and batches a checkpoint

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+
+from ..acqtime import parse_time
 
 from .payload import PAYLOAD_EXTENSIONS, decode
 from .transforms import S2_BANDS, band_indices, crop, crop_offsets, target_bands
@@ -38,6 +41,17 @@ class MissingCoords(Skip):
         super().__init__("coords", cause)
 
 
+class Decoded(NamedTuple):
+    """One checked sample: a cropped (C, h, w) uint16 view, its band indices for :func:`select_bands`,
+    lonlat (2,) float64, key, and acquisition time (Unix seconds UTC, NaN unknown)."""
+
+    image: np.ndarray
+    bands: np.ndarray
+    lonlat: np.ndarray
+    key: str
+    time: float
+
+
 def check_lonlat(lon: float, lat: float) -> str | None:
     """Why (lon, lat) in degrees is not a usable sample coordinate, or None when it is."""
     if not (math.isfinite(lon) and math.isfinite(lat)):
@@ -49,12 +63,13 @@ def check_lonlat(lon: float, lat: float) -> str | None:
 
 @dataclass
 class SampleDecoder:
-    """Raw sample -> cropped image, band plan, lonlat (2,) float64, key; raises :class:`Skip`.
+    """Raw sample -> :class:`Decoded` (cropped image, band plan, lonlat, key, time); raises :class:`Skip`.
 
     Bands come from the sample's JSON record, else ``source_bands`` (the manifest's, else
     S2-100K's). Coordinates: the JSON record, else ``index`` (``index.csv`` as read by
     :func:`satclip.data.shards.read_index`: file name -> (lon, lat)), else the tif's
-    own georeference. ``crop_size`` None keeps the full image (all must then share one size).
+    own georeference. Time: the record's ``time`` (ISO 8601, see :mod:`satclip.acqtime`), else NaN; a
+    record whose time does not parse is skipped (kind ``time``). ``crop_size`` None keeps the full image (all must then share one size).
     ``require_coords=False`` gives NaN coordinates to a sample that has none, instead of skipping
     it (embedding images whose location is unknown); invalid coordinates are still skipped."""
 
@@ -78,9 +93,8 @@ class SampleDecoder:
             self._plans[source] = band_indices(source, target)
         return self._plans[source]
 
-    def __call__(self, raw: dict, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """Decode and check one raw sample: (cropped view (C, h, w) uint16, band indices for
-        :func:`select_bands`, lonlat, key). ``rng`` None gives the centre crop (evaluation)."""
+    def __call__(self, raw: dict, rng: np.random.Generator | None) -> Decoded:
+        """Decode and check one raw sample. ``rng`` None gives the centre crop (evaluation)."""
         key = raw["__key__"]
         ext = next((e for e in PAYLOAD_EXTENSIONS if e in raw), None)
         if ext is None:
@@ -99,10 +113,21 @@ class SampleDecoder:
             if self.require_coords:
                 raise
             lonlat = np.full(2, np.nan)
+        time = self._time(meta)
         if self.crop_size is not None:
             top, left = crop_offsets(image.shape[1], image.shape[2], self.crop_size, rng)
             image = crop(image, self.crop_size, top, left)
-        return image, self._plan(source), lonlat, key
+        return Decoded(image, self._plan(source), lonlat, key, time)
+
+    @staticmethod
+    def _time(meta: dict) -> float:
+        text = meta.get("time")
+        if text is None:
+            return math.nan
+        try:
+            return parse_time(str(text), name="json record's time")
+        except ValueError as exn:
+            raise Skip("time", str(exn)) from None
 
     @staticmethod
     def _meta(raw: dict) -> dict:
@@ -149,4 +174,4 @@ class SampleDecoder:
         return lon, lat
 
 
-__all__ = ["MissingCoords", "SampleDecoder", "Skip", "check_lonlat"]
+__all__ = ["Decoded", "MissingCoords", "SampleDecoder", "Skip", "check_lonlat"]

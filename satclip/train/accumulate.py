@@ -143,10 +143,12 @@ def split_batch(batch: dict[str, Any], size: int) -> list[dict[str, Any]]:
 
 
 def concat_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Concatenate the ``image`` and ``lonlat`` rows (and ``key`` lists) of several batches (the loader's batches of one step)."""
+    """Concatenate the ``image``, ``lonlat`` and ``time`` rows (and ``key`` lists) of several batches (the loader's batches of one step)."""
     if len(batches) == 1:
         return batches[0]
     out: dict[str, Any] = {"image": torch.cat([b["image"] for b in batches]), "lonlat": torch.cat([b["lonlat"] for b in batches])}
+    if all("time" in b for b in batches):
+        out["time"] = torch.cat([b["time"] for b in batches])
     if all("key" in b for b in batches):
         out["key"] = [k for b in batches for k in b["key"]]
     return out
