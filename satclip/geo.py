@@ -109,7 +109,7 @@ def lonlat_from_georeference(path_or_dataset) -> tuple[float, float]:
     return lon, lat
 
 
-def lonlat_of_pixels(crs, geotransform, cols: "list[float]", rows: "list[float]") -> tuple[list[float], list[float]]:
+def lonlat_of_pixels(crs, geotransform, cols: list[float], rows: list[float]) -> tuple[list[float], list[float]]:
     """WGS84 (lons, lats) in degrees of pixel coordinates (``cols``, ``rows``; 0.5 is a first pixel's
     centre) of a raster with ``crs`` and affine ``geotransform``: the centre of every cut patch,
     and through :func:`lonlat_from_georeference` of every whole raster, is transformed here."""

@@ -149,7 +149,7 @@ def encode_location(task: LocationTask, payload: str, bands: Sequence[str] | Non
             out.skipped.append(("georeference", where, f"center_lon={lon}, center_lat={lat} is not a valid coordinate"))
             continue
         try:
-            stored = np.asarray(_group(task.path)["bands"][task.index, t])  # type: ignore[index]
+            stored = np.asarray(_group(task.path)["bands"][task.index, t])
         except Exception as err:  # noqa: BLE001 - a corrupt chunk: zarr / numcodecs errors
             out.skipped.append(("read", where, f"bands do not read: {type(err).__name__}: {err}"))
             continue
