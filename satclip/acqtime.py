@@ -23,6 +23,7 @@ SECONDS_PER_YEAR = 365.2425 * SECONDS_PER_DAY
 _UTC = _dt.timezone.utc
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
 
+
 def parse_time(text: str, name: str = "time") -> float:
     """ISO 8601 text -> Unix seconds (UTC).
 

@@ -53,7 +53,7 @@ def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat") -> torch.Tensor:
     return torch.stack([wrap_longitude(lonlat[:, 0]), lonlat[:, 1]], dim=1)
 
 
-def validate_bbox(bbox: "tuple[float, float, float, float] | list[float]", name: str = "bbox") -> tuple[float, float, float, float]:
+def validate_bbox(bbox: tuple[float, float, float, float] | list[float], name: str = "bbox") -> tuple[float, float, float, float]:
     """Check a (west, south, east, north) box in degrees and return it as floats.
 
     Raises ``ValueError`` naming ``name`` for non-finite values, longitudes outside [-180, 180],

@@ -155,9 +155,7 @@ class InfoNCELoss(nn.Module):
         super().__init__()
         self.gather = gather
 
-    def forward(
-        self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         _check_features(image, location, ids)
         if not self.gather:
             return info_nce(image, location, logit_scale, ids=ids)
@@ -186,9 +184,7 @@ class SigLIPLoss(nn.Module):
         self.gather = gather
         self.logit_bias = nn.Parameter(torch.tensor(float(bias_init)))
 
-    def forward(
-        self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         _check_features(image, location, ids)
         bias = self.logit_bias.to(image.dtype)
         if not self.gather:

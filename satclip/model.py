@@ -49,7 +49,7 @@ class SatCLIP(nn.Module):
         self.location = build_location_encoder(output_dim=embed_dim, dtype=getattr(torch, location_dtype), **loc)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
-    def train(self, mode: bool = True) -> "SatCLIP":
+    def train(self, mode: bool = True) -> SatCLIP:
         super().train(mode)
         if mode and self.freeze_backbone and not self.frozen_bn_drift:
             for module in self.visual.modules():

@@ -73,8 +73,9 @@ def get_pretrained(name: str) -> PretrainedWeights | None:
 def table() -> str:
     """The registry as a plain-text table."""
     rows = [("name", "hub id", "image tower", "L", "dim", "revision", "sha256")]
-    rows += [(w.name, w.hub_id, w.vision, str(w.legendre_polys), str(w.embed_dim), (w.revision or "main")[:12], (w.sha256 or "-")[:12])
-             for w in PRETRAINED.values()]
+    rows += [
+        (w.name, w.hub_id, w.vision, str(w.legendre_polys), str(w.embed_dim), (w.revision or "main")[:12], (w.sha256 or "-")[:12]) for w in PRETRAINED.values()
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join([*lines, "", f"licence: MIT (all six); cite: {CITATION}"])

@@ -60,8 +60,11 @@ def train(world: SyntheticWorld, recipe: dict, seed: int, steps: int, batch: int
     tower = build_location_encoder("sphericalharmonics", "siren", output_dim=dim, dtype=torch.float32, legendre_polys=10, w0_initial=recipe["w0"])
     logit = nn.Parameter(torch.tensor(math.log(recipe["scale"])), requires_grad=recipe["learn"])
     loss_fn = LOSSES[recipe["loss"]]()
-    groups = [{"params": image.parameters()}, {"params": tower.parameters(), "lr": 1e-3 * recipe["location_lr"]},
-              {"params": [logit, *loss_fn.parameters()], "weight_decay": 0.0}]
+    groups = [
+        {"params": image.parameters()},
+        {"params": tower.parameters(), "lr": 1e-3 * recipe["location_lr"]},
+        {"params": [logit, *loss_fn.parameters()], "weight_decay": 0.0},
+    ]
     opt = torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
     for _ in range(steps):
@@ -106,14 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     world = SyntheticWorld(seed=args.seed, field_degree=args.field_degree, field_decay=args.field_decay)
     held = uniform_sphere(3000, args.seed + 12)
     cols = [(t, n) for t, _ in bench.TARGETS for n in ("50", "all")]
-    print(f"world: seed {args.seed}, fields of degree < {args.field_degree}, decay {args.field_decay:g}; "
-          f"{args.steps} steps of batch {args.batch_size}; ridge, random 5-fold CV on 3,000 held-out locations\n")
+    print(
+        f"world: seed {args.seed}, fields of degree < {args.field_degree}, decay {args.field_decay:g}; "
+        f"{args.steps} steps of batch {args.batch_size}; ridge, random 5-fold CV on 3,000 held-out locations\n"
+    )
     print("| variant | final loss | multiplier | " + " | ".join(f"{t} n={n}" for t, n in cols) + " |")
     print("|---|---|---|" + "---|" * len(cols))
     torch.manual_seed(args.seed)
     untrained = build_location_encoder("sphericalharmonics", "siren", output_dim=64, dtype=torch.float32, legendre_polys=10)
-    base = scores({"same tower, untrained": embed(untrained, held),
-                   "SH L=10": spherical_harmonics(torch.as_tensor(held), 10).numpy()}, world, held, args.seed)
+    base = scores({"same tower, untrained": embed(untrained, held), "SH L=10": spherical_harmonics(torch.as_tensor(held), 10).numpy()}, world, held, args.seed)
     for name in ("same tower, untrained", "SH L=10"):
         print(f"| {name} | | | " + " | ".join(f"{base[(name, t, n)]:.3f}" for t, n in cols) + " |")
     for variant in args.variants:

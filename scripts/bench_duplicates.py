@@ -37,8 +37,9 @@ def worker_keys(shards: int, per_shard: int, buffer: int, seed: int) -> Iterator
     return _shuffled(raws, buffer, rng) if buffer > 1 else raws
 
 
-def duplicate_rate(samples: int, per_shard: int, batch: int, accumulate: int, workers: int, buffer: int,
-                   steps: int = 2000, seed: int = 0) -> tuple[float, float]:
+def duplicate_rate(
+    samples: int, per_shard: int, batch: int, accumulate: int, workers: int, buffer: int, steps: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """(share of steps with a repeated patch, mean repeated rows per step) over ``steps`` steps."""
     shards = max(1, samples // per_shard)
     streams = [worker_keys(shards, min(per_shard, samples), buffer, seed_int(seed, w)) for w in range(workers)]
@@ -59,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2000)
     args = parser.parse_args(argv)
     own = [args.samples, args.per_shard, args.batch, args.accumulate, args.workers, args.buffer]
-    settings = SETTINGS if all(v is None for v in own) else {"given": tuple(v if v is not None else d for v, d in
-                                                                              zip(own, (100_000, 500, 512, 1, 1, 256)))}
+    settings = SETTINGS if all(v is None for v in own) else {"given": tuple(v if v is not None else d for v, d in zip(own, (100_000, 500, 512, 1, 1, 256)))}
     print("| setting | rows per step | steps with a repeated patch | repeated rows per step |\n|---|---|---|---|")
     for name, (n, k, b, a, w, s) in settings.items():
         share, rows = duplicate_rate(n, k, b, a, w, s, args.steps)

@@ -160,8 +160,7 @@ def report(L: int, rates: dict[str, float]) -> None:
         if "diff" not in name:
             ref = rates["features only: reference-style" if name.startswith("features") else "reference-style float64"]
             print(f"        {name:<32} {rate:12.0f} {1e5 / rate:11.2f} {rate / ref:12.2f}")
-    print(f"        float32 vs float64: max abs diff {rates['float32 max abs diff']:.2e} "
-          f"(relative to max |emb|: {rates['float32 max rel diff']:.2e})")
+    print(f"        float32 vs float64: max abs diff {rates['float32 max abs diff']:.2e} (relative to max |emb|: {rates['float32 max rel diff']:.2e})")
 
 
 # ------------------------------------------------------------------------------- memory check
@@ -193,8 +192,21 @@ def file_test(rows: int, threads: int) -> None:
                 f.write("id,lon,lat\n")
                 np.savetxt(f, np.column_stack([np.arange(n), lonlat]), fmt=["%d", "%.10f", "%.10f"], delimiter=",")
         for n in (rows // 10, rows):
-            cmd = [sys.executable, "-m", "satclip.cli", "embed", "--checkpoint", str(tmp / "tower"), "--input", str(tmp / f"c{n}.csv"),
-                   "--output", str(tmp / f"e{n}.npy"), "--dtype", "float32", "--no-progress"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "satclip.cli",
+                "embed",
+                "--checkpoint",
+                str(tmp / "tower"),
+                "--input",
+                str(tmp / f"c{n}.csv"),
+                "--output",
+                str(tmp / f"e{n}.npy"),
+                "--dtype",
+                "float32",
+                "--no-progress",
+            ]
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             start = time.perf_counter()
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
@@ -204,8 +216,10 @@ def file_test(rows: int, threads: int) -> None:
                 time.sleep(0.05)
             wall = time.perf_counter() - start
             out = np.load(tmp / f"e{n}.npy", mmap_mode="r")
-            print(f"satclip embed {n:>9} rows: exit {proc.returncode}, output {out.shape} {out.dtype}, "
-                  f"peak RSS {peak / 1024:.0f} MiB, {wall:.1f} s ({n / wall:.0f} rows/s)")
+            print(
+                f"satclip embed {n:>9} rows: exit {proc.returncode}, output {out.shape} {out.dtype}, "
+                f"peak RSS {peak / 1024:.0f} MiB, {wall:.1f} s ({n / wall:.0f} rows/s)"
+            )
             (tmp / f"e{n}.npy").unlink()
 
 
@@ -216,8 +230,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     ref_points = max(args.batch_size, args.ref_points // args.rounds) * args.rounds
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, {args.points} points per satclip "
-          f"variant, {ref_points} for the reference-style baseline, {args.rounds} interleaved rounds")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, {args.points} points per satclip "
+        f"variant, {ref_points} for the reference-style baseline, {args.rounds} interleaved rounds"
+    )
     for L in args.degrees:
         report(L, bench_degree(L, args))
     if args.file_test:

@@ -40,8 +40,8 @@ import contextlib
 import csv
 import ctypes
 import os
-import statistics
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -112,8 +112,18 @@ def files(paths, lonlat, samples: int, workers: int, augment: bool):
 
 def stream(shards: Path, samples: int, workers: int, augment: bool, worker_init_fn=None):
     pipeline = build_pipeline(
-        str(shards), batch_size=BATCH, train=True, resample=True, epoch_length=samples, crop_size=CROP,
-        insert_b10=True, keep_uint16=not augment, shuffle_buffer=64, seed=0, rank=0, world_size=1,
+        str(shards),
+        batch_size=BATCH,
+        train=True,
+        resample=True,
+        epoch_length=samples,
+        crop_size=CROP,
+        insert_b10=True,
+        keep_uint16=not augment,
+        shuffle_buffer=64,
+        seed=0,
+        rank=0,
+        world_size=1,
     )
     return measure(StreamLoader(pipeline, num_workers=workers, persistent_workers=False, worker_init_fn=worker_init_fn))
 
@@ -159,8 +169,7 @@ def private_apis(tmp: Path, samples: int, workers_list: list[int], repeats: int,
             for _ in range(repeats):
                 for name, (new_shared, mallopt) in variants.items():
                     with _allocator(new_shared):
-                        n, _, cpu = stream(tmp / payload, samples, workers, augment=False,
-                                           worker_init_fn=_mallopt_keep_freed_memory if mallopt else None)
+                        n, _, cpu = stream(tmp / payload, samples, workers, augment=False, worker_init_fn=_mallopt_keep_freed_memory if mallopt else None)
                     per_core[name].append(n / cpu)
             base = statistics.median(per_core["public (library)"])
             cells = [f"{statistics.median(v):>8.1f} ({statistics.median(v) / base:.2f}x)" for v in per_core.values()]
@@ -219,8 +228,7 @@ def main() -> None:
             private_apis(Path(tmp), args.samples, args.workers, args.repeats, args.payloads)
             return
         tif_ms, s2c_ms, size = decode_only(sorted((args.sample / "images").glob("*.tif")))
-        print(f"decode only, one core: tif {tif_ms:.2f} ms, s2c {s2c_ms:.2f} ms per patch ({tif_ms / s2c_ms:.1f}x); "
-              f"s2c size {size:.3f} x tif")
+        print(f"decode only, one core: tif {tif_ms:.2f} ms, s2c {s2c_ms:.2f} ms per patch ({tif_ms / s2c_ms:.1f}x); s2c size {size:.3f} x tif")
         print(f"{len(paths)} patches (shards of 100), {args.samples} samples per run, batch {BATCH}, crop {CROP}, torch threads 1\n")
         runs = {
             "reference (files)": lambda w: files(paths, lonlat, args.samples, w, augment=True),
@@ -240,8 +248,11 @@ def main() -> None:
                 done[name] = (n / wall, n / cpu)
                 ref = done["reference (files)"]
                 same = done[same_work.get(name[-3:], name)]
-                print(f"{name:<18} {workers:>7} {n / wall:>10.1f} {n / cpu:>9.1f} {n / cpu / ref[1]:>9.2f}x "
-                      f"{n / cpu / same[1]:>10.2f}x {n / wall / ref[0]:>9.2f}x", flush=True)
+                print(
+                    f"{name:<18} {workers:>7} {n / wall:>10.1f} {n / cpu:>9.1f} {n / cpu / ref[1]:>9.2f}x "
+                    f"{n / cpu / same[1]:>10.2f}x {n / wall / ref[0]:>9.2f}x",
+                    flush=True,
+                )
             print()
 
 

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def parse_args() -> argparse.Namespace:

@@ -42,8 +42,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from satclip.eval.synthetic import SyntheticWorld
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,13 +75,14 @@ def write_world(folder: Path, lonlat: np.ndarray, images: np.ndarray) -> None:
             fn = f"patch_{i}.tif"
             c, h, w = image.shape
             transform = from_origin(lon - w * res / 2, lat + h * res / 2, res, res)
-            with rasterio.open(folder / "images" / fn, "w", driver="GTiff", width=w, height=h, count=c, dtype="uint16",
-                               crs="EPSG:4326", transform=transform) as dst:
+            with rasterio.open(
+                folder / "images" / fn, "w", driver="GTiff", width=w, height=h, count=c, dtype="uint16", crs="EPSG:4326", transform=transform
+            ) as dst:
                 dst.write(image)
             writer.writerow([fn, repr(float(lon)), repr(float(lat))])
 
 
-def build_data(out: Path, n_train: int, n_val: int, size: int, seed: int, world: "SyntheticWorld") -> tuple[Path, Path]:
+def build_data(out: Path, n_train: int, n_val: int, size: int, seed: int, world: SyntheticWorld) -> tuple[Path, Path]:
     """Write the synthetic world's training and validation shards; return their folders."""
     from satclip.data.shards import write_shards
     from satclip.eval.synthetic import uniform_sphere
@@ -130,9 +135,20 @@ checkpoint:
 def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace) -> Path:
     """Run ``satclip fit`` on the shards for ``args.minutes`` (or ``args.max_steps``); return the last checkpoint."""
     config = out / "config.yaml"
-    config.write_text(CONFIG.format(seed=args.seed, minutes=args.minutes, max_steps=args.max_steps, out=out / "fit",
-                                    crop=args.crop, train=train, val=val, batch_size=args.batch_size,
-                                    embed_dim=args.embed_dim, legendre_polys=args.legendre_polys))
+    config.write_text(
+        CONFIG.format(
+            seed=args.seed,
+            minutes=args.minutes,
+            max_steps=args.max_steps,
+            out=out / "fit",
+            crop=args.crop,
+            train=train,
+            val=val,
+            batch_size=args.batch_size,
+            embed_dim=args.embed_dim,
+            legendre_polys=args.legendre_polys,
+        )
+    )
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="2")
     cmd = [sys.executable, "-m", "satclip.cli", "fit", "--config", str(config)]
     if args.recipe != "released":
@@ -152,8 +168,7 @@ TARGETS = (("land", "classification"), ("climate", "regression"), ("field_0", "r
 PRETRAINED = "pretrained tower"
 
 
-def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int, sh_degrees: tuple[int, ...] = (10, 40)
-                 ) -> tuple[dict[str, np.ndarray], str]:
+def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int, sh_degrees: tuple[int, ...] = (10, 40)) -> tuple[dict[str, np.ndarray], str]:
     """The pretrained location embeddings and the baselines at the probe locations, and the tower in words.
 
     Baselines: the same tower with its initial weights, raw lon/lat, and untrained spherical
@@ -170,8 +185,9 @@ def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int, sh_degrees: tu
     trained = load_location_encoder(str(checkpoint))
     torch.manual_seed(seed)
     cfg = trained.config
-    untrained = build_location_encoder(cfg["pe"], cfg["nn"], output_dim=trained.output_dim,
-                                       **{k: v for k, v in cfg.items() if k not in ("pe", "nn", "output_dim")})
+    untrained = build_location_encoder(
+        cfg["pe"], cfg["nn"], output_dim=trained.output_dim, **{k: v for k, v in cfg.items() if k not in ("pe", "nn", "output_dim")}
+    )
     l_tower = int(cfg.get("legendre_polys", 10))
     features = {PRETRAINED: embed(trained, lonlat), "same tower, untrained": embed(untrained, lonlat), "lon/lat": lonlat.copy()}
     coords = torch.as_tensor(lonlat, dtype=torch.float64)
@@ -180,8 +196,9 @@ def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int, sh_degrees: tu
     return features, f"{cfg['pe']} L={l_tower} + {cfg['nn']}, {trained.output_dim}-d embeddings"
 
 
-def learning_curve(features: dict[str, np.ndarray], lonlat: np.ndarray, y: np.ndarray, task: str, probe: str,
-                   labels: list[int], seed: int) -> dict[tuple[str, str, str], np.ndarray]:
+def learning_curve(
+    features: dict[str, np.ndarray], lonlat: np.ndarray, y: np.ndarray, task: str, probe: str, labels: list[int], seed: int
+) -> dict[tuple[str, str, str], np.ndarray]:
     """Per-fold probe scores keyed by (features, cv, labels): 5-fold random and spatial CV, where the
     probe sees ``n`` labelled points drawn from the training folds (or all of them) and is scored on
     the held-out fold. Every feature set gets the same folds and the same labelled points."""
@@ -208,8 +225,7 @@ def curve_table(scores: dict[tuple[str, str, str], np.ndarray]) -> str:
     lines = ["| features | " + " | ".join(f"{cv} n={n}" for cv, n in cols) + " |", "|---|" + "---|" * len(cols)]
     for name in names:
         best = [max(scores[(m, *c)].mean() for m in names) for c in cols]
-        cells = [f"**{v:.3f}**" if v >= b - 1e-9 else f"{v:.3f}" for v, b in
-                 ((scores[(name, *c)].mean(), b) for c, b in zip(cols, best))]
+        cells = [f"**{v:.3f}**" if v >= b - 1e-9 else f"{v:.3f}" for v, b in ((scores[(name, *c)].mean(), b) for c, b in zip(cols, best))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -233,14 +249,13 @@ def verdict(results: dict[str, dict[tuple[str, str, str], np.ndarray]], tie: flo
             calls[call].append(f"{c[0]} n={c[1]}")
             cells.append(f"{call} {gap:+.3f} vs {best.split(' (')[0]}")
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
-        said = [f"{how} at {', '.join(calls[call])}" for call, how in (("win", "WINS"), ("tie", "ties"), ("loss", "LOSES"))
-                if calls[call]]
+        said = [f"{how} at {', '.join(calls[call])}" for call, how in (("win", "WINS"), ("tie", "ties"), ("loss", "LOSES")) if calls[call]]
         words.append(f"- {target}: pretraining " + "; ".join(said))
     head = f"wins {counts['win']}, ties {counts['tie']}, losses {counts['loss']} (tie: |gap| <= {tie:g})\n\n"
     return "\n".join(lines), head + "\n".join(words)
 
 
-def retrieval_report(checkpoint: Path, world: "SyntheticWorld", n: int, size: int, crop_px: int, seed: int) -> str:
+def retrieval_report(checkpoint: Path, world: SyntheticWorld, n: int, size: int, crop_px: int, seed: int) -> str:
     """Markdown: image -> location retrieval over ``n`` held-out patches (new locations, new patches),
     ranked among the location embeddings of the same ``n`` locations, with chance level."""
     import torch
@@ -263,14 +278,24 @@ def retrieval_report(checkpoint: Path, world: "SyntheticWorld", n: int, size: in
     got = retrieval_metrics(img, loc, coords)
     chance = retrieval_metrics(img, loc[torch.randperm(n, generator=torch.Generator().manual_seed(seed))], coords)
     rows = [("pretrained", got), ("chance (locations shuffled)", {**chance, "top1": 1 / n, "top5": min(5, n) / n})]
-    lines = [f"\n## Image -> location retrieval: {n} held-out patches among their {n} locations\n",
-             "| model | top-1 | top-5 | median error (km) |", "|---|---|---|---|"]
+    lines = [
+        f"\n## Image -> location retrieval: {n} held-out patches among their {n} locations\n",
+        "| model | top-1 | top-5 | median error (km) |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {name} | {m['top1']:.3f} | {m['top5']:.3f} | {m['median_km']:.0f} |" for name, m in rows]
     return "\n".join(lines) + "\n"
 
 
-def probe_report(checkpoint: Path, world: "SyntheticWorld", n_heldout: int, seed: int, probe: str = "ridge",
-                 labels: tuple[int, ...] = (50, 200, 1000), sh_degrees: tuple[int, ...] = (10, 40)) -> str:
+def probe_report(
+    checkpoint: Path,
+    world: SyntheticWorld,
+    n_heldout: int,
+    seed: int,
+    probe: str = "ridge",
+    labels: tuple[int, ...] = (50, 200, 1000),
+    sh_degrees: tuple[int, ...] = (10, 40),
+) -> str:
     """Learning-curve probe tables (markdown) and the win/tie/loss verdict on held-out locations."""
     from satclip.eval.synthetic import uniform_sphere
 
@@ -285,9 +310,11 @@ def probe_report(checkpoint: Path, world: "SyntheticWorld", n_heldout: int, seed
         parts.append(f"### {target}: {metric}, {probe} probe (best in bold)\n\n{curve_table(results[target])}\n")
     table, words = verdict(results)
     summary = f"## Verdict: pretrained tower minus the best baseline\n\n{words}\n\n{table}\n"
-    intro = (f"{n_heldout} held-out locations (never in the shards), uniform on the sphere; 5-fold random CV and "
-             "spatial CV (10-degree cells); the probe is fit on n labelled points drawn from the training folds "
-             "(n=all: every one of them) and scored on the held-out fold; mean over folds; inputs standardised.\n")
+    intro = (
+        f"{n_heldout} held-out locations (never in the shards), uniform on the sphere; 5-fold random CV and "
+        "spatial CV (10-degree cells); the probe is fit on n labelled points drawn from the training folds "
+        "(n=all: every one of them) and scored on the held-out fold; mean over folds; inputs standardised.\n"
+    )
     return "\n".join([f"tower: {tower}\n", summary, intro, *parts])
 
 
@@ -298,25 +325,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-val", type=int, default=256, help="validation patches")
     parser.add_argument("--n-heldout", type=int, default=3000, help="held-out probe locations")
     parser.add_argument("--n-retrieval", type=int, default=1000, help="held-out patches for image -> location retrieval")
-    parser.add_argument("--labels", type=int, nargs="+", default=[50, 200, 1000],
-                        help="labelled points per probe fit (learning curve; all training-fold points are always added)")
+    parser.add_argument(
+        "--labels",
+        type=int,
+        nargs="+",
+        default=[50, 200, 1000],
+        help="labelled points per probe fit (learning curve; all training-fold points are always added)",
+    )
     parser.add_argument("--legendre-polys", type=int, default=10, help="L of the Siren(SH) location tower")
     parser.add_argument("--embed-dim", type=int, default=64)
-    parser.add_argument("--baseline-sh", type=int, nargs="+", default=[10, 40],
-                        help="L of the untrained SH baselines (the tower's L and the embedding's size are added)")
+    parser.add_argument(
+        "--baseline-sh", type=int, nargs="+", default=[10, 40], help="L of the untrained SH baselines (the tower's L and the embedding's size are added)"
+    )
     parser.add_argument("--field-degree", type=int, default=24, help="random fields: highest degree + 1")
-    parser.add_argument("--field-decay", type=float, default=0.5,
-                        help="random fields: harmonic of degree l has std 1/(l+1)^decay (0: fine detail, 1: smooth)")
+    parser.add_argument("--field-decay", type=float, default=0.5, help="random fields: harmonic of degree l has std 1/(l+1)^decay (0: fine detail, 1: smooth)")
     parser.add_argument("--size", type=int, default=64, help="patch size in pixels")
     parser.add_argument("--crop", type=int, default=32, help="random training crop (centre crop for validation)")
     parser.add_argument("--minutes", type=int, default=10, help="pretraining wall time (a cap; --max-steps may end it first)")
     parser.add_argument("--max-steps", type=int, default=800, help="step budget (the cosine schedule's length)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--recipe", default="released", choices=RECIPES,
-                        help="training recipe: the released one, or an overlay of configs/recipes/")
-    parser.add_argument("--fit-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra satclip fit option, e.g. model.logit_scale_init=3 (repeatable)")
+    parser.add_argument("--recipe", default="released", choices=RECIPES, help="training recipe: the released one, or an overlay of configs/recipes/")
+    parser.add_argument(
+        "--fit-arg", action="append", default=[], metavar="KEY=VALUE", help="extra satclip fit option, e.g. model.logit_scale_init=3 (repeatable)"
+    )
     parser.add_argument("--probe", default="ridge", choices=("ridge", "mlp"))
     parser.add_argument("--reuse-data", action="store_true", help="keep the shards already in --out (same settings)")
     parser.add_argument("--checkpoint", type=Path, help="skip data and pretraining: probe this checkpoint")
@@ -340,14 +372,24 @@ def main(argv: list[str] | None = None) -> int:
     report = probe_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels), tuple(args.baseline_sh))
     report += "\n" + retrieval_report(checkpoint, world, args.n_retrieval, args.size, args.crop, args.seed)
     timings["probes"] = time.perf_counter() - start
-    trained = "" if args.checkpoint else (
-        f"recipe {args.recipe}{''.join(' --' + a for a in args.fit_arg)}; "
-        f"{args.n_train} training patches of {args.size} px (crop {args.crop}), batch {args.batch_size}, "
-        f"at most {args.max_steps} steps / {args.minutes} min of CPU pretraining; ")
-    world_text = (f"world: seed {args.seed}, random fields of degree < {args.field_degree}, decay {args.field_decay:g} "
-                  "(--checkpoint: these must match the world it was trained on)\n")
-    header = (f"# Pretraining quality (synthetic world)\n\ncheckpoint: {checkpoint}\n{world_text}{trained}"
-              + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + "\n\n")
+    trained = (
+        ""
+        if args.checkpoint
+        else (
+            f"recipe {args.recipe}{''.join(' --' + a for a in args.fit_arg)}; "
+            f"{args.n_train} training patches of {args.size} px (crop {args.crop}), batch {args.batch_size}, "
+            f"at most {args.max_steps} steps / {args.minutes} min of CPU pretraining; "
+        )
+    )
+    world_text = (
+        f"world: seed {args.seed}, random fields of degree < {args.field_degree}, decay {args.field_decay:g} "
+        "(--checkpoint: these must match the world it was trained on)\n"
+    )
+    header = (
+        f"# Pretraining quality (synthetic world)\n\ncheckpoint: {checkpoint}\n{world_text}{trained}"
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + "\n\n"
+    )
     (args.out / f"report-{args.probe}.md").write_text(header + report)
     print(header + report)
     return 0

@@ -53,12 +53,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def fit_command(args: argparse.Namespace, run_dir: Path, resume: bool) -> list[str]:
     """``satclip fit`` with a fixed step budget and checkpoints (``*-last.ckpt`` too) every ``--every`` steps."""
     cmd = [
-        sys.executable, "-m", "satclip.cli", "fit", "--config", args.config,
-        "--data.train_urls", args.shards, "--data.val_urls", args.shards,
-        "--trainer.max_steps", str(args.max_steps), "--model.max_steps", str(args.max_steps),
-        "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
-        "--checkpoint.dirpath", str(run_dir / "checkpoints"),
-        "--checkpoint.every_n_train_steps", str(args.every),
+        sys.executable,
+        "-m",
+        "satclip.cli",
+        "fit",
+        "--config",
+        args.config,
+        "--data.train_urls",
+        args.shards,
+        "--data.val_urls",
+        args.shards,
+        "--trainer.max_steps",
+        str(args.max_steps),
+        "--model.max_steps",
+        str(args.max_steps),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--checkpoint.dirpath",
+        str(run_dir / "checkpoints"),
+        "--checkpoint.every_n_train_steps",
+        str(args.every),
         *args.extra,
     ]
     if resume:
@@ -151,18 +167,19 @@ def killed_run(args: argparse.Namespace, run_dir: Path, save_interval: float, rn
         delay = rng.uniform(0, save_interval)
         time.sleep(delay)
         if proc.poll() is not None:
-            raise RuntimeError(f"kill {kill}: the run ended (status {proc.returncode}) before the kill; "
-                               f"raise --max-steps. See {log}")
+            raise RuntimeError(f"kill {kill}: the run ended (status {proc.returncode}) before the kill; raise --max-steps. See {log}")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         steps = checkpoint_steps(ckpt_dir)  # every checkpoint file loads
         last = last_checkpoint(ckpt_dir)
         step = steps[last.name] if last else -1
         temps = sorted(p.name for p in ckpt_dir.glob(".*.tmp"))
-        seen.append({"kill": kill, "seconds_after_a_save": round(delay, 2), "last_step": step,
-                     "checkpoints_loaded": len(steps), "temp_files_left": temps})
-        print(f"kill {kill}: SIGKILL {delay:.2f} s after a save; {last.name if last else None} at step {step}; "
-              f"{len(steps)} checkpoint files load; temporaries left by the kill: {temps}", flush=True)
+        seen.append({"kill": kill, "seconds_after_a_save": round(delay, 2), "last_step": step, "checkpoints_loaded": len(steps), "temp_files_left": temps})
+        print(
+            f"kill {kill}: SIGKILL {delay:.2f} s after a save; {last.name if last else None} at step {step}; "
+            f"{len(steps)} checkpoint files load; temporaries left by the kill: {temps}",
+            flush=True,
+        )
         if step < previous:
             raise RuntimeError(f"kill {kill}: the last checkpoint went back from step {previous} to {step}")
         previous = step
@@ -172,8 +189,12 @@ def killed_run(args: argparse.Namespace, run_dir: Path, save_interval: float, rn
 
 
 def write_demo_shards(out: Path) -> str:
-    subprocess.run([sys.executable, "-m", "satclip.cli", "shards", str(ROOT / "data" / "sample"), "--out", str(out),
-                    "--payload", "s2c", "--samples-per-shard", "4"], check=True, env=child_env(), capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "satclip.cli", "shards", str(ROOT / "data" / "sample"), "--out", str(out), "--payload", "s2c", "--samples-per-shard", "4"],
+        check=True,
+        env=child_env(),
+        capture_output=True,
+    )
     return str(out)
 
 
@@ -190,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         report["weights_differing"] = weight_differences(work / "reference", work / "killed")
         ok = report["final_step"] == ref_step and len(report["kills"]) == args.kills and not report["weights_differing"]
         print(json.dumps(report, indent=1))
-        print(f"{'PASS' if ok else 'FAIL'}: {len(report['kills'])}/{args.kills} kills survived, final step "
-              f"{report['final_step']} vs uninterrupted {ref_step}, every checkpoint file loadable, "
-              f"{len(report['weights_differing'])} weight tensors differ from the uninterrupted run's")
+        print(
+            f"{'PASS' if ok else 'FAIL'}: {len(report['kills'])}/{args.kills} kills survived, final step "
+            f"{report['final_step']} vs uninterrupted {ref_step}, every checkpoint file loadable, "
+            f"{len(report['weights_differing'])} weight tensors differ from the uninterrupted run's"
+        )
         return 0 if ok else 1
     finally:
         if not args.workdir:

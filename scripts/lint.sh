@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Lint and types, as CI runs them before the tests: creates or reuses .venv (satclip[test], the
-# pinned ruff and mypy of constraints.txt), then mypy (configured in pyproject.toml).
+# Lint, types and docs, as CI runs them before the tests: creates or reuses .venv (satclip[test], the
+# pinned ruff, mypy and mkdocs of constraints.txt), then ruff check, ruff format --check, mypy and
+# mkdocs build --strict (settings in pyproject.toml and mkdocs.yml).
 set -euo pipefail
 SATCLIP_EXTRAS=test source "$(dirname "$0")/_venv.sh"
+echo "[satclip] ruff check"
+python -m ruff check satclip tests scripts
+echo "[satclip] ruff format --check"
+python -m ruff format --check satclip tests scripts
 echo "[satclip] mypy satclip"
 python -m mypy satclip
+echo "[satclip] mkdocs build --strict"
+site="$(mktemp -d)"
+trap 'rm -rf "$site"' EXIT
+python -m mkdocs build --strict --quiet --site-dir "$site"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch `satclip fit` with torchrun: one process per device, on one node or several.
 #
-#   scripts/torchrun.sh --config configs/vit16-l40.yaml                      # one node, all its GPUs
+#   scripts/torchrun.sh --config configs/satclip-vit16-l40.yaml                      # one node, all its GPUs
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 scripts/torchrun.sh --config ...   # on the first node
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 scripts/torchrun.sh --config ...   # on the second node
 #

@@ -39,8 +39,13 @@ class RankReport(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         with torch.no_grad():
             checksum = float(sum(p.double().sum() for p in pl_module.parameters()))
-        report = {"node_rank": trainer.node_rank, "global_rank": trainer.global_rank, "world_size": trainer.world_size,
-                  "global_step": trainer.global_step, "param_checksum": checksum}
+        report = {
+            "node_rank": trainer.node_rank,
+            "global_rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "global_step": trainer.global_step,
+            "param_checksum": checksum,
+        }
         Path(os.environ[REPORT_DIR], f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
@@ -51,29 +56,80 @@ def free_port() -> int:
 
 
 def node_command(node_rank: int, port: int, steps: int, run_dir: Path, config: str, shards: str, extra: list[str]) -> list[str]:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node_rank),
-                "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port)]
-    fit = ["-m", "satclip.cli", "fit", "--config", config, "--data.train_urls", shards, "--data.val_urls", shards,
-           "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "2",
-           "--trainer.strategy", "ddp", "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1",
-           "--trainer.default_root_dir", str(run_dir / f"node{node_rank}"),
-           "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=two_node_sim.RankReport", *extra]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--node_rank",
+        str(node_rank),
+        "--nproc_per_node",
+        "1",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+    ]
+    fit = [
+        "-m",
+        "satclip.cli",
+        "fit",
+        "--config",
+        config,
+        "--data.train_urls",
+        shards,
+        "--data.val_urls",
+        shards,
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.num_nodes",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.max_epochs",
+        "-1",
+        "--trainer.default_root_dir",
+        str(run_dir / f"node{node_rank}"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.callbacks+=two_node_sim.RankReport",
+        *extra,
+    ]
     return torchrun + fit
 
 
 def simulate(steps: int, run_dir: Path, config: str, shards: str, extra: list[str], timeout: float) -> list[dict]:
     """Run both nodes; return their rank reports (raises with the logs if a node fails)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        WANDB_MODE="offline",
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])),
+    )
     env[REPORT_DIR] = str(run_dir)
     port = free_port()
     logs = [run_dir / f"node{n}.log" for n in (0, 1)]
     procs = []
     for n, log in enumerate(logs):
         with open(log, "wb") as out:
-            procs.append(subprocess.Popen(node_command(n, port, steps, run_dir, config, shards, extra), cwd=ROOT, env=env,
-                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    node_command(n, port, steps, run_dir, config, shards, extra),
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
     codes = []
     for proc in procs:
         try:
@@ -103,11 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     reports = simulate(args.steps, run_dir, args.config, shards, args.extra, args.timeout)
     for report in reports:
         print(json.dumps(report))
-    ok = (all(r["global_step"] == args.steps and r["world_size"] == 2 for r in reports)
-          and [r["node_rank"] for r in reports] == [0, 1]
-          and reports[0]["param_checksum"] == reports[1]["param_checksum"])
-    print(f"{'PASS' if ok else 'FAIL'}: both nodes at global step {[r['global_step'] for r in reports]}, "
-          f"identical parameters: {reports[0]['param_checksum'] == reports[1]['param_checksum']}; logs in {run_dir}")
+    ok = (
+        all(r["global_step"] == args.steps and r["world_size"] == 2 for r in reports)
+        and [r["node_rank"] for r in reports] == [0, 1]
+        and reports[0]["param_checksum"] == reports[1]["param_checksum"]
+    )
+    print(
+        f"{'PASS' if ok else 'FAIL'}: both nodes at global step {[r['global_step'] for r in reports]}, "
+        f"identical parameters: {reports[0]['param_checksum'] == reports[1]['param_checksum']}; logs in {run_dir}"
+    )
     return 0 if ok else 1
 
 

@@ -42,8 +42,16 @@ def released_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from satclip.location import build_location_encoder
 
     torch.manual_seed(0)
-    hp = {"embed_dim": 256, "vision_layers": "moco_resnet18", "in_channels": 13, "le_type": "sphericalharmonics",
-          "pe_type": "siren", "legendre_polys": 10, "capacity": 64, "num_hidden_layers": 2}
+    hp = {
+        "embed_dim": 256,
+        "vision_layers": "moco_resnet18",
+        "in_channels": 13,
+        "le_type": "sphericalharmonics",
+        "pe_type": "siren",
+        "legendre_polys": 10,
+        "capacity": 64,
+        "num_hidden_layers": 2,
+    }
     tower = build_location_encoder("sphericalharmonics", "siren", legendre_polys=10, dim_hidden=64, num_layers=2)
     state = {f"model.location.{k}": v for k, v in tower.state_dict().items()}
     path = tmp_path_factory.mktemp("released") / "satclip-resnet18-l10.ckpt"

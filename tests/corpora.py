@@ -28,8 +28,7 @@ from satclip.data.transforms import S2_BANDS, S2_BANDS_13
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
-RESOLUTION = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10, "B8A": 20,
-              "B09": 60, "B10": 60, "B11": 20, "B12": 20}
+RESOLUTION = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10, "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20}
 """Sentinel-2 band resolutions in metres (Major TOM's card)."""
 SEASON_TIMES = ("2021-02-10T10:20:30", "2021-05-12T10:21:31", "2021-08-09T10:22:32", "2021-11-15T10:23:33")
 
@@ -50,8 +49,16 @@ def geotiff(array: np.ndarray, crs, transform: Affine) -> bytes:
     """(C, H, W) or (H, W) array -> GeoTIFF bytes (deflate)."""
     array = array[None] if array.ndim == 2 else array
     with MemoryFile() as memfile:
-        with memfile.open(driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0], dtype=array.dtype,
-                          crs=crs, transform=transform, compress="deflate") as dst:
+        with memfile.open(
+            driver="GTiff",
+            width=array.shape[2],
+            height=array.shape[1],
+            count=array.shape[0],
+            dtype=array.dtype,
+            crs=crs,
+            transform=transform,
+            compress="deflate",
+        ) as dst:
             dst.write(array)
         return bytes(memfile.read())
 
@@ -86,17 +93,32 @@ def write_majortom(root: Path, rows_per_part: list[list[dict]], level: str = "L2
     import pyarrow.parquet as pq
 
     bands = S2_BANDS_13 if level == "L1C" else S2_BANDS
-    schema = pa.schema([("product_id", pa.string()), ("grid_cell", pa.string()), ("product_datetime", pa.string()),
-                        ("thumbnail", pa.binary()), *((b, pa.binary()) for b in sorted(bands)), ("cloud_mask", pa.binary())])
+    schema = pa.schema(
+        [
+            ("product_id", pa.string()),
+            ("grid_cell", pa.string()),
+            ("product_datetime", pa.string()),
+            ("thumbnail", pa.binary()),
+            *((b, pa.binary()) for b in sorted(bands)),
+            ("cloud_mask", pa.binary()),
+        ]
+    )
     (root / "images").mkdir(parents=True, exist_ok=True)
     meta = []
     for p, rows in enumerate(rows_per_part, start=1):
         name = f"part_{p:05d}.parquet"
         table = pa.Table.from_pylist(rows, schema=schema)
         pq.write_table(table, root / "images" / name, row_group_size=1)
-        meta += [{"grid_cell": r["grid_cell"], "product_id": r["product_id"], "timestamp": r["product_datetime"],
-                  "parquet_url": f"https://huggingface.co/datasets/Major-TOM/Core-S2{level}/resolve/main/images/{name}",
-                  "parquet_row": i} for i, r in enumerate(rows)]
+        meta += [
+            {
+                "grid_cell": r["grid_cell"],
+                "product_id": r["product_id"],
+                "timestamp": r["product_datetime"],
+                "parquet_url": f"https://huggingface.co/datasets/Major-TOM/Core-S2{level}/resolve/main/images/{name}",
+                "parquet_row": i,
+            }
+            for i, r in enumerate(rows)
+        ]
     pq.write_table(pa.Table.from_pylist(meta), root / "metadata.parquet")
     return root
 
@@ -118,14 +140,18 @@ def write_ssl4eo(path: Path, patches: list[Path], first_id: int = 0, size: int =
         lon.append(cx), lat.append(cy), crs.append(int(c.to_epsg())), xs.append(x_), ys.append(y_)
     ids = [f"{first_id + s:07d}" for s in range(n)]
     ds = xr.Dataset(
-        {"bands": (("sample", "time", "band", "y", "x"), bands),
-         "center_lat": (("sample",), np.array(lat)), "center_lon": (("sample",), np.array(lon)),
-         "cloud_mask": (("sample", "time", "y", "x"), np.zeros((n, times, size, size), np.uint8)),
-         "crs": (("sample",), np.array(crs, np.int64)),
-         "file_id": (("sample", "time"), np.array([[f"{w.replace('-', '').replace(':', '')}_T33UXP" for w in SEASON_TIMES]] * n)),
-         "sample_id": (("sample", "time"), np.array([[f"{i}_{k}" for k in range(times)] for i in ids])),
-         "time_": (("sample", "time"), np.array([list(SEASON_TIMES)] * n, dtype="datetime64[ns]")),
-         "x_": (("sample", "x"), np.array(xs)), "y_": (("sample", "y"), np.array(ys))},
+        {
+            "bands": (("sample", "time", "band", "y", "x"), bands),
+            "center_lat": (("sample",), np.array(lat)),
+            "center_lon": (("sample",), np.array(lon)),
+            "cloud_mask": (("sample", "time", "y", "x"), np.zeros((n, times, size, size), np.uint8)),
+            "crs": (("sample",), np.array(crs, np.int64)),
+            "file_id": (("sample", "time"), np.array([[f"{w.replace('-', '').replace(':', '')}_T33UXP" for w in SEASON_TIMES]] * n)),
+            "sample_id": (("sample", "time"), np.array([[f"{i}_{k}" for k in range(times)] for i in ids])),
+            "time_": (("sample", "time"), np.array([list(SEASON_TIMES)] * n, dtype="datetime64[ns]")),
+            "x_": (("sample", "x"), np.array(xs)),
+            "y_": (("sample", "y"), np.array(ys)),
+        },
         coords={"band": list(S2_BANDS), "sample": ids, "time": np.arange(times), "x": np.arange(size), "y": np.arange(size)},
     )
     ds.bands.encoding["chunks"] = (1, 1, len(S2_BANDS), size, size)  # one chunk per location and timestamp, as published
@@ -152,7 +178,14 @@ def write_s2_100k_published(root: Path) -> Path:
     with tarfile.open(root / "data" / "shard-00000.tar", "w") as tar:
         for row in rows:
             tar.add(SAMPLE / "images" / row["fn"], arcname=f"images/{row['fn']}")
-    table = pa.table({"fn": [r["fn"] for r in rows], "lon": [float(r["lon"]) for r in rows], "lat": [float(r["lat"]) for r in rows],
-                      "patch_idx": list(range(len(rows))), "shard": [0] * len(rows)})
+    table = pa.table(
+        {
+            "fn": [r["fn"] for r in rows],
+            "lon": [float(r["lon"]) for r in rows],
+            "lat": [float(r["lat"]) for r in rows],
+            "patch_idx": list(range(len(rows))),
+            "shard": [0] * len(rows),
+        }
+    )
     pq.write_table(table, root / "metadata.parquet")
     return root

@@ -32,8 +32,9 @@ def _tif(bands: int, seed: int) -> bytes:
 
 def _plan() -> dict[int, str]:
     """Which sample index gets which corruption (spread over the shards, deterministic)."""
-    kinds = (["truncated_tif"] * 20 + ["not_tiff"] * 20 + ["three_bands"] * 20 + ["nan_coords"] * 10
-             + ["out_of_range"] * 10 + ["no_payload"] * 5 + ["bad_json"] * 5)
+    kinds = (
+        ["truncated_tif"] * 20 + ["not_tiff"] * 20 + ["three_bands"] * 20 + ["nan_coords"] * 10 + ["out_of_range"] * 10 + ["no_payload"] * 5 + ["bad_json"] * 5
+    )
     where = np.random.default_rng(7).choice(SAMPLES - PER_SHARD, size=len(kinds), replace=False)  # not in the last shard
     return dict(zip(where.tolist(), kinds))
 
@@ -81,8 +82,7 @@ def write_corrupted_stream(out: Path) -> dict:
     last = out / shards[-1]["name"]
     cut = offsets[SAMPLES - LOST_IN_TRUNCATED_SHARD] + 512 + 100
     last.write_bytes(last.read_bytes()[:cut])
-    manifest = {"format": 1, "payload": "tif", "dtype": "uint16", "bands": list(S2_BANDS), "shards": shards,
-                "samples": SAMPLES}
+    manifest = {"format": 1, "payload": "tif", "dtype": "uint16", "bands": list(S2_BANDS), "shards": shards, "samples": SAMPLES}
     (out / "manifest.json").write_text(json.dumps(manifest))
     return manifest
 
@@ -97,8 +97,7 @@ def corrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_loader_counts_every_injected_corruption(corrupted: Path) -> None:
     from satclip.data.stream import StreamLoader, build_pipeline
 
-    stream = build_pipeline(str(corrupted), batch_size=50, resample=False, crop_size=SIZE, shuffle_buffer=0,
-                            rank=0, world_size=1)
+    stream = build_pipeline(str(corrupted), batch_size=50, resample=False, crop_size=SIZE, shuffle_buffer=0, rank=0, world_size=1)
     loader = StreamLoader(stream, num_workers=0)
     keys = [k for batch in loader for k in batch["key"]]
     assert loader.skipped == {kind: INJECTED.get(kind, 0) for kind in SKIP_KINDS}
@@ -113,14 +112,40 @@ def test_training_completes_and_reports_exact_skip_counts(corrupted: Path, tmp_p
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cli = main([
-            "--data.train_urls", str(corrupted), "--data.resample", "false", "--data.shuffle_buffer", "0",
-            "--data.num_workers", "0", "--data.batch_size", "50", "--data.crop_size", str(SIZE), "--data.pin_memory", "false",
-            "--model.vision", "test_resnet", "--model.embed_dim", "32",
-            "--model.location", '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1}',
-            "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
-        ])
+        cli = main(
+            [
+                "--data.train_urls",
+                str(corrupted),
+                "--data.resample",
+                "false",
+                "--data.shuffle_buffer",
+                "0",
+                "--data.num_workers",
+                "0",
+                "--data.batch_size",
+                "50",
+                "--data.crop_size",
+                str(SIZE),
+                "--data.pin_memory",
+                "false",
+                "--model.vision",
+                "test_resnet",
+                "--model.embed_dim",
+                "32",
+                "--model.location",
+                '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1}',
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.logger",
+                "false",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     trainer = cli.trainer

@@ -51,14 +51,31 @@ def test_released_full_model_is_exact(reference: Path, coords: torch.Tensor) -> 
 
 
 def test_released_hparams_mapping() -> None:
-    hp = {"embed_dim": 512, "vision_layers": "moco_vit16", "in_channels": 13, "le_type": "sphericalharmonics",
-          "pe_type": "siren", "legendre_polys": 40, "harmonics_calculation": "closed-form", "capacity": 256,
-          "num_hidden_layers": 3, "frequency_num": 32, "min_radius": 1e-5, "max_radius": 1e-3}
+    hp = {
+        "embed_dim": 512,
+        "vision_layers": "moco_vit16",
+        "in_channels": 13,
+        "le_type": "sphericalharmonics",
+        "pe_type": "siren",
+        "legendre_polys": 40,
+        "harmonics_calculation": "closed-form",
+        "capacity": 256,
+        "num_hidden_layers": 3,
+        "frequency_num": 32,
+        "min_radius": 1e-5,
+        "max_radius": 1e-3,
+    }
     kwargs = checkpoints.released_model_kwargs(hp)
     assert kwargs["vision"] == "vit_small_patch16_224" and kwargs["embed_dim"] == 512
     # frequency_num / radii are not parameters of spherical harmonics: left out
-    assert kwargs["location"] == {"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 40,
-                                  "convention": "closed-form", "dim_hidden": 256, "num_layers": 3}
+    assert kwargs["location"] == {
+        "pe": "sphericalharmonics",
+        "nn": "siren",
+        "legendre_polys": 40,
+        "convention": "closed-form",
+        "dim_hidden": 256,
+        "num_layers": 3,
+    }
     with pytest.raises(ValueError, match="vision_layers='clip_rn50'"):
         checkpoints.released_model_kwargs({**hp, "vision_layers": "clip_rn50"})
     with pytest.raises(ValueError, match="harmonics_calculation='discretized'"):
@@ -86,9 +103,14 @@ def test_hub_id_offline_not_cached_fails_at_once(hub_cache: Path) -> None:
 def test_own_checkpoint_format(tmp_path: Path) -> None:
     from satclip.model import SatCLIP
 
-    kwargs = {"embed_dim": 16, "vision": "resnet18", "in_chans": 4, "vision_weights": "/nonexistent/moco.pth",
-              "location": {"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1},
-              "location_dtype": "float64"}
+    kwargs = {
+        "embed_dim": 16,
+        "vision": "resnet18",
+        "in_chans": 4,
+        "vision_weights": "/nonexistent/moco.pth",
+        "location": {"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1},
+        "location_dtype": "float64",
+    }
     torch.manual_seed(0)
     model = SatCLIP(**{**kwargs, "vision_weights": None})
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -138,8 +160,16 @@ def test_bad_inputs_have_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown checkpoint format"):
         satclip.load_location_encoder(unknown)
     no_weights = tmp_path / "no_weights.ckpt"
-    hp = {"embed_dim": 256, "vision_layers": "moco_resnet18", "in_channels": 13, "le_type": "sphericalharmonics",
-          "pe_type": "siren", "legendre_polys": 10, "capacity": 512, "num_hidden_layers": 2}
+    hp = {
+        "embed_dim": 256,
+        "vision_layers": "moco_resnet18",
+        "in_channels": 13,
+        "le_type": "sphericalharmonics",
+        "pe_type": "siren",
+        "legendre_polys": 10,
+        "capacity": 512,
+        "num_hidden_layers": 2,
+    }
     torch.save({"state_dict": {"model.logit_scale": torch.zeros(())}, "hyper_parameters": hp}, no_weights)
     with pytest.raises(ValueError, match=r"missing \['nnet.last_layer.bias'"):
         satclip.load_location_encoder(no_weights)
@@ -164,8 +194,10 @@ def _uncropped_reference_input(reference: Path, s2_sample: Path) -> np.ndarray |
 def test_released_image_tower_full256(reference: Path, s2_sample: Path) -> None:
     full = _uncropped_reference_input(reference, s2_sample)
     if full is None:
-        pytest.skip("the uncropped 256x256 input of img_emb_*_full256.npy is not shipped, and no s2-sample patch "
-                    "matches the centre crop of img_input_224.npy, so it cannot be reconstructed")
+        pytest.skip(
+            "the uncropped 256x256 input of img_emb_*_full256.npy is not shipped, and no s2-sample patch "
+            "matches the centre crop of img_input_224.npy, so it cannot be reconstructed"
+        )
     model = satclip.load(reference / CKPT)
     with torch.no_grad():
         img = model.encode_image(torch.from_numpy(full)).numpy()

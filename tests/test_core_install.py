@@ -26,8 +26,10 @@ from satclip.extras import EXTRA_OF_MODULE
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFLINE_SIGNS = re.compile(r"No matching distribution|Could not find a version|NewConnectionError|Failed to establish|"
-                           r"Temporary failure in name resolution|Network is unreachable|ProxyError|Max retries exceeded")
+OFFLINE_SIGNS = re.compile(
+    r"No matching distribution|Could not find a version|NewConnectionError|Failed to establish|"
+    r"Temporary failure in name resolution|Network is unreachable|ProxyError|Max retries exceeded"
+)
 
 
 def _requirement_names(dist: md.Distribution) -> list[str]:
@@ -92,8 +94,9 @@ def core_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if made.returncode != 0:
         pytest.skip(f"cannot create a venv here: {made.stderr.strip()[-300:]}")
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     _share_torch(base / "torch-only")
     Path(purelib, "shared-torch.pth").write_text(str(base / "torch-only") + "\n")
     src = base / "src"
@@ -136,8 +139,9 @@ def test_core_only_venv_embeds_from_checkpoint_and_export(core_python: Path, rel
     ckpt, out = released_ckpt, tmp_path / "export"
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
     optional = sorted(EXTRA_OF_MODULE)
-    done = subprocess.run([str(core_python), "-c", SCRIPT, str(ckpt), str(out), json.dumps(optional)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    done = subprocess.run(
+        [str(core_python), "-c", SCRIPT, str(ckpt), str(out), json.dumps(optional)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["present"] == [], f"the core install pulled in optional modules {result['present']}"
@@ -149,8 +153,13 @@ def test_core_only_venv_embeds_from_checkpoint_and_export(core_python: Path, rel
     torch.testing.assert_close(torch.tensor(result["emb"], dtype=torch.float64), expected.detach(), rtol=0, atol=1e-12)
 
     satclip_cli = core_python.parent / "satclip"
-    embedded = subprocess.run([str(satclip_cli), "embed", "--checkpoint", str(out), "--input", str(out / "coords.npy"),
-                               "--output", str(tmp_path / "emb.npy"), "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    embedded = subprocess.run(
+        [str(satclip_cli), "embed", "--checkpoint", str(out), "--input", str(out / "coords.npy"), "--output", str(tmp_path / "emb.npy"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert embedded.returncode == 0, embedded.stderr[-3000:]
     import numpy as np
 

@@ -180,8 +180,14 @@ def test_geotiff_time_tag_is_carried(tmp_path):
 def test_manifest_versions(tmp_path):
     shard = tmp_path / "shard-000000.tar"
     shard.write_bytes(b"")
-    old = {"format": "satclip-shards/1", "payload": "s2c", "dtype": "uint16", "bands": list(S2_BANDS),
-           "shards": [{"name": shard.name, "samples": 3}], "samples": 3}  # written before time was carried
+    old = {
+        "format": "satclip-shards/1",
+        "payload": "s2c",
+        "dtype": "uint16",
+        "bands": list(S2_BANDS),
+        "shards": [{"name": shard.name, "samples": 3}],
+        "samples": 3,
+    }  # written before time was carried
     (tmp_path / "manifest.json").write_text(json.dumps(old))
     assert read_manifest([str(shard)]) == ({str(shard): 3}, tuple(S2_BANDS))
     (tmp_path / "manifest.json").write_text(json.dumps({**old, "version": 99}))
@@ -203,8 +209,32 @@ def test_each_corpus_streams_into_fit_with_time(l2a, ssl4eo, tmp_path):
         assert batch["time"].dtype.is_floating_point and batch["time"].shape == (4,) and batch["image"].shape[1] == 13
         assert bool(batch["time"].isnan().all()) if name == "s2-100k" else bool(batch["time"].isfinite().all()), name
         assert not math.isnan(float(batch["lonlat"].sum()))
-        cli = fit(["--config", str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"), "--data.init_args.train_urls", str(out), "--data.init_args.val_urls", "null",
-                   "--data.init_args.num_workers", "0", "--data.init_args.crop_size", "32", "--data.init_args.batch_size", "4",
-                   "--data.init_args.epoch_length", "8", "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / f"run-{name}"),
-                   "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.limit_val_batches", "0"])
+        cli = fit(
+            [
+                "--config",
+                str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"),
+                "--data.init_args.train_urls",
+                str(out),
+                "--data.init_args.val_urls",
+                "null",
+                "--data.init_args.num_workers",
+                "0",
+                "--data.init_args.crop_size",
+                "32",
+                "--data.init_args.batch_size",
+                "4",
+                "--data.init_args.epoch_length",
+                "8",
+                "--trainer.max_steps",
+                "2",
+                "--trainer.default_root_dir",
+                str(tmp_path / f"run-{name}"),
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.enable_model_summary",
+                "false",
+                "--trainer.limit_val_batches",
+                "0",
+            ]
+        )
         assert cli.trainer.global_step == 2, name

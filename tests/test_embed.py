@@ -31,12 +31,14 @@ def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def table() -> pd.DataFrame:
     rng = np.random.default_rng(3)
-    return pd.DataFrame({
-        "site": [f"s{i:04d}" for i in range(N)],
-        "y": rng.normal(size=N),
-        "latitude": rng.uniform(-90, 90, N),
-        "longitude": rng.uniform(-180, 180, N),
-    })
+    return pd.DataFrame(
+        {
+            "site": [f"s{i:04d}" for i in range(N)],
+            "y": rng.normal(size=N),
+            "latitude": rng.uniform(-90, 90, N),
+            "longitude": rng.uniform(-180, 180, N),
+        }
+    )
 
 
 def _expected(tower: Path, lonlat: np.ndarray, dtype: str | None = None) -> np.ndarray:
@@ -68,8 +70,20 @@ def test_embed_tables_in_chunks(tmp_path: Path, tower: Path, table: pd.DataFrame
 def test_cli_embed_npy_float32(tmp_path: Path, tower: Path, table: pd.DataFrame) -> None:
     lonlat = table[["longitude", "latitude"]].to_numpy()
     np.save(tmp_path / "c.npy", lonlat)
-    argv = ["embed", "--checkpoint", str(tower), "--input", str(tmp_path / "c.npy"), "--output", str(tmp_path / "e.npy"),
-            "--batch-size", "100", "--dtype", "float32", "--no-progress"]
+    argv = [
+        "embed",
+        "--checkpoint",
+        str(tower),
+        "--input",
+        str(tmp_path / "c.npy"),
+        "--output",
+        str(tmp_path / "e.npy"),
+        "--batch-size",
+        "100",
+        "--dtype",
+        "float32",
+        "--no-progress",
+    ]
     assert cli_main(argv) == 0
     got = np.load(tmp_path / "e.npy")
     assert got.dtype == np.float32 and got.shape == (N, 8)
@@ -215,8 +229,28 @@ def test_geoparquet_points(tmp_path: Path, tower: Path, table: pd.DataFrame, mon
     monkeypatch.setattr(embed, "READ_ROWS", 100)  # several row groups
     src, out = tmp_path / "coords.csv", tmp_path / "emb.parquet"
     table.to_csv(src, index=False)
-    assert cli_main(["embed", "--checkpoint", str(tower), "--input", str(src), "--output", str(out), "--lon-col", "longitude",
-                     "--lat-col", "latitude", "--geoparquet", "--batch-size", "64", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "embed",
+                "--checkpoint",
+                str(tower),
+                "--input",
+                str(src),
+                "--output",
+                str(out),
+                "--lon-col",
+                "longitude",
+                "--lat-col",
+                "latitude",
+                "--geoparquet",
+                "--batch-size",
+                "64",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     lonlat = table[["longitude", "latitude"]].to_numpy()
     _check_geo_metadata(out, lonlat)
     # the WKB itself: byte order 1, type 1 (Point), x = lon, y = lat, as float64

@@ -49,8 +49,7 @@ def _read_tif(path: Path) -> np.ndarray:
 
 def _run(tower: Path, out: Path, **kw) -> eg.GridResult:
     grid = Grid.from_bbox(BBOX, RES)
-    return eg.embed_grid(satclip.load_location_encoder(tower), out, grid, tile=kw.pop("tile", 128), batch_size=kw.pop("batch_size", 5000),
-                         progress=False, **kw)
+    return eg.embed_grid(satclip.load_location_encoder(tower), out, grid, tile=kw.pop("tile", 128), batch_size=kw.pop("batch_size", 5000), progress=False, **kw)
 
 
 def test_grid_geometry() -> None:
@@ -66,13 +65,16 @@ def test_grid_geometry() -> None:
     assert len(grid.sample(10**6)) == grid.width * grid.height and 900 <= len(grid.sample(1000)) <= 1100
 
 
-@pytest.mark.parametrize("bbox, res, message", [
-    ((170, 0, -170, 10), 1.0, "antimeridian"),
-    ((0, 0, 10.05, 10), 0.1, "whole number"),
-    ((0, 0, 10, 95), 1.0, "latitudes"),
-    ((0, 0, 0, 10), 1.0, "empty"),
-    ((0, 0, 10, 10), -1.0, "resolution"),
-])
+@pytest.mark.parametrize(
+    "bbox, res, message",
+    [
+        ((170, 0, -170, 10), 1.0, "antimeridian"),
+        ((0, 0, 10.05, 10), 0.1, "whole number"),
+        ((0, 0, 10, 95), 1.0, "latitudes"),
+        ((0, 0, 0, 10), 1.0, "empty"),
+        ((0, 0, 10, 10), -1.0, "resolution"),
+    ],
+)
 def test_bad_grids_are_rejected(bbox, res, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Grid.from_bbox(bbox, res)
@@ -210,8 +212,10 @@ def test_failure_leaves_no_output(tmp_path: Path, tower: Path, monkeypatch: pyte
 
 def test_cli(tmp_path: Path, tower: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli.tif"
-    assert cli_main(["embed-grid", "--checkpoint", str(tower), "--bbox", "-20", "-10", "12", "14", "--resolution", "4",
-                     "--output", str(out), "--no-progress"]) == 0
+    assert (
+        cli_main(["embed-grid", "--checkpoint", str(tower), "--bbox", "-20", "-10", "12", "14", "--resolution", "4", "--output", str(out), "--no-progress"])
+        == 0
+    )
     assert "wrote 48 pixels x 6 bands" in capsys.readouterr().out and _read_tif(out).shape == (6, 6, 8)
     with pytest.raises(SystemExit, match="antimeridian"):
         cli_main(["embed-grid", "--checkpoint", str(tower), "--bbox", "170", "0", "-170", "10", "--resolution", "1", "--output", str(out)])

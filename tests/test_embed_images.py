@@ -61,8 +61,23 @@ def test_folder_and_shards_match_encode_image(tmp_path: Path, checkpoint: Path) 
     np.testing.assert_allclose(out[["lon", "lat"]].to_numpy(), index[["lon", "lat"]].to_numpy(), atol=1e-9)
     np.testing.assert_allclose(out[[f"emb_{i}" for i in range(16)]].to_numpy(), want, rtol=0, atol=1e-5)
     write_shards([SAMPLE], tmp_path / "shards", payload="s2c", samples_per_shard=3, progress=False)
-    assert cli_main(["embed-images", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "shards"),
-                     "--output", str(tmp_path / "shards.csv"), "--batch-size", "4", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "embed-images",
+                "--checkpoint",
+                str(checkpoint),
+                "--input",
+                str(tmp_path / "shards"),
+                "--output",
+                str(tmp_path / "shards.csv"),
+                "--batch-size",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     shards = pd.read_csv(tmp_path / "shards.csv")
     assert list(shards["key"]) == list(out["key"])
     np.testing.assert_allclose(shards[[f"emb_{i}" for i in range(16)]].to_numpy(), want, rtol=0, atol=1e-5)

@@ -21,7 +21,6 @@ from satclip.eval.probe import fold_indices, run_probe, spatial_cells, summary_t
 from satclip.location import build_location_encoder
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """The networks here are tiny: one thread is fastest and leaves the other cores alone."""
@@ -34,8 +33,7 @@ def _one_thread():
 def _table(n: int, seed: int) -> pd.DataFrame:
     pts = synthetic.uniform_sphere(n, seed)
     field = synthetic.smooth_random_field(pts, seed=7, degree=4)
-    return pd.DataFrame({"lon": pts[:, 0], "lat": pts[:, 1], "value": 10 * synthetic.climate_gradient(pts) + field,
-                         "label": np.where(field > 0, "wet", "dry")})
+    return pd.DataFrame({"lon": pts[:, 0], "lat": pts[:, 1], "value": 10 * synthetic.climate_gradient(pts) + field, "label": np.where(field > 0, "wet", "dry")})
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +47,22 @@ def tables(tmp_path_factory) -> dict[str, Path]:
 
 
 def _locfit(tables: dict[str, Path], out: Path, *extra: str) -> dict:
-    argv = ["locfit", "--train", str(tables["train"]), "--val", str(tables["val"]), "--test", str(tables["test"]),
-            "--max-epochs", "60", "--patience", "10", "--out", str(out), *extra]
+    argv = [
+        "locfit",
+        "--train",
+        str(tables["train"]),
+        "--val",
+        str(tables["val"]),
+        "--test",
+        str(tables["test"]),
+        "--max-epochs",
+        "60",
+        "--patience",
+        "10",
+        "--out",
+        str(out),
+        *extra,
+    ]
     assert main(argv) == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -84,8 +96,16 @@ def test_locfit_multiclass_and_bad_input(tmp_path):
     pts = synthetic.uniform_sphere(1500, 0)
     labels = synthetic.checkerboard_classes(pts, n_support=12, n_classes=4)
     split = lambda s: Split(pts[s], labels[s])  # noqa: E731
-    model, report = fit_table(split(slice(0, 1000)), split(slice(1000, 1250)), split(slice(1250, None)), task="classification",
-                              nn_name="linear", overrides={"legendre_polys": 6, "lr": 0.05}, max_epochs=80, patience=10)
+    model, report = fit_table(
+        split(slice(0, 1000)),
+        split(slice(1000, 1250)),
+        split(slice(1250, None)),
+        task="classification",
+        nn_name="linear",
+        overrides={"legendre_polys": 6, "lr": 0.05},
+        max_epochs=80,
+        patience=10,
+    )
     assert report["kind"] == "multiclass" and model.tower.output_dim == 4
     assert report["test"]["accuracy"] > 0.6  # chance is 0.25
     _table(10, 0).to_csv(tmp_path / "t.csv", index=False)
@@ -141,11 +161,14 @@ def test_read_table_finds_coordinate_columns_and_checks_their_rows(tmp_path):
     assert read_table(tmp_path / "xy.csv", "value", crs="EPSG:4326", drop_invalid=True).dropped == 1
 
 
-@pytest.mark.parametrize("argv", [
-    ["probe", "--data", "missing.csv", "--target", "y"],
-    ["locfit", "--train", "missing.csv", "--val", "missing.csv", "--target", "y", "--task", "regression"],
-    ["plot-embeddings", "--checkpoint", "missing.ckpt"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["probe", "--data", "missing.csv", "--target", "y"],
+        ["locfit", "--train", "missing.csv", "--val", "missing.csv", "--target", "y", "--task", "regression"],
+        ["plot-embeddings", "--checkpoint", "missing.ckpt"],
+    ],
+)
 def test_commands_end_with_a_one_line_error(argv):
     with pytest.raises(SystemExit, match=rf"^satclip {argv[0]}: .*missing"):
         main(argv)
@@ -153,8 +176,13 @@ def test_commands_end_with_a_one_line_error(argv):
 
 def test_tuned_hparams_from_the_authors_table():
     row = tuned_hparams("landocean", "sphericalharmonics", "siren")
-    assert row == {"legendre_polys": 10, "dim_hidden": 64, "num_layers": 2, "lr": pytest.approx(0.0001421671897373),
-                   "weight_decay": pytest.approx(0.0036709986823345)}
+    assert row == {
+        "legendre_polys": 10,
+        "dim_hidden": 64,
+        "num_layers": 2,
+        "lr": pytest.approx(0.0001421671897373),
+        "weight_decay": pytest.approx(0.0036709986823345),
+    }
     assert tuned_hparams("checkerboard", "spherec+", "siren")["frequency_num"] == 16  # spelled spherecplus in the table
     assert tuned_hparams("landocean", "sphericalharmonics", "nope") is None
     assert resolve_settings("multiclass", "sphericalharmonics", "siren")["hparams"]["legendre_polys"] == 15
@@ -168,8 +196,9 @@ def test_finetune_reference_tower_frozen_and_unfrozen(reference, tables, tmp_pat
     ckpt = str(reference / "satclip-resnet18-l10.ckpt")
     before = load_location_encoder(ckpt)
     frozen = _locfit(tables, tmp_path / "frozen", "--target", "value", "--task", "regression", "--init-from", ckpt, "--freeze-tower")
-    unfrozen = _locfit(tables, tmp_path / "unfrozen", "--target", "value", "--task", "regression", "--init-from", ckpt,
-                       "--max-epochs", "15", "--dtype", "float64")
+    unfrozen = _locfit(
+        tables, tmp_path / "unfrozen", "--target", "value", "--task", "regression", "--init-from", ckpt, "--max-epochs", "15", "--dtype", "float64"
+    )
     assert frozen["test"]["r2"] > 0.5 and unfrozen["test"]["r2"] > 0.5
     assert frozen["settings"]["freeze_tower"] and frozen["settings"]["lr"] == 1e-3
     exported = load_location_encoder(unfrozen["model"]["path"])

@@ -158,13 +158,15 @@ def test_graph_exports_of_other_towers(tmp_path: Path, pe: str) -> None:
 
 
 def test_readme_export_commands_write_what_its_snippet_loads() -> None:
+    """The README's and the docs' ``satclip export`` commands write every file the docs' snippets load."""
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[1]
+    readme = "\n".join(p.read_text() for p in (root / "README.md", root / "docs" / "models.md"))
     loaded = set(re.findall(r"tower-l10/(model\.[a-z.]+)", readme))
     flags = {"model.onnx": "--onnx", "model.torchscript.pt": "--torchscript"}
     commands = [line for line in readme.splitlines() if line.startswith("satclip export") and "--out tower-l10 " in line + " "]
     assert commands and loaded
     for command in commands:
         missing = [flags[f] for f in loaded if f in flags and flags[f] not in command.split()]
-        assert not missing, f"README: {command!r} lacks {missing} for the files its snippet loads"
+        assert not missing, f"README / docs: {command!r} lacks {missing} for the files its snippet loads"

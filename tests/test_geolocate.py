@@ -78,19 +78,39 @@ def test_locate_cli(tmp_path: Path) -> None:
 
     ckpt = save_checkpoint(tmp_path / "tiny.ckpt")
     out = tmp_path / "guesses.csv"
-    assert cli_main(["locate", "--checkpoint", str(ckpt), "--images", str(SAMPLE), "--gallery", "grid:15", "--top-k", "2",
-                     "--output", str(out), "--no-progress"]) == 0
+    assert (
+        cli_main(["locate", "--checkpoint", str(ckpt), "--images", str(SAMPLE), "--gallery", "grid:15", "--top-k", "2", "--output", str(out), "--no-progress"])
+        == 0
+    )
     guesses = pd.read_csv(out)
     assert list(guesses.columns) == ["key", "lon", "lat", "lon_1", "lat_1", "score_1", "lon_2", "lat_2", "score_2", "error_km"]
     assert len(guesses) == 8 and (guesses["score_1"] >= guesses["score_2"]).all()
-    np.testing.assert_allclose(guesses["error_km"], great_circle_km(torch.tensor(guesses[["lon_1", "lat_1"]].to_numpy()),
-                                                                    torch.tensor(guesses[["lon", "lat"]].to_numpy())).numpy())
+    np.testing.assert_allclose(
+        guesses["error_km"], great_circle_km(torch.tensor(guesses[["lon_1", "lat_1"]].to_numpy()), torch.tensor(guesses[["lon", "lat"]].to_numpy())).numpy()
+    )
     summary = json.loads((tmp_path / "guesses.summary.json").read_text())
     assert summary["images"] == 8 and summary["gallery"] == 24 * 12 and "acc_2500km" in summary
     # precomputed embeddings give the same guesses
     assert cli_main(["embed-images", "--checkpoint", str(ckpt), "--input", str(SAMPLE), "--output", str(tmp_path / "e.parquet"), "--no-progress"]) == 0
-    assert cli_main(["locate", "--checkpoint", str(ckpt), "--images", str(tmp_path / "e.parquet"), "--gallery", "grid:15", "--top-k", "2",
-                     "--output", str(tmp_path / "again.csv"), "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "locate",
+                "--checkpoint",
+                str(ckpt),
+                "--images",
+                str(tmp_path / "e.parquet"),
+                "--gallery",
+                "grid:15",
+                "--top-k",
+                "2",
+                "--output",
+                str(tmp_path / "again.csv"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again.csv"), guesses)
     with pytest.raises(SystemExit, match="name it .csv"):
         cli_main(["locate", "--checkpoint", str(ckpt), "--images", str(SAMPLE), "--output", str(tmp_path / "g.parquet")])

@@ -22,10 +22,13 @@ def _exact_satclip(lon_deg: float, lat_deg: float, L: int) -> np.ndarray:
     for l in range(L):
         for m in range(0, l + 1):
             # P_l^m(x) without Condon-Shortley phase: s^m d^m/dx^m P_l(x), P_l by the explicit sum
-            deriv = sum(
-                comb(l, k) * comb(2 * l - 2 * k, l) * (-1) ** k * factorial(l - 2 * k) // factorial(l - 2 * k - m) * x ** (l - 2 * k - m)
-                for k in range(0, (l - m) // 2 + 1)
-            ) / 2**l
+            deriv = (
+                sum(
+                    comb(l, k) * comb(2 * l - 2 * k, l) * (-1) ** k * factorial(l - 2 * k) // factorial(l - 2 * k - m) * x ** (l - 2 * k - m)
+                    for k in range(0, (l - m) // 2 + 1)
+                )
+                / 2**l
+            )
             p = s**m * deriv
             k_lm = math.sqrt((2 * l + 1) / (4 * math.pi) * factorial(l - m) / factorial(l + m))
             if m == 0:

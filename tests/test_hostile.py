@@ -23,8 +23,15 @@ class _Payload:
 
 def _hostile(path: Path, marker: Path) -> Path:
     """A plausible SatCLIP Lightning checkpoint with a payload hidden in its hyper-parameters."""
-    hparams = {"embed_dim": 256, "vision_layers": "moco_resnet18", "in_channels": 13, "le_type": "sphericalharmonics",
-               "pe_type": "siren", "legendre_polys": 10, "note": _Payload(marker)}
+    hparams = {
+        "embed_dim": 256,
+        "vision_layers": "moco_resnet18",
+        "in_channels": 13,
+        "le_type": "sphericalharmonics",
+        "pe_type": "siren",
+        "legendre_polys": 10,
+        "note": _Payload(marker),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {"model.logit_scale": torch.zeros(())}, "hyper_parameters": hparams}, path)
     assert not marker.exists()
@@ -58,18 +65,40 @@ def test_only_https_urls(url: str) -> None:
 
 # --- satclip fit: configs are data, resuming is weights-only --------------------------------------
 
-TINY_FIT = ["--model.vision", "test_resnet", "--model.embed_dim", "16",
-            "--model.location", '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 3, "dim_hidden": 16, "num_layers": 1}',
-            "--data", "satclip.train.synthetic.SyntheticDataModule", "--data.num_batches", "2", "--data.val_batches", "0",
-            "--trainer.max_steps", "2", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+TINY_FIT = [
+    "--model.vision",
+    "test_resnet",
+    "--model.embed_dim",
+    "16",
+    "--model.location",
+    '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 3, "dim_hidden": 16, "num_layers": 1}',
+    "--data",
+    "satclip.train.synthetic.SyntheticDataModule",
+    "--data.num_batches",
+    "2",
+    "--data.val_batches",
+    "0",
+    "--trainer.max_steps",
+    "2",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
-@pytest.mark.parametrize("config", [
-    "model:\n  embed_dim: !!python/object/apply:builtins.open ['{marker}', 'w']\n",
-    "!!python/object/apply:builtins.open ['{marker}', 'w']\n",
-    "trainer:\n  callbacks:\n    - class_path: builtins.open\n      init_args: {{file: '{marker}', mode: w}}\n",
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        "model:\n  embed_dim: !!python/object/apply:builtins.open ['{marker}', 'w']\n",
+        "!!python/object/apply:builtins.open ['{marker}', 'w']\n",
+        "trainer:\n  callbacks:\n    - class_path: builtins.open\n      init_args: {{file: '{marker}', mode: w}}\n",
+    ],
+)
 def test_fit_config_is_never_evaluated_as_code(tmp_path: Path, config: str, capsys: pytest.CaptureFixture) -> None:
     from satclip.train.cli import main
 

@@ -82,8 +82,15 @@ def test_satclip_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(rows) == 6 and rows[-1]["revision"].startswith("0ef2acc")
 
 
-@pytest.mark.parametrize("name", ["satclip-resnet18-l10", "hf-hub:microsoft/SatCLIP-ResNet18-L10",
-                                  "hf-hub:microsoft/SatCLIP-ResNet18-L10/satclip-resnet18-l10.ckpt", "microsoft/SatCLIP-ResNet18-L10"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "satclip-resnet18-l10",
+        "hf-hub:microsoft/SatCLIP-ResNet18-L10",
+        "hf-hub:microsoft/SatCLIP-ResNet18-L10/satclip-resnet18-l10.ckpt",
+        "microsoft/SatCLIP-ResNet18-L10",
+    ],
+)
 def test_released_name_and_hub_ids_load_from_cache(name: str, hub_cache: Path, fill_hub_cache, released_ckpt: Path) -> None:
     fill_hub_cache(hub_cache, "microsoft/SatCLIP-ResNet18-L10", {"satclip-resnet18-l10.ckpt": released_ckpt})
     with torch.no_grad():
@@ -96,8 +103,7 @@ def test_pinned_revision_is_the_one_looked_up(hub_cache: Path, fill_hub_cache, r
     fill_hub_cache(hub_cache, "microsoft/SatCLIP-ViT16-L40", {"satclip-vit16-l40.ckpt": released_ckpt})  # some other commit
     with pytest.raises(FileNotFoundError, match="0ef2acc0b91d3c8cfdf4a0cc03207095989287ab"):
         satclip.load_location_encoder("satclip-vit16-l40")
-    fill_hub_cache(hub_cache, "microsoft/SatCLIP-ViT16-L40", {"satclip-vit16-l40.ckpt": released_ckpt},
-                   revision="0ef2acc0b91d3c8cfdf4a0cc03207095989287ab")
+    fill_hub_cache(hub_cache, "microsoft/SatCLIP-ViT16-L40", {"satclip-vit16-l40.ckpt": released_ckpt}, revision="0ef2acc0b91d3c8cfdf4a0cc03207095989287ab")
     assert isinstance(satclip.load_location_encoder("satclip-vit16-l40"), LocationEncoder)
 
 

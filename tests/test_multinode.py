@@ -13,9 +13,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
-TINY = ["--model.vision", "test_resnet", "--model.embed_dim", "32",
-        "--model.location", '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1}',
-        "--data.num_workers", "0", "--data.pin_memory", "false"]
+TINY = [
+    "--model.vision",
+    "test_resnet",
+    "--model.embed_dim",
+    "32",
+    "--model.location",
+    '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1}',
+    "--data.num_workers",
+    "0",
+    "--data.pin_memory",
+    "false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +93,38 @@ def test_sbatch_trains_and_resumes_from_the_newest_checkpoint(tmp_path: Path, de
     (bin_dir / "srun").write_text('#!/bin/sh\nshift\nexec "$@"\n')  # drop --kill-on-bad-exit, run the one task
     (bin_dir / "srun").chmod(0o755)
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "satclip",
-           "SLURM_JOB_ID": "77", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-           "SLURM_NODELIST": "localhost", "RUN_DIR": str(run_dir), "TRAIN_URLS": demo_shards, "VAL_URLS": demo_shards,
-           "OMP_NUM_THREADS": "1", "SATCLIP_ACTIVATE": "/nonexistent"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_NNODES": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "satclip",
+        "SLURM_JOB_ID": "77",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+        "RUN_DIR": str(run_dir),
+        "TRAIN_URLS": demo_shards,
+        "VAL_URLS": demo_shards,
+        "OMP_NUM_THREADS": "1",
+        "SATCLIP_ACTIVATE": "/nonexistent",
+    }
 
     def job(steps: int) -> str:
-        cmd = ["bash", str(SCRIPTS / "slurm" / "pretrain.sbatch"), str(ROOT / "configs" / "demo.yaml"),
-               "--trainer.max_steps", str(steps), "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-               *TINY]
+        cmd = [
+            "bash",
+            str(SCRIPTS / "slurm" / "pretrain.sbatch"),
+            str(ROOT / "configs" / "demo.yaml"),
+            "--trainer.max_steps",
+            str(steps),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.enable_progress_bar",
+            "false",
+            *TINY,
+        ]
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         return done.stdout + done.stderr

@@ -32,8 +32,26 @@ def test_features_join_the_table(tmp_path: Path, table: Path, capsys: pytest.Cap
     frame = pd.read_csv(table)
     np.save(tmp_path / "good.npy", np.stack([frame["y"], np.ones(N)], 1))  # an "encoder" that knows the target
     np.save(tmp_path / "noise.npy", np.random.default_rng(1).normal(size=(N, 4)))
-    assert cli_main(["probe", "--data", str(table), "--target", "y", "--folds", "3", "--features", f"oracle={tmp_path / 'good.npy'}",
-                     "--features", f"noise={tmp_path / 'noise.npy'}", "--out", str(tmp_path / "out")]) == 0
+    assert (
+        cli_main(
+            [
+                "probe",
+                "--data",
+                str(table),
+                "--target",
+                "y",
+                "--folds",
+                "3",
+                "--features",
+                f"oracle={tmp_path / 'good.npy'}",
+                "--features",
+                f"noise={tmp_path / 'noise.npy'}",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert {"oracle", "noise", "lon/lat", "sin/cos", "SH L=10 (untrained)"} <= set(rows)
@@ -42,11 +60,14 @@ def test_features_join_the_table(tmp_path: Path, table: Path, capsys: pytest.Cap
     assert set(folds["features"]) >= {"oracle", "noise"} and folds.groupby("features").size().nunique() == 1  # same folds
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: f"x={d / 'short.npy'}", r"expected \(240, D\) rows"),
-    (lambda d: f"{d / 'short.npy'}", "expected NAME=file.npy"),
-    (lambda d: f"x={d / 'missing.npy'}", "no such file"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: f"x={d / 'short.npy'}", r"expected \(240, D\) rows"),
+        (lambda d: f"{d / 'short.npy'}", "expected NAME=file.npy"),
+        (lambda d: f"x={d / 'missing.npy'}", "no such file"),
+    ],
+)
 def test_bad_features_are_named(tmp_path: Path, table: Path, make, message: str) -> None:
     np.save(tmp_path / "short.npy", np.zeros((N - 1, 3)))
     with pytest.raises(SystemExit, match=message):

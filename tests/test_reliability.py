@@ -123,8 +123,14 @@ class _Tiny(pl.LightningModule):
 def _trainer(tmp_path: Path, save_last=True, **kwargs) -> pl.Trainer:
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=save_last, every_n_train_steps=100)
     return pl.Trainer(
-        default_root_dir=tmp_path, max_steps=20, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[Preemption(), ckpt], plugins=[AtomicCheckpointIO()], **kwargs,
+        default_root_dir=tmp_path,
+        max_steps=20,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Preemption(), ckpt],
+        plugins=[AtomicCheckpointIO()],
+        **kwargs,
     )
 
 
@@ -154,8 +160,7 @@ def test_sigterm_saves_last_and_exits_cleanly(tmp_path: Path) -> None:
 def test_preemption_requires_atomic_last_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="save_last='link'"):
         _trainer(tmp_path, save_last="link").fit(_Tiny())
-    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=1, logger=False, enable_checkpointing=False,
-                         callbacks=[Preemption()])
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=1, logger=False, enable_checkpointing=False, callbacks=[Preemption()])
     with pytest.raises(ValueError, match="save_last=True"):
         trainer.fit(_Tiny())
 
@@ -168,9 +173,16 @@ def test_slurm_sigusr1_saves_hpc_checkpoint_and_requeues(tmp_path: Path, monkeyp
     scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "requeued"}\n')
     scontrol.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    for key, value in {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "satclip",
-                       "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-                       "SLURM_NODELIST": "localhost"}.items():
+    for key, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_JOB_NAME": "satclip",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     trainer = _trainer(tmp_path, accelerator="cpu", devices=1)
@@ -216,10 +228,19 @@ def test_fault_test_short(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("fault_test", root / "scripts" / "fault_test.py")
     fault_test = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fault_test)
-    tiny = ["--model.vision", "test_resnet", "--model.embed_dim", "16", "--data.num_workers", "0", "--data.pin_memory", "false",
-            "--model.location", '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1}']
-    code = fault_test.main(["--kills", "2", "--max-steps", "10", "--every", "2", "--workdir", str(tmp_path), "--timeout", "300",
-                            "--", *tiny])
+    tiny = [
+        "--model.vision",
+        "test_resnet",
+        "--model.embed_dim",
+        "16",
+        "--data.num_workers",
+        "0",
+        "--data.pin_memory",
+        "false",
+        "--model.location",
+        '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 4, "dim_hidden": 32, "num_layers": 1}',
+    ]
+    code = fault_test.main(["--kills", "2", "--max-steps", "10", "--every", "2", "--workdir", str(tmp_path), "--timeout", "300", "--", *tiny])
     assert code == 0
 
 
@@ -231,15 +252,39 @@ def test_satclip_fit_saves_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     import time
 
     ckpts = tmp_path / "checkpoints"
-    cmd = [sys.executable, "-m", "satclip.cli", "fit", "--model.variant", "tiny", "--model.vision", "test_resnet",
-           "--model.embed_dim", "16",
-           "--model.location", '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 3, "dim_hidden": 16, "num_layers": 1}',
-           "--data", "satclip.train.synthetic.SyntheticDataModule", "--data.num_batches", "100000", "--data.val_batches", "0",
-           "--trainer.max_steps", "100000", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
-           "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
-           "--checkpoint.every_n_train_steps", "5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "satclip.cli",
+        "fit",
+        "--model.variant",
+        "tiny",
+        "--model.vision",
+        "test_resnet",
+        "--model.embed_dim",
+        "16",
+        "--model.location",
+        '{"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 3, "dim_hidden": 16, "num_layers": 1}',
+        "--data",
+        "satclip.train.synthetic.SyntheticDataModule",
+        "--data.num_batches",
+        "100000",
+        "--data.val_batches",
+        "0",
+        "--trainer.max_steps",
+        "100000",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--checkpoint.every_n_train_steps",
+        "5",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 600  # a loaded machine takes minutes to import Lightning and take 5 steps
     while not list(ckpts.glob("tiny-epoch=*.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -69,8 +69,7 @@ def s2c_sample(shards) -> tuple[bytes, bytes]:
 
 @pytest.mark.parametrize("payload", ["s2c", "tif"])
 def test_one_pass_is_complete_and_bit_exact(shards, s2_sample, index, payload):
-    stream = build_pipeline(shards[payload], batch_size=6, train=False, crop_size=None, insert_b10=False,
-                            keep_uint16=True, **SMALL)
+    stream = build_pipeline(shards[payload], batch_size=6, train=False, crop_size=None, insert_b10=False, keep_uint16=True, **SMALL)
     loader = StreamLoader(stream)
     assert len(loader) == 4  # 20 samples in batches of 6
     batches = list(loader)
@@ -100,8 +99,7 @@ def test_batch_dict_for_training(shards):
 def test_published_tars_with_index_or_georeference(s2_sample, index, tmp_path):
     names = sorted(index)
     for i in range(2):
-        write_tar(tmp_path / f"s2-100k-{i}.tar",
-                  [(f"images/{n}", (s2_sample / "images" / n).read_bytes()) for n in names[i::2]])
+        write_tar(tmp_path / f"s2-100k-{i}.tar", [(f"images/{n}", (s2_sample / "images" / n).read_bytes()) for n in names[i::2]])
     urls = str(tmp_path / "s2-100k-{0..1}.tar")
     with_index = build_pipeline(urls, batch_size=20, train=False, index_csv=s2_sample / "index.csv", **SMALL)
     (batch,) = list(StreamLoader(with_index))
@@ -155,8 +153,7 @@ def test_two_ranks_two_workers_disjoint_and_complete(shards):
 def test_uneven_ranks_run_the_same_steps(shards, resample):
     steps = []
     for rank in range(2):  # 5 shards: rank 0 reads 3 of them, rank 1 reads 2
-        stream = build_pipeline(shards["s2c"], batch_size=3, epoch_length=10, resample=resample,
-                                shuffle_buffer=4, rank=rank, world_size=2)
+        stream = build_pipeline(shards["s2c"], batch_size=3, epoch_length=10, resample=resample, shuffle_buffer=4, rank=rank, world_size=2)
         loader = StreamLoader(stream, num_workers=2)
         batches = list(loader)
         assert all(len(b["key"]) == 3 for b in batches)
@@ -172,13 +169,11 @@ def test_cycling_needs_a_shard_per_worker(shards):
 
 def test_seeds_are_reproducible_and_differ_by_rank_and_epoch(shards):
     def run(rank: int, epoch: int = 0):
-        stream = build_pipeline(shards["s2c"], batch_size=4, epoch_length=8, seed=7, shuffle_buffer=4,
-                                rank=rank, world_size=2)
+        stream = build_pipeline(shards["s2c"], batch_size=4, epoch_length=8, seed=7, shuffle_buffer=4, rank=rank, world_size=2)
         loader = StreamLoader(stream)
         loader.sampler.set_epoch(epoch)  # what Lightning calls at each epoch start
         batches = list(loader)
-        return [k for b in batches for k in b["key"]], torch.cat([b["image"] for b in batches]), torch.cat(
-            [b["lonlat"] for b in batches])
+        return [k for b in batches for k in b["key"]], torch.cat([b["image"] for b in batches]), torch.cat([b["lonlat"] for b in batches])
 
     keys, images, lonlat = run(0)
     again = run(0)
@@ -198,22 +193,38 @@ def test_every_kind_of_corruption_is_counted(s2c_sample, tmp_path, caplog):
     small = encode_fast(np.ones((12, 100, 100), dtype=np.uint16))
     three_bands = encode_fast(np.ones((3, 256, 256), dtype=np.uint16))
     no_coords = {k: v for k, v in meta.items() if k not in ("lon", "lat")}
-    write_tar(tmp_path / "shard-000000.tar", [
-        ("a.s2c", good), ("a.json", record),
-        ("notiff.tif", b"this is not a tiff at all"), ("notiff.json", record),   # decode
-        ("cut.s2c", good[: len(good) // 2]), ("cut.json", record),              # decode
-        ("bands.s2c", three_bands), ("bands.json", record),                     # shape
-        ("small.s2c", small), ("small.json", js(shape=None)),                          # shape
-        ("b.s2c", good), ("b.json", record),
-        ("nocoords.s2c", good), ("nocoords.json", json.dumps(no_coords).encode()),  # coords
-        ("nan.s2c", good), ("nan.json", js(lon=math.nan)),                      # coords
-        ("north.s2c", good), ("north.json", js(lat=95.0)),                      # coords
-        ("utm.s2c", good), ("utm.json", js(lon=500000.0, lat=4649776.0)),       # coords
-        ("nopayload.json", record),                                             # incomplete
-        ("badjson.s2c", good), ("badjson.json", b"{not json"),                  # incomplete
-        ("badtime.s2c", good), ("badtime.json", js(time="2021-13-45")),         # time
-        ("c.s2c", good), ("c.json", js(time="2021-06-01T10:20:31Z", doy=152)),
-    ])
+    write_tar(
+        tmp_path / "shard-000000.tar",
+        [
+            ("a.s2c", good),
+            ("a.json", record),
+            ("notiff.tif", b"this is not a tiff at all"),
+            ("notiff.json", record),  # decode
+            ("cut.s2c", good[: len(good) // 2]),
+            ("cut.json", record),  # decode
+            ("bands.s2c", three_bands),
+            ("bands.json", record),  # shape
+            ("small.s2c", small),
+            ("small.json", js(shape=None)),  # shape
+            ("b.s2c", good),
+            ("b.json", record),
+            ("nocoords.s2c", good),
+            ("nocoords.json", json.dumps(no_coords).encode()),  # coords
+            ("nan.s2c", good),
+            ("nan.json", js(lon=math.nan)),  # coords
+            ("north.s2c", good),
+            ("north.json", js(lat=95.0)),  # coords
+            ("utm.s2c", good),
+            ("utm.json", js(lon=500000.0, lat=4649776.0)),  # coords
+            ("nopayload.json", record),  # incomplete
+            ("badjson.s2c", good),
+            ("badjson.json", b"{not json"),  # incomplete
+            ("badtime.s2c", good),
+            ("badtime.json", js(time="2021-13-45")),  # time
+            ("c.s2c", good),
+            ("c.json", js(time="2021-06-01T10:20:31Z", doy=152)),
+        ],
+    )
     whole = write_tar(tmp_path / "whole.tar", [(f"{k}.{e}", d) for k in "pqr" for e, d in (("s2c", good), ("json", record))])
     data = whole.read_bytes()
     (tmp_path / "shard-000001.tar").write_bytes(data[: len(data) - 2048 - len(good) // 2])  # inside r.s2c: p, q kept
@@ -270,8 +281,7 @@ def test_samples_left_in_the_shuffle_buffer_are_not_decoded(shards):
 
 def test_workers_reuse_shared_memory_only_for_dropped_batches(shards):
     def pass_of(**loader_args):
-        stream = build_pipeline(shards["s2c"], batch_size=2, train=False, crop_size=None, insert_b10=False,
-                                keep_uint16=True, **SMALL)
+        stream = build_pipeline(shards["s2c"], batch_size=2, train=False, crop_size=None, insert_b10=False, keep_uint16=True, **SMALL)
         return StreamLoader(stream, **loader_args)
 
     expected = {k: img.clone() for b in pass_of() for k, img in zip(b["key"], b["image"])}
@@ -303,8 +313,9 @@ def test_a_stream_with_nothing_in_it_says_why(tmp_path):
 def test_datamodule_uint16_on_device_and_lightning_epochs(shards):
     import lightning.pytorch as pl
 
-    dm = SatCLIPDataModule(train_urls=str(shards["s2c"]), val_urls=str(shards["s2c"]), batch_size=4, num_workers=0,
-                           epoch_length=8, shuffle_buffer=4, keep_uint16=True, seed=3)
+    dm = SatCLIPDataModule(
+        train_urls=str(shards["s2c"]), val_urls=str(shards["s2c"]), batch_size=4, num_workers=0, epoch_length=8, shuffle_buffer=4, keep_uint16=True, seed=3
+    )
     val = dm.val_dataloader()
     raw = next(iter(val))
     assert raw["image"].dtype == torch.uint16 and raw["image"].shape == (4, 12, 224, 224)  # B10 left out
@@ -332,8 +343,9 @@ def test_datamodule_uint16_on_device_and_lightning_epochs(shards):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
     model = Probe()
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0
+    )
     trainer.fit(model, datamodule=dm)
     assert trainer.num_training_batches == 2 and [len(s) for s in model.seen] == [8, 8]
     assert model.seen[0] != model.seen[1]  # Lightning's set_epoch reached the stream
@@ -344,8 +356,17 @@ def test_datamodule_from_a_lightningcli_config():
 
     parser = ArgumentParser()
     parser.add_class_arguments(SatCLIPDataModule, "data")
-    cfg = parser.parse_object({"data": {"train_urls": ["a/shard-{000000..000009}.tar"], "jitter_mode": "reference",
-                                        "bands": ["B02", "B03", "B04"], "insert_b10": False, "keep_uint16": True}})
+    cfg = parser.parse_object(
+        {
+            "data": {
+                "train_urls": ["a/shard-{000000..000009}.tar"],
+                "jitter_mode": "reference",
+                "bands": ["B02", "B03", "B04"],
+                "insert_b10": False,
+                "keep_uint16": True,
+            }
+        }
+    )
     dm = SatCLIPDataModule(**cfg.data.as_dict())
     assert dm.augment.jitter_mode == "reference" and dm.hparams.bands == ["B02", "B03", "B04"]
 

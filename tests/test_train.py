@@ -14,7 +14,7 @@ import torch
 
 from satclip.model import MAX_LOGIT_SCALE
 from satclip.train.accumulate import GradCache, split_batch
-from satclip.train.cli import main
+from satclip.train.cli import expand_config_bases, main
 from satclip.train.module import SatCLIPModule, WarmupCosine, parameter_groups, retrieval_metrics
 from satclip.train.synthetic import SyntheticDataModule, synthetic_batch
 
@@ -231,6 +231,42 @@ def test_variant_builds_and_takes_one_cpu_step(tmp_path: Path, variant: str) -> 
     assert hp.logit_scale_init is None and module.model.logit_scale.requires_grad
 
 
+def test_config_bases_expand_in_order_and_fail_clearly(tmp_path: Path) -> None:
+    (tmp_path / "root.yaml").write_text("model:\n  lr: 0.1\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mid.yaml").write_text("base: ../root.yaml\nmodel:\n  embed_dim: 8\n")
+    (tmp_path / "top.yaml").write_text("base: sub/mid.yaml\ntrainer:\n  max_steps: 3\n")
+    args = expand_config_bases(["--trainer.devices", "1", "--config", str(tmp_path / "top.yaml"), "--config=" + str(tmp_path / "root.yaml")])
+    assert args == [
+        "--trainer.devices",
+        "1",
+        "--config",
+        str(tmp_path / "root.yaml"),
+        "--config",
+        "model:\n  embed_dim: 8\n",
+        "--config",
+        "trainer:\n  max_steps: 3\n",
+        "--config",
+        str(tmp_path / "root.yaml"),
+    ]
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ValueError, match="base chain returns to itself"):
+        expand_config_bases(["--config", str(tmp_path / "loop.yaml")])
+    (tmp_path / "orphan.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"its base 'nowhere.yaml' is not a file"):
+        expand_config_bases(["--config", str(tmp_path / "orphan.yaml")])
+
+
+def test_the_six_variants_are_overlays_on_the_released_base() -> None:
+    import yaml
+
+    for variant in VARIANTS:
+        overlay = yaml.safe_load((ROOT / "configs" / f"{variant}.yaml").read_text())
+        assert overlay.pop("base") == "released.yaml"
+        assert set(overlay) == {"model", "trainer"} and set(overlay["trainer"]) == {"default_root_dir"}
+        assert set(overlay["model"]) == {"variant", "vision", "vision_weights", "location"}
+
+
 class _LrLog(L.Callback):
     """The learning rate each optimizer step used (``train/lr``)."""
 
@@ -375,8 +411,7 @@ class _Record(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _shard_fit(tmp_path: Path, shards: Path, workers: int, max_steps: int, resume: bool = False, sigterm_at: int | None = None,
-               accumulate: int = 1):
+def _shard_fit(tmp_path: Path, shards: Path, workers: int, max_steps: int, resume: bool = False, sigterm_at: int | None = None, accumulate: int = 1):
     """A small run on the demo shards with the CLI's checkpoints (every 2 steps), preemption and atomic IO."""
     from satclip.data.stream import SatCLIPDataModule
     from satclip.train.callbacks import variant_checkpoints

@@ -65,11 +65,13 @@ def eval_stream(
     """
     if is_tif_folder(source):
         tasks = collect_tasks([source]).tasks
-        decoder = SampleDecoder(crop_size=crop_size, bands=tuple(bands) if bands else None, insert_b10=insert_b10,
-                                source_bands=S2_BANDS, require_coords=require_coords)
+        decoder = SampleDecoder(
+            crop_size=crop_size, bands=tuple(bands) if bands else None, insert_b10=insert_b10, source_bands=S2_BANDS, require_coords=require_coords
+        )
         return FolderStream(list(tasks), decoder, batch_size)
-    stream = build_pipeline(str(source), batch_size=batch_size, train=False, split_by_rank=False, crop_size=crop_size,
-                            bands=bands, insert_b10=insert_b10, rank=0, world_size=1)
+    stream = build_pipeline(
+        str(source), batch_size=batch_size, train=False, split_by_rank=False, crop_size=crop_size, bands=bands, insert_b10=insert_b10, rank=0, world_size=1
+    )
     stream.decoder.require_coords = require_coords
     return stream
 

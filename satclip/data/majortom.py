@@ -164,15 +164,24 @@ def _on_grid(name: str, array: np.ndarray, crs, transform, ref) -> int:
     height, width, ref_crs, ref_transform, dtype = ref
     factor = width // array.shape[1] if array.shape[1] else 0
     ok = (
-        factor >= 1 and array.shape[1] * factor == width and array.shape[0] * factor == height and crs == ref_crs
+        factor >= 1
+        and array.shape[1] * factor == width
+        and array.shape[0] * factor == height
+        and crs == ref_crs
         and array.dtype == dtype
-        and math.isclose(transform.a, ref_transform.a * factor) and math.isclose(transform.e, ref_transform.e * factor)
-        and transform.b == ref_transform.b == 0 and transform.d == ref_transform.d == 0
-        and math.isclose(transform.c, ref_transform.c, abs_tol=1e-6) and math.isclose(transform.f, ref_transform.f, abs_tol=1e-6)
+        and math.isclose(transform.a, ref_transform.a * factor)
+        and math.isclose(transform.e, ref_transform.e * factor)
+        and transform.b == ref_transform.b == 0
+        and transform.d == ref_transform.d == 0
+        and math.isclose(transform.c, ref_transform.c, abs_tol=1e-6)
+        and math.isclose(transform.f, ref_transform.f, abs_tol=1e-6)
     )
     if not ok:
-        raise _RowSkip("band_grid", f"{name}: {array.shape[0]}x{array.shape[1]} {array.dtype} {transform!r} does not fit the "
-                                    f"10 m grid {height}x{width} {dtype} {ref_transform!r} ({ref_crs})")
+        raise _RowSkip(
+            "band_grid",
+            f"{name}: {array.shape[0]}x{array.shape[1]} {array.dtype} {transform!r} does not fit the "
+            f"10 m grid {height}x{width} {dtype} {ref_transform!r} ({ref_crs})",
+        )
     return factor
 
 

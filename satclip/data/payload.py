@@ -101,9 +101,7 @@ def decode_fast(data: bytes) -> np.ndarray:
         raise PayloadError(f"s2c payload truncated: {len(data)} bytes, the header alone needs {_HEAD.size}")
     _, dtype_str, ndim, *shape, length, crc = _HEAD.unpack_from(data)
     if len(data) != _HEAD.size + length:
-        raise PayloadError(
-            f"s2c payload truncated or padded: header says {_HEAD.size + length} bytes, got {len(data)}"
-        )
+        raise PayloadError(f"s2c payload truncated or padded: header says {_HEAD.size + length} bytes, got {len(data)}")
     body = bytes(data[_HEAD.size :])
     if zlib.crc32(body, zlib.crc32(bytes(data[: _HEAD.size - 4]))) != crc:
         raise PayloadError(f"s2c payload is corrupt ({len(data)} bytes): CRC-32 mismatch")

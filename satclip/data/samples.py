@@ -14,7 +14,6 @@ from typing import NamedTuple
 import numpy as np
 
 from ..acqtime import parse_time
-
 from .payload import PAYLOAD_EXTENSIONS, decode
 from .transforms import S2_BANDS, band_indices, crop, crop_offsets, target_bands
 

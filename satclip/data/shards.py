@@ -108,9 +108,7 @@ def _index_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict]]]:
         return list(reader.fieldnames or []), iter(list(enumerate(reader, start=2)))
 
 
-def read_index(
-    path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None
-) -> dict[str, tuple[float, float]]:
+def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:
     """Read an S2-100K index, ``index.csv`` or (as published now) ``metadata.parquet``: file name
     (basename of ``fn``) -> (lon, lat) degrees.
 
@@ -139,9 +137,7 @@ def read_index(
         try:
             coords.append((float(row[lon]), float(row[lat])))
         except (TypeError, ValueError):
-            raise ShardInputError(
-                f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers"
-            ) from None
+            raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers") from None
         names.append(os.path.basename(row["fn"]))
     if not names:
         raise ShardInputError(f"index {path} has no rows")
@@ -178,15 +174,11 @@ def _folder_tasks(root: Path, index: dict[str, tuple[float, float]] | None) -> l
             continue
         tasks.append(_Task(_key(name), path.relative_to(root).as_posix(), path=str(path), lonlat=lonlat))
     if missing:
-        raise ShardInputError(
-            f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {_first(missing)}"
-        )
+        raise ShardInputError(f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {_first(missing)}")
     present = (p for folder in (root, root / "images") if folder.is_dir() for p in folder.iterdir())
     unlisted = sorted(p.name for p in present if p.suffix.lower() in TIF_SUFFIXES and p.is_file() and p.name not in index)
     if unlisted:
-        raise ShardInputError(
-            f"{root}: {len(unlisted)} GeoTIFFs are not in the index: {_first(unlisted)}; add them to the index or move them out"
-        )
+        raise ShardInputError(f"{root}: {len(unlisted)} GeoTIFFs are not in the index: {_first(unlisted)}; add them to the index or move them out")
     return tasks
 
 
@@ -231,8 +223,13 @@ def _folder_index(root: Path) -> Path | None:
 
 
 def collect_tasks(
-    inputs: Sequence[str | Path], index: str | Path | None = None, index_columns: dict[str, str | None] | None = None,
-    bands: Sequence[str] | None = None, patch_size: int = 256, max_cloud: float | None = None, season: int | None = None,
+    inputs: Sequence[str | Path],
+    index: str | Path | None = None,
+    index_columns: dict[str, str | None] | None = None,
+    bands: Sequence[str] | None = None,
+    patch_size: int = 256,
+    max_cloud: float | None = None,
+    season: int | None = None,
 ) -> Collected:
     """Work out the input layout (module docstring) and return its tasks."""
     paths = [Path(p) for p in inputs]
@@ -267,8 +264,7 @@ def collect_tasks(
     not_tars = [str(p) for p in paths if not (p.is_file() and p.name.endswith(TAR_SUFFIXES))]
     if not_tars:
         raise ShardInputError(
-            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or SSL4EO-S12 "
-            f"{ssl4eo.SUFFIX} files; not usable: {not_tars}"
+            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or SSL4EO-S12 {ssl4eo.SUFFIX} files; not usable: {not_tars}"
         )
     table = read_index(index, **(index_columns or {})) if index is not None else None
     return Collected(_tar_tasks(paths, table), None)
@@ -355,7 +351,9 @@ class _TarShards:
         elif record["dtype"] != self.dtype:
             raise ShardInputError(f"{record['source']}: dtype {record['dtype']}, the other samples are {self.dtype}")
         elif record["shape"] != self.shape:
-            raise ShardInputError(f"{record['source']}: shape {tuple(record['shape'])}, the other samples are {tuple(self.shape or ())} (one patch size per shard set)")
+            raise ShardInputError(
+                f"{record['source']}: shape {tuple(record['shape'])}, the other samples are {tuple(self.shape or ())} (one patch size per shard set)"
+            )
         if self._tar is None:
             self.shards.append({"name": f"shard-{len(self.shards):06d}.tar", "samples": 0})
             self._tar = tarfile.open(self.out / self.shards[-1]["name"], "w", format=tarfile.USTAR_FORMAT)
@@ -453,8 +451,14 @@ def _commit(temp: Path, out: Path) -> None:
 
 
 def _write_set(
-    collected: Collected, folder: Path, samples_per_shard: int, payload: str, bands: tuple[str, ...] | None,
-    workers: int, progress: bool, out: Path,
+    collected: Collected,
+    folder: Path,
+    samples_per_shard: int,
+    payload: str,
+    bands: tuple[str, ...] | None,
+    workers: int,
+    progress: bool,
+    out: Path,
 ) -> dict:
     """Encode the tasks into shards in ``folder``; return the manifest (``out`` names the progress bar)."""
     from tqdm import tqdm
@@ -549,18 +553,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="+",
         help="an S2-100K folder (index.csv or metadata.parquet + images/), a folder of GeoTIFFs, S2-100K tar shards (files or their "
-             "folder), Major TOM Core-S2L2A/L1C Parquet parts (files or the dataset folder), or SSL4EO-S12 v1.1 *.zarr.zip files (files or a folder)",
+        "folder), Major TOM Core-S2L2A/L1C Parquet parts (files or the dataset folder), or SSL4EO-S12 v1.1 *.zarr.zip files (files or a folder)",
     )
     parser.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar and manifest.json")
     parser.add_argument("--index", help="index.csv or metadata.parquet (fn, lon, lat) when not in INPUT; for tars: else georeference")
     add_coordinate_arguments(parser)
     parser.add_argument("--samples-per-shard", type=int, default=500, help="samples per tar (default 500)")
     parser.add_argument(
-        "--payload", choices=PAYLOAD_EXTENSIONS, default="s2c",
+        "--payload",
+        choices=PAYLOAD_EXTENSIONS,
+        default="s2c",
         help="s2c: fast lossless Blosc arrays (default); tif: the original GeoTIFF bytes",
     )
-    parser.add_argument("--bands", help="comma-separated band names: GeoTIFFs' file order (default: S2-100K's 12); for Major TOM and "
-                                         "SSL4EO-S12 the bands to take, in this order (default: all the source has)")
+    parser.add_argument(
+        "--bands",
+        help="comma-separated band names: GeoTIFFs' file order (default: S2-100K's 12); for Major TOM and "
+        "SSL4EO-S12 the bands to take, in this order (default: all the source has)",
+    )
     parser.add_argument("--patch-size", type=int, default=256, help="Major TOM: side of the patches cut from each cell, px at 10 m (default 256)")
     parser.add_argument("--max-cloud", type=float, help="Major TOM: leave out patches whose cloud-mask fraction is above this (0-1)")
     parser.add_argument("--season", type=int, choices=(1, 2, 3, 4), help="SSL4EO-S12: only timestamps in this quarter (1: Jan-Mar ... 4: Oct-Dec)")
@@ -572,22 +581,41 @@ def run(args: argparse.Namespace) -> int:
     bands = [b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None
     try:
         manifest = write_shards(
-            args.inputs, args.out, index=args.index, samples_per_shard=args.samples_per_shard,
-            payload=args.payload, bands=bands, workers=args.workers, overwrite=args.overwrite,
+            args.inputs,
+            args.out,
+            index=args.index,
+            samples_per_shard=args.samples_per_shard,
+            payload=args.payload,
+            bands=bands,
+            workers=args.workers,
+            overwrite=args.overwrite,
             index_columns={"lon_col": args.lon_col, "lat_col": args.lat_col, "crs": args.crs},
-            patch_size=args.patch_size, max_cloud=args.max_cloud, season=args.season,
+            patch_size=args.patch_size,
+            max_cloud=args.max_cloud,
+            season=args.season,
         )
     except ShardInputError as err:
         print(f"satclip shards: error: {err}", file=sys.stderr)
         return 2
     size = sum((Path(args.out) / s["name"]).stat().st_size for s in manifest["shards"]) / 2**20
-    print(f"wrote {manifest['samples']} samples in {len(manifest['shards'])} shards ({size:.1f} MiB, payload {args.payload}) to {args.out}; "
-          f"{manifest['with_time']} with acquisition time")
+    print(
+        f"wrote {manifest['samples']} samples in {len(manifest['shards'])} shards ({size:.1f} MiB, payload {args.payload}) to {args.out}; "
+        f"{manifest['with_time']} with acquisition time"
+    )
     for label, counts in (("skipped (corrupt)", manifest["skipped"]), ("filtered", manifest["filtered"])):
         if counts:
             print(f"{label}: {sum(counts.values())} ({', '.join(f'{k}={n}' for k, n in counts.items())})")
     return 0
 
 
-__all__ = ["MANIFEST_FORMAT", "Collected", "ShardInputError", "collect_tasks", "encode_in_order", "encode_sample", "read_index",
-           "time_from_tags", "write_shards"]
+__all__ = [
+    "MANIFEST_FORMAT",
+    "Collected",
+    "ShardInputError",
+    "collect_tasks",
+    "encode_in_order",
+    "encode_sample",
+    "read_index",
+    "time_from_tags",
+    "write_shards",
+]

@@ -44,11 +44,19 @@ def sample_key(text: str) -> str:
     return text.replace(".", "_")
 
 
-def sample_record(lon: float, lat: float, seconds: float, source: str, crs: str | None, bands: tuple[str, ...],
-                  array: np.ndarray, **extra: object) -> dict:
+def sample_record(lon: float, lat: float, seconds: float, source: str, crs: str | None, bands: tuple[str, ...], array: np.ndarray, **extra: object) -> dict:
     """The JSON record of one sample: {lon, lat, [time, doy], source, crs, bands, shape, dtype, **extra}."""
-    return {"lon": lon, "lat": lat, **time_record(seconds), "source": source, "crs": crs, "bands": list(bands),
-            "shape": list(array.shape), "dtype": str(array.dtype), **extra}
+    return {
+        "lon": lon,
+        "lat": lat,
+        **time_record(seconds),
+        "source": source,
+        "crs": crs,
+        "bands": list(bands),
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+        **extra,
+    }
 
 
 def payload_bytes(array: np.ndarray, payload: str, source: str) -> bytes:

@@ -28,8 +28,7 @@ from ..extras import requires_extra
 from .sources import Encoded, ShardInputError, payload_bytes, sample_key, sample_record, valid_lonlat
 
 SUFFIX = ".zarr.zip"
-_UNIT_SECONDS = {"nanoseconds": 1e-9, "microseconds": 1e-6, "milliseconds": 1e-3, "seconds": 1.0, "minutes": 60.0,
-                 "hours": 3600.0, "days": SECONDS_PER_DAY}
+_UNIT_SECONDS = {"nanoseconds": 1e-9, "microseconds": 1e-6, "milliseconds": 1e-3, "seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": SECONDS_PER_DAY}
 _NAT = np.iinfo(np.int64).min
 
 
@@ -113,9 +112,15 @@ def location_tasks(files: Sequence[Path], season: int | None = None) -> Iterator
             if not keep:
                 continue
             yield LocationTask(
-                path=str(path), source=path.name, index=s, times=keep, keys=tuple(sample_key(str(ids[s, t])) for t in keep),
-                seconds=tuple(float(seconds[s, t]) for t in keep), lonlat=(float(lon[s]), float(lat[s])),
-                crs=f"EPSG:{int(crs[s])}" if crs is not None else None, bands=names,
+                path=str(path),
+                source=path.name,
+                index=s,
+                times=keep,
+                keys=tuple(sample_key(str(ids[s, t])) for t in keep),
+                seconds=tuple(float(seconds[s, t]) for t in keep),
+                lonlat=(float(lon[s]), float(lat[s])),
+                crs=f"EPSG:{int(crs[s])}" if crs is not None else None,
+                bands=names,
             )
 
 

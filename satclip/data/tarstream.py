@@ -92,9 +92,7 @@ def iter_tar(stream) -> Iterator[tuple[str, bytes]]:
         padded = size + (-size) % _BLOCK
         data = _read_exact(stream, padded)
         if len(data) < padded:
-            raise ShardError(
-                f"truncated tar: member {name!r} at byte {offset} needs {padded} bytes, only {len(data)} left", name
-            )
+            raise ShardError(f"truncated tar: member {name!r} at byte {offset} needs {padded} bytes, only {len(data)} left", name)
         data = data[:size]
         offset += _BLOCK + padded
         if kind == b"x":

@@ -157,9 +157,7 @@ def _convolve_axis(images: torch.Tensor, kernel: torch.Tensor, dim: int) -> torc
     return out
 
 
-def jitter_lonlat(
-    lonlat: torch.Tensor, radius: float, mode: str = "symmetric", generator: torch.Generator | None = None
-) -> torch.Tensor:
+def jitter_lonlat(lonlat: torch.Tensor, radius: float, mode: str = "symmetric", generator: torch.Generator | None = None) -> torch.Tensor:
     """Add a random offset (degrees) to each [lon, lat] row of a (B, 2) tensor.
 
     ``symmetric``: U(-radius, radius) on lon and on lat. ``reference``: U(0, radius), as the

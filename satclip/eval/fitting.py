@@ -46,8 +46,7 @@ class LocationPredictor(nn.Module):
     ``predict`` turns outputs into class labels (``classes``) or values on the target's scale.
     """
 
-    def __init__(self, tower: LocationEncoder, head: nn.Module, kind: str, classes: list[Any] | None = None,
-                 y_mean: float = 0.0, y_std: float = 1.0) -> None:
+    def __init__(self, tower: LocationEncoder, head: nn.Module, kind: str, classes: list[Any] | None = None, y_mean: float = 0.0, y_std: float = 1.0) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -78,7 +77,7 @@ class LocationPredictor(nn.Module):
 
 
 def infer_kind(task: str, y: np.ndarray) -> str:
-    """"classification" -> "binary" (two distinct labels) or "multiclass"; "regression" stays."""
+    """ "classification" -> "binary" (two distinct labels) or "multiclass"; "regression" stays."""
     if task == "regression":
         if not np.issubdtype(np.asarray(y).dtype, np.number):
             raise ValueError(f"regression needs a numeric target, got values like {y[:3].tolist()}")

@@ -122,8 +122,17 @@ class Ranking:
 
 
 @torch.no_grad()
-def rank_gallery(image_emb: torch.Tensor, truth: torch.Tensor, encoder: LocationEncoder, gallery: Gallery, top_k: int = 5,
-                 batch_size: int = 8192, device: str | torch.device = "cpu", seed: int = 0, progress: bool = True) -> Ranking:
+def rank_gallery(
+    image_emb: torch.Tensor,
+    truth: torch.Tensor,
+    encoder: LocationEncoder,
+    gallery: Gallery,
+    top_k: int = 5,
+    batch_size: int = 8192,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> Ranking:
     """Stream the gallery past (N, D) image embeddings; keep each image's ``top_k`` most similar locations."""
     from tqdm import tqdm
 
@@ -271,8 +280,10 @@ def run(args: argparse.Namespace) -> int:
     write_guesses(output, keys, ranking)
     summary_path = output.with_name(output.stem + ".summary.json")
     partial = summary_path.with_name(summary_path.name + ".partial")
-    partial.write_text(json.dumps({"checkpoint": str(args.checkpoint), "images": str(args.images), "gallery_spec": args.gallery,
-                                   **summary, "skipped": skipped}, indent=2) + "\n")
+    partial.write_text(
+        json.dumps({"checkpoint": str(args.checkpoint), "images": str(args.images), "gallery_spec": args.gallery, **summary, "skipped": skipped}, indent=2)
+        + "\n"
+    )
     os.replace(partial, summary_path)
     print(summary_text(summary) + f"\n\nwrote {output} and {summary_path}{report_skips(skipped)}")
     return 0

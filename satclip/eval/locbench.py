@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +37,21 @@ ENCODINGS = ("direct", "cartesian3d", "wrap", "grid", "theory", "spherec", "sphe
 NETWORKS = ("linear", "fcnet", "siren")
 # The paper's land-ocean test accuracies (%), encoding -> (linear, fcnet, siren).
 PAPER_LANDOCEAN = {
-    "direct": (71.4, 90.3, 95.1), "cartesian3d": (70.5, 92.7, 92.8), "wrap": (74.4, 93.2, 95.2),
-    "grid": (81.7, 95.1, 95.5), "theory": (86.9, 94.9, 95.5), "spherec": (79.6, 95.0, 95.2),
-    "spherec+": (84.6, 95.3, 95.5), "spherem": (74.0, 89.1, 88.3), "spherem+": (81.9, 92.1, 93.7),
+    "direct": (71.4, 90.3, 95.1),
+    "cartesian3d": (70.5, 92.7, 92.8),
+    "wrap": (74.4, 93.2, 95.2),
+    "grid": (81.7, 95.1, 95.5),
+    "theory": (86.9, 94.9, 95.5),
+    "spherec": (79.6, 95.0, 95.2),
+    "spherec+": (84.6, 95.3, 95.5),
+    "spherem": (74.0, 89.1, 88.3),
+    "spherem+": (81.9, 92.1, 93.7),
     "sphericalharmonics": (94.4, 95.9, 95.8),
 }
 RUN_FIELDS = ("task", "pe", "nn", "seed", "accuracy", "epochs", "best_epoch", "seconds")
 
 
-@lru_cache(maxsize=None)
+@cache
 def task_data(task: str) -> tuple[Split, Split, Split]:
     """(train, validation, test) splits of a benchmark task."""
     if task == "landocean":
@@ -94,10 +100,19 @@ def run_bench(
         bar = tqdm(todo, desc=f"locbench {task}", unit="run", disable=not progress)
         for pe, nn, seed in bar:
             bar.set_postfix_str(f"{pe} x {nn} seed {seed}")
-            _, report = fit_table(train, val, test, task="classification", pe=pe, nn_name=nn, tuned=task,
-                                  max_epochs=max_epochs, patience=patience, seed=seed, dtype=dtype)
-            row = {"task": task, "pe": pe, "nn": nn, "seed": seed, "accuracy": f"{100 * report['test']['accuracy']:.3f}",
-                   "epochs": report["history"]["epochs"], "best_epoch": report["history"]["best_epoch"], "seconds": report["seconds"]}
+            _, report = fit_table(
+                train, val, test, task="classification", pe=pe, nn_name=nn, tuned=task, max_epochs=max_epochs, patience=patience, seed=seed, dtype=dtype
+            )
+            row = {
+                "task": task,
+                "pe": pe,
+                "nn": nn,
+                "seed": seed,
+                "accuracy": f"{100 * report['test']['accuracy']:.3f}",
+                "epochs": report["history"]["epochs"],
+                "best_epoch": report["history"]["best_epoch"],
+                "seconds": report["seconds"],
+            }
             writer.writerow(row)
             f.flush()
             runs.append({k: str(v) for k, v in row.items()})
@@ -128,8 +143,12 @@ def write_tables(task: str, runs: list[dict[str, str]], out: Path, encodings: li
                 cells += [f"{m:.2f}", f"{sd:.2f}", str(n)]
             writer.writerow([pe, *cells])
     paper = PAPER_LANDOCEAN if task == "landocean" else {}
-    lines = [f"{task}: test accuracy (%), mean +- std over seeds" + (" (paper value in parentheses)" if paper else ""), "",
-             "| encoding | " + " | ".join(networks) + " |", "|---|" + "---|" * len(networks)]
+    lines = [
+        f"{task}: test accuracy (%), mean +- std over seeds" + (" (paper value in parentheses)" if paper else ""),
+        "",
+        "| encoding | " + " | ".join(networks) + " |",
+        "|---|" + "---|" * len(networks),
+    ]
     for pe in rows:
         cells = []
         for nn in networks:
@@ -167,7 +186,9 @@ def run(args: argparse.Namespace) -> int:
     encodings, networks = _names(args.pe, ENCODINGS), _names(args.nn, NETWORKS)
     unknown = [e for e in encodings if e not in POSITIONAL_ENCODINGS] + [n for n in networks if n not in REGISTERED_NETWORKS]
     if unknown:
-        raise SystemExit(f"satclip locbench: unknown encoding/network {unknown}; encodings {sorted(POSITIONAL_ENCODINGS)}, networks {sorted(REGISTERED_NETWORKS)}")
+        raise SystemExit(
+            f"satclip locbench: unknown encoding/network {unknown}; encodings {sorted(POSITIONAL_ENCODINGS)}, networks {sorted(REGISTERED_NETWORKS)}"
+        )
     if args.seeds < 1:
         raise SystemExit(f"satclip locbench: --seeds must be >= 1, got {args.seeds}")
     torch.set_num_threads(args.threads)

@@ -26,7 +26,7 @@ import csv
 import json
 import time
 from dataclasses import asdict
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ _FLOAT_HPARAMS = ("min_radius", "max_radius")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tuned_table() -> dict[tuple[str, str, str], dict[str, str]]:
     text = resources.files(__package__).joinpath("tuned_hparams.csv").read_text()
     rows = csv.DictReader(text.splitlines())
@@ -214,16 +214,29 @@ def fit_table(
     overrides = dict(overrides or {})
     if init_from is not None:
         # a pretrained tower keeps its architecture; only the optimiser settings apply
-        settings: dict[str, Any] = {"hparams": {}, "lr": overrides.get("lr") or (1e-3 if freeze_tower else 1e-4),
-                    "weight_decay": overrides.get("weight_decay") or 0.0, "source": f"init_from:{init_from}", "ignored": []}
+        settings: dict[str, Any] = {
+            "hparams": {},
+            "lr": overrides.get("lr") or (1e-3 if freeze_tower else 1e-4),
+            "weight_decay": overrides.get("weight_decay") or 0.0,
+            "source": f"init_from:{init_from}",
+            "ignored": [],
+        }
     else:
         settings = resolve_settings(kind, pe, nn_name, tuned, overrides)
     torch.manual_seed(seed)
     start = time.perf_counter()
     model = build_predictor(kind, train, pe=pe, nn_name=nn_name, hparams=settings["hparams"], init_from=init_from, dtype=dtype)
     history = train_predictor(
-        model, train, val, lr=settings["lr"], weight_decay=settings["weight_decay"], batch_size=batch_size,
-        max_epochs=max_epochs, patience=patience, freeze_tower=freeze_tower, seed=seed,
+        model,
+        train,
+        val,
+        lr=settings["lr"],
+        weight_decay=settings["weight_decay"],
+        batch_size=batch_size,
+        max_epochs=max_epochs,
+        patience=patience,
+        freeze_tower=freeze_tower,
+        seed=seed,
     )
     report = {
         "task": task,
@@ -231,10 +244,20 @@ def fit_table(
         "test": evaluate(model, test) if test is not None else None,
         "val": evaluate(model, val),
         "settings": {
-            "pe": model.tower.config.get("pe", pe), "nn": model.tower.config.get("nn", nn_name), **settings,
-            "init_from": init_from, "freeze_tower": freeze_tower, "batch_size": batch_size, "max_epochs": max_epochs,
-            "patience": patience, "seed": seed, "dtype": str(dtype).replace("torch.", ""),
-            "classes": model.classes or None, "n_train": len(train.y), "n_val": len(val.y), "n_test": len(test.y) if test is not None else 0,
+            "pe": model.tower.config.get("pe", pe),
+            "nn": model.tower.config.get("nn", nn_name),
+            **settings,
+            "init_from": init_from,
+            "freeze_tower": freeze_tower,
+            "batch_size": batch_size,
+            "max_epochs": max_epochs,
+            "patience": patience,
+            "seed": seed,
+            "dtype": str(dtype).replace("torch.", ""),
+            "classes": model.classes or None,
+            "n_train": len(train.y),
+            "n_val": len(val.y),
+            "n_test": len(test.y) if test is not None else 0,
             "dropped": {"train": train.dropped, "val": val.dropped, "test": test.dropped if test is not None else 0},
         },
         "history": {k: v for k, v in asdict(history).items() if k not in ("train_loss", "val_loss")},
@@ -253,10 +276,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-invalid", action="store_true", help="leave out rows with bad coordinates or no target (counted) instead of stopping")
     parser.add_argument("--pe", default="sphericalharmonics", help="positional encoding (default: sphericalharmonics)")
     parser.add_argument("--nn", default="siren", help="network: linear, mlp, fcnet, siren (default: siren)")
-    parser.add_argument("--tuned", default="auto", choices=("auto", "none", *TUNED_TASKS),
-                        help="tuned defaults: auto = landocean for binary, checkerboard for multi-class, none for regression")
-    for name, kind in (("legendre-polys", int), ("dim-hidden", int), ("num-layers", int), ("frequency-num", int),
-                       ("min-radius", float), ("max-radius", float), ("lr", float), ("weight-decay", float)):
+    parser.add_argument(
+        "--tuned",
+        default="auto",
+        choices=("auto", "none", *TUNED_TASKS),
+        help="tuned defaults: auto = landocean for binary, checkerboard for multi-class, none for regression",
+    )
+    for name, kind in (
+        ("legendre-polys", int),
+        ("dim-hidden", int),
+        ("num-layers", int),
+        ("frequency-num", int),
+        ("min-radius", float),
+        ("max-radius", float),
+        ("lr", float),
+        ("weight-decay", float),
+    ):
         parser.add_argument(f"--{name}", type=kind, help="overrides the tuned/default value")
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--max-epochs", type=int, default=500)
@@ -277,12 +312,23 @@ def run(args: argparse.Namespace) -> int:
     read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col, args.crs, args.drop_invalid)  # noqa: E731
     train, val = read(args.train), read(args.val)
     test = read(args.test) if args.test else None
-    overrides = {k: getattr(args, k) for k in ("legendre_polys", "dim_hidden", "num_layers", "frequency_num",
-                                               "min_radius", "max_radius", "lr", "weight_decay")}
+    overrides = {k: getattr(args, k) for k in ("legendre_polys", "dim_hidden", "num_layers", "frequency_num", "min_radius", "max_radius", "lr", "weight_decay")}
     model, report = fit_table(
-        train, val, test, task=args.task, pe=args.pe, nn_name=args.nn, tuned=args.tuned, overrides=overrides,
-        init_from=args.init_from, freeze_tower=args.freeze_tower, batch_size=args.batch_size,
-        max_epochs=args.max_epochs, patience=args.patience, seed=args.seed, dtype=DTYPES[args.dtype],
+        train,
+        val,
+        test,
+        task=args.task,
+        pe=args.pe,
+        nn_name=args.nn,
+        tuned=args.tuned,
+        overrides=overrides,
+        init_from=args.init_from,
+        freeze_tower=args.freeze_tower,
+        batch_size=args.batch_size,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        seed=args.seed,
+        dtype=DTYPES[args.dtype],
     )
     report["settings"].update(target=args.target, train=args.train, val=args.val, test=args.test)
     out = Path(args.out)
@@ -294,8 +340,17 @@ def run(args: argparse.Namespace) -> int:
         plot_prediction(model, train, out / "prediction.png", title=f"{args.target}: {report['settings']['pe']} x {report['settings']['nn']}")
     (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
     shown = report["test"] if report["test"] is not None else report["val"]
-    print(json.dumps({"split": "test" if report["test"] is not None else "val", **shown,
-                      "epochs": report["history"]["epochs"], "dropped_rows": sum(report["settings"]["dropped"].values()), "out": str(out)}))
+    print(
+        json.dumps(
+            {
+                "split": "test" if report["test"] is not None else "val",
+                **shown,
+                "epochs": report["history"]["epochs"],
+                "dropped_rows": sum(report["settings"]["dropped"].values()),
+                "out": str(out),
+            }
+        )
+    )
     return 0
 
 
@@ -329,5 +384,8 @@ def save_predictor(model: LocationPredictor, out: Path) -> dict[str, Any]:
     from ..io.export import export_location_encoder
 
     export_location_encoder(as_location_encoder(model), out / "model", source="satclip locfit")
-    return {"path": str(out / "model"), "outputs": "values in target units" if model.kind == "regression" else
-            ("logit of the second class" if model.kind == "binary" else "class logits"), "classes": model.classes or None}
+    return {
+        "path": str(out / "model"),
+        "outputs": "values in target units" if model.kind == "regression" else ("logit of the second class" if model.kind == "binary" else "class logits"),
+        "classes": model.classes or None,
+    }

@@ -81,9 +81,16 @@ def _coastline(ax, lon: np.ndarray, lat: np.ndarray, mask: np.ndarray, **kw) -> 
     ax.contour(lon, lat, mask, levels=[0.5], colors="k", linewidths=0.4, alpha=0.6, **kw)
 
 
-def plot_embedding_map(encoder: torch.nn.Module, out: str | Path, *, title: str, resolution: float = 1.0,
-                       globe: bool = False, globe_center: tuple[float, float] = (10.0, 30.0),
-                       coastline: bool = True) -> Path:
+def plot_embedding_map(
+    encoder: torch.nn.Module,
+    out: str | Path,
+    *,
+    title: str,
+    resolution: float = 1.0,
+    globe: bool = False,
+    globe_center: tuple[float, float] = (10.0, 30.0),
+    coastline: bool = True,
+) -> Path:
     """Write a PNG (1200 x 600 px, 1800 x 600 with the globe) of the first three PCs of ``encoder``'s embeddings."""
     import matplotlib
 
@@ -129,7 +136,7 @@ def plot_embedding_map(encoder: torch.nn.Module, out: str | Path, *, title: str,
     return out
 
 
-def plot_prediction(model: "LocationPredictor", train: "Split", out: str | Path, *, title: str, resolution: float = 1.0) -> Path:
+def plot_prediction(model: LocationPredictor, train: Split, out: str | Path, *, title: str, resolution: float = 1.0) -> Path:
     """Write a PNG of a fitted ``locfit`` model's field over the globe, with the training points on top.
 
     Binary classification shows P(second class), multi-class the predicted class, regression the value.
@@ -159,8 +166,7 @@ def plot_prediction(model: "LocationPredictor", train: "Split", out: str | Path,
     im = ax.imshow(field.reshape(len(lat), len(lon)), extent=(-180, 180, -90, 90), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     _coastline(ax, lon, lat, land_mask(points).reshape(len(lat), len(lon)))
     show = np.random.default_rng(0).permutation(len(train.y))[:3000]
-    ax.scatter(train.lonlat[show, 0], train.lonlat[show, 1], c=point_values[show], cmap=cmap, vmin=vmin, vmax=vmax,
-               s=6, edgecolors="k", linewidths=0.2)
+    ax.scatter(train.lonlat[show, 0], train.lonlat[show, 1], c=point_values[show], cmap=cmap, vmin=vmin, vmax=vmax, s=6, edgecolors="k", linewidths=0.2)
     ax.set_xlim(-180, 180)
     ax.set_ylim(-90, 90)
     fig.colorbar(im, cax=fig.add_axes((0.9, 0.15, 0.02, 0.7)), label=label)
@@ -172,7 +178,7 @@ def plot_prediction(model: "LocationPredictor", train: "Split", out: str | Path,
 
 
 def model_title(source: str, encoder: torch.nn.Module) -> str:
-    """"name: pe x nn, L=.., dim d" from a checkpoint path / hub id and its tower's config."""
+    """ "name: pe x nn, L=.., dim d" from a checkpoint path / hub id and its tower's config."""
     cfg = getattr(encoder, "config", {}) or {}
     name = Path(source).name if Path(source).exists() else source
     parts = [f"{cfg.get('pe', '?')} x {cfg.get('nn', '?')}"]
@@ -195,7 +201,14 @@ def run(args: argparse.Namespace) -> int:
     from .. import load_location_encoder
 
     encoder = load_location_encoder(args.checkpoint)
-    out = plot_embedding_map(encoder, args.out, title=model_title(args.checkpoint, encoder), resolution=args.resolution,
-                             globe=args.globe, globe_center=tuple(args.globe_center), coastline=not args.no_coastline)
+    out = plot_embedding_map(
+        encoder,
+        args.out,
+        title=model_title(args.checkpoint, encoder),
+        resolution=args.resolution,
+        globe=args.globe,
+        globe_center=tuple(args.globe_center),
+        coastline=not args.no_coastline,
+    )
     print(out)
     return 0

@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,8 +155,9 @@ def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]
     return {"accuracy": float(np.mean(y_pred == y_true))}
 
 
-def probe_features(features: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], task: str,
-                   kind: str = "ridge", seed: int = 0) -> list[dict[str, float]]:
+def probe_features(
+    features: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], task: str, kind: str = "ridge", seed: int = 0
+) -> list[dict[str, float]]:
     """Per-fold scores of a probe on ``features``."""
     results = []
     for train_idx, test_idx in folds:
@@ -164,9 +166,19 @@ def probe_features(features: np.ndarray, y: np.ndarray, folds: list[tuple[np.nda
     return results
 
 
-def run_probe(feature_sets: dict[str, np.ndarray], lonlat: np.ndarray, y: np.ndarray, *, task: str, kind: str,
-              cvs: list[str], n_folds: int, seed: int = 0, cell_deg: float = 10.0,
-              progress: Callable[[str], None] | None = None) -> list[dict[str, object]]:
+def run_probe(
+    feature_sets: dict[str, np.ndarray],
+    lonlat: np.ndarray,
+    y: np.ndarray,
+    *,
+    task: str,
+    kind: str,
+    cvs: list[str],
+    n_folds: int,
+    seed: int = 0,
+    cell_deg: float = 10.0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, object]]:
     """One row per (features, cv, fold) with the fold's scores."""
     rows = []
     for cv in cvs:
@@ -198,10 +210,16 @@ def summary_table(rows: list[dict[str, Any]], task: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], help="checkpoint / hub id / export to probe (repeatable)")
-    parser.add_argument("--features", action="append", default=[], metavar="NAME=FILE.npy",
-                        help="precomputed embeddings of any encoder, (rows, D) in the table's row order (repeatable)")
-    parser.add_argument("--encoder", action="append", default=[], choices=sorted(ENCODERS),
-                        help="another pretrained location encoder: geoclip (needs the geoclip package)")
+    parser.add_argument(
+        "--features",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        help="precomputed embeddings of any encoder, (rows, D) in the table's row order (repeatable)",
+    )
+    parser.add_argument(
+        "--encoder", action="append", default=[], choices=sorted(ENCODERS), help="another pretrained location encoder: geoclip (needs the geoclip package)"
+    )
     parser.add_argument("--data", required=True, help="CSV/Parquet table with coordinates and the target")
     parser.add_argument("--target", required=True)
     parser.add_argument("--task", default="regression", choices=("regression", "classification"))
@@ -240,11 +258,23 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"satclip probe: {err}") from None
     if not args.no_baselines:
         features.update(baseline_features(table.lonlat))
-    rows = run_probe(features, table.lonlat, y, task=args.task, kind=args.probe, cvs=args.cv, n_folds=args.folds,
-                     seed=args.seed, cell_deg=args.cell_deg, progress=lambda s: print(f"probing {s}", flush=True))
-    title = (f"{args.target} ({args.task}), {args.probe} probe, {args.folds}-fold CV "
-             f"(spatial: {args.cell_deg:g}-degree cells), {len(y)} rows{f' ({table.dropped} invalid dropped)' if table.dropped else ''}; "
-             "mean ± std over folds")
+    rows = run_probe(
+        features,
+        table.lonlat,
+        y,
+        task=args.task,
+        kind=args.probe,
+        cvs=args.cv,
+        n_folds=args.folds,
+        seed=args.seed,
+        cell_deg=args.cell_deg,
+        progress=lambda s: print(f"probing {s}", flush=True),
+    )
+    title = (
+        f"{args.target} ({args.task}), {args.probe} probe, {args.folds}-fold CV "
+        f"(spatial: {args.cell_deg:g}-degree cells), {len(y)} rows{f' ({table.dropped} invalid dropped)' if table.dropped else ''}; "
+        "mean ± std over folds"
+    )
     text = f"{title}\n\n{summary_table(rows, args.task)}\n"
     if args.out:
         out = Path(args.out)

@@ -142,8 +142,7 @@ class SyntheticWorld:
     ``scripts/bench_pretrain_quality.py`` ask whether pretraining recovered these.
     """
 
-    def __init__(self, n_bands: int = 12, n_fields: int = 3, field_degree: int = 14, seed: int = 0,
-                 field_decay: float = 1.0) -> None:
+    def __init__(self, n_bands: int = 12, n_fields: int = 3, field_degree: int = 14, seed: int = 0, field_decay: float = 1.0) -> None:
         rng = np.random.default_rng(seed)
         self.n_bands, self.field_seeds, self.field_degree = n_bands, [seed * 100 + k for k in range(n_fields)], field_degree
         self.field_decay = field_decay

@@ -47,8 +47,13 @@ class PCAFit:
         """Write ``mean``, ``components``, ``explained_variance_ratio`` (and ``info`` as JSON) to an ``.npz``, atomically."""
         path = Path(path)
         partial = path.with_name(path.name + ".partial.npz")
-        np.savez(partial, mean=self.mean, components=self.components, explained_variance_ratio=self.explained_variance_ratio,
-                 info=np.array(json.dumps(info, default=str)))
+        np.savez(
+            partial,
+            mean=self.mean,
+            components=self.components,
+            explained_variance_ratio=self.explained_variance_ratio,
+            info=np.array(json.dumps(info, default=str)),
+        )
         os.replace(partial, path)
         return path
 

@@ -218,7 +218,7 @@ def read_spec(source: str | Path) -> ModelSpec:
     return checkpoint_spec(read_checkpoint(path), str(path))
 
 
-def load(source: str | Path, device: str | torch.device = "cpu") -> "SatCLIP":
+def load(source: str | Path, device: str | torch.device = "cpu") -> SatCLIP:
     """A full SatCLIP model (image and location towers) in eval mode from a checkpoint file, hub id or URL."""
     with requires_extra("satclip.load (a full model: its image tower)"):
         from ..model import SatCLIP

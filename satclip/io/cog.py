@@ -97,10 +97,21 @@ class COGWriter:
 
         grid = self.spec.grid
         return rasterio.open(
-            path, "w", driver="GTiff", width=width, height=height, count=self.spec.count,
-            dtype="int8" if self.spec.dtype == "int8" else "float32", crs="EPSG:4326",
-            transform=Affine(resolution, 0.0, grid.west, 0.0, -resolution, grid.north), nodata=self.spec.nodata,
-            tiled=True, blockxsize=self.spec.tile, blockysize=self.spec.tile, interleave="pixel", **self.staging,
+            path,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=self.spec.count,
+            dtype="int8" if self.spec.dtype == "int8" else "float32",
+            crs="EPSG:4326",
+            transform=Affine(resolution, 0.0, grid.west, 0.0, -resolution, grid.north),
+            nodata=self.spec.nodata,
+            tiled=True,
+            blockxsize=self.spec.tile,
+            blockysize=self.spec.tile,
+            interleave="pixel",
+            **self.staging,
         )
 
     def write(self, window: Window, block: np.ndarray) -> None:
@@ -148,8 +159,9 @@ class COGWriter:
         for level in range(1, len(self.stages)):
             self._overview(level)
         self._write_vrt()
-        rasterio.shutil.copy(self.vrt, self.partial, driver="COG", blocksize=self.spec.tile,
-                             overviews="FORCE_USE_EXISTING" if self.factors else "NONE", **self.creation)
+        rasterio.shutil.copy(
+            self.vrt, self.partial, driver="COG", blocksize=self.spec.tile, overviews="FORCE_USE_EXISTING" if self.factors else "NONE", **self.creation
+        )
         for stage in (self.vrt, *self.stages):
             remove(stage)
         move_into_place(self.partial, self.path)

@@ -63,10 +63,7 @@ def check_coordinates(lonlat: np.ndarray, start: int, source: str) -> None:
         rows = np.flatnonzero(bad)
         shown = ", ".join(f"{start + r} (lon={float(lonlat[r, 0])!r}, lat={float(lonlat[r, 1])!r})" for r in rows[:MAX_BAD_ROWS_SHOWN])
         more = f" and {rows.size - MAX_BAD_ROWS_SHOWN} more in this chunk" if rows.size > MAX_BAD_ROWS_SHOWN else ""
-        raise ValueError(
-            f"{source}: invalid coordinates (missing, non-finite or |lat| > 90) in data rows {shown}{more} "
-            f"(rows counted from 0, header excluded)"
-        )
+        raise ValueError(f"{source}: invalid coordinates (missing, non-finite or |lat| > 90) in data rows {shown}{more} (rows counted from 0, header excluded)")
 
 
 # ---------------------------------------------------------------------------------------- readers
@@ -335,8 +332,17 @@ def embed_file(
 
 
 def _embed_once(
-    encoder: LocationEncoder, input: Path, output: Path, lon_col: str | None, lat_col: str | None, crs: str | None, batch_size: int,
-    device: str | torch.device, progress: bool, text: Sequence[str], geoparquet: bool = False,
+    encoder: LocationEncoder,
+    input: Path,
+    output: Path,
+    lon_col: str | None,
+    lat_col: str | None,
+    crs: str | None,
+    batch_size: int,
+    device: str | torch.device,
+    progress: bool,
+    text: Sequence[str],
+    geoparquet: bool = False,
 ) -> int:
     from tqdm import tqdm
 
@@ -387,8 +393,9 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype)
-        rows = embed_file(encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress, args.crs,
-                          args.geoparquet)
+        rows = embed_file(
+            encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress, args.crs, args.geoparquet
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"wrote {rows} embeddings ({encoder.output_dim} dims, {str(encoder.dtype).removeprefix('torch.')}) to {args.output}")

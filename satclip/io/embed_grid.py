@@ -130,8 +130,14 @@ def embed_grid(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, hub id, https URL or exported location tower")
-    parser.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("W", "S", "E", "N"),
-                        help="degrees; whole pixels; west <= east (a box across the antimeridian is rejected: make two)")
+    parser.add_argument(
+        "--bbox",
+        type=float,
+        nargs=4,
+        required=True,
+        metavar=("W", "S", "E", "N"),
+        help="degrees; whole pixels; west <= east (a box across the antimeridian is rejected: make two)",
+    )
     parser.add_argument("--resolution", type=float, required=True, help="pixel size in degrees (e.g. 0.1)")
     parser.add_argument("--output", required=True, help=".tif (Cloud-Optimised GeoTIFF) or .zarr (xarray-readable store)")
     reduce = parser.add_mutually_exclusive_group()
@@ -154,13 +160,26 @@ def run(args: argparse.Namespace) -> int:
     try:
         grid = Grid.from_bbox(args.bbox, args.resolution)
         encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.tower_dtype)
-        result = embed_grid(encoder, args.output, grid, dims=args.dims, pca=args.pca, dtype=args.dtype, tile=args.tile,
-                            batch_size=args.batch_size, device=args.device, sample=args.sample,
-                            attrs={"satclip_checkpoint": str(args.checkpoint)}, progress=not args.no_progress)
+        result = embed_grid(
+            encoder,
+            args.output,
+            grid,
+            dims=args.dims,
+            pca=args.pca,
+            dtype=args.dtype,
+            tile=args.tile,
+            batch_size=args.batch_size,
+            device=args.device,
+            sample=args.sample,
+            attrs={"satclip_checkpoint": str(args.checkpoint)},
+            progress=not args.no_progress,
+        )
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise SystemExit(f"satclip embed-grid: {err}") from None
     rate = result.pixels / max(result.seconds, 1e-9)
-    print(f"wrote {result.pixels} pixels x {result.bands} bands ({args.dtype}) to {result.path} in {result.seconds:.1f} s ({rate:,.0f} px/s)"
-          + (f"; {result.clipped} int8 values clipped" if result.clipped else "")
-          + (f"; PCA fit in {result.pca_path}" if result.pca_path else ""))
+    print(
+        f"wrote {result.pixels} pixels x {result.bands} bands ({args.dtype}) to {result.path} in {result.seconds:.1f} s ({rate:,.0f} px/s)"
+        + (f"; {result.clipped} int8 values clipped" if result.clipped else "")
+        + (f"; PCA fit in {result.pca_path}" if result.pca_path else "")
+    )
     return 0

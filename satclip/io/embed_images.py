@@ -72,8 +72,9 @@ class ImageBatch:
     embedding: np.ndarray  # (n, D) float32
 
 
-def iter_image_embeddings(model: SatCLIP, stream: ShardStream, device: str | torch.device = "cpu",
-                          progress: bool = True, skipped: dict[str, int] | None = None) -> Iterator[ImageBatch]:
+def iter_image_embeddings(
+    model: SatCLIP, stream: ShardStream, device: str | torch.device = "cpu", progress: bool = True, skipped: dict[str, int] | None = None
+) -> Iterator[ImageBatch]:
     """Embed every sample of ``stream`` in order; ``skipped`` (if given) receives the skip counts by kind."""
     from tqdm import tqdm
 
@@ -93,8 +94,9 @@ def iter_image_embeddings(model: SatCLIP, stream: ShardStream, device: str | tor
                 skipped.update({k: v for k, v in loader.skipped.items() if v})
 
 
-def embed_images(model: SatCLIP, stream: ShardStream, output: str | Path, device: str | torch.device = "cpu",
-                 progress: bool = True) -> tuple[int, dict[str, int]]:
+def embed_images(
+    model: SatCLIP, stream: ShardStream, output: str | Path, device: str | torch.device = "cpu", progress: bool = True
+) -> tuple[int, dict[str, int]]:
     """Write the image embeddings of ``stream`` to ``output`` (.parquet / .csv); returns (rows, skip counts)."""
     import pyarrow as pa
 
@@ -168,8 +170,10 @@ def run(args: argparse.Namespace) -> int:
         rows, skipped = embed_images(model, stream, args.output, args.device, not args.no_progress)
     except (ValueError, FileNotFoundError, EmptyStreamError) as err:
         raise SystemExit(f"satclip embed-images: {err}") from None
-    print(f"wrote {rows} image embeddings to {args.output} (bands {inputs.bands or 'S2-100K'}"
-          f"{' + zero B10' if inputs.insert_b10 else ''}, {inputs.crop_size} px centre crop){report_skips(skipped)}")
+    print(
+        f"wrote {rows} image embeddings to {args.output} (bands {inputs.bands or 'S2-100K'}"
+        f"{' + zero B10' if inputs.insert_b10 else ''}, {inputs.crop_size} px centre crop){report_skips(skipped)}"
+    )
     return 0
 
 

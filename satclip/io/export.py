@@ -215,15 +215,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE}")
     parser.add_argument("--torchscript", action="store_true", help=f"also write {TORCHSCRIPT_FILE}")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the exported tower (default: the checkpoint's)")
-    parser.add_argument("--push-to-hub", metavar="REPO", default=None,
-                        help="also upload the folder to this Hub model repository (owner/name; needs a token: hf auth login or HF_TOKEN)")
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        default=None,
+        help="also upload the folder to this Hub model repository (owner/name; needs a token: hf auth login or HF_TOKEN)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     encoder = load_location_encoder(args.checkpoint, dtype=args.dtype)
     config = export_location_encoder(encoder, args.out, onnx=args.onnx, torchscript=args.torchscript, source=str(args.checkpoint))
-    print(f"exported {config['architecture']['pe']}/{config['architecture']['nn']} location tower ({config['dtype']}) to {args.out}: "
-          f"{', '.join(config['files'].values())}, {EXPORT_CONFIG}")
+    print(
+        f"exported {config['architecture']['pe']}/{config['architecture']['nn']} location tower ({config['dtype']}) to {args.out}: "
+        f"{', '.join(config['files'].values())}, {EXPORT_CONFIG}"
+    )
     if args.push_to_hub:
         try:
             url = push_folder(args.out, args.push_to_hub)

@@ -27,8 +27,9 @@ def _zarr() -> Any:
     return zarr
 
 
-def _array(group: Any, name: str, dims: list[str], shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...] | None = None,
-           fill_value: Any = None, **attrs: Any) -> Any:
+def _array(
+    group: Any, name: str, dims: list[str], shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...] | None = None, fill_value: Any = None, **attrs: Any
+) -> Any:
     create = getattr(group, "create_array", None) or group.create_dataset  # zarr 3 / zarr 2
     array = create(name, shape=shape, chunks=chunks or shape, dtype=dtype, fill_value=fill_value)
     array.attrs.update({"_ARRAY_DIMENSIONS": dims, **attrs})
@@ -47,17 +48,30 @@ class ZarrWriter:
         root = zarr.open_group(str(self.partial), mode="w", **({"zarr_format": 2} if major >= 3 else {}))
         grid, k = spec.grid, spec.count
         root.attrs.update({"Conventions": "CF-1.8", **spec.attrs})
-        lat = _array(root, "lat", ["lat"], (grid.height,), "f8", standard_name="latitude", long_name="latitude of the pixel centre",
-                     units="degrees_north", axis="Y")
+        lat = _array(
+            root, "lat", ["lat"], (grid.height,), "f8", standard_name="latitude", long_name="latitude of the pixel centre", units="degrees_north", axis="Y"
+        )
         lat[:] = grid.lat()
-        lon = _array(root, "lon", ["lon"], (grid.width,), "f8", standard_name="longitude", long_name="longitude of the pixel centre",
-                     units="degrees_east", axis="X")
+        lon = _array(
+            root, "lon", ["lon"], (grid.width,), "f8", standard_name="longitude", long_name="longitude of the pixel centre", units="degrees_east", axis="X"
+        )
         lon[:] = grid.lon()
         width = max(len(n) for n in spec.band_names)
         band = _array(root, "band", ["band"], (k,), f"<U{width}", fill_value="", long_name="embedding dimension or principal component")
         band[:] = np.array(spec.band_names)
-        crs = _array(root, "crs", [], (), "i4", grid_mapping_name="latitude_longitude", semi_major_axis=6378137.0,
-                     inverse_flattening=298.257223563, longitude_of_prime_meridian=0.0, crs_wkt=EPSG_4326_WKT, epsg_code="EPSG:4326")
+        crs = _array(
+            root,
+            "crs",
+            [],
+            (),
+            "i4",
+            grid_mapping_name="latitude_longitude",
+            semi_major_axis=6378137.0,
+            inverse_flattening=298.257223563,
+            longitude_of_prime_meridian=0.0,
+            crs_wkt=EPSG_4326_WKT,
+            epsg_code="EPSG:4326",
+        )
         crs[...] = 0
         attrs = {"grid_mapping": "crs", "long_name": "SatCLIP location embedding at the pixel centre", "units": "1"}
         if spec.quantiser is not None:
@@ -65,8 +79,16 @@ class ZarrWriter:
             for name, values in (("scale", spec.quantiser.scale), ("offset", spec.quantiser.offset)):
                 _array(root, name, ["band"], (k,), "f8", long_name=f"int8 {name} per band")[:] = values
         fill = -128 if spec.dtype == "int8" else float("nan")
-        self.embedding = _array(root, "embedding", ["band", "lat", "lon"], (k, grid.height, grid.width), np.dtype(spec.dtype).str,
-                                chunks=(k, spec.tile, spec.tile), fill_value=fill, **attrs)
+        self.embedding = _array(
+            root,
+            "embedding",
+            ["band", "lat", "lon"],
+            (k, grid.height, grid.width),
+            np.dtype(spec.dtype).str,
+            chunks=(k, spec.tile, spec.tile),
+            fill_value=fill,
+            **attrs,
+        )
         self.zarr, self.root = zarr, root
 
     def write(self, window: Window, block: np.ndarray) -> None:

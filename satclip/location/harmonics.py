@@ -25,7 +25,7 @@ Two engines compute the same numbers (both tested against high-precision values 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ _SPHERICART_BLOCK = 1 << 19  # features per sphericart call (4 MB) when the m = 
 _CHUNK_ELEMENTS = 1 << 24  # features per float64 buffer (128 MB) when the output is not C-contiguous float64
 
 
-@lru_cache(maxsize=None)
+@cache
 def _coefficients(L: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Recurrence coefficients on the mirrored index m = -(L-1)..L-1, one row per degree l.
 
@@ -111,7 +111,7 @@ def _harmonics_chunk(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
         torch.mul(diag, trig[:, c + l], out=out[:, row + 2 * l])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sphericart_calculator(L: int):
     return _sphericart.SphericalHarmonics(L - 1)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 
@@ -100,7 +100,7 @@ class GradCache:
     def backward(
         self,
         backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-        no_sync: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+        no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         """Re-embed each micro-batch with gradients and back-propagate its cached feature gradients.
 

@@ -71,8 +71,14 @@ def variant_checkpoints(variant: str, dirpath: str, every_n_train_steps: int = 1
     callbacks = [ModelCheckpoint(dirpath=dirpath, save_top_k=0, save_last=True, enable_version_counter=False)]
     if every_n_train_steps:
         callbacks.append(
-            ModelCheckpoint(dirpath=dirpath, filename=f"{variant}-{{epoch}}-{{step}}", every_n_train_steps=every_n_train_steps, save_top_k=-1, save_last=True,
-                            enable_version_counter=False)
+            ModelCheckpoint(
+                dirpath=dirpath,
+                filename=f"{variant}-{{epoch}}-{{step}}",
+                every_n_train_steps=every_n_train_steps,
+                save_top_k=-1,
+                save_last=True,
+                enable_version_counter=False,
+            )
         )
     for callback in callbacks:
         callback.CHECKPOINT_NAME_LAST = last_name

@@ -15,8 +15,9 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
@@ -26,12 +27,18 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from ..io.safeload import CheckpointReadError, UnsafeCheckpointError, checked_load, unsafe_checkpoint_error
 
 __all__ = [
-    "AtomicCheckpointIO", "CheckpointReadError", "UnsafeCheckpointError", "atomic_torch_save", "is_local", "resumable_checkpoint",
-    "safe_torch_load", "unsafe_checkpoint_error",
+    "AtomicCheckpointIO",
+    "CheckpointReadError",
+    "UnsafeCheckpointError",
+    "atomic_torch_save",
+    "is_local",
+    "resumable_checkpoint",
+    "safe_torch_load",
+    "unsafe_checkpoint_error",
 ]
 
 _TMP_SUFFIX = ".tmp"
-_PATH = Union[str, Path]
+_PATH = str | Path
 
 
 def is_local(path: _PATH) -> bool:
@@ -123,7 +130,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``trainer.plugins: [{class_path: satclip.train.checkpoint_io.AtomicCheckpointIO}]``.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None or not is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
@@ -132,8 +139,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self,
         path: _PATH,
-        map_location: Optional[Callable] = lambda storage, loc: storage,
-        weights_only: Optional[bool] = None,
+        map_location: Callable | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
     ) -> dict[str, Any]:
         """Load with ``weights_only=True`` whatever the caller asks (resuming never runs pickled code);
         refuse a file that is not a Lightning training checkpoint."""

@@ -1,7 +1,9 @@
 """``satclip fit``: LightningCLI over ``SatCLIPModule`` and any LightningDataModule.
 
 ``satclip fit --config configs/demo.yaml [--trainer.max_steps 5] [--ckpt_path last]`` has the
-semantics of LightningCLI's ``fit`` subcommand: ``model:`` holds ``SatCLIPModule`` arguments,
+semantics of LightningCLI's ``fit`` subcommand (several ``--config`` files overlay in order; a config
+whose top level has ``base: FILE`` is read on top of ``FILE``, a path relative to it, which is how
+the six released variants share one base), ``model:`` holds ``SatCLIPModule`` arguments,
 ``data:`` a ``class_path`` (default ``satclip.data.stream.SatCLIPDataModule``) and its
 ``init_args``, ``trainer:`` Trainer arguments; unknown keys are errors. On top of Lightning's
 defaults ``satclip fit`` adds:
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
@@ -46,6 +49,42 @@ def check_resumable(path: str) -> None:
     except CheckpointReadError:  # mmap needs the zip format: read a legacy or broken file plainly, which names what is wrong
         checkpoint = safe_torch_load(path)
     resumable_checkpoint(checkpoint, path)
+
+
+def expand_config_bases(argv: list[str]) -> list[str]:
+    """``--config FILE`` whose YAML has a top-level ``base: OTHER`` becomes ``--config OTHER --config
+    <FILE's other keys>`` (``OTHER`` relative to ``FILE``, bases of bases followed; a cycle is an error).
+    Other arguments pass through unchanged."""
+    import yaml
+
+    def expand(path: Path, seen: tuple[Path, ...]) -> list[str]:
+        if path in seen:
+            raise ValueError(f"config {path}: its base chain returns to itself ({' -> '.join(map(str, (*seen, path)))})")
+        try:
+            content = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"config {path}: not plain YAML: {err}") from None
+        if not isinstance(content, dict) or "base" not in content:
+            return ["--config", str(path)]
+        base = content.pop("base")
+        if not isinstance(base, str):
+            raise ValueError(f"config {path}: base must be a file name, got {base!r}")
+        parent = (path.parent / base).resolve()
+        if not parent.is_file():
+            raise FileNotFoundError(f"config {path}: its base {base!r} is not a file ({parent})")
+        return [*expand(parent, (*seen, path)), "--config", yaml.safe_dump(content, sort_keys=False)]
+
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        value = next(args, None) if arg == "--config" else arg.partition("=")[2] if arg.startswith("--config=") else None
+        if value is not None and Path(value).is_file():
+            out += expand(Path(value).resolve(), ())
+        elif value is not None:
+            out += ["--config", value]
+        else:
+            out.append(arg)
+    return out
 
 
 class SatCLIPCLI(LightningCLI):
@@ -103,7 +142,7 @@ def main(argv: list[str] | None = None) -> SatCLIPCLI:
         SatCLIPModule,
         L.LightningDataModule,
         subclass_mode_data=True,
-        args=["fit", *(argv or [])],
+        args=["fit", *expand_config_bases(list(argv or []))],
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": "satclip", "description": "satclip fit: contrastive pretraining (LightningCLI)"},

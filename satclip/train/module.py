@@ -101,8 +101,7 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, location_lr: f
             (loc_decay if own else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if location_lr is not None:
-        groups += [{"params": loc_decay, "weight_decay": weight_decay, "lr": location_lr},
-                   {"params": loc_no_decay, "weight_decay": 0.0, "lr": location_lr}]
+        groups += [{"params": loc_decay, "weight_decay": weight_decay, "lr": location_lr}, {"params": loc_no_decay, "weight_decay": 0.0, "lr": location_lr}]
     return groups
 
 
@@ -259,9 +258,7 @@ class SatCLIPModule(L.LightningModule):
             hp.gradient_clip_algorithm = gradient_clip_algorithm or hp.gradient_clip_algorithm
         if accumulate_grad_batches != 1:
             if hp.accumulate_batches not in (1, accumulate_grad_batches):
-                raise ValueError(
-                    f"trainer.accumulate_grad_batches={accumulate_grad_batches} conflicts with model.accumulate_batches={hp.accumulate_batches}"
-                )
+                raise ValueError(f"trainer.accumulate_grad_batches={accumulate_grad_batches} conflicts with model.accumulate_batches={hp.accumulate_batches}")
             hp.accumulate_batches = int(accumulate_grad_batches)
 
     # ------------------------------------------------------------------ embedding
@@ -284,9 +281,7 @@ class SatCLIPModule(L.LightningModule):
             return None
         return key_ids(keys, self.device)
 
-    def contrastive_loss(
-        self, image: torch.Tensor, location: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def contrastive_loss(self, image: torch.Tensor, location: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         """The global contrastive loss, in float32 even under autocast (bf16 logits would blur the ranking)."""
         with torch.autocast(device_type=self.device.type, enabled=False):
             return self.loss_fn(image.float(), location.float(), scale.float(), ids)

@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 from types import FrameType
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -32,7 +32,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 __all__ = ["Preemption"]
 
 
-def _lightning_owns_sigusr1(trainer: "pl.Trainer") -> bool:
+def _lightning_owns_sigusr1(trainer: pl.Trainer) -> bool:
     """Whether Lightning's SLURM auto-requeue handles SIGUSR1: the strategy's cluster environment, or
     for single-device strategies (which have none) the SLURMEnvironment Lightning picks under srun
     (public API only: a custom ``SLURMEnvironment`` plugin is seen through multi-device strategies)."""
@@ -42,7 +42,7 @@ def _lightning_owns_sigusr1(trainer: "pl.Trainer") -> bool:
     return isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal == signal.SIGUSR1
 
 
-def _last_checkpoint_callback(trainer: "pl.Trainer") -> ModelCheckpoint:
+def _last_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint:
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.save_last:
             if cb.save_last == "link":
@@ -52,8 +52,7 @@ def _last_checkpoint_callback(trainer: "pl.Trainer") -> ModelCheckpoint:
                 )
             return cb
     raise ValueError(
-        "Preemption needs a ModelCheckpoint with save_last=True so that `--ckpt_path last` finds the "
-        "checkpoint it saves; add one to trainer.callbacks"
+        "Preemption needs a ModelCheckpoint with save_last=True so that `--ckpt_path last` finds the checkpoint it saves; add one to trainer.callbacks"
     )
 
 
@@ -62,18 +61,18 @@ class Preemption(Callback):
 
     def __init__(self) -> None:
         self._requested = False
-        self._previous: Optional[Any] = None
-        self._previous_term: Optional[Any] = None
-        self._module: Optional["pl.LightningModule"] = None
+        self._previous: Any | None = None
+        self._previous_term: Any | None = None
+        self._module: pl.LightningModule | None = None
         self._term_waiting = False
         self._installed = False
-        self._saved_step: Optional[int] = None
+        self._saved_step: int | None = None
 
-    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             _last_checkpoint_callback(trainer)
 
-    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Installed after Lightning's own handlers (SIGTERM sets trainer.received_sigterm), which it restores
         # at teardown, also on an exception; on SLURM with auto-requeue SIGUSR1 is Lightning's.
         self._requested, self._saved_step, self._module, self._term_waiting = False, None, pl_module, False
@@ -84,19 +83,19 @@ class Preemption(Callback):
             self._previous = signal.signal(signal.SIGUSR1, self._on_signal)
         self._installed = True
 
-    def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         """Hand SIGTERM to Lightning's handler now, or at the end of an accumulated optimizer step."""
         if getattr(self._module, "accumulating", False):
             self._term_waiting = True
         elif callable(self._previous_term):
             self._previous_term(signum, frame)
 
-    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._requested = True
         if callable(self._previous):
             self._previous(signum, frame)
 
-    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *args: Any) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         accumulating = getattr(pl_module, "accumulating", False)
         if self._term_waiting and not accumulating:
             self._term_waiting = False
@@ -109,7 +108,7 @@ class Preemption(Callback):
             self._save(trainer, "SIGUSR1")
             trainer.should_stop = True
 
-    def _save(self, trainer: "pl.Trainer", what: str) -> None:
+    def _save(self, trainer: pl.Trainer, what: str) -> None:
         if self._saved_step == trainer.global_step:
             return
         cb = _last_checkpoint_callback(trainer)
@@ -128,13 +127,13 @@ class Preemption(Callback):
             self._installed = False
         self._module = None
 
-    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
 
-    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore()
 
-    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # After SIGTERM Lightning finishes the step, then raises SIGTERMException (a clean SystemExit) on every
         # rank; the step is complete, so this is a resumable point. Lightning skips teardown hooks on exceptions.
         if isinstance(exception, SIGTERMException):
