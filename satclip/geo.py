@@ -95,7 +95,6 @@ def lonlat_from_georeference(path_or_dataset) -> tuple[float, float]:
     """
     import rasterio
     from rasterio.io import MemoryFile
-    from rasterio.warp import transform
 
     if isinstance(path_or_dataset, (bytes, bytearray, memoryview)):
         with MemoryFile(bytes(path_or_dataset)) as memfile, memfile.open() as dataset:
@@ -106,10 +105,21 @@ def lonlat_from_georeference(path_or_dataset) -> tuple[float, float]:
     dataset = path_or_dataset
     if dataset.crs is None or dataset.transform.is_identity:
         raise ValueError(f"{dataset.name}: no georeference (CRS {dataset.crs}, transform {tuple(dataset.transform)[:6]})")
-    t, col, row = dataset.transform, dataset.width / 2, dataset.height / 2
-    x, y = t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f  # explicit: affine's operators vary by version
-    lons, lats = transform(dataset.crs, "EPSG:4326", [x], [y])
-    return float(lons[0]), float(lats[0])
+    (lon,), (lat,) = lonlat_of_pixels(dataset.crs, dataset.transform, [dataset.width / 2], [dataset.height / 2])
+    return lon, lat
 
 
-__all__ = ["EARTH_RADIUS_KM", "great_circle_km", "lonlat_from_georeference", "validate_bbox", "validate_lonlat", "wrap_longitude"]
+def lonlat_of_pixels(crs, geotransform, cols: list[float], rows: list[float]) -> tuple[list[float], list[float]]:
+    """WGS84 (lons, lats) in degrees of pixel coordinates (``cols``, ``rows``; 0.5 is a first pixel's
+    centre) of a raster with ``crs`` and affine ``geotransform``: the centre of every cut patch,
+    and through :func:`lonlat_from_georeference` of every whole raster, is transformed here."""
+    from rasterio.warp import transform
+
+    t = geotransform
+    xs = [t.a * c + t.b * r + t.c for c, r in zip(cols, rows)]  # explicit: affine's operators vary by version
+    ys = [t.d * c + t.e * r + t.f for c, r in zip(cols, rows)]
+    lons, lats = transform(crs, "EPSG:4326", xs, ys)
+    return [float(v) for v in lons], [float(v) for v in lats]
+
+
+__all__ = ["EARTH_RADIUS_KM", "great_circle_km", "lonlat_from_georeference", "lonlat_of_pixels", "validate_bbox", "validate_lonlat", "wrap_longitude"]

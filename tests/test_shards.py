@@ -53,7 +53,7 @@ def test_read_index_any_column_order(s2_sample, index):
 
 def test_s2_100k_folder_s2c(s2_sample, index, tmp_path):
     manifest = write_shards([s2_sample], tmp_path, samples_per_shard=8, progress=False)
-    assert manifest["format"] == "satclip-shards/1"
+    assert manifest["format"] == "satclip-shards/2" and manifest["version"] == 2 and manifest["with_time"] == 0
     assert manifest["payload"] == "s2c" and manifest["dtype"] == "uint16"
     assert manifest["bands"] == list(S2_BANDS) == "B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12".split()
     assert [(s["name"], s["samples"]) for s in manifest["shards"]] == [("shard-000000.tar", 8), ("shard-000001.tar", 8), ("shard-000002.tar", 4)]

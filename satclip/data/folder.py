@@ -64,7 +64,7 @@ def eval_stream(
     ``require_coords=False``: samples without coordinates get NaN instead of being skipped.
     """
     if is_tif_folder(source):
-        tasks, _ = collect_tasks([source])
+        tasks = collect_tasks([source]).tasks
         decoder = SampleDecoder(
             crop_size=crop_size, bands=tuple(bands) if bands else None, insert_b10=insert_b10, source_bands=S2_BANDS, require_coords=require_coords
         )

@@ -10,6 +10,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 MANIFEST = "manifest.json"
+MANIFEST_VERSION = 2
+"""The manifest format ``satclip shards`` writes. 1 (no ``version`` field): format, payload, dtype,
+bands, shards, samples. 2 adds ``version``, ``with_time`` (samples whose record has a time),
+``skipped`` and ``filtered`` (counts by kind). Readers take any version up to this one."""
 
 
 def _is_local(url: str) -> bool:
@@ -72,6 +76,7 @@ def read_manifest(urls: Sequence[str]) -> tuple[dict[str, int] | None, tuple[str
             file = path.parent / MANIFEST
             manifests[path.parent] = json.loads(file.read_text()) if file.is_file() else {}
         manifest = manifests[path.parent]
+        check_manifest_version(manifest, path.parent / MANIFEST)
         listed = {s["name"]: int(s["samples"]) for s in manifest.get("shards", [])}
         if path.name not in listed:
             return None, None
@@ -80,4 +85,13 @@ def read_manifest(urls: Sequence[str]) -> tuple[dict[str, int] | None, tuple[str
     return counts, bands
 
 
-__all__ = ["MANIFEST", "expand_urls", "read_manifest"]
+def check_manifest_version(manifest: dict, where: object) -> int:
+    """The manifest's format version (1 when it has no ``version``: sets written before time was
+    carried); a newer one than this satclip reads is refused with a clear error."""
+    version = int(manifest.get("version", 1))
+    if version > MANIFEST_VERSION:
+        raise ValueError(f"{where}: manifest version {version} is newer than this satclip reads ({MANIFEST_VERSION}); upgrade satclip")
+    return version
+
+
+__all__ = ["MANIFEST", "MANIFEST_VERSION", "check_manifest_version", "expand_urls", "read_manifest"]

@@ -1,20 +1,29 @@
-"""``satclip shards``: write WebDataset shards of Sentinel-2 patches with their coordinates.
+"""``satclip shards``: write WebDataset shards of Sentinel-2 patches with their coordinates and time.
 
-Inputs, detected from what is given:
+Inputs, detected from what is given (docs/data.md has the schemas and what was verified):
 
-- an S2-100K folder: ``index.csv`` (columns ``fn``, ``lon``, ``lat`` in any order, extra columns
-  ignored) and ``images/patch_N.tif``; ``--index`` names an index kept elsewhere;
+- an S2-100K folder: an index (``index.csv``, or ``metadata.parquet`` as S2-100K is published now;
+  columns ``fn``, ``lon``, ``lat`` in any order, extra columns ignored) and ``images/patch_N.tif``;
+  ``--index`` names an index kept elsewhere;
 - a folder of GeoTIFFs without an index: each patch's centre (lon, lat) comes from its own
   georeference (:func:`satclip.geo.lonlat_from_georeference`);
 - S2-100K tar shards as published (tars of ``patch_N.tif``, members possibly under ``images/``),
-  as files or a folder of them, with ``--index`` (without it, coordinates from georeference).
+  as files or a folder of them, with ``--index`` (without it: the folder's ``index.csv`` or
+  ``metadata.parquet``, else coordinates from georeference);
+- Major TOM Core-S2L2A / Core-S2L1C Parquet parts (files, or a folder with ``images/*.parquet``):
+  each cell cut into ``--patch-size`` patches (:mod:`satclip.data.majortom`);
+- SSL4EO-S12 v1.1 ``*.zarr.zip`` files (files or a folder): one sample per location and timestamp
+  (:mod:`satclip.data.ssl4eo`).
 
 Output, in ``--out``: ``shard-000000.tar``, ... each sample holding ``__key__`` (the file stem,
 e.g. ``patch_N``), the image under its payload extension (``tif``: original bytes; ``s2c``: see
-:mod:`satclip.data.payload`) and ``json`` = {lon, lat, source, crs, bands, shape, dtype}; and
-``manifest.json`` = {format, payload, dtype, bands, shards: [{name, samples}], samples}.
-Every image is decoded once while writing, so a shard set never holds an unreadable sample.
-Output is deterministic: the same inputs give byte-identical shards for any ``--workers``.
+:mod:`satclip.data.payload`) and ``json`` = {lon, lat, time, doy, source, crs, bands, shape, dtype}
+(``time``/``doy`` when the source has the acquisition time, :func:`satclip.acqtime.time_record`);
+and ``manifest.json`` = {format, version, payload, dtype, bands, shards: [{name, samples}], samples,
+with_time, skipped, filtered}. Every image is decoded once while writing, so a shard set never holds
+an unreadable sample. A corrupt GeoTIFF stops the run naming it; a corrupt Major TOM row or SSL4EO
+timestamp is skipped and counted by kind (``skipped``), patches over ``--max-cloud`` are counted in
+``filtered``. Output is deterministic: the same inputs give byte-identical shards for any ``--workers``.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -39,21 +49,26 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TypeVar
 
+from ..acqtime import parse_time
 from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns
+from . import majortom, ssl4eo
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
-from .shardlist import MANIFEST
+from .shardlist import MANIFEST, MANIFEST_VERSION
+from .sources import SHOWN_PER_KIND, Encoded, ShardInputError, sample_record
 from .transforms import S2_BANDS
 
-MANIFEST_FORMAT = "satclip-shards/1"
+MANIFEST_FORMAT = f"satclip-shards/{MANIFEST_VERSION}"
 TIF_SUFFIXES = (".tif", ".tiff")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+INDEX_NAMES = ("index.csv", "metadata.parquet")
+"""An S2-100K folder's index, in the order looked for."""
+TIME_TAGS = ("ACQUISITION_DATETIME", "DATETIME", "TIFFTAG_DATETIME")
+"""GeoTIFF metadata tags read for the acquisition time, first found wins (TIFF's own tag is written
+``YYYY:MM:DD HH:MM:SS``)."""
 _MISSING_SHOWN = 5
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class ShardInputError(ValueError):
-    """The inputs of ``satclip shards`` are unusable: the message names the file and the problem."""
+log = logging.getLogger("satclip.data")
 
 
 @dataclass(frozen=True)
@@ -66,13 +81,36 @@ class _Task:
     data: bytes | None = None
     lonlat: tuple[float, float] | None = None
 
+    def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
+        return Encoded(samples=[encode_sample(self, payload, bands or S2_BANDS)])
+
 
 # ---------------------------------------------------------------------------------------------
 # reading the inputs
 
 
+def _index_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict]]]:
+    """Column names and (line, row) of an index: CSV text, or Parquet (values as text; line = row + 2)."""
+    if path.suffix == ".parquet":
+        from ..extras import requires_extra
+
+        with requires_extra("an S2-100K metadata.parquet index"):
+            import pyarrow.parquet as pq
+        try:
+            table = pq.read_table(path)
+        except OSError as err:
+            raise ShardInputError(f"index {path}: not a readable Parquet file ({err})") from err
+        columns = {name: table.column(name).to_pylist() for name in table.column_names}
+        rows = ({name: "" if v[i] is None else str(v[i]) for name, v in columns.items()} for i in range(table.num_rows))
+        return list(table.column_names), enumerate(rows, start=2)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), iter(list(enumerate(reader, start=2)))
+
+
 def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:
-    """Read an S2-100K style ``index.csv``: file name (basename of ``fn``) -> (lon, lat) degrees.
+    """Read an S2-100K index, ``index.csv`` or (as published now) ``metadata.parquet``: file name
+    (basename of ``fn``) -> (lon, lat) degrees.
 
     Columns ``fn`` and the coordinates may come in any order among others; the coordinate columns are
     found by :func:`satclip.columns.find_coordinate_columns` (``lon``/``lat``, ``longitude``/``latitude``,
@@ -87,22 +125,20 @@ def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None
     path = Path(path)
     if not path.is_file():
         raise ShardInputError(f"index {path} does not exist")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = list(reader.fieldnames or [])
-        if "fn" not in fields:
-            raise ShardInputError(f"index {path}: missing column(s) ['fn']; found {fields}")
+    fields, rows = _index_rows(path)
+    if "fn" not in fields:
+        raise ShardInputError(f"index {path}: missing column(s) ['fn']; found {fields}")
+    try:
+        lon, lat = find_coordinate_columns(fields, lon_col, lat_col, crs, where=f"index {path}")
+    except CoordinateColumnsError as err:
+        raise ShardInputError(str(err)) from None
+    names, coords = [], []
+    for line, row in rows:
         try:
-            lon, lat = find_coordinate_columns(fields, lon_col, lat_col, crs, where=f"index {path}")
-        except CoordinateColumnsError as err:
-            raise ShardInputError(str(err)) from None
-        names, coords = [], []
-        for line, row in enumerate(reader, start=2):
-            try:
-                coords.append((float(row[lon]), float(row[lat])))
-            except (TypeError, ValueError):
-                raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers") from None
-            names.append(os.path.basename(row["fn"]))
+            coords.append((float(row[lon]), float(row[lat])))
+        except (TypeError, ValueError):
+            raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers") from None
+        names.append(os.path.basename(row["fn"]))
     if not names:
         raise ShardInputError(f"index {path} has no rows")
     seen: set[str] = set()
@@ -172,32 +208,80 @@ def _tar_tasks(tars: Sequence[Path], index: dict[str, tuple[float, float]] | Non
             raise ShardInputError(f"{tar_path}: not a readable tar ({type(err).__name__}: {err})") from err
 
 
+@dataclass
+class Collected:
+    """The tasks of the inputs (streamed where possible), their number if known cheaply, what one is."""
+
+    tasks: Iterable
+    total: int | None
+    unit: str = "patch"
+    in_flight: int = 16
+
+
+def _folder_index(root: Path) -> Path | None:
+    return next((root / name for name in INDEX_NAMES if (root / name).is_file()), None)
+
+
 def collect_tasks(
-    inputs: Sequence[str | Path], index: str | Path | None = None, index_columns: dict[str, str | None] | None = None
-) -> tuple[Iterable[_Task], int | None]:
-    """Work out the input layout; return the tasks and their number (None when streamed from tars)."""
+    inputs: Sequence[str | Path],
+    index: str | Path | None = None,
+    index_columns: dict[str, str | None] | None = None,
+    bands: Sequence[str] | None = None,
+    patch_size: int = 256,
+    max_cloud: float | None = None,
+    season: int | None = None,
+) -> Collected:
+    """Work out the input layout (module docstring) and return its tasks."""
     paths = [Path(p) for p in inputs]
     for p in paths:
         if not p.exists():
             raise ShardInputError(f"input {p} does not exist")
     if len(paths) == 1 and paths[0].is_dir():
         root = paths[0]
-        tars = sorted(p for p in root.iterdir() if p.name.endswith(TAR_SUFFIXES))
-        has_tifs = any(p.suffix.lower() in TIF_SUFFIXES for p in root.rglob("*"))
-        if tars and not has_tifs:
-            paths = tars
-            if index is None and (root / "index.csv").is_file():
-                index = root / "index.csv"
+        parts = majortom.parts_in(root)
+        if parts:
+            paths = parts
+        elif ssl4eo.files_in(root):
+            paths = ssl4eo.files_in(root)
         else:
-            index_path = Path(index) if index is not None else root / "index.csv"
-            table = read_index(index_path, **(index_columns or {})) if index_path.is_file() or index is not None else None
-            tasks = _folder_tasks(root, table)
-            return tasks, len(tasks)
+            tar_dir = root / "data" if (root / "data").is_dir() and any(p.name.endswith(TAR_SUFFIXES) for p in (root / "data").iterdir()) else root
+            tars = sorted(p for p in tar_dir.iterdir() if p.name.endswith(TAR_SUFFIXES))
+            has_tifs = any(p.suffix.lower() in TIF_SUFFIXES for p in root.rglob("*"))
+            if tars and not has_tifs:
+                paths = tars
+                index = index if index is not None else _folder_index(root)
+            else:
+                index_path = Path(index) if index is not None else _folder_index(root)
+                table = read_index(index_path, **(index_columns or {})) if index_path is not None else None
+                tasks = _folder_tasks(root, table)
+                return Collected(tasks, len(tasks))
+    if all(majortom.is_majortom(p) for p in paths):
+        if max_cloud is not None and not 0 <= max_cloud <= 1:
+            raise ShardInputError(f"--max-cloud is a fraction of a patch's pixels, 0 to 1; got {max_cloud}")
+        return Collected(majortom.cell_tasks(paths, bands, patch_size, max_cloud), majortom.count_rows(paths), "cell", 2)
+    if all(ssl4eo.is_ssl4eo(p) for p in paths):
+        return Collected(ssl4eo.location_tasks(paths, season), ssl4eo.count_locations(paths), "location", 4)
     not_tars = [str(p) for p in paths if not (p.is_file() and p.name.endswith(TAR_SUFFIXES))]
     if not_tars:
-        raise ShardInputError(f"expected one folder or tar files ({', '.join(TAR_SUFFIXES)}); not usable: {not_tars}")
+        raise ShardInputError(
+            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or SSL4EO-S12 {ssl4eo.SUFFIX} files; not usable: {not_tars}"
+        )
     table = read_index(index, **(index_columns or {})) if index is not None else None
-    return _tar_tasks(paths, table), None
+    return Collected(_tar_tasks(paths, table), None)
+
+
+def time_from_tags(tags: dict[str, str], source: str) -> float:
+    """Acquisition time (Unix seconds, NaN unknown) from a GeoTIFF's metadata tags (:data:`TIME_TAGS`)."""
+    for tag in TIME_TAGS:
+        text = tags.get(tag)
+        if text:
+            if len(text) >= 19 and text[4] == ":" and text[7] == ":":  # TIFF's YYYY:MM:DD HH:MM:SS
+                text = f"{text[:4]}-{text[5:7]}-{text[8:]}"
+            try:
+                return parse_time(text, f"{source} tag {tag}")
+            except ValueError as err:
+                raise ShardInputError(str(err)) from None
+    return math.nan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +303,7 @@ def encode_sample(task: _Task, payload: str, bands: Sequence[str]) -> tuple[str,
         raise ShardInputError(f"{task.source}: {array.shape[0]} bands, but the band list names {len(bands)}: {list(bands)}")
     with MemoryFile(data) as memfile, memfile.open() as dataset:
         crs = dataset.crs.to_string() if dataset.crs else None
+        seconds = time_from_tags(dataset.tags(), task.source)
         if task.lonlat is None:
             try:
                 lon, lat = lonlat_from_georeference(dataset)
@@ -228,21 +313,14 @@ def encode_sample(task: _Task, payload: str, bands: Sequence[str]) -> tuple[str,
             lon, lat = task.lonlat
     if not (math.isfinite(lon) and math.isfinite(lat) and abs(lat) <= 90):
         raise ShardInputError(f"{task.source}: invalid coordinates lon={lon!r}, lat={lat!r}")
-    record = {
-        "lon": lon,
-        "lat": lat,
-        "source": task.source,
-        "crs": crs,
-        "bands": list(bands),
-        "shape": list(array.shape),
-        "dtype": str(array.dtype),
-    }
+    record = sample_record(lon, lat, seconds, task.source, crs, tuple(bands), array)
     blob = data if payload == "tif" else encode_fast(array)
     return task.key, blob, record
 
 
-def _encode_star(job: tuple[_Task, str, tuple[str, ...]]) -> tuple[str, bytes, dict]:
-    return encode_sample(*job)
+def _encode_star(job: tuple) -> Encoded:
+    task, payload, bands = job
+    return task.encode(payload, bands)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +335,8 @@ class _TarShards:
         self.shards: list[dict] = []
         self.dtype: str | None = None
         self.shape: list[int] | None = None
+        self.bands: list[str] | None = None
+        self.with_time = 0
         self._tar: tarfile.TarFile | None = None
         self._keys: set[str] = set()
 
@@ -265,7 +345,9 @@ class _TarShards:
             raise ShardInputError(f"two inputs give the same sample key {key!r} (second: {record['source']})")
         self._keys.add(key)
         if self.dtype is None:
-            self.dtype, self.shape = record["dtype"], record["shape"]
+            self.dtype, self.shape, self.bands = record["dtype"], record["shape"], record["bands"]
+        elif record["bands"] != self.bands:
+            raise ShardInputError(f"{record['source']}: bands {record['bands']}, the other samples have {self.bands} (one band list per shard set)")
         elif record["dtype"] != self.dtype:
             raise ShardInputError(f"{record['source']}: dtype {record['dtype']}, the other samples are {self.dtype}")
         elif record["shape"] != self.shape:
@@ -278,6 +360,7 @@ class _TarShards:
         self._member(f"{key}.{self.payload}", blob)
         self._member(f"{key}.json", json.dumps(record, separators=(",", ":")).encode())
         self.shards[-1]["samples"] += 1
+        self.with_time += "time" in record
         if self.shards[-1]["samples"] == self.per_shard:
             self._finish()
 
@@ -368,34 +451,48 @@ def _commit(temp: Path, out: Path) -> None:
 
 
 def _write_set(
-    tasks: Iterable[_Task],
-    total: int | None,
+    collected: Collected,
     folder: Path,
     samples_per_shard: int,
     payload: str,
-    bands: tuple[str, ...],
+    bands: tuple[str, ...] | None,
     workers: int,
     progress: bool,
     out: Path,
 ) -> dict:
-    """Encode ``tasks`` into shards in ``folder``; return the manifest (``out`` names the progress bar)."""
+    """Encode the tasks into shards in ``folder``; return the manifest (``out`` names the progress bar)."""
     from tqdm import tqdm
 
-    jobs = ((task, payload, bands) for task in tasks)
+    jobs = ((task, payload, bands) for task in collected.tasks)
     writer = _TarShards(folder, samples_per_shard, payload)
-    with tqdm(total=total, unit="patch", desc=f"shards -> {out}", disable=not progress) as bar:
-        with contextlib.closing(encode_in_order(_encode_star, jobs, workers)) as results:
-            for key, blob, record in results:
-                writer.add(key, blob, record)
+    skipped: dict[str, int] = {}
+    filtered: dict[str, int] = {}
+    with tqdm(total=collected.total, unit=collected.unit, desc=f"shards -> {out}", disable=not progress) as bar:
+        with contextlib.closing(encode_in_order(_encode_star, jobs, workers, collected.in_flight)) as results:
+            for encoded in results:
+                for key, blob, record in encoded.samples:
+                    writer.add(key, blob, record)
+                for kind, source, cause in encoded.skipped:
+                    skipped[kind] = skipped.get(kind, 0) + 1
+                    if skipped[kind] <= SHOWN_PER_KIND:
+                        log.warning("satclip shards: skipped (%s) %s: %s", kind, source, cause)
+                for kind, n in encoded.filtered.items():
+                    filtered[kind] = filtered.get(kind, 0) + n
                 bar.update()
+                if skipped or filtered:
+                    bar.set_postfix(samples=sum(s["samples"] for s in writer.shards), skipped=sum(skipped.values()), filtered=sum(filtered.values()))
         writer.close()
     return {
         "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
         "payload": payload,
         "dtype": writer.dtype,
-        "bands": list(bands),
+        "bands": writer.bands if writer.bands is not None else list(bands or S2_BANDS),
         "shards": writer.shards,
         "samples": sum(s["samples"] for s in writer.shards),
+        "with_time": writer.with_time,
+        "skipped": dict(sorted(skipped.items())),
+        "filtered": dict(sorted(filtered.items())),
     }
 
 
@@ -406,31 +503,40 @@ def write_shards(
     index: str | Path | None = None,
     samples_per_shard: int = 500,
     payload: str = "s2c",
-    bands: Sequence[str] = S2_BANDS,
+    bands: Sequence[str] | None = None,
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
     index_columns: dict[str, str | None] | None = None,
+    patch_size: int = 256,
+    max_cloud: float | None = None,
+    season: int | None = None,
 ) -> dict:
     """Write WebDataset shards and ``manifest.json`` into ``out``; return the manifest.
 
-    ``index_columns``: ``lon_col`` / ``lat_col`` / ``crs`` for :func:`read_index` (default: found).
+    ``bands``: the band names in file order for GeoTIFFs (default S2-100K's 12), the bands to take
+    for Major TOM and SSL4EO-S12 (default all the source has). ``index_columns``: ``lon_col`` /
+    ``lat_col`` / ``crs`` for :func:`read_index` (default: found). ``patch_size`` / ``max_cloud``:
+    Major TOM cutting and cloud filter; ``season`` (1-4): SSL4EO-S12 timestamps of that quarter only.
 
     The set is written into a hidden temporary sibling of ``out`` and moved in only once complete:
     a failure leaves ``out`` (and a set it held, with ``overwrite``) as it was."""
     if payload not in PAYLOAD_EXTENSIONS:
         raise ShardInputError(f"payload must be one of {PAYLOAD_EXTENSIONS}, got {payload!r}")
-    if samples_per_shard < 1 or workers < 1:
-        raise ShardInputError(f"--samples-per-shard and --workers must be >= 1, got {samples_per_shard} and {workers}")
-    tasks, total = collect_tasks(inputs, index, index_columns)
+    if samples_per_shard < 1 or workers < 1 or patch_size < 1:
+        raise ShardInputError(f"--samples-per-shard, --workers and --patch-size must be >= 1, got {samples_per_shard}, {workers} and {patch_size}")
+    if season is not None and season not in (1, 2, 3, 4):
+        raise ShardInputError(f"--season is a quarter of the year, 1 to 4; got {season}")
+    collected = collect_tasks(inputs, index, index_columns, bands, patch_size, max_cloud, season)
     out = Path(out)
     _check_out(out, overwrite)
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
     temp = _hidden_sibling(out, "partial")  # the old set stays in place until this one is complete
     try:
-        manifest = _write_set(tasks, total, temp, samples_per_shard, payload, tuple(bands), workers, progress, out)
+        manifest = _write_set(collected, temp, samples_per_shard, payload, tuple(bands) if bands else None, workers, progress, out)
         if not manifest["shards"]:
-            raise ShardInputError(f"no GeoTIFF found in {', '.join(map(str, inputs))}")
+            counts = ", ".join(f"{k}={n}" for k, n in {**manifest["skipped"], **manifest["filtered"]}.items())
+            raise ShardInputError(f"no sample written from {', '.join(map(str, inputs))}" + (f" (skipped/filtered: {counts})" if counts else ""))
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _commit(temp, out)
     finally:
@@ -446,10 +552,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
         nargs="+",
-        help="an S2-100K folder (index.csv + images/), a folder of GeoTIFFs, or S2-100K tar shards (files or their folder)",
+        help="an S2-100K folder (index.csv or metadata.parquet + images/), a folder of GeoTIFFs, S2-100K tar shards (files or their "
+        "folder), Major TOM Core-S2L2A/L1C Parquet parts (files or the dataset folder), or SSL4EO-S12 v1.1 *.zarr.zip files (files or a folder)",
     )
     parser.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar and manifest.json")
-    parser.add_argument("--index", help="index.csv (fn, lon, lat) when it is not INPUT/index.csv; for tars: else georeference")
+    parser.add_argument("--index", help="index.csv or metadata.parquet (fn, lon, lat) when not in INPUT; for tars: else georeference")
     add_coordinate_arguments(parser)
     parser.add_argument("--samples-per-shard", type=int, default=500, help="samples per tar (default 500)")
     parser.add_argument(
@@ -458,13 +565,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="s2c",
         help="s2c: fast lossless Blosc arrays (default); tif: the original GeoTIFF bytes",
     )
-    parser.add_argument("--bands", default=",".join(S2_BANDS), help="comma-separated band names in file order (default: S2-100K's 12)")
+    parser.add_argument(
+        "--bands",
+        help="comma-separated band names: GeoTIFFs' file order (default: S2-100K's 12); for Major TOM and "
+        "SSL4EO-S12 the bands to take, in this order (default: all the source has)",
+    )
+    parser.add_argument("--patch-size", type=int, default=256, help="Major TOM: side of the patches cut from each cell, px at 10 m (default 256)")
+    parser.add_argument("--max-cloud", type=float, help="Major TOM: leave out patches whose cloud-mask fraction is above this (0-1)")
+    parser.add_argument("--season", type=int, choices=(1, 2, 3, 4), help="SSL4EO-S12: only timestamps in this quarter (1: Jan-Mar ... 4: Oct-Dec)")
     parser.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
 
 
 def run(args: argparse.Namespace) -> int:
-    bands = [b.strip() for b in args.bands.split(",") if b.strip()]
+    bands = [b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None
     try:
         manifest = write_shards(
             args.inputs,
@@ -476,13 +590,32 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             overwrite=args.overwrite,
             index_columns={"lon_col": args.lon_col, "lat_col": args.lat_col, "crs": args.crs},
+            patch_size=args.patch_size,
+            max_cloud=args.max_cloud,
+            season=args.season,
         )
     except ShardInputError as err:
         print(f"satclip shards: error: {err}", file=sys.stderr)
         return 2
     size = sum((Path(args.out) / s["name"]).stat().st_size for s in manifest["shards"]) / 2**20
-    print(f"wrote {manifest['samples']} samples in {len(manifest['shards'])} shards ({size:.1f} MiB, payload {args.payload}) to {args.out}")
+    print(
+        f"wrote {manifest['samples']} samples in {len(manifest['shards'])} shards ({size:.1f} MiB, payload {args.payload}) to {args.out}; "
+        f"{manifest['with_time']} with acquisition time"
+    )
+    for label, counts in (("skipped (corrupt)", manifest["skipped"]), ("filtered", manifest["filtered"])):
+        if counts:
+            print(f"{label}: {sum(counts.values())} ({', '.join(f'{k}={n}' for k, n in counts.items())})")
     return 0
 
 
-__all__ = ["MANIFEST_FORMAT", "ShardInputError", "collect_tasks", "encode_in_order", "encode_sample", "read_index", "write_shards"]
+__all__ = [
+    "MANIFEST_FORMAT",
+    "Collected",
+    "ShardInputError",
+    "collect_tasks",
+    "encode_in_order",
+    "encode_sample",
+    "read_index",
+    "time_from_tags",
+    "write_shards",
+]

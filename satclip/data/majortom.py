@@ -1,0 +1,258 @@
+"""Major TOM Core-S2L2A / Core-S2L1C Parquet parts -> cells -> patches for ``satclip shards``.
+
+A part (``images/part_NNNNN.parquet``) holds one row per grid cell and product, one row per row
+group as published: ``product_id``, ``grid_cell``, ``product_datetime`` (text), ``thumbnail`` (PNG),
+one binary column per band (``B01`` .. ``B12``, ``B8A``; ``B10`` in L1C only), each a single-band
+GeoTIFF at the band's own resolution (10, 20 or 60 m over the same 1,068 x 1,068 px 10 m cell),
+and ``cloud_mask`` (a 10 m GeoTIFF). Row groups are read one at a time (the parts are ~4-5 GB).
+
+Each cell is brought to the 10 m grid by nearest-neighbour replication (a 20 m pixel becomes 2 x 2
+identical 10 m pixels, a 60 m one 6 x 6): every output value is a stored input value, so patches
+stay bit-exact against the source, and the 10 m pixel grid of a coarser band coincides with the
+cell's (Sentinel-2's 20 and 60 m grids are aligned on the 10 m one). The cell is cut into
+``patch_size`` squares, floor(H / size) x floor(W / size), centred in the cell (the remainder,
+e.g. 44 px of 1,068 at 256, is dropped, half on each side); each patch's centre lon/lat comes from
+the 10 m band's georeference. With ``max_cloud``, a patch whose fraction of non-zero cloud-mask
+pixels is above it is left out and counted (``filtered`` ``cloud``).
+
+A corrupt row is skipped and counted by kind, never fatal: ``band_missing`` (a band or, with
+``max_cloud``, the cloud mask is null or empty), ``band_decode`` (its GeoTIFF bytes do not decode,
+e.g. truncated), ``band_grid`` (a band's size, CRS, origin or dtype does not fit the 10 m grid, or
+the cell is smaller than a patch), ``datetime`` (``product_datetime`` does not parse),
+``georeference`` (no CRS/transform, or a centre that is not a valid lon/lat).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..acqtime import parse_time
+from ..extras import requires_extra
+from .sources import Encoded, ShardInputError, payload_bytes, sample_key, sample_record, valid_lonlat
+from .transforms import S2_BANDS_13
+
+META_COLUMNS = ("product_id", "grid_cell", "product_datetime")
+CLOUD_MASK = "cloud_mask"
+METADATA_FILE = "metadata.parquet"
+"""The index beside the parts (grid cell, centre, cloud cover, ... per row); not needed here: each
+patch's coordinates come from its own georeference and the time from the row."""
+
+
+def is_majortom(path: Path) -> bool:
+    """A Parquet part with Major TOM's columns (checked from the schema, nothing else read)."""
+    if not (path.is_file() and path.suffix == ".parquet" and path.name != METADATA_FILE):
+        return False
+    with requires_extra("satclip shards of Major TOM Parquet"):
+        import pyarrow.parquet as pq
+    try:
+        names = set(pq.read_schema(path).names)
+    except Exception:  # noqa: BLE001 - not a Parquet file: not ours, the caller says what it expected
+        return False
+    return set(META_COLUMNS) <= names
+
+
+def parts_in(root: Path) -> list[Path]:
+    """The Major TOM parts in a folder (itself or its ``images/``), sorted; [] when there are none."""
+    folders = [root / "images", root] if (root / "images").is_dir() else [root]
+    return sorted(p for folder in folders for p in folder.glob("*.parquet") if is_majortom(p))
+
+
+def source_bands(path: Path, bands: Sequence[str] | None) -> tuple[str, ...]:
+    """The bands to read from a part: ``bands``, each a column of it, or every band column it has in
+    the 13-band order (12 for L2A, 13 with B10 for L1C)."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    if bands is None:
+        found = tuple(b for b in S2_BANDS_13 if b in names)
+        if not found:
+            raise ShardInputError(f"{path}: no band columns ({', '.join(S2_BANDS_13)}) among {names}")
+        return found
+    missing = [b for b in bands if b not in names]
+    if missing:
+        raise ShardInputError(f"{path}: no column(s) {missing} for --bands; its columns are {names}")
+    return tuple(bands)
+
+
+def count_rows(parts: Sequence[Path]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """One Major TOM row: its band GeoTIFF bytes (None = null), to be cut into patches."""
+
+    source: str
+    product_id: str
+    grid_cell: str
+    datetime: str | None
+    bands: tuple[str, ...]
+    data: tuple[bytes | None, ...]
+    cloud_mask: bytes | None
+    patch_size: int = 256
+    max_cloud: float | None = None
+
+    def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
+        return encode_cell(self, payload)
+
+
+def cell_tasks(parts: Sequence[Path], bands: Sequence[str] | None, patch_size: int, max_cloud: float | None) -> Iterator[CellTask]:
+    """Tasks streamed row group by row group from the parts, in file and row order."""
+    import pyarrow.parquet as pq
+
+    first: tuple[str, ...] | None = None
+    for path in parts:
+        names = source_bands(path, bands)
+        if first is None:
+            first = names
+        elif names != first:
+            raise ShardInputError(f"{path}: bands {list(names)}, the first part has {list(first)} (one band list per shard set)")
+        try:
+            parquet = pq.ParquetFile(path)
+            has_mask = CLOUD_MASK in parquet.schema_arrow.names
+            columns = [*META_COLUMNS, *names, *([CLOUD_MASK] if has_mask else [])]
+            row = 0
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=columns)
+                values = {name: table.column(name).to_pylist() for name in columns}
+                for i in range(table.num_rows):
+                    yield CellTask(
+                        source=f"{path.name}:row {row}",
+                        product_id=str(values["product_id"][i]),
+                        grid_cell=str(values["grid_cell"][i]),
+                        datetime=values["product_datetime"][i],
+                        bands=names,
+                        data=tuple(values[b][i] for b in names),
+                        cloud_mask=values[CLOUD_MASK][i] if has_mask else None,
+                        patch_size=patch_size,
+                        max_cloud=max_cloud,
+                    )
+                    row += 1
+        except OSError as err:  # pyarrow's ArrowInvalid / ArrowIOError derive from it
+            raise ShardInputError(f"{path}: not a readable Parquet file ({type(err).__name__}: {err})") from err
+
+
+class _RowSkip(Exception):
+    def __init__(self, kind: str, cause: str) -> None:
+        super().__init__(cause)
+        self.kind = kind
+
+
+def _read_band(name: str, data: bytes | None):
+    """(array (H, W), crs, transform) of one band's GeoTIFF bytes; raises _RowSkip."""
+    from rasterio.io import MemoryFile
+
+    if not data:
+        raise _RowSkip("band_missing", f"{name} is {'null' if data is None else 'empty'}")
+    try:
+        with MemoryFile(bytes(data)) as memfile, memfile.open() as dataset:
+            return dataset.read(1), dataset.crs, dataset.transform
+    except Exception as err:  # noqa: BLE001 - RasterioError / CPLE_* for truncated or garbage bytes
+        cause = err.__cause__ or err
+        raise _RowSkip("band_decode", f"{name} ({len(data)} bytes) does not decode: {cause}") from None
+
+
+def _on_grid(name: str, array: np.ndarray, crs, transform, ref) -> int:
+    """The integer factor by which band ``name`` is coarser than the 10 m reference grid ``ref``."""
+    height, width, ref_crs, ref_transform, dtype = ref
+    factor = width // array.shape[1] if array.shape[1] else 0
+    ok = (
+        factor >= 1
+        and array.shape[1] * factor == width
+        and array.shape[0] * factor == height
+        and crs == ref_crs
+        and array.dtype == dtype
+        and math.isclose(transform.a, ref_transform.a * factor)
+        and math.isclose(transform.e, ref_transform.e * factor)
+        and transform.b == ref_transform.b == 0
+        and transform.d == ref_transform.d == 0
+        and math.isclose(transform.c, ref_transform.c, abs_tol=1e-6)
+        and math.isclose(transform.f, ref_transform.f, abs_tol=1e-6)
+    )
+    if not ok:
+        raise _RowSkip(
+            "band_grid",
+            f"{name}: {array.shape[0]}x{array.shape[1]} {array.dtype} {transform!r} does not fit the "
+            f"10 m grid {height}x{width} {dtype} {ref_transform!r} ({ref_crs})",
+        )
+    return factor
+
+
+def to_10m(array: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour replication of a coarser band onto the 10 m grid (values unchanged)."""
+    return array if factor == 1 else np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+
+
+def patch_offsets(height: int, width: int, size: int) -> list[tuple[int, int]]:
+    """Top-left (row, col) of each patch, row-major: floor(H/size) x floor(W/size), centred."""
+    top, left = (height - height // size * size) // 2, (width - width // size * size) // 2
+    return [(top + i * size, left + j * size) for i in range(height // size) for j in range(width // size)]
+
+
+def _cell(task: CellTask):
+    """The cell on the 10 m grid (C, H, W), its crs, transform, time and cloud mask; raises _RowSkip."""
+    from rasterio.crs import CRS
+
+    try:
+        seconds = parse_time("" if task.datetime is None else task.datetime, "product_datetime")
+    except ValueError as err:
+        raise _RowSkip("datetime", str(err)) from None
+    reads = [(name, *_read_band(name, data)) for name, data in zip(task.bands, task.data)]
+    finest = max(reads, key=lambda r: r[1].shape[1])
+    _, ref_array, crs, transform = finest
+    if not isinstance(crs, CRS) or transform.is_identity:
+        raise _RowSkip("georeference", f"{finest[0]} has no georeference (CRS {crs}, transform {tuple(transform)[:6]})")
+    ref = (*ref_array.shape, crs, transform, ref_array.dtype)
+    cell = np.empty((len(reads), *ref_array.shape), dtype=ref_array.dtype)
+    for c, (name, array, band_crs, band_transform) in enumerate(reads):
+        cell[c] = to_10m(array, _on_grid(name, array, band_crs, band_transform, ref))
+    mask = None
+    if task.max_cloud is not None:
+        mask_array, mask_crs, mask_transform = _read_band(CLOUD_MASK, task.cloud_mask)
+        ref_mask = (*ref_array.shape, crs, transform, mask_array.dtype)
+        mask = to_10m(mask_array, _on_grid(CLOUD_MASK, mask_array, mask_crs, mask_transform, ref_mask)) != 0
+    if min(cell.shape[1:]) < task.patch_size:
+        raise _RowSkip("band_grid", f"the cell is {cell.shape[1]}x{cell.shape[2]}, smaller than a {task.patch_size} px patch")
+    return cell, crs, transform, seconds, mask
+
+
+def encode_cell(task: CellTask, payload: str) -> Encoded:
+    """Cut one Major TOM row into checked patch samples; a corrupt row gives a counted skip."""
+    from ..geo import lonlat_of_pixels
+
+    try:
+        cell, crs, transform, seconds, mask = _cell(task)
+    except _RowSkip as skip:
+        return Encoded.skip(skip.kind, task.source, str(skip))
+    size = task.patch_size
+    offsets = patch_offsets(cell.shape[1], cell.shape[2], size)
+    lons, lats = lonlat_of_pixels(crs, transform, [c + size / 2 for _, c in offsets], [r + size / 2 for r, _ in offsets])
+    out = Encoded()
+    crs_text = crs.to_string()
+    for (top, left), lon, lat in zip(offsets, lons, lats):
+        where = f"{task.source} patch ({top}, {left})"
+        if not valid_lonlat(lon, lat):
+            out.skipped.append(("georeference", where, f"centre lon={lon}, lat={lat} is not a valid coordinate"))
+            continue
+        extra: dict[str, object] = {"cell": task.grid_cell, "product_id": task.product_id, "offset": [top, left]}
+        if mask is not None:
+            cloud = float(mask[top : top + size, left : left + size].mean())
+            if cloud > float(task.max_cloud):  # type: ignore[arg-type]  # set whenever the mask is read
+                out.filtered["cloud"] = out.filtered.get("cloud", 0) + 1
+                continue
+            extra["cloud"] = round(cloud, 6)
+        patch = np.ascontiguousarray(cell[:, top : top + size, left : left + size])
+        key = sample_key(f"{task.grid_cell}_{task.product_id}_{top}_{left}")
+        record = sample_record(lon, lat, seconds, where, crs_text, task.bands, patch, **extra)
+        out.samples.append((key, payload_bytes(patch, payload, task.source), record))
+    return out
+
+
+__all__ = ["CellTask", "cell_tasks", "count_rows", "encode_cell", "is_majortom", "parts_in", "patch_offsets", "source_bands", "to_10m"]
