@@ -9,6 +9,8 @@ number of negatives per image the per-GPU batch size.)
 
 Both losses take optional per-row sample ids: a pair of different rows with the same id (one patch
 drawn twice into a batch) is then not used as a negative (it is a false negative).
+
+:class:`MatryoshkaLoss` wraps either loss to train nested prefixes of the embeddings.
 """
 
 from __future__ import annotations
@@ -196,6 +198,38 @@ class SigLIPLoss(nn.Module):
         return loss * dist.get_world_size()
 
 
+class MatryoshkaLoss(nn.Module):
+    """Nested (Matryoshka) training: a contrastive loss applied to leading prefixes of the features.
+
+    ``loss(image, location, logit_scale, ids)`` computes, for every ``d`` in ``dims``, the wrapped
+    ``base`` loss (:class:`InfoNCELoss` or :class:`SigLIPLoss`, with its global negatives) on the
+    first ``d`` dimensions of both towers' features, each prefix L2-normalised on its own, and returns
+    the sum of those losses weighted by ``weights`` (default 1 each). The first ``d`` dimensions of a
+    tower so trained are an embedding on their own (Kusupati et al., 2022). Include the full
+    dimension in ``dims`` to train the full embedding too.
+    """
+
+    def __init__(self, base: nn.Module, dims: list[int] | tuple[int, ...], weights: list[float] | tuple[float, ...] | None = None) -> None:
+        super().__init__()
+        dims = [int(d) for d in dims]
+        if not dims or any(d < 1 for d in dims) or any(a >= b for a, b in zip(dims, dims[1:])):
+            raise ValueError(f"matryoshka_dims must be increasing positive integers, e.g. [16, 32, 64]; got {dims}")
+        weights = [1.0] * len(dims) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(dims) or any(not w >= 0 for w in weights) or not sum(weights) > 0:
+            raise ValueError(f"matryoshka_weights must be one non-negative weight per dimension of {dims} (not all 0); got {weights}")
+        self.base = base
+        self.dims, self.weights = dims, weights
+
+    def forward(self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        _check_features(image, location, ids)
+        if self.dims[-1] > image.shape[1]:
+            raise ValueError(f"matryoshka_dims {self.dims} go beyond the features' {image.shape[1]} dimensions")
+        terms = [
+            w * self.base(F.normalize(image[:, :d], dim=-1), F.normalize(location[:, :d], dim=-1), logit_scale, ids) for d, w in zip(self.dims, self.weights)
+        ]
+        return torch.stack(terms).sum()
+
+
 def _check_features(image: torch.Tensor, location: torch.Tensor, ids: torch.Tensor | None) -> None:
     if image.shape != location.shape or image.ndim != 2:
         raise ValueError(f"image and location features must both be (batch, dim); got {tuple(image.shape)} and {tuple(location.shape)}")
@@ -207,4 +241,4 @@ LOSSES: dict[str, type[nn.Module]] = {"infonce": InfoNCELoss, "siglip": SigLIPLo
 """Contrastive losses by name (``SatCLIPModule(loss=...)``)."""
 
 
-__all__ = ["LOSSES", "InfoNCELoss", "SigLIPLoss", "false_negatives", "gather_rows", "info_nce", "sigmoid_pairs"]
+__all__ = ["LOSSES", "InfoNCELoss", "MatryoshkaLoss", "SigLIPLoss", "false_negatives", "gather_rows", "info_nce", "sigmoid_pairs"]

@@ -24,6 +24,10 @@
 4. Image -> location retrieval of ``--n-retrieval`` held-out patches (new locations) among their
    locations: top-1 / top-5 and the median great-circle error of the top-1, next to chance.
 
+5. With ``--prefix-dims 16 32``: the same probes on the leading 16 and 32 dimensions of the
+   pretrained embeddings (what ``load_location_encoder(..., dim=16)`` gives), next to all of them;
+   for Matryoshka training (``--fit-arg model.matryoshka_dims=[16,32,64]``), see docs/matryoshka.md.
+
 ``--recipe NAME`` trains with the overlay ``configs/recipes/NAME.yaml`` (``cool``: the recommended
 recipe), ``--fit-arg model.KEY=VALUE`` with any other option.
 
@@ -255,6 +259,42 @@ def verdict(results: dict[str, dict[tuple[str, str, str], np.ndarray]], tie: flo
     return "\n".join(lines), head + "\n".join(words)
 
 
+def prefix_report(checkpoint: Path, world: SyntheticWorld, n_heldout: int, seed: int, probe: str, labels: tuple[int, ...], dims: tuple[int, ...]) -> str:
+    """Markdown: the same probes on the leading ``dims`` dimensions of the pretrained embeddings (what
+    ``load_location_encoder(..., dim=d)`` returns), next to the full embedding; same points and folds as
+    :func:`probe_report`. Per target a learning-curve table, then the mean over its (cv, labels) cells."""
+    from satclip import load_location_encoder
+    from satclip.eval.probe import embed
+    from satclip.eval.synthetic import uniform_sphere
+
+    lonlat = uniform_sphere(n_heldout, seed + 12)
+    fields = world.fields(lonlat)
+    tower = load_location_encoder(str(checkpoint))
+    full = embed(tower, lonlat)
+    bad = [d for d in dims if not 0 < d < full.shape[1]]
+    if bad:
+        raise ValueError(f"--prefix-dims must be between 1 and {full.shape[1] - 1} (the embedding has {full.shape[1]}); got {bad}")
+    names = {d: f"first {d} dims" for d in sorted(dims)}
+    features = {**{names[d]: full[:, :d] for d in names}, f"all {full.shape[1]} dims": full}
+    parts, means = [], {}
+    for target, task in TARGETS:
+        y = fields[target] if task == "regression" else fields[target].astype(int)
+        scores = learning_curve(features, lonlat, y, task, probe, list(labels), seed)
+        means[target] = {name: np.mean([v.mean() for k, v in scores.items() if k[0] == name]) for name in features}
+        metric = "R²" if task == "regression" else "accuracy"
+        parts.append(f"### prefixes, {target}: {metric}, {probe} probe (best in bold)\n\n{curve_table(scores)}\n")
+    trained = getattr(tower, "matryoshka_dims", None)
+    lines = [
+        "\n## Embedding prefixes: the leading dimensions of the pretrained tower\n",
+        f"training prefixes (matryoshka_dims): {trained or 'none (standard training)'}\n",
+        "mean over the (cv, labels) cells of each target:\n",
+        "| prefix | " + " | ".join(t for t, _ in TARGETS) + " |",
+        "|---|" + "---|" * len(TARGETS),
+    ]
+    lines += [f"| {name} | " + " | ".join(f"{means[t][name]:.3f}" for t, _ in TARGETS) + " |" for name in features]
+    return "\n".join([*lines, "", *parts])
+
+
 def retrieval_report(checkpoint: Path, world: SyntheticWorld, n: int, size: int, crop_px: int, seed: int) -> str:
     """Markdown: image -> location retrieval over ``n`` held-out patches (new locations, new patches),
     ranked among the location embeddings of the same ``n`` locations, with chance level."""
@@ -350,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         "--fit-arg", action="append", default=[], metavar="KEY=VALUE", help="extra satclip fit option, e.g. model.logit_scale_init=3 (repeatable)"
     )
     parser.add_argument("--probe", default="ridge", choices=("ridge", "mlp"))
+    parser.add_argument(
+        "--prefix-dims", type=int, nargs="+", default=[], help="also probe these leading prefixes of the pretrained embeddings (e.g. 16 32 of 64)"
+    )
     parser.add_argument("--reuse-data", action="store_true", help="keep the shards already in --out (same settings)")
     parser.add_argument("--checkpoint", type=Path, help="skip data and pretraining: probe this checkpoint")
     args = parser.parse_args(argv)
@@ -370,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         timings["pretraining"] = time.perf_counter() - start
     start = time.perf_counter()
     report = probe_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels), tuple(args.baseline_sh))
+    if args.prefix_dims:
+        report += prefix_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels), tuple(args.prefix_dims))
     report += "\n" + retrieval_report(checkpoint, world, args.n_retrieval, args.size, args.crop, args.seed)
     timings["probes"] = time.perf_counter() - start
     trained = (

@@ -2,7 +2,8 @@
 
 Usage: python tests/_dist_loss_worker.py OUT_DIR SIZES [SIZES ...] (e.g. "4,4" "5,3": rows per rank,
 the same number of ranks in each). For each loss of ``satclip.loss.LOSSES``, with and without sample
-ids (:func:`global_ids`: one id shared by rows on different ranks), and each SIZES, each rank takes
+ids (:func:`global_ids`: one id shared by rows on different ranks), and each SIZES, alone and
+wrapped in :class:`satclip.loss.MatryoshkaLoss` (names ``matryoshka-<loss>``, :data:`NAMES`), each rank takes
 its rows of a fixed global batch, runs tiny DDP-wrapped towers and the loss, and saves its loss, the
 (DDP averaged) parameter gradients and its feature gradients to OUT_DIR/<loss>-<ids>/<SIZES>/rank{r}.pt.
 """
@@ -18,9 +19,11 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from satclip.loss import LOSSES
+from satclip.loss import LOSSES, MatryoshkaLoss
 
 DIM_IN, DIM_OUT = 6, 4
+NAMES = [*LOSSES, *(f"matryoshka-{n}" for n in LOSSES)]
+"""The losses of the run: each of LOSSES, alone and on the nested prefixes of 2 and 4 dimensions."""
 
 
 def global_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,8 +40,11 @@ def global_ids(n: int) -> torch.Tensor:
 
 
 def make_loss(name: str) -> nn.Module:
-    """The loss by name, with its own parameters (SigLIP's bias) at a fixed value."""
+    """The loss by name (of NAMES), with its own parameters (SigLIP's bias) at a fixed value."""
     torch.manual_seed(2)
+    base = name.removeprefix("matryoshka-")
+    if base != name:
+        return MatryoshkaLoss(LOSSES[base](), dims=[2, DIM_OUT], weights=[0.5, 1.0]).double()
     return LOSSES[name]().double()
 
 
@@ -60,7 +66,7 @@ def _run(rank: int, world: int, init: str, out: str, runs: list[list[int]]) -> N
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        for name, with_ids, sizes in ((n, i, s) for n in LOSSES for i in (False, True) for s in runs):
+        for name, with_ids, sizes in ((n, i, s) for n in NAMES for i in (False, True) for s in runs):
             x, y = global_batch(sum(sizes))
             start = sum(sizes[:rank])
             rows = slice(start, start + sizes[rank])

@@ -1,4 +1,4 @@
-"""InfoNCELoss: single-process behaviour and the 2-process gloo equivalence with one process."""
+"""The contrastive losses (InfoNCE, SigLIP, their Matryoshka wrapper): single-process behaviour and the 2-process gloo equivalence with one process."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from satclip.loss import LOSSES, InfoNCELoss, SigLIPLoss, gather_rows, info_nce, sigmoid_pairs
+from satclip.loss import LOSSES, InfoNCELoss, MatryoshkaLoss, SigLIPLoss, gather_rows, info_nce, sigmoid_pairs
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,13 +78,13 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One 2-process gloo run (a subprocess: no process group in the pytest process) for all SIZES."""
     out = tmp_path_factory.mktemp("gloo")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, str(HERE / "_dist_loss_worker.py"), str(out), *SIZES], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, str(HERE / "_dist_loss_worker.py"), str(out), *SIZES], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
 
 @pytest.mark.parametrize("with_ids", [False, True], ids=["noids", "ids"])
-@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("name", [*sorted(LOSSES), *(f"matryoshka-{n}" for n in sorted(LOSSES))])
 @pytest.mark.parametrize("sizes", SIZES)
 def test_two_process_gloo_loss_and_gradients_equal_one_process(two_process_run: Path, sizes: str, name: str, with_ids: bool) -> None:
     sys.path.insert(0, str(HERE))
@@ -158,3 +158,39 @@ def test_siglip_matches_the_paper_formula_and_learns_its_bias() -> None:
     assert loss_fn.logit_bias.grad is not None and float(loss_fn.logit_bias.grad) < -0.5
     aligned = SigLIPLoss(bias_init=0.0)(img, img.clone(), torch.tensor(100.0))
     assert float(aligned) < float(SigLIPLoss(bias_init=0.0)(img, loc, torch.tensor(100.0)))
+
+
+def test_matryoshka_sums_the_weighted_losses_of_each_prefix_normalised_alone() -> None:
+    img, loc = _features(n=8, d=16)
+    scale = torch.tensor(5.0)
+    for base in (InfoNCELoss(), SigLIPLoss()):
+        loss = MatryoshkaLoss(base, dims=[4, 8, 16], weights=[2.0, 0.5, 1.0])(img, loc, scale)
+        expected = sum(w * base(F.normalize(img[:, :d], dim=-1), F.normalize(loc[:, :d], dim=-1), scale) for d, w in ((4, 2.0), (8, 0.5), (16, 1.0)))
+        assert torch.allclose(loss, expected, atol=1e-6)
+    # one prefix of the full dimension is the plain loss; the prefixes differ from the full features
+    assert torch.allclose(MatryoshkaLoss(InfoNCELoss(), [16])(img, loc, scale), InfoNCELoss()(img, loc, scale), atol=1e-6)
+    assert not torch.allclose(MatryoshkaLoss(InfoNCELoss(), [4])(img, loc, scale), InfoNCELoss()(img, loc, scale), atol=1e-3)
+
+
+def test_matryoshka_trains_the_leading_dimensions_only_up_to_its_largest_prefix() -> None:
+    img, loc = (t.requires_grad_() for t in _features(n=8, d=16))
+    MatryoshkaLoss(InfoNCELoss(), [4, 8])(img, loc, torch.tensor(5.0)).backward()
+    assert float(img.grad[:, 8:].abs().max()) == 0.0 and float(img.grad[:, :8].abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("dims", "weights", "match"),
+    [
+        ([], None, "increasing positive"),
+        ([8, 4], None, "increasing positive"),
+        ([0, 4], None, "increasing positive"),
+        ([4, 8], [1.0], "one non-negative weight"),
+        ([4, 8], [1.0, -1.0], "one non-negative weight"),
+    ],
+)
+def test_matryoshka_rejects_bad_dims_and_weights(dims: list[int], weights: list[float] | None, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        MatryoshkaLoss(InfoNCELoss(), dims, weights)
+    img, loc = _features(n=4, d=16)
+    with pytest.raises(ValueError, match=r"matryoshka_dims \[8, 32\] go beyond the features' 16 dimensions"):
+        MatryoshkaLoss(InfoNCELoss(), [8, 32])(img, loc, torch.tensor(1.0))

@@ -64,10 +64,11 @@ def test_gradcache_gradient_equals_the_full_batch_gradient() -> None:
     assert abs(plain.item() - loss.item()) > 1e-3
 
 
+@pytest.mark.parametrize("matryoshka", [None, [4, 8, 16]], ids=["plain", "matryoshka"])
 @pytest.mark.parametrize("loss", ["infonce", "siglip"])
-def test_gradcache_with_the_loss_parameters_and_duplicate_ids_equals_the_full_batch(loss: str) -> None:
+def test_gradcache_with_the_loss_parameters_and_duplicate_ids_equals_the_full_batch(loss: str, matryoshka: list[int] | None) -> None:
     torch.manual_seed(0)
-    module = tiny_module(loss=loss, mask_duplicates=True).double().eval()
+    module = tiny_module(loss=loss, mask_duplicates=True, matryoshka_dims=matryoshka).double().eval()
     batch = synthetic_batch(12, image_size=16)
     batch["image"] = batch["image"].double()
     batch["key"] = [f"k{i % 10}" for i in range(12)]  # rows 10 and 11 repeat rows 0 and 1

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..columns import add_coordinate_arguments, find_coordinate_columns
-from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder
+from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder, with_last_affine
 from .fitting import LocationPredictor, Split, evaluate, infer_kind, train_predictor
 
 TUNED_TASKS = ("landocean", "checkerboard")
@@ -364,8 +364,6 @@ def as_location_encoder(model: LocationPredictor) -> LocationEncoder:
     tower = model.tower
     state = tower.state_dict()
     w_key, b_key = list(state)[-2:]
-    if not (w_key.endswith("weight") and b_key.endswith("bias")):
-        raise ValueError(f"cannot fold a head into a tower ending with {w_key!r}, {b_key!r}")
     weight, bias = state[w_key].double(), state[b_key].double()
     if isinstance(model.head, nn.Linear):
         weight, bias = model.head.weight.double() @ weight, model.head.weight.double() @ bias + model.head.bias.double()
@@ -373,10 +371,7 @@ def as_location_encoder(model: LocationPredictor) -> LocationEncoder:
         raise ValueError(f"only a linear head can be folded into the tower, got {type(model.head).__name__}")
     if model.kind == "regression":
         weight, bias = weight * model.y_std, bias * model.y_std + model.y_mean
-    folded = build_location_encoder(**{**tower.config, "output_dim": weight.shape[0]}, dtype=tower.dtype)
-    state[w_key], state[b_key] = weight.to(tower.dtype), bias.to(tower.dtype)
-    folded.load_state_dict(state)
-    return folded.eval()
+    return with_last_affine(tower, weight, bias)
 
 
 def save_predictor(model: LocationPredictor, out: Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..extras import requires_extra
-from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder
+from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder, truncate_location_encoder
 from ..pretrained import list_pretrained
 from ..safeload import load_weights
 from . import hub
@@ -51,11 +51,13 @@ _ENCODING_HPARAMS = ("legendre_polys", "frequency_num", "min_radius", "max_radiu
 
 @dataclass
 class ModelSpec:
-    """What a checkpoint describes: ``SatCLIP(**kwargs)`` and its state dict (SatCLIP parameter names)."""
+    """What a checkpoint describes: ``SatCLIP(**kwargs)`` and its state dict (SatCLIP parameter names),
+    and the Matryoshka prefixes it was trained with (None: standard training)."""
 
     kwargs: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
     source: str
+    matryoshka_dims: list[int] | None = None
 
 
 def resolve_source(source: str | Path) -> Path:
@@ -153,14 +155,24 @@ def checkpoint_spec(checkpoint: dict[str, Any], where: str = "checkpoint") -> Mo
         if not isinstance(meta, dict) or meta.get("format") != OWN_FORMAT_VERSION or not isinstance(meta.get("model"), dict):
             raise ValueError(f"{where}: entry 'satclip' is not format {OWN_FORMAT_VERSION} with a 'model' dict: {meta!r}")
         kwargs = {**meta["model"], "vision_weights": None}  # the checkpoint already holds the backbone
+        dims = meta.get("matryoshka_dims")
     elif isinstance(checkpoint.get("hyper_parameters"), dict) and "le_type" in checkpoint["hyper_parameters"]:
-        kwargs = released_model_kwargs(checkpoint["hyper_parameters"], where)
+        kwargs, dims = released_model_kwargs(checkpoint["hyper_parameters"], where), None
     else:
         raise ValueError(
             f"{where}: unknown checkpoint format: neither this project's 'satclip' entry nor released SatCLIP "
             f"'hyper_parameters' (le_type, pe_type, vision_layers, ...)"
         )
-    return ModelSpec(kwargs, state, where)
+    return ModelSpec(kwargs, state, where, _matryoshka_dims(dims, where))
+
+
+def _matryoshka_dims(dims: Any, where: str) -> list[int] | None:
+    """The recorded Matryoshka prefixes (a list of positive ints) or None; anything else is refused."""
+    if dims is None:
+        return None
+    if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ValueError(f"{where}: matryoshka_dims must be a list of positive integers, got {dims!r}")
+    return dims
 
 
 def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -194,6 +206,7 @@ def read_export(directory: str | Path) -> LocationEncoder:
         raise ValueError(f"{str(config_path)!r}: not a satclip location tower export (format {config.get('format')!r})")
     encoder = build_location_encoder(**config["architecture"], dtype=_as_dtype(config.get("dtype", "float64")))
     _load_state(encoder, load_file(str(weights_path)), str(directory))
+    encoder.matryoshka_dims = _matryoshka_dims(config.get("matryoshka_dims"), str(config_path))
     return encoder
 
 
@@ -207,6 +220,7 @@ def location_encoder_from_spec(spec: ModelSpec) -> LocationEncoder:
     )
     state = {k[len("location.") :]: v for k, v in spec.state_dict.items() if k.startswith("location.")}
     _load_state(encoder, state, spec.source)
+    encoder.matryoshka_dims = spec.matryoshka_dims
     return encoder
 
 
@@ -236,11 +250,15 @@ def load_location_encoder(
     source: str | Path,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
+    dim: int | None = None,
 ) -> LocationEncoder:
     """The location tower (eval mode) of a checkpoint file, hub id, URL or exported directory.
 
     ``dtype`` None keeps the stored precision (float64 for the released models); "float32" or
     "float64" converts. ``encoder(lonlat)`` maps (N, 2) [lon, lat] degrees to (N, embed_dim).
+    ``dim`` keeps the first ``dim`` embedding dimensions (a Matryoshka-trained tower's prefixes
+    stand alone; see ``satclip.location.truncate_location_encoder``: other dims warn, and the
+    prefix is not re-normalised). ``encoder.matryoshka_dims`` holds the training prefixes.
     """
     path = resolve_source(source)
     if path.is_dir() or path.name == EXPORT_WEIGHTS:
@@ -249,6 +267,8 @@ def load_location_encoder(
         encoder = location_encoder_from_spec(checkpoint_spec(read_checkpoint(path), str(path)))
     if dtype is not None:
         encoder = encoder.to(_as_dtype(dtype))
+    if dim is not None:
+        encoder = truncate_location_encoder(encoder, dim)
     return encoder.to(device).eval()
 
 

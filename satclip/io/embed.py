@@ -383,6 +383,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default: 8192)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the tower and output (default: the checkpoint's)")
+    parser.add_argument("--dim", type=int, default=None, help="keep the first DIM embedding dimensions (for Matryoshka-trained towers; see docs/matryoshka.md)")
     parser.add_argument("--geoparquet", action="store_true", help="(.parquet output) add a WKB point 'geometry' column and GeoParquet metadata")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -392,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM (kill, a scheduler) unwinds like Ctrl-C, so the partial output is removed
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype)
+        encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype, dim=args.dim)
         rows = embed_file(
             encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress, args.crs, args.geoparquet
         )

@@ -1,5 +1,6 @@
 """``satclip export``: a checkpoint's location tower as ``model.safetensors`` + ``config.json``,
-optionally TorchScript and ONNX.
+optionally TorchScript and ONNX, optionally truncated to its first ``--dim`` dimensions
+(``config.json`` records the Matryoshka prefixes it was trained with, ``matryoshka_dims``).
 
 The directory loads back with ``satclip.load_location_encoder(DIR)``, which needs only torch and
 safetensors. TorchScript and ONNX files hold a graph-friendly version of the tower: the spherical
@@ -194,6 +195,7 @@ def export_location_encoder(
         "output_dim": encoder.output_dim,
         "spherical_harmonics_convention": getattr(encoder.posenc, "convention", None),
         "dtype": dtype,
+        "matryoshka_dims": encoder.matryoshka_dims,
         "input": "(N, 2) [lon, lat] in degrees (float64 for the TorchScript and ONNX graphs)",
         "source": source,
         "files": {"weights": EXPORT_WEIGHTS},
@@ -215,6 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE}")
     parser.add_argument("--torchscript", action="store_true", help=f"also write {TORCHSCRIPT_FILE}")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the exported tower (default: the checkpoint's)")
+    parser.add_argument("--dim", type=int, default=None, help="keep the first DIM embedding dimensions (for Matryoshka-trained towers; see docs/matryoshka.md)")
     parser.add_argument(
         "--push-to-hub",
         metavar="REPO",
@@ -224,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    encoder = load_location_encoder(args.checkpoint, dtype=args.dtype)
+    encoder = load_location_encoder(args.checkpoint, dtype=args.dtype, dim=args.dim)
     config = export_location_encoder(encoder, args.out, onnx=args.onnx, torchscript=args.torchscript, source=str(args.checkpoint))
     print(
         f"exported {config['architecture']['pe']}/{config['architecture']['nn']} location tower ({config['dtype']}) to {args.out}: "

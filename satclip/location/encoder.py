@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ class LocationEncoder(nn.Module):
     [-180, 180] are wrapped). The encoding is computed in float64 and cast to the network's dtype,
     so ``.double()`` gives the released checkpoints' float64 tower and ``.float()`` a float32 one.
     Attribute names (``posenc``, ``nnet``) match the released checkpoints (``location.nnet.*``).
+    ``matryoshka_dims``: the nested prefixes it was trained with (None: standard training), see
+    :func:`truncate_location_encoder`.
     """
 
     def __init__(self, positional_encoding: nn.Module, network: nn.Module, config: dict[str, Any] | None = None) -> None:
@@ -27,6 +30,7 @@ class LocationEncoder(nn.Module):
         self.posenc = positional_encoding
         self.nnet = network
         self.config = dict(config or {})
+        self.matryoshka_dims: list[int] | None = None
 
     @property
     def output_dim(self) -> int:
@@ -98,3 +102,50 @@ def build_location_encoder(
     network = nn_cls(posenc.output_dim, output_dim, **nn_kwargs)
     config = {"pe": pe, "nn": nn, "output_dim": output_dim, **hparams}
     return LocationEncoder(posenc, network, config).to(dtype)
+
+
+def _last_affine_keys(encoder: LocationEncoder) -> tuple[str, str]:
+    """State-dict keys of the tower's last affine map: every network ends with one (weight, bias)."""
+    w_key, b_key = list(encoder.state_dict())[-2:]
+    if not (w_key.endswith("weight") and b_key.endswith("bias")):
+        raise ValueError(f"the location tower does not end with an affine layer (its last parameters are {w_key!r}, {b_key!r})")
+    return w_key, b_key
+
+
+def with_last_affine(encoder: LocationEncoder, weight: torch.Tensor, bias: torch.Tensor) -> LocationEncoder:
+    """A copy of ``encoder`` (rebuilt from its config, same dtype, eval mode) whose last affine map is
+    ``(weight, bias)``: ``weight.shape[0]`` outputs. ``matryoshka_dims`` is carried over."""
+    w_key, b_key = _last_affine_keys(encoder)
+    state = encoder.state_dict()
+    state[w_key], state[b_key] = weight.to(encoder.dtype), bias.to(encoder.dtype)
+    out = build_location_encoder(**{**encoder.config, "output_dim": int(weight.shape[0])}, dtype=encoder.dtype)
+    out.load_state_dict(state)
+    out.matryoshka_dims = encoder.matryoshka_dims
+    return out.to(next(encoder.parameters()).device).eval()
+
+
+def truncate_location_encoder(encoder: LocationEncoder, dim: int) -> LocationEncoder:
+    """The tower whose outputs are the first ``dim`` of ``encoder``'s (its last affine map's first
+    ``dim`` rows), for Matryoshka-trained towers (``matryoshka_dims``) whose leading prefixes stand alone.
+
+    ``dim`` = ``output_dim`` returns ``encoder`` itself; ``dim`` outside 1..``output_dim`` raises
+    ``ValueError``; a ``dim`` the tower was not trained at (not one of its ``matryoshka_dims``, or none)
+    warns. The prefix is not L2-normalised: where embeddings are used normalised, normalise it again.
+    """
+    full = encoder.output_dim
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= full:
+        raise ValueError(f"dim={dim!r}: the embedding can be truncated to 1..{full} dimensions (the tower's output_dim)")
+    if dim == full:
+        return encoder
+    trained = encoder.matryoshka_dims
+    if not trained:
+        warnings.warn(
+            f"truncating to dim={dim}: this tower was not trained with Matryoshka prefixes (no matryoshka_dims), "
+            f"so its first {dim} of {full} dimensions were not trained to stand alone",
+            stacklevel=2,
+        )
+    elif dim not in trained:
+        warnings.warn(f"truncating to dim={dim}: this tower was trained with Matryoshka prefixes {trained}; {dim} is not one of them", stacklevel=2)
+    w_key, b_key = _last_affine_keys(encoder)
+    state = encoder.state_dict()
+    return with_last_affine(encoder, state[w_key][:dim], state[b_key][:dim])

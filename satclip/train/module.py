@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..data.datamodule import skip_metrics
 from ..geo import great_circle_km
-from ..loss import LOSSES, gather_rows, info_nce
+from ..loss import LOSSES, MatryoshkaLoss, gather_rows, info_nce
 from ..model import SatCLIP
 from .accumulate import GradCache, concat_batches, split_batch
 
@@ -154,6 +154,13 @@ class SatCLIPModule(L.LightningModule):
     ``learn_logit_scale`` whether it is learned (then clamped to [1, ``max_logit_scale``]);
     ``mask_duplicates`` leaves pairs of rows holding the same patch (same sample key) out of the
     negatives; ``location_lr_scale`` multiplies the location tower's learning rate.
+
+    Matryoshka embeddings (docs/matryoshka.md): ``matryoshka_dims`` (e.g. [16, 32, 64], increasing,
+    at most ``embed_dim``) applies the loss to each leading prefix of both towers' features (each
+    L2-normalised alone) and sums them, weighted by ``matryoshka_weights`` (default 1 each), so that
+    the first d dimensions are an embedding on their own; the checkpoint records the dims, and
+    ``satclip export --dim`` / ``load_location_encoder(..., dim=)`` truncate. ``train/loss`` is then
+    that weighted sum.
     """
 
     def __init__(
@@ -187,6 +194,8 @@ class SatCLIPModule(L.LightningModule):
         max_logit_scale: float = 100.0,
         mask_duplicates: bool = False,
         location_lr_scale: float = 1.0,
+        matryoshka_dims: list[int] | None = None,
+        matryoshka_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         if accumulate_batches < 1:
@@ -213,7 +222,13 @@ class SatCLIPModule(L.LightningModule):
             arch = {"embed_dim": embed_dim, "vision": vision, "in_chans": in_chans, "location": dict(location or {}), "location_dtype": location_dtype}
             self.model = SatCLIP(**arch, vision_weights=vision_weights, freeze_backbone=freeze_backbone, frozen_bn_drift=frozen_bn_drift)
         self.satclip_kwargs: dict[str, Any] = {**arch, "freeze_backbone": freeze_backbone, "frozen_bn_drift": frozen_bn_drift}
-        self.loss_fn = LOSSES[loss](gather=gather)
+        self.loss_fn: torch.nn.Module = LOSSES[loss](gather=gather)
+        if matryoshka_dims:
+            if max(int(d) for d in matryoshka_dims) > int(arch["embed_dim"]):
+                raise ValueError(f"matryoshka_dims {list(matryoshka_dims)} go beyond embed_dim={arch['embed_dim']}")
+            self.loss_fn = MatryoshkaLoss(self.loss_fn, list(matryoshka_dims), matryoshka_weights)
+        elif matryoshka_weights:
+            raise ValueError(f"matryoshka_weights {list(matryoshka_weights)} given without matryoshka_dims")
         if logit_scale_init is None and loss == "siglip":
             logit_scale_init = 10.0  # SigLIP's initial multiplier (with its bias at -10)
         if logit_scale_init is not None and not init_from:
@@ -432,6 +447,8 @@ class SatCLIPModule(L.LightningModule):
             "model": dict(self.satclip_kwargs),
             "nonfinite_skipped": self.nonfinite_total,
         }
+        if self.hparams.matryoshka_dims:  # the prefixes that stand alone (read by load_location_encoder)
+            checkpoint["satclip"]["matryoshka_dims"] = [int(d) for d in self.hparams.matryoshka_dims]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.nonfinite_total = int(checkpoint.get("satclip", {}).get("nonfinite_skipped", 0))
