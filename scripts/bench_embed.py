@@ -26,6 +26,7 @@ reports each run's peak resident memory: flat memory means both peaks are about 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -44,7 +45,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--degrees", type=int, nargs="+", default=[10, 40], help="values of L (default 10 40)")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds; medians over them (default 10)")
     p.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default 8192)")
-    p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads (default 1)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch/OpenMP threads; several values run one process each (default 1)")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference-style baseline (slow) in the timings")
+    p.add_argument("--device", default="cpu", help="cuda: time the towers on the GPU instead (device_bench), --points in batches of --batch-size")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile: the chunked path's compiled sine on CPU, a compiled network on CUDA")
     p.add_argument("--file-test", action="store_true", help="also check that `satclip embed` memory stays flat")
     p.add_argument("--rows", type=int, default=1_000_000, help="rows of the --file-test CSV (default 1M)")
     return p.parse_args()
@@ -115,6 +119,49 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def plain_embed(encoder, lonlat, batch_size: int):
+    """The tower's plain path (before the chunked one): validate, harmonics of the batch, cast, one layer at a time."""
+    import numpy as np
+    import torch
+
+    from satclip.geo import validate_lonlat
+
+    out = np.empty((lonlat.shape[0], encoder.output_dim), dtype=torch.empty((), dtype=encoder.dtype).numpy().dtype)
+    with torch.inference_mode():
+        for i in range(0, lonlat.shape[0], batch_size):
+            batch = validate_lonlat(torch.from_numpy(lonlat[i : i + batch_size]))
+            out[i : i + batch_size] = encoder.nnet(encoder.posenc(batch).to(encoder.dtype)).numpy()
+    return out
+
+
+def gemm_bound(encoder, feats, batch_size: int):
+    """The floor: the network's matrix products alone on precomputed features in its dtype, into preallocated
+    outputs, ``batch_size`` rows at a time (no bias, no sine, no harmonics, no validation)."""
+    import torch
+
+    weights = [p.detach().t() for p in encoder.nnet.parameters() if p.ndim == 2]
+    outs = [torch.empty(min(batch_size, feats.shape[0]), w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
+
+    def run() -> None:
+        with torch.inference_mode():
+            for i in range(0, feats.shape[0], batch_size):
+                h = feats[i : i + batch_size]
+                for w, o in zip(weights, outs):
+                    h = torch.mm(h, w, out=o[: h.shape[0]])
+
+    return run
+
+
+def with_compiled_sine(fn):
+    from satclip.location import fused
+
+    os.environ[fused.COMPILE_ENV] = "1"
+    try:
+        return fn()
+    finally:
+        del os.environ[fused.COMPILE_ENV]
+
+
 def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
     import numpy as np
     import torch
@@ -132,14 +179,28 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
 
     # at least one full batch per round for the baseline too: batch size changes GEMM/elementwise speed
     per_round, ref_per_round = args.points // args.rounds, max(args.batch_size, args.ref_points // args.rounds)
+    feats64 = spherical_harmonics(torch.from_numpy(random_lonlat(per_round, seed=5)), L)
+    bound64, bound32 = gemm_bound(enc64, feats64, args.batch_size), gemm_bound(enc32, feats64.float(), args.batch_size)
     variants = {
         "features only: satclip": (per_round, lambda x: batched(lambda b: spherical_harmonics(b, L), x, args.batch_size)),
         "features only: reference-style": (ref_per_round, lambda x: batched(lambda b: reference_style_harmonics(b, L), x, args.batch_size)),
+        "GEMM bound float64": (per_round, lambda x: bound64()),
+        "GEMM bound float32": (per_round, lambda x: bound32()),
         "satclip float64": (per_round, lambda x: embed_array(enc64, x, args.batch_size)),
         "satclip float32": (per_round, lambda x: embed_array(enc32, x, args.batch_size)),
+        "plain path float64": (per_round, lambda x: plain_embed(enc64, x, args.batch_size)),
+        "plain path float32": (per_round, lambda x: plain_embed(enc32, x, args.batch_size)),
         "satclip torch-engine float64": (per_round, lambda x: embed_array(enc_torch, x, args.batch_size)),
         "reference-style float64": (ref_per_round, lambda x: reference_style_embed(enc64, x, args.batch_size)),
     }
+    if args.compile:  # the chunked path with its optional torch.compile'd sine (satclip.location.fused)
+        for dtype, enc in (("float64", enc64), ("float32", enc32)):
+            variants[f"satclip compiled sine {dtype}"] = (per_round, lambda x, enc=enc: with_compiled_sine(lambda: embed_array(enc, x, args.batch_size)))
+        for size in (args.batch_size + 1, 3):  # compile before timing (a full chunk and a short one)
+            with_compiled_sine(lambda: embed_array(enc64, random_lonlat(size), args.batch_size))
+            with_compiled_sine(lambda: embed_array(enc32, random_lonlat(size), args.batch_size))
+    if args.no_reference:
+        variants = {k: v for k, v in variants.items() if "reference" not in k}
     seconds: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.rounds):
         for name, (n, fn) in variants.items():
@@ -149,18 +210,43 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
 
     check = random_lonlat(20_000, seed=7)
     e64, e32 = embed_array(enc64, check, args.batch_size), embed_array(enc32, check, args.batch_size)
+    p64, p32 = plain_embed(enc64, check, args.batch_size), plain_embed(enc32, check, args.batch_size)
+    rates["float64 max abs diff to the plain path"] = float(np.abs(e64 - p64).max())
+    rates["float32 max abs diff to the plain path"] = float(np.abs(e32 - p32).max())
     rates["float32 max abs diff"] = float(np.abs(e32 - e64).max())
     rates["float32 max rel diff"] = rates["float32 max abs diff"] / float(np.abs(e64).max())
     return rates
 
 
-def report(L: int, rates: dict[str, float]) -> None:
-    print(f"\nL = {L}: {'variant':<32} {'points/s':>12} {'s per 100k':>11} {'x ref-style':>12}")
+def report(L: int, rates: dict[str, float], threads: int) -> list[dict[str, object]]:
+    """Print the table of one degree; return its summary rows (ratio to the GEMM bound per dtype)."""
+    print(f"\nL = {L}: {'variant':<32} {'points/s':>12} {'s per 100k':>11} {'x ref-style':>12} {'x GEMM bound':>13}")
     for name, rate in rates.items():
         if "diff" not in name:
-            ref = rates["features only: reference-style" if name.startswith("features") else "reference-style float64"]
-            print(f"        {name:<32} {rate:12.0f} {1e5 / rate:11.2f} {rate / ref:12.2f}")
-    print(f"        float32 vs float64: max abs diff {rates['float32 max abs diff']:.2e} (relative to max |emb|: {rates['float32 max rel diff']:.2e})")
+            ref = rates.get("features only: reference-style" if name.startswith("features") else "reference-style float64")
+            dtype = name.rsplit(" ", 1)[-1]
+            bound = rates.get(f"GEMM bound {dtype}") if "torch-engine" not in name and not name.startswith(("features", "reference")) else None
+            print(f"        {name:<32} {rate:12.0f} {1e5 / rate:11.2f} {f'{rate / ref:.2f}' if ref else '-':>12} {f'{rate / bound:.2f}' if bound else '-':>13}")
+    print(
+        f"        float32 vs float64: max abs diff {rates['float32 max abs diff']:.2e} "
+        f"(relative to max |emb|: {rates['float32 max rel diff']:.2e}); chunked vs plain path: float64 "
+        f"{rates['float64 max abs diff to the plain path']:.1e}, float32 {rates['float32 max abs diff to the plain path']:.1e}"
+    )
+    return [
+        {"L": L, "dtype": d, "threads": threads, "satclip": rates[f"satclip {d}"], "bound": rates[f"GEMM bound {d}"], "plain": rates[f"plain path {d}"]}
+        for d in ("float64", "float32")
+    ]
+
+
+def summary(rows: list[dict[str, object]]) -> None:
+    print("\n| L | dtype | threads | satclip points/s | GEMM bound points/s | satclip / bound | plain path / bound |")
+    print("|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (r["L"], r["dtype"] != "float64", r["threads"])):
+        b = float(r["bound"])  # type: ignore[arg-type]
+        print(
+            f"| {r['L']} | {r['dtype']} | {r['threads']} | {r['satclip']:.0f} | {b:.0f} | {float(r['satclip']) / b:.2f} "  # type: ignore[arg-type]
+            f"| {float(r['plain']) / b:.2f} |"
+        )  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------- memory check
@@ -223,22 +309,105 @@ def file_test(rows: int, threads: int) -> None:
             (tmp / f"e{n}.npy").unlink()
 
 
-def main() -> None:
-    args = parse_args()
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+def device_bench(args: argparse.Namespace) -> None:
+    """Towers on a device (``--device cuda``): points/s over ``--points`` points in batches of ``--batch-size`` already on the
+    device (harmonics with the torch engine), the GEMM bound there, and the largest difference to the CPU
+    result on 20k points (float64 <= 1e-10, float32 <= 1e-5 required)."""
+    import numpy as np
     import torch
 
-    torch.set_num_threads(args.threads)
+    from satclip.io.embed import embed_array
+    from satclip.location import build_location_encoder, spherical_harmonics
+
+    dev = torch.device(args.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    print(f"torch {torch.__version__}, {name}, {args.points} points in batches of {args.batch_size}")
+    print("| L | dtype | variant | points/s | x GEMM bound | max abs diff to CPU | limit |")
+    print("|---|---|---|---|---|---|---|")
+    failed = False
+    for L in args.degrees:
+        torch.manual_seed(0)
+        base = build_location_encoder(legendre_polys=L).eval()
+        for dtype, limit in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+            cpu = build_location_encoder(legendre_polys=L).eval()
+            cpu.load_state_dict(base.state_dict())
+            cpu = cpu.to(dtype)
+            gpu = build_location_encoder(legendre_polys=L, engine="torch").eval()
+            gpu.load_state_dict(base.state_dict())
+            gpu = gpu.to(device=dev, dtype=dtype)
+            x = torch.from_numpy(random_lonlat(args.batch_size, seed=L)).to(dev)
+            feats = spherical_harmonics(x, L, engine="torch").to(dtype)
+            steps = max(1, args.points // args.batch_size)
+
+            def timed_steps(fn) -> float:
+                fn()
+                sync()
+                start = time.perf_counter()
+                for _ in range(steps):
+                    fn()
+                sync()
+                return steps * args.batch_size / (time.perf_counter() - start)
+
+            bound = timed_steps(gemm_bound(gpu, feats, args.batch_size))
+            variants = {"tower": lambda: gpu(x)}
+            if args.compile:
+                nnet = torch.compile(gpu.nnet)
+                variants["tower, torch.compile'd network"] = lambda: nnet(gpu.posenc(x).to(dtype))
+            host = random_lonlat(min(args.points, 1 << 20), seed=3)
+            check = random_lonlat(20_000, seed=7)
+            diff = float(np.abs(embed_array(gpu, check, 4096, dev).astype(np.float64) - embed_array(cpu, check, 4096)).max())
+            failed |= diff > limit
+            label_dtype = str(dtype).removeprefix("torch.")
+            with torch.inference_mode():
+                print(f"| {L} | {label_dtype} | GEMM bound | {bound:.3g} | 1.00 | - | - |")
+                rates = {label: timed_steps(fn) for label, fn in variants.items()}
+            start = time.perf_counter()
+            embed_array(gpu, host, args.batch_size, dev)  # numpy in, numpy out: the transfers included
+            rates[f"embed_array, {host.shape[0]} points from and to host memory"] = host.shape[0] / (time.perf_counter() - start)
+            for label, rate in rates.items():
+                print(f"| {L} | {label_dtype} | {label} | {rate:.3g} | {rate / bound:.2f} | {diff:.1e} | {limit:.0e} |")
+    if failed:
+        sys.exit(f"{args.device} outputs differ from the CPU ones by more than the limit")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.device != "cpu":
+        device_bench(args)
+        return
+    if len(args.threads) > 1:  # one process per thread count: OpenMP pools are sized at start-up
+        rows = []
+        for threads in args.threads:
+            argv = [a for a in sys.argv[1:]]
+            i = argv.index("--threads")
+            argv[i + 1 : i + 1 + len(args.threads)] = [str(threads)]
+            out = subprocess.run([sys.executable, __file__, *argv], check=True, capture_output=True, text=True).stdout
+            print("\n".join(line for line in out.splitlines() if not line.startswith("SUMMARY ")))
+            rows += [json.loads(line.removeprefix("SUMMARY ")) for line in out.splitlines() if line.startswith("SUMMARY ")]
+        print(f"\n{' '.join([os.path.basename(sys.executable), 'scripts/bench_embed.py', *sys.argv[1:]])}")
+        summary(rows)
+        return
+    threads = args.threads[0]
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
     ref_points = max(args.batch_size, args.ref_points // args.rounds) * args.rounds
     print(
-        f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, {args.points} points per satclip "
-        f"variant, {ref_points} for the reference-style baseline, {args.rounds} interleaved rounds"
+        f"torch {torch.__version__}, {threads} thread(s), batch {args.batch_size}, {args.points} points per satclip "
+        f"variant, {ref_points} for the reference-style baseline, {args.rounds} interleaved rounds, load average "
+        f"{os.getloadavg()[0]:.1f}"
     )
+    rows = []
     for L in args.degrees:
-        report(L, bench_degree(L, args))
+        rows += report(L, bench_degree(L, args), threads)
+    for row in rows:
+        print("SUMMARY " + json.dumps(row))
+    summary(rows)
     if args.file_test:
         print()
-        file_test(args.rows, args.threads)
+        file_test(args.rows, threads)
 
 
 if __name__ == "__main__":

@@ -18,3 +18,21 @@ def test_duplicate_rate_counts_repeated_patches_per_step() -> None:
     # many shards drawn with replacement: repeats appear once a step spans several shard reads
     share, rows = bench_duplicates.duplicate_rate(2000, 10, 64, 4, 2, 16, steps=200)
     assert 0.5 < share <= 1.0 and rows > 0
+
+
+def test_embed_device_benchmark_checks_outputs_against_the_cpu(capsys) -> None:
+    """gpu_check.sh's location part: bench_embed's device benchmark, run on the CPU as a stand-in device."""
+    import argparse
+
+    import bench_embed
+
+    args = argparse.Namespace(device="cpu:0", points=64, batch_size=32, degrees=[2], compile=False)
+    bench_embed.device_bench(args)  # exits non-zero when an output differs from the CPU's beyond the limit
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 2 |")]
+    assert [r.split(" | ")[1:3] for r in rows[:3]] == [
+        ["float64", "GEMM bound"],
+        ["float64", "tower"],
+        ["float64", "embed_array, 64 points from and to host memory"],
+    ]
+    assert len(rows) == 6 and all("e-" in r.split(" | ")[5] or r.split(" | ")[5] in ("-", "0.0e+00") for r in rows)

@@ -270,3 +270,44 @@ def test_bench_script_runs_small():
     assert res.returncode == 0, res.stderr
     assert "| 12 | satclip auto |" in res.stdout and "vs sphericart" in res.stdout
     assert "peak anonymous memory beyond the output" in res.stdout
+
+
+@pytest.mark.parametrize("legendre_polys, engine", [(3, "auto"), (12, "auto"), (12, "torch")])
+@pytest.mark.parametrize("n", [0, 1, 255, 700])  # empty, one row, and not a multiple of the chunk
+def test_chunked_inference_path_equals_the_plain_path(legendre_polys, engine, n):
+    from satclip.location import fused
+
+    torch.manual_seed(0)
+    enc64 = build_location_encoder(legendre_polys=legendre_polys, engine=engine, dim_hidden=64, output_dim=16).eval()
+    enc32 = build_location_encoder(legendre_polys=legendre_polys, engine=engine, dim_hidden=64, output_dim=16).eval()
+    enc32.load_state_dict(enc64.state_dict())
+    enc32 = enc32.float()
+    x = _points(n, seed=n) + torch.tensor([360.0, 0.0])  # longitudes to wrap: validated once, as in the plain path
+    with torch.inference_mode():
+        assert fused.applies(enc64.posenc, enc64.nnet, x) and fused.applies(enc32.posenc, enc32.nnet, x)
+        plain64 = enc64.nnet(enc64.posenc(x))
+        got64, got32 = enc64(x), enc32(x)
+        got64_small = fused.siren_harmonics_forward(enc64.posenc, enc64.nnet, x, chunk_rows=7)
+    assert got64.shape == (n, 16) and got64.dtype == torch.float64 and got32.dtype == torch.float32
+    torch.testing.assert_close(got64, plain64, atol=1e-12, rtol=0)
+    torch.testing.assert_close(got64_small, plain64, atol=1e-12, rtol=0)
+    scale = max(1.0, float(plain64.abs().max())) if n else 1.0
+    torch.testing.assert_close(got32.double(), plain64, atol=1e-6 * scale, rtol=0)
+
+
+def test_chunked_path_only_for_inference_of_a_harmonics_siren():
+    from satclip.location import fused
+
+    enc = build_location_encoder(legendre_polys=3, dim_hidden=8, output_dim=4)
+    x = _points(5)
+    with torch.no_grad():
+        assert not fused.applies(enc.posenc, enc.nnet, x)  # training mode (dropout)
+        enc.eval()
+        assert fused.applies(enc.posenc, enc.nnet, x)
+    assert not fused.applies(enc.posenc, enc.nnet, x)  # gradients wanted: the autograd path
+    other = build_location_encoder("spherec+", "siren", frequency_num=2, dim_hidden=8, output_dim=4).eval()
+    with torch.no_grad():
+        assert not fused.applies(other.posenc, other.nnet, x)
+    y = enc(x.requires_grad_(False))
+    y.sum().backward()  # the plain path keeps gradients to the weights
+    assert enc.nnet.layers[0].weight.grad is not None

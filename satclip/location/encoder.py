@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..geo import validate_lonlat
+from . import fused
 from .registry import NETWORKS, POSITIONAL_ENCODINGS
 
 
@@ -43,6 +44,8 @@ class LocationEncoder(nn.Module):
 
     def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
         lonlat = validate_lonlat(lonlat)
+        if fused.applies(self.posenc, self.nnet, lonlat):  # inference of a SH-SIREN on CPU: the same numbers, chunked
+            return fused.siren_harmonics_forward(self.posenc, self.nnet, lonlat)  # type: ignore[arg-type]
         feats = self.posenc(lonlat.to(torch.float64))
         return self.nnet(feats.to(self.dtype))
 

@@ -172,6 +172,12 @@ def _engine_for(device: torch.device, engine: str) -> str:
     return engine
 
 
+def fill_harmonics(lonlat: torch.Tensor, L: int, convention: str, engine: str, out: torch.Tensor) -> None:
+    """Write the float64 features of already validated (n, 2) float64 points into a C-contiguous float64
+    ``out`` on their device (``engine`` as in :func:`spherical_harmonics`): for callers that validated once."""
+    _engine_fill(lonlat, L, convention, _engine_for(lonlat.device, engine), out)
+
+
 def _engine_fill(lonlat: torch.Tensor, L: int, convention: str, engine: str, out: torch.Tensor) -> None:
     """Write float64 features into a C-contiguous float64 ``out`` on the points' device."""
     if engine == "sphericart":
@@ -189,7 +195,7 @@ def _engine_fill(lonlat: torch.Tensor, L: int, convention: str, engine: str, out
         _harmonics_chunk(lonlat[start : start + step], L, convention, out[start : start + step])
 
 
-def _empty(n: int, columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def empty_output(n: int, columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised output; on CPU through numpy, which asks the kernel for huge pages (faster first touch)."""
     if device.type == "cpu" and dtype in (torch.float32, torch.float64):
         return torch.from_numpy(np.empty((n, columns), dtype=np.float64 if dtype == torch.float64 else np.float32))
@@ -221,7 +227,7 @@ def spherical_harmonics(
     engine = _engine_for(lonlat.device, engine)
     n = lonlat.shape[0]
     if out is None:
-        out = _empty(n, L * L, dtype or torch.float64, lonlat.device)
+        out = empty_output(n, L * L, dtype or torch.float64, lonlat.device)
     elif out.shape != (n, L * L):
         raise ValueError(f"out must have shape {(n, L * L)}, got {tuple(out.shape)}")
     with torch.no_grad():
