@@ -22,20 +22,42 @@ def wrap_longitude(lon: torch.Tensor) -> torch.Tensor:
     return torch.where(outside, wrapped, lon)
 
 
-def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat") -> torch.Tensor:
+def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat", with_time: bool = False) -> torch.Tensor:
     """Check an (N, 2) [lon, lat] tensor in degrees and return it with longitudes wrapped.
 
     Raises ``ValueError`` for a wrong shape, non-finite values or |lat| > 90, saying how many
     rows are bad and showing the first one. Longitudes outside [-180, 180] are wrapped.
+
+    ``with_time``: the input of a time-aware tower, (N, 3) [lon, lat, t] with t in Unix seconds UTC
+    (:mod:`satclip.acqtime`); the same rules for lon/lat, and t must be finite or NaN (unknown).
     """
+    columns, layout = (3, "[lon, lat, t] (degrees, Unix seconds UTC; t NaN = unknown)") if with_time else (2, "[lon, lat] in degrees")
     if not isinstance(lonlat, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor of shape (N, 2), got {type(lonlat).__name__}")
-    if lonlat.ndim != 2 or lonlat.shape[1] != 2:
-        raise ValueError(f"{name}: expected shape (N, 2) holding [lon, lat] in degrees, got {tuple(lonlat.shape)}")
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (N, {columns}), got {type(lonlat).__name__}")
+    if lonlat.ndim != 2 or lonlat.shape[1] != columns:
+        hint = ""
+        if lonlat.ndim == 2 and lonlat.shape[1] in (2, 3):
+            hint = (
+                "; this tower takes acquisition time: pass [lon, lat, t] (t NaN where unknown)"
+                if with_time
+                else "; this tower takes no time: pass [lon, lat] only"
+            )
+        raise ValueError(f"{name}: expected shape (N, {columns}) holding {layout}, got {tuple(lonlat.shape)}{hint}")
     if not lonlat.is_floating_point():
         lonlat = lonlat.double()
     if lonlat.shape[0] == 0:
         return lonlat
+    if with_time:
+        infinite = torch.isinf(lonlat[:, 2])
+        if bool(infinite.any()):
+            rows = torch.nonzero(infinite).flatten()
+            raise ValueError(
+                f"{name}: {rows.numel()} of {lonlat.shape[0]} rows have an infinite time t (use a finite Unix time, "
+                f"or NaN for unknown); first bad row {int(rows[0])}: t={float(lonlat[rows[0], 2])!r}"
+            )
+        place = lonlat[:, :2]
+        checked = validate_lonlat(place, name)
+        return lonlat if checked is place else torch.cat([checked, lonlat[:, 2:]], dim=1)
     # One pass in the common case: min/max propagate NaN, so finite in-range extremes prove every row valid.
     lo, hi = torch.aminmax(lonlat, dim=0)
     if bool(((lo[1] >= -90) & (hi[1] <= 90) & (lo[0] >= -180) & (hi[0] <= 180)).item()):

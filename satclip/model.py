@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .location import build_location_encoder
+from .location.encoder import with_time_column
 from .vision import build_image_encoder
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -61,16 +62,21 @@ class SatCLIP(nn.Module):
         """(B, C, H, W) reflectances -> (B, embed_dim) image embeddings (not normalised)."""
         return self.visual(image)
 
-    def encode_location(self, lonlat: torch.Tensor) -> torch.Tensor:
-        """(B, 2) [lon, lat] degrees -> (B, embed_dim) location embeddings (not normalised), in the tower's dtype."""
+    def encode_location(self, lonlat: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 2) [lon, lat] degrees -> (B, embed_dim) location embeddings (not normalised), in the tower's dtype.
+
+        ``time`` (B,) Unix seconds UTC (NaN unknown; None: all unknown) goes to a time-aware tower as
+        its third input column; a static tower ignores it."""
+        if self.location.takes_time:
+            lonlat = with_time_column(lonlat, time)
         return self.location(lonlat)
 
     def temperature_scale(self) -> torch.Tensor:
         """exp(logit_scale), clamped at 100 as in CLIP."""
         return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
 
-    def forward(self, image: torch.Tensor, lonlat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, lonlat: torch.Tensor, time: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """L2-normalised image and location embeddings (float32) and the logit scale."""
         img = F.normalize(self.encode_image(image).float(), dim=-1)
-        loc = F.normalize(self.encode_location(lonlat).float(), dim=-1)
+        loc = F.normalize(self.encode_location(lonlat, time).float(), dim=-1)
         return img, loc, self.temperature_scale()

@@ -24,9 +24,15 @@
 4. Image -> location retrieval of ``--n-retrieval`` held-out patches (new locations) among their
    locations: top-1 / top-5 and the median great-circle error of the top-1, next to chance.
 
-5. With ``--prefix-dims 16 32``: the same probes on the leading 16 and 32 dimensions of the
+6. With ``--prefix-dims 16 32``: the same probes on the leading 16 and 32 dimensions of the
    pretrained embeddings (what ``load_location_encoder(..., dim=16)`` gives), next to all of them;
    for Matryoshka training (``--fit-arg model.matryoshka_dims=[16,32,64]``), see docs/matryoshka.md.
+5. ``--seasonal AMP``: band means also depend on the acquisition time (a term AMP x a per-band
+   weight x sign(lat) sin(2 pi phi), phi the fraction of the year: opposite seasons in the two
+   hemispheres), patches carry random times 2018-2023 (shard records' ``"time"``), and a seasonal
+   section probes sign(lat) sin(2 pi phi) at held-out (place, time) pairs. ``--time-tower`` trains
+   the time-aware tower (``sphericalharmonics_time``: SH x ``--time-harmonics`` Fourier orders,
+   ``--time-dropout``) instead of the static Siren(SH); its static probes above use unknown time.
 
 ``--recipe NAME`` trains with the overlay ``configs/recipes/NAME.yaml`` (``cool``: the recommended
 recipe), ``--fit-arg model.KEY=VALUE`` with any other option.
@@ -41,9 +47,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,18 +95,47 @@ def write_world(folder: Path, lonlat: np.ndarray, images: np.ndarray) -> None:
             writer.writerow([fn, repr(float(lon)), repr(float(lat))])
 
 
-def build_data(out: Path, n_train: int, n_val: int, size: int, seed: int, world: SyntheticWorld) -> tuple[Path, Path]:
-    """Write the synthetic world's training and validation shards; return their folders."""
+def stamp_times(shards: Path, times: np.ndarray) -> None:
+    """Add ``time_record(times[N])`` ("time", "doy") to the JSON record of every sample ``patch_N`` of a
+    shard set, rewriting its tars in place (``satclip shards`` reads no times from an index)."""
+    from satclip.acqtime import time_record
+
+    for tar_path in sorted(shards.glob("shard-*.tar")):
+        members = []
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                extracted = tar.extractfile(member)
+                assert extracted is not None  # shards hold regular files only
+                data = extracted.read()
+                if member.name.endswith(".json"):
+                    record = json.loads(data)
+                    record.update(time_record(float(times[int(member.name[: -len(".json")].rsplit("_", 1)[1])])))
+                    data = json.dumps(record, separators=(",", ":")).encode()
+                    member.size = len(data)
+                members.append((member, data))
+        partial = tar_path.with_name(tar_path.name + ".partial")
+        with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for member, data in members:
+                tar.addfile(member, io.BytesIO(data))
+        os.replace(partial, tar_path)
+
+
+def build_data(out: Path, n_train: int, n_val: int, size: int, seed: int, world: SyntheticWorld, seasonal: bool = False) -> tuple[Path, Path]:
+    """Write the synthetic world's training and validation shards (with acquisition times when
+    ``seasonal``); return their folders."""
     from satclip.data.shards import write_shards
-    from satclip.eval.synthetic import uniform_sphere
+    from satclip.eval.synthetic import uniform_sphere, uniform_times
 
     rng = np.random.default_rng(seed)
     dirs = []
     for name, n, s in (("train", n_train, seed + 10), ("val", n_val, seed + 11)):
         lonlat = uniform_sphere(n, s)
-        images = make_patches(world.band_means(world.fields(lonlat)), size, rng)
+        times = uniform_times(n, s + 100) if seasonal else None
+        images = make_patches(world.band_means(world.fields(lonlat, times)), size, rng)
         write_world(out / f"world-{name}", lonlat, images)
         write_shards([out / f"world-{name}"], out / f"shards-{name}", samples_per_shard=1000, overwrite=True, progress=False)
+        if times is not None:
+            stamp_times(out / f"shards-{name}", times)
         dirs.append(out / f"shards-{name}")
     return dirs[0], dirs[1]
 
@@ -118,7 +156,7 @@ model:
   embed_dim: {embed_dim}
   vision: resnet18
   in_chans: 13
-  location: {{pe: sphericalharmonics, nn: siren, legendre_polys: {legendre_polys}}}
+  location: {location}
   location_dtype: float32
   lr: 0.001
   weight_decay: 0.01
@@ -136,6 +174,16 @@ checkpoint:
 """
 
 
+def location_config(args: argparse.Namespace) -> str:
+    """The location tower of CONFIG (flow-style YAML): Siren(SH), or with ``--time-tower`` Siren(SH x time)."""
+    if args.time_tower:
+        return (
+            f"{{pe: sphericalharmonics_time, nn: siren, legendre_polys: {args.legendre_polys}, "
+            f"time_harmonics: {args.time_harmonics}, time_dropout: {args.time_dropout}}}"
+        )
+    return f"{{pe: sphericalharmonics, nn: siren, legendre_polys: {args.legendre_polys}}}"
+
+
 def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace) -> Path:
     """Run ``satclip fit`` on the shards for ``args.minutes`` (or ``args.max_steps``); return the last checkpoint."""
     config = out / "config.yaml"
@@ -150,7 +198,7 @@ def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace) -> Pat
             val=val,
             batch_size=args.batch_size,
             embed_dim=args.embed_dim,
-            legendre_polys=args.legendre_polys,
+            location=location_config(args),
         )
     )
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="2")
@@ -295,25 +343,28 @@ def prefix_report(checkpoint: Path, world: SyntheticWorld, n_heldout: int, seed:
     return "\n".join([*lines, "", *parts])
 
 
-def retrieval_report(checkpoint: Path, world: SyntheticWorld, n: int, size: int, crop_px: int, seed: int) -> str:
-    """Markdown: image -> location retrieval over ``n`` held-out patches (new locations, new patches),
-    ranked among the location embeddings of the same ``n`` locations, with chance level."""
+def retrieval_report(checkpoint: Path, world: SyntheticWorld, n: int, size: int, crop_px: int, seed: int, seasonal: bool = False) -> str:
+    """Markdown: image -> location retrieval over ``n`` held-out patches (new locations, new patches;
+    with ``seasonal`` at random times, given to a time-aware tower), ranked among the location
+    embeddings of the same ``n`` locations, with chance level."""
     import torch
 
     from satclip import load
     from satclip.data.transforms import S2_BANDS, band_indices, crop, crop_offsets, select_bands, target_bands, to_reflectance
-    from satclip.eval.synthetic import uniform_sphere
+    from satclip.eval.synthetic import uniform_sphere, uniform_times
     from satclip.train.module import retrieval_metrics
 
     lonlat = uniform_sphere(n, seed + 13)
-    images = make_patches(world.band_means(world.fields(lonlat)), size, np.random.default_rng(seed + 14))
+    times = uniform_times(n, seed + 113) if seasonal else None
+    images = make_patches(world.band_means(world.fields(lonlat, times)), size, np.random.default_rng(seed + 14))
     model = load(str(checkpoint)).eval()
     bands = target_bands(S2_BANDS, insert_b10=True)  # the 13-band tower of CONFIG
     top, left = crop_offsets(size, size, crop_px)
     x = select_bands(crop(images, size=crop_px, top=top, left=left), band_indices(S2_BANDS, bands))
     with torch.no_grad():
         img = torch.nn.functional.normalize(model.encode_image(to_reflectance(torch.from_numpy(x))).float(), dim=-1)
-        loc = torch.nn.functional.normalize(model.encode_location(torch.from_numpy(lonlat)).float(), dim=-1)
+        when = None if times is None else torch.from_numpy(times)
+        loc = torch.nn.functional.normalize(model.encode_location(torch.from_numpy(lonlat), when).float(), dim=-1)
     coords = torch.from_numpy(lonlat)
     got = retrieval_metrics(img, loc, coords)
     chance = retrieval_metrics(img, loc[torch.randperm(n, generator=torch.Generator().manual_seed(seed))], coords)
@@ -358,6 +409,52 @@ def probe_report(
     return "\n".join([f"tower: {tower}\n", summary, intro, *parts])
 
 
+def seasonal_report(checkpoint: Path, n_heldout: int, seed: int, probe: str = "ridge", labels: tuple[int, ...] = (50, 200, 1000)) -> str:
+    """Markdown: the seasonal signal sign(lat) sin(2 pi phi) probed at held-out (place, time) pairs.
+
+    The pretrained tower gets [lon, lat, t] when it is time-aware ([lon, lat] otherwise); baselines:
+    the same tower untrained, raw [lon, lat], [lon, lat, cos 2 pi phi, sin 2 pi phi] (time
+    concatenated), SH L=10, and the untrained product encoding SH L=10 x Fourier K=1 (its features
+    hold sign(lat)-like harmonics times sin 2 pi phi, so a linear probe nearly fits the target)."""
+    import torch
+
+    from satclip import load_location_encoder
+    from satclip.acqtime import year_phase
+    from satclip.eval.probe import embed
+    from satclip.eval.synthetic import seasonal_signal, uniform_sphere, uniform_times
+    from satclip.location import SphericalHarmonicsTime, build_location_encoder, spherical_harmonics
+
+    lonlat = uniform_sphere(n_heldout, seed + 15)
+    times = uniform_times(n_heldout, seed + 16)
+    y = seasonal_signal(lonlat, times)
+    with_time = np.concatenate([lonlat, times[:, None]], axis=1)
+    trained = load_location_encoder(str(checkpoint))
+    cfg = trained.config
+    torch.manual_seed(seed)
+    untrained = build_location_encoder(
+        cfg["pe"], cfg["nn"], output_dim=trained.output_dim, **{k: v for k, v in cfg.items() if k not in ("pe", "nn", "output_dim")}
+    )
+    tower_input = with_time if trained.takes_time else lonlat
+    phase = 2 * np.pi * year_phase(times)
+    product = SphericalHarmonicsTime(10, time_harmonics=1, time_dropout=0.0).eval()
+    features = {
+        PRETRAINED: embed(trained, tower_input),
+        "same tower, untrained": embed(untrained, tower_input),
+        "lon/lat": lonlat.copy(),
+        "lon/lat + cos/sin of the year phase (concatenated)": np.concatenate([lonlat, np.cos(phase)[:, None], np.sin(phase)[:, None]], axis=1),
+        "SH L=10 (100 features)": spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), 10).numpy(),
+        "SH L=10 x Fourier K=1, untrained (300 features)": product(torch.as_tensor(with_time)).numpy(),
+    }
+    scores = learning_curve(features, lonlat, y, "regression", probe, list(labels), seed)
+    got = {cv: scores[(PRETRAINED, cv, "all")].mean() for cv in ("random", "spatial")}
+    which = "time-aware (given t)" if trained.takes_time else "static (no t)"
+    return (
+        f"\n## Seasonal target: sign(lat) sin(2 pi phi) at {n_heldout} held-out (place, time) pairs\n\n"
+        f"pretrained tower ({which}): R² {got['random']:.3f} (random CV), {got['spatial']:.3f} (spatial CV), all labels\n\n"
+        f"### seasonal: R², {probe} probe (best in bold)\n\n{curve_table(scores)}\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/satclip-bench-quality"))
@@ -393,6 +490,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prefix-dims", type=int, nargs="+", default=[], help="also probe these leading prefixes of the pretrained embeddings (e.g. 16 32 of 64)"
     )
+    parser.add_argument(
+        "--seasonal",
+        type=float,
+        default=0.0,
+        metavar="AMP",
+        help="band means get AMP x weight x sign(lat) sin(2 pi year phase); patches carry times; adds the seasonal probe",
+    )
+    parser.add_argument("--time-tower", action="store_true", help="train the time-aware tower (sphericalharmonics_time) instead of Siren(SH)")
+    parser.add_argument("--time-harmonics", type=int, default=2, help="--time-tower: seasonal Fourier orders K")
+    parser.add_argument("--time-dropout", type=float, default=0.1, help="--time-tower: fraction of training rows with time unknown")
     parser.add_argument("--reuse-data", action="store_true", help="keep the shards already in --out (same settings)")
     parser.add_argument("--checkpoint", type=Path, help="skip data and pretraining: probe this checkpoint")
     args = parser.parse_args(argv)
@@ -400,13 +507,14 @@ def main(argv: list[str] | None = None) -> int:
     timings = {}
     from satclip.eval.synthetic import SyntheticWorld
 
-    world = SyntheticWorld(seed=args.seed, field_degree=args.field_degree, field_decay=args.field_decay)
+    world = SyntheticWorld(seed=args.seed, field_degree=args.field_degree, field_decay=args.field_decay, seasonal=args.seasonal)
+    seasonal = args.seasonal > 0
     checkpoint = args.checkpoint
     if checkpoint is None:
         start = time.perf_counter()
         train, val = args.out / "shards-train", args.out / "shards-val"
         if not (args.reuse_data and (train / "manifest.json").is_file() and (val / "manifest.json").is_file()):
-            train, val = build_data(args.out, args.n_train, args.n_val, args.size, args.seed, world)
+            train, val = build_data(args.out, args.n_train, args.n_val, args.size, args.seed, world, seasonal)
             timings["data"] = time.perf_counter() - start
         start = time.perf_counter()
         checkpoint = pretrain(args.out, train, val, args)
@@ -415,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     report = probe_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels), tuple(args.baseline_sh))
     if args.prefix_dims:
         report += prefix_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels), tuple(args.prefix_dims))
-    report += "\n" + retrieval_report(checkpoint, world, args.n_retrieval, args.size, args.crop, args.seed)
+    report += "\n" + retrieval_report(checkpoint, world, args.n_retrieval, args.size, args.crop, args.seed, seasonal)
+    if seasonal:
+        report += seasonal_report(checkpoint, args.n_heldout, args.seed, args.probe, tuple(args.labels))
     timings["probes"] = time.perf_counter() - start
     trained = (
         ""
@@ -427,7 +537,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     world_text = (
-        f"world: seed {args.seed}, random fields of degree < {args.field_degree}, decay {args.field_decay:g} "
+        f"world: seed {args.seed}, random fields of degree < {args.field_degree}, decay {args.field_decay:g}"
+        + (f", seasonal amplitude {args.seasonal:g}" if seasonal else "")
+        + " "
         "(--checkpoint: these must match the world it was trained on)\n"
     )
     header = (

@@ -116,8 +116,11 @@ def test_bad_inputs(tmp_path: Path, tower: Path, table: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match=r"no column 'LON'"):
         embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "e.npy", lon_col="LON", progress=False)
     np.save(tmp_path / "three.npy", np.zeros((4, 3)))
-    with pytest.raises(ValueError, match=r"expected an \(N, 2\) array"):
+    with pytest.raises(ValueError, match=r"takes no time \(a static tower\): give \(N, 2\) \[lon, lat\]"):
         embed.embed_file(enc, tmp_path / "three.npy", tmp_path / "e.npy", progress=False)
+    np.save(tmp_path / "four.npy", np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"expected an \(N, 2\) array .* got shape \(4, 4\)"):
+        embed.embed_file(enc, tmp_path / "four.npy", tmp_path / "e.npy", progress=False)
     with pytest.raises(ValueError, match="unsupported format '.txt'"):
         embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "e.txt", progress=False)
     with pytest.raises(FileNotFoundError, match="no such file"):

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..geo import validate_lonlat
 from ..location import LocationEncoder
+from ..location.encoder import with_time_column
 
 KINDS = ("binary", "multiclass", "regression")
 
@@ -26,11 +27,13 @@ KINDS = ("binary", "multiclass", "regression")
 @dataclass
 class Split:
     """Coordinates (N, 2) [lon, lat] degrees and targets (N,) of one split; ``dropped``: rows of its
-    source table left out as invalid (``read_table(drop_invalid=True)``)."""
+    source table left out as invalid (``read_table(drop_invalid=True)``); ``time``: (N,) acquisition
+    times in Unix seconds UTC (NaN unknown) for a time-aware tower, or None (all unknown)."""
 
     lonlat: np.ndarray
     y: np.ndarray
     dropped: int = 0
+    time: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # one validator for coordinates everywhere: bad rows raise, longitudes are wrapped
@@ -38,6 +41,18 @@ class Split:
         self.y = np.asarray(self.y)
         if self.y.shape != (self.lonlat.shape[0],):
             raise ValueError(f"targets must have shape ({self.lonlat.shape[0]},), got {self.y.shape}")
+        if self.time is not None:
+            self.time = np.asarray(self.time, dtype=np.float64)
+            if self.time.shape != (self.lonlat.shape[0],):
+                raise ValueError(f"times must have shape ({self.lonlat.shape[0]},), got {self.time.shape}")
+            validate_lonlat(torch.as_tensor(self.inputs(True)), "lonlat_time", with_time=True)
+
+    def inputs(self, with_time: bool) -> np.ndarray:
+        """The tower's input: (N, 2) [lon, lat], or with ``with_time`` (N, 3) [lon, lat, t] (t NaN when unknown)."""
+        if not with_time:
+            return self.lonlat
+        t = self.time if self.time is not None else np.full(len(self.lonlat), np.nan)
+        return np.concatenate([self.lonlat, t[:, None]], axis=1)
 
 
 class LocationPredictor(nn.Module):
@@ -61,10 +76,13 @@ class LocationPredictor(nn.Module):
 
     @torch.no_grad()
     def predict(self, lonlat: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        """Class labels or target values for (N, 2) [lon, lat] degrees."""
+        """Class labels or target values for (N, 2) [lon, lat] degrees (a time-aware tower: (N, 3)
+        [lon, lat, t], or (N, 2) for unknown time)."""
         was_training = self.training
         self.eval()
         x = torch.as_tensor(np.asarray(lonlat, dtype=np.float64))
+        if self.tower.takes_time and x.shape[1:] == (2,):
+            x = with_time_column(x, None)
         out = torch.cat([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).double()
         self.train(was_training)
         return self._decode(out)
@@ -169,7 +187,8 @@ def train_predictor(
     t_train = _encode_targets(kind, train.y, model.classes, model.y_mean, model.y_std, "train")
     t_val = _encode_targets(kind, val.y, model.classes, model.y_mean, model.y_std, "validation")
     prefix, trainable = _split_frozen(model, freeze_tower)
-    x_train, x_val = _prefix(prefix, train.lonlat), _prefix(prefix, val.lonlat)
+    with_time = model.tower.takes_time
+    x_train, x_val = _prefix(prefix, train.inputs(with_time)), _prefix(prefix, val.inputs(with_time))
     params = [p for p in trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     loss_fn = _loss_fn(kind)
@@ -206,7 +225,7 @@ def train_predictor(
 
 def evaluate(model: LocationPredictor, split: Split) -> dict[str, float]:
     """Accuracy for classification; MSE, MAE and R^2 for regression (on the target's own scale)."""
-    pred = model.predict(split.lonlat)
+    pred = model.predict(split.inputs(model.tower.takes_time))
     if model.kind == "regression":
         y = split.y.astype(np.float64)
         err = pred - y

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import time
 from dataclasses import asdict
 from functools import cache
@@ -142,13 +143,16 @@ def read_table(
     lat_col: str | None = None,
     crs: str | None = None,
     drop_invalid: bool = False,
+    time_col: str | None = None,
 ) -> Split:
     """Read a CSV/Parquet table as a ``Split`` (targets zero when ``target`` is None).
 
     Coordinate columns are found by :func:`satclip.columns.find_coordinate_columns` unless named.
     Rows with a missing, non-numeric or non-finite coordinate, |lat| > 90 or a missing target are an
     error naming them, or with ``drop_invalid`` left out and counted (``Split.dropped``). Every CSV
-    column's type is inferred from the whole file (a column of numbers that turns to text is text)."""
+    column's type is inferred from the whole file (a column of numbers that turns to text is text).
+    ``time_col``: acquisition times for a time-aware tower (ISO 8601 text, datetimes or Unix seconds;
+    empty = unknown, kept; text that is no time is an error naming the row)."""
     import pandas as pd
 
     from ..io.embed import MAX_BAD_ROWS_SHOWN, invalid_coordinates
@@ -165,7 +169,7 @@ def read_table(
     lon_col, lat_col = find_coordinate_columns([str(c) for c in df.columns], lon_col, lat_col, crs, where=str(path))
     if lon_col == lat_col:
         raise ValueError(f"{path}: the longitude and latitude columns are both {lon_col!r}; name two columns (--lon-col, --lat-col)")
-    wanted = [lon_col, lat_col] + ([target] if target else [])
+    wanted = [lon_col, lat_col] + ([target] if target else []) + ([time_col] if time_col else [])
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; it has {list(df.columns)}")
@@ -185,10 +189,29 @@ def read_table(
     if not keep.any():
         raise ValueError(f"{path}: all {len(df)} rows are invalid")
     y = df[target].to_numpy()[keep] if target else np.zeros(int(keep.sum()))
+    time = _times(df[time_col], path, time_col)[keep] if time_col else None
     try:
-        return Split(lonlat[keep], y, dropped=int(bad.sum()))
+        return Split(lonlat[keep], y, dropped=int(bad.sum()), time=time)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
+
+
+def _times(column: Any, path: Path, name: str) -> np.ndarray:
+    """A table's time column as Unix seconds UTC (NaN where empty): numbers are Unix seconds, datetimes
+    (naive = UTC) and text go through :func:`satclip.acqtime.parse_time`'s convention."""
+    import pandas as pd
+
+    from ..acqtime import parse_time
+
+    if pd.api.types.is_numeric_dtype(column):
+        return column.to_numpy(dtype=np.float64)
+    if pd.api.types.is_datetime64_any_dtype(column):
+        utc = column.dt.tz_localize("UTC") if column.dt.tz is None else column.dt.tz_convert("UTC")
+        seconds = (utc - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        return seconds.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.array(
+        [math.nan if pd.isna(v) else parse_time(str(v), name=f"{path} column {name!r} data row {i}") for i, v in enumerate(column.tolist())], dtype=np.float64
+    )
 
 
 def fit_table(
@@ -273,6 +296,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, help="target column")
     parser.add_argument("--task", required=True, choices=("classification", "regression"))
     add_coordinate_arguments(parser)
+    parser.add_argument("--time-col", help="acquisition-time column for a time-aware --pe (sphericalharmonics_time): ISO 8601, datetimes or Unix seconds")
     parser.add_argument("--drop-invalid", action="store_true", help="leave out rows with bad coordinates or no target (counted) instead of stopping")
     parser.add_argument("--pe", default="sphericalharmonics", help="positional encoding (default: sphericalharmonics)")
     parser.add_argument("--nn", default="siren", help="network: linear, mlp, fcnet, siren (default: siren)")
@@ -287,6 +311,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("dim-hidden", int),
         ("num-layers", int),
         ("frequency-num", int),
+        ("time-harmonics", int),
+        ("time-dropout", float),
         ("min-radius", float),
         ("max-radius", float),
         ("lr", float),
@@ -309,10 +335,27 @@ def run(args: argparse.Namespace) -> int:
     if args.freeze_tower and not args.init_from:
         raise SystemExit("satclip locfit: --freeze-tower needs --init-from (a pretrained tower to freeze)")
     torch.set_num_threads(args.threads)
-    read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col, args.crs, args.drop_invalid)  # noqa: E731
+    takes_time = bool(getattr(POSITIONAL_ENCODINGS.get(args.pe), "takes_time", False)) if not args.init_from else None
+    if args.time_col and takes_time is False:
+        raise SystemExit(f"satclip locfit: --time-col {args.time_col!r}: --pe {args.pe} takes no time; use --pe sphericalharmonics_time")
+    read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col, args.crs, args.drop_invalid, args.time_col)  # noqa: E731
     train, val = read(args.train), read(args.val)
     test = read(args.test) if args.test else None
-    overrides = {k: getattr(args, k) for k in ("legendre_polys", "dim_hidden", "num_layers", "frequency_num", "min_radius", "max_radius", "lr", "weight_decay")}
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "legendre_polys",
+            "dim_hidden",
+            "num_layers",
+            "frequency_num",
+            "time_harmonics",
+            "time_dropout",
+            "min_radius",
+            "max_radius",
+            "lr",
+            "weight_decay",
+        )
+    }
     model, report = fit_table(
         train,
         val,

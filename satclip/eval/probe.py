@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..columns import add_coordinate_arguments
+from ..location.encoder import with_time_column
 
 ALPHAS = np.logspace(-4, 4, 17)
 
@@ -85,9 +86,12 @@ def baseline_features(lonlat: np.ndarray) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def embed(encoder: torch.nn.Module, lonlat: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-    """Embeddings of (N, 2) [lon, lat] with an eval-mode location tower, as float64 numpy."""
+    """Embeddings of (N, 2) [lon, lat] with an eval-mode location tower, as float64 numpy. A time-aware
+    tower gets (N, 3) [lon, lat, t] as given, or unknown time for (N, 2)."""
     encoder.eval()
     x = torch.as_tensor(lonlat, dtype=torch.float64)
+    if getattr(encoder, "takes_time", False) and x.shape[1:] == (2,):
+        x = with_time_column(x, None)
     return torch.cat([encoder(x[i : i + batch_size]).double() for i in range(0, len(x), batch_size)]).numpy()
 
 

@@ -9,6 +9,11 @@ emb_{D-1}``. Bad coordinates (missing, non-finite, |lat| > 90) stop the run with
 the file and the global row numbers (0-based data rows); the output is written to a temporary file
 and only renamed into place when every row succeeded. ``--geoparquet`` adds a WKB point
 ``geometry`` column and GeoParquet metadata to a Parquet output (:mod:`.geoparquet`).
+
+A time-aware tower (``sphericalharmonics_time``) takes the acquisition time too: ``--time-col``
+names a column of ISO 8601 text, Arrow timestamps / dates, or numbers (Unix seconds UTC); empty
+values are unknown (NaN), text that is no time is an error naming the row. Without ``--time-col``
+(or for an (N, 2) ``.npy``) every time is unknown; an (N, 3) ``.npy`` holds [lon, lat, t].
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..acqtime import parse_time
 from ..columns import add_coordinate_arguments, find_coordinate_columns
 from ..extras import requires_extra
 from ..geo import wrap_longitude
@@ -41,7 +47,7 @@ CSV_BLOCK_BYTES = 1 << 22  # Arrow CSV read block: ~4 MB of text per chunk
 READ_ROWS = 65536  # rows per Parquet / NPY read chunk (and per output write)
 MAX_BAD_ROWS_SHOWN = 10
 
-Chunk = tuple[int, np.ndarray, Any]  # (first global row, (n, 2) float64 [lon, lat], pyarrow Table of carried columns or None)
+Chunk = tuple[int, np.ndarray, Any]  # (first global row, (n, 2) [lon, lat] or (n, 3) [lon, lat, t] float64, carried columns or None)
 
 
 def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
@@ -52,8 +58,10 @@ def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
 
 
 def invalid_coordinates(lonlat: np.ndarray) -> np.ndarray:
-    """Mask of the rows of (n, 2) [lon, lat] that are missing, non-finite or have |lat| > 90."""
-    return ~np.isfinite(lonlat).all(axis=1) | (np.abs(lonlat[:, 1]) > 90)
+    """Mask of the rows of (n, 2) [lon, lat] that are missing, non-finite or have |lat| > 90; of
+    (n, 3) [lon, lat, t] also those with an infinite time (NaN time is unknown, not invalid)."""
+    bad = ~np.isfinite(lonlat[:, :2]).all(axis=1) | (np.abs(lonlat[:, 1]) > 90)
+    return bad | np.isinf(lonlat[:, 2]) if lonlat.shape[1] == 3 else bad
 
 
 def check_coordinates(lonlat: np.ndarray, start: int, source: str) -> None:
@@ -63,7 +71,11 @@ def check_coordinates(lonlat: np.ndarray, start: int, source: str) -> None:
         rows = np.flatnonzero(bad)
         shown = ", ".join(f"{start + r} (lon={float(lonlat[r, 0])!r}, lat={float(lonlat[r, 1])!r})" for r in rows[:MAX_BAD_ROWS_SHOWN])
         more = f" and {rows.size - MAX_BAD_ROWS_SHOWN} more in this chunk" if rows.size > MAX_BAD_ROWS_SHOWN else ""
-        raise ValueError(f"{source}: invalid coordinates (missing, non-finite or |lat| > 90) in data rows {shown}{more} (rows counted from 0, header excluded)")
+        raise ValueError(
+            f"{source}: invalid coordinates (missing, non-finite or |lat| > 90{', or an infinite time' if lonlat.shape[1] == 3 else ''}) "
+            f"in data rows {shown}{more} "
+            f"(rows counted from 0, header excluded)"
+        )
 
 
 # ---------------------------------------------------------------------------------------- readers
@@ -71,8 +83,10 @@ def check_coordinates(lonlat: np.ndarray, start: int, source: str) -> None:
 
 def _npy_chunks(path: Path, chunk_rows: int) -> tuple[int, Iterator[Chunk]]:
     array = np.load(path, mmap_mode="r")
-    if array.ndim != 2 or array.shape[1] != 2:
-        raise ValueError(f"{str(path)!r}: expected an (N, 2) array of [lon, lat] degrees, got shape {array.shape}")
+    if array.ndim != 2 or array.shape[1] not in (2, 3):
+        raise ValueError(
+            f"{str(path)!r}: expected an (N, 2) array of [lon, lat] degrees (or (N, 3) [lon, lat, t] for a time-aware tower), got shape {array.shape}"
+        )
     if not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"{str(path)!r}: expected a numeric array, got dtype {array.dtype}")
 
@@ -147,8 +161,41 @@ def _column(batch: Any, name: str, path: Path) -> np.ndarray:
         raise ValueError(f"{str(path)!r}: column {name!r} is not numeric ({batch.schema.field(name).type}): {err}") from None
 
 
+def _time_column(batch: Any, name: str, path: Path, start: int) -> np.ndarray:
+    """A time column as float64 Unix seconds UTC (NaN where empty): Arrow timestamps (naive = UTC) and
+    dates, numbers (Unix seconds), or text parsed by :func:`satclip.acqtime.parse_time`."""
+    import pyarrow as pa
+
+    column = batch.column(name)
+    kind = column.type
+
+    def as_float(values: Any) -> np.ndarray:
+        return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+    if pa.types.is_timestamp(kind):
+        return as_float(column.cast(pa.int64())) * {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[kind.unit]
+    if pa.types.is_date32(kind):
+        return as_float(column.cast(pa.int32())) * 86400.0
+    if pa.types.is_date64(kind):
+        return as_float(column.cast(pa.int64())) * 1e-3
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return as_float(column)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return np.array(
+            [parse_time(v or "", name=f"{str(path)!r} column {name!r} data row {start + i}") for i, v in enumerate(column.to_pylist())], dtype=np.float64
+        )
+    raise ValueError(f"{str(path)!r}: time column {name!r} has type {kind}; expected ISO 8601 text, a timestamp or Unix seconds")
+
+
 def _table_chunks(
-    path: Path, suffix: str, lon_col: str | None, lat_col: str | None, crs: str | None, chunk_rows: int, text: Sequence[str] = ()
+    path: Path,
+    suffix: str,
+    lon_col: str | None,
+    lat_col: str | None,
+    crs: str | None,
+    chunk_rows: int,
+    text: Sequence[str] = (),
+    time_col: str | None = None,
 ) -> tuple[int, Iterator[Chunk]]:
     import pyarrow as pa
 
@@ -156,6 +203,8 @@ def _table_chunks(
     lon, lat = find_coordinate_columns(schema.names, lon_col, lat_col, crs, where=repr(str(path)))
     if lon == lat:
         raise ValueError(f"{str(path)!r}: the longitude and latitude columns are both {lon!r}; name two columns (--lon-col, --lat-col)")
+    if time_col is not None and time_col not in schema.names:
+        raise ValueError(f"{str(path)!r}: no time column {time_col!r} (--time-col); it has {schema.names}")
 
     def coordinates_must_be_numbers(change: ColumnTypeChanged) -> Exception:
         return ValueError(f"{change} (coordinates must be numbers)") if change.column in (lon, lat) else change
@@ -171,7 +220,10 @@ def _table_chunks(
         start = 0
         try:
             for batch in batches:
-                lonlat = np.stack([_column(batch, lon, path), _column(batch, lat, path)], axis=1)
+                coords = [_column(batch, lon, path), _column(batch, lat, path)]
+                if time_col is not None:
+                    coords.append(_time_column(batch, time_col, path, start))
+                lonlat = np.stack(coords, axis=1)
                 carried = pa.Table.from_batches([batch]).drop_columns([lon, lat])
                 yield start, lonlat, carried
                 start += batch.num_rows
@@ -188,18 +240,22 @@ def read_chunks(
     chunk_rows: int = 65536,
     crs: str | None = None,
     text: Sequence[str] = (),
+    time_col: str | None = None,
 ) -> tuple[int, Iterator[Chunk]]:
     """(number of rows, iterator of (first row, (n, 2) [lon, lat], carried columns)) of a coordinate file
     (table columns found by :func:`satclip.columns.find_coordinate_columns` unless named); CSV columns
     named in ``text`` are read as text. A coordinate column that turns to text is a ``ValueError``, any
-    other column a :class:`ColumnTypeChanged`."""
+    other column a :class:`ColumnTypeChanged`. ``time_col``: (n, 3) [lon, lat, t] chunks, t in Unix
+    seconds (NaN empty; the column is also carried)."""
     path = Path(path)
     suffix = _suffix(path, INPUT_FORMATS, "input")
     if not path.is_file():
         raise FileNotFoundError(f"input {str(path)!r}: no such file")
     if suffix == ".npy":
+        if time_col is not None:
+            raise ValueError(f"input {str(path)!r}: --time-col names a table column; an .npy input holds the time as a third column")
         return _npy_chunks(path, chunk_rows)
-    return _table_chunks(path, suffix, lon_col, lat_col, crs, chunk_rows, text)
+    return _table_chunks(path, suffix, lon_col, lat_col, crs, chunk_rows, text, time_col)
 
 
 # ---------------------------------------------------------------------------------------- writers
@@ -290,7 +346,14 @@ def check_device(device: str) -> None:
 
 
 def embed_array(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 8192, device: str | torch.device = "cpu") -> np.ndarray:
-    """(n, 2) [lon, lat] degrees -> (n, output_dim) embeddings in the encoder's dtype, ``batch_size`` rows at a time."""
+    """(n, 2) [lon, lat] degrees -> (n, output_dim) embeddings in the encoder's dtype, ``batch_size`` rows at a time.
+
+    A time-aware tower takes (n, 3) [lon, lat, t]; given (n, 2) it embeds with every time unknown
+    (NaN). A static tower given (n, 3) raises ``ValueError``."""
+    if lonlat.shape[1:] == (3,) and not encoder.takes_time:
+        raise ValueError("the location tower takes no time (a static tower): give (N, 2) [lon, lat]; (N, 3) [lon, lat, t] is the input of a time-aware tower")
+    if encoder.takes_time and lonlat.shape[1:] == (2,):
+        lonlat = np.concatenate([lonlat, np.full((lonlat.shape[0], 1), np.nan)], axis=1)
     dtype = torch.empty((), dtype=encoder.dtype).numpy().dtype
     out = np.empty((lonlat.shape[0], encoder.output_dim), dtype=dtype)
     with torch.inference_mode():
@@ -312,19 +375,23 @@ def embed_file(
     progress: bool = True,
     crs: str | None = None,
     geoparquet: bool = False,
+    time_col: str | None = None,
 ) -> int:
     """Embed every row of ``input`` into ``output`` (streaming, order kept); returns the number of rows.
 
     ``geoparquet`` (``.parquet`` output only) adds a WKB point ``geometry`` column and GeoParquet metadata.
+    ``time_col``: the acquisition-time column for a time-aware tower (module docstring).
 
     A carried CSV column whose values stop fitting the type inferred from the first rows (an id that
     turns from numbers to text) is read as text: the file is read again from the start."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if time_col is not None and not encoder.takes_time:
+        raise ValueError(f"--time-col {time_col!r}: this location tower takes no time (a static tower); leave --time-col out")
     text: list[str] = []
     while True:
         try:
-            return _embed_once(encoder, Path(input), Path(output), lon_col, lat_col, crs, batch_size, device, progress, text, geoparquet)
+            return _embed_once(encoder, Path(input), Path(output), lon_col, lat_col, crs, batch_size, device, progress, text, geoparquet, time_col)
         except ColumnTypeChanged as change:  # a carried column (read_chunks reports coordinate columns itself)
             if change.column in text:
                 raise ValueError(str(change)) from None
@@ -343,13 +410,14 @@ def _embed_once(
     progress: bool,
     text: Sequence[str],
     geoparquet: bool = False,
+    time_col: str | None = None,
 ) -> int:
     from tqdm import tqdm
 
     out_fmt = _suffix(output, OUTPUT_FORMATS, "output")
     if geoparquet and out_fmt != ".parquet":
         raise ValueError(f"output {str(output)!r}: --geoparquet writes Parquet; name the output .parquet")
-    rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=max(batch_size, READ_ROWS), crs=crs, text=text)
+    rows, chunks = read_chunks(input, lon_col, lat_col, chunk_rows=max(batch_size, READ_ROWS), crs=crs, text=text, time_col=time_col)
     encoder = encoder.to(device).eval()
     dim, dtype = encoder.output_dim, torch.empty((), dtype=encoder.dtype).numpy().dtype
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -380,6 +448,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="coordinates: .csv / .parquet with longitude and latitude columns, or an (N, 2) [lon, lat] .npy")
     parser.add_argument("--output", required=True, help="embeddings: .npy (N, D), or .parquet / .csv (carried columns + emb_0..emb_{D-1})")
     add_coordinate_arguments(parser)
+    parser.add_argument(
+        "--time-col", default=None, help="acquisition-time column for a time-aware tower: ISO 8601 text, timestamps or Unix seconds (default: time unknown)"
+    )
     parser.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default: 8192)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the tower and output (default: the checkpoint's)")
@@ -394,8 +465,20 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.dtype, dim=args.dim)
+        if encoder.takes_time and args.time_col is None and not str(args.input).lower().endswith(".npy"):
+            print("satclip embed: a time-aware tower and no --time-col: every time is unknown (time-free embeddings)", file=sys.stderr)
         rows = embed_file(
-            encoder, args.input, args.output, args.lon_col, args.lat_col, args.batch_size, args.device, not args.no_progress, args.crs, args.geoparquet
+            encoder,
+            args.input,
+            args.output,
+            args.lon_col,
+            args.lat_col,
+            args.batch_size,
+            args.device,
+            not args.no_progress,
+            args.crs,
+            args.geoparquet,
+            args.time_col,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

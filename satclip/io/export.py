@@ -6,8 +6,9 @@ The directory loads back with ``satclip.load_location_encoder(DIR)``, which need
 safetensors. TorchScript and ONNX files hold a graph-friendly version of the tower: the spherical
 harmonics as a pure-tensor recurrence (no sphericart, no in-place buffers), longitudes wrapped in
 the graph, and no input validation (the caller passes finite [lon, lat] degrees with |lat| <= 90).
-Their input is always float64 (N, 2) [lon, lat] degrees, so coordinates keep full precision; the
-output has the export's dtype. Float64 constants stay float64 in the ONNX graph.
+Their input is always float64 (N, 2) [lon, lat] degrees (``lonlat``), so coordinates keep full
+precision; a time-aware tower's is (N, 3) [lon, lat, t] (``lonlat_time``, t in Unix seconds UTC, NaN
+unknown). The output has the export's dtype. Float64 constants stay float64 in the ONNX graph.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .. import __version__
 from ..extras import requires_extra
 from ..location import LocationEncoder, SphericalHarmonics
 from ..location.harmonics import _coefficients, _trig_row
+from ..location.temporal import space_time_product, temporal_terms
 from .checkpoints import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, load_location_encoder
 from .hub import push_folder
 
@@ -69,7 +71,8 @@ def graph_spherical_harmonics(lonlat: torch.Tensor, legendre_polys: int, convent
 
 
 class GraphLocationEncoder(nn.Module):
-    """A ``LocationEncoder`` rewritten for tracing: (N, 2) float64 [lon, lat] -> (N, output_dim).
+    """A ``LocationEncoder`` rewritten for tracing: (N, 2) float64 [lon, lat] (time-aware: (N, 3)
+    [lon, lat, t]) -> (N, output_dim).
 
     No validation (data-dependent branches cannot be traced); longitudes outside [-180, 180] are
     wrapped with ``torch.where``, which leaves values inside untouched (bit-identical results).
@@ -80,19 +83,24 @@ class GraphLocationEncoder(nn.Module):
         self.posenc = encoder.posenc
         self.nnet = encoder.nnet
         self.out_dtype = encoder.dtype
-        self.harmonics = isinstance(encoder.posenc, SphericalHarmonics)
+        self.takes_time = encoder.takes_time
+        self.harmonics = isinstance(encoder.posenc, SphericalHarmonics) or self.takes_time
         self.legendre_polys = int(getattr(encoder.posenc, "legendre_polys", 0))
         self.convention = str(getattr(encoder.posenc, "convention", ""))
+        self.time_harmonics = int(getattr(encoder.posenc, "time_harmonics", 0))
+        self.year_trend = bool(getattr(encoder.posenc, "year_trend", False))
 
     def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
-        lonlat = lonlat.to(torch.float64)
-        lon, lat = lonlat[:, 0], lonlat[:, 1]
+        inputs = lonlat.to(torch.float64)
+        lon, lat = inputs[:, 0], inputs[:, 1]
         lon = torch.where((lon < -180.0) | (lon > 180.0), torch.remainder(lon + 180.0, 360.0) - 180.0, lon)
         lonlat = torch.stack([lon, lat], dim=1)
         if self.harmonics:
             feats = graph_spherical_harmonics(lonlat, self.legendre_polys, self.convention)
         else:
             feats = self.posenc(lonlat)
+        if self.takes_time:
+            feats = space_time_product(feats, temporal_terms(inputs[:, 2], self.time_harmonics, self.year_trend))
         return self.nnet(feats.to(self.out_dtype))
 
 
@@ -109,10 +117,14 @@ def architecture(encoder: LocationEncoder) -> dict[str, Any]:
     return arch
 
 
-def _example_input(n: int = 7) -> torch.Tensor:
+def _example_input(n: int = 7, with_time: bool = False) -> torch.Tensor:
     lon = torch.linspace(-179.0, 179.0, n, dtype=torch.float64)
     lat = torch.linspace(-89.0, 89.0, n, dtype=torch.float64)
-    return torch.stack([lon, lat], dim=1)
+    if not with_time:
+        return torch.stack([lon, lat], dim=1)
+    t = torch.linspace(1.5e9, 1.7e9, n, dtype=torch.float64)
+    t[-1] = math.nan  # unknown
+    return torch.stack([lon, lat, t], dim=1)
 
 
 @contextlib.contextmanager
@@ -134,7 +146,7 @@ def _graph(encoder: LocationEncoder) -> GraphLocationEncoder:
     exist before tracing and every traced invocation records the same graph."""
     graph = GraphLocationEncoder(encoder).eval()
     with torch.no_grad():
-        graph(_example_input())
+        graph(_example_input(with_time=graph.takes_time))
     return graph
 
 
@@ -148,24 +160,27 @@ def export_torchscript(encoder: LocationEncoder, path: str | Path) -> Path:
     """Trace the graph version of ``encoder`` to a TorchScript file (load with ``torch.jit.load``)."""
     graph = _graph(encoder)
     with torch.no_grad(), _quiet():
-        traced = torch.jit.trace(graph, _example_input(), check_inputs=[(_example_input(3),)])
+        example, check = _example_input(with_time=graph.takes_time), _example_input(3, with_time=graph.takes_time)
+        traced = torch.jit.trace(graph, example, check_inputs=[(check,)])
         torch.jit.save(traced, str(path))
     return Path(path)
 
 
 @requires_extra("ONNX export")
 def export_onnx(encoder: LocationEncoder, path: str | Path, opset: int = ONNX_OPSET) -> Path:
-    """Export the graph version of ``encoder`` to ONNX: input ``lonlat`` (N, 2) float64, output ``embedding``."""
+    """Export the graph version of ``encoder`` to ONNX: input ``lonlat`` (N, 2) float64 (time-aware:
+    ``lonlat_time`` (N, 3) [lon, lat, t]), output ``embedding``."""
     graph = _graph(encoder)
+    name = "lonlat_time" if graph.takes_time else "lonlat"
     torch.onnx.register_custom_op_symbolic("aten::deg2rad", _deg2rad_symbolic, opset)
     with torch.no_grad(), _quiet():
         torch.onnx.export(
             graph,
-            (_example_input(),),
+            (_example_input(with_time=graph.takes_time),),
             str(path),
-            input_names=["lonlat"],
+            input_names=[name],
             output_names=["embedding"],
-            dynamic_axes={"lonlat": {0: "n"}, "embedding": {0: "n"}},
+            dynamic_axes={name: {0: "n"}, "embedding": {0: "n"}},
             opset_version=opset,
             dynamo=False,
         )
@@ -196,7 +211,9 @@ def export_location_encoder(
         "spherical_harmonics_convention": getattr(encoder.posenc, "convention", None),
         "dtype": dtype,
         "matryoshka_dims": encoder.matryoshka_dims,
-        "input": "(N, 2) [lon, lat] in degrees (float64 for the TorchScript and ONNX graphs)",
+        "input": ("(N, 3) [lon, lat, t]: degrees and Unix seconds UTC, t NaN where unknown" if encoder.takes_time else "(N, 2) [lon, lat] in degrees")
+        + " (float64 for the TorchScript and ONNX graphs)",
+        "input_columns": ["lon", "lat", "time"] if encoder.takes_time else ["lon", "lat"],
         "source": source,
         "files": {"weights": EXPORT_WEIGHTS},
     }

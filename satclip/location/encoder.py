@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,22 @@ from . import fused
 from .registry import NETWORKS, POSITIONAL_ENCODINGS
 
 
+def with_time_column(lonlat: torch.Tensor, time: torch.Tensor | None) -> torch.Tensor:
+    """(B, 2) [lon, lat] and (B,) times (None: all unknown) -> (B, 3) float64 [lon, lat, t], a time-aware tower's input."""
+    lonlat = lonlat.to(torch.float64)
+    if time is None:
+        column = torch.full_like(lonlat[:, :1], math.nan)
+    else:
+        column = time.to(device=lonlat.device, dtype=torch.float64).reshape(-1, 1)
+        if column.shape[0] != lonlat.shape[0]:
+            raise ValueError(f"time: {column.shape[0]} values for {lonlat.shape[0]} locations")
+    return torch.cat([lonlat, column], dim=1)
+
+
 class LocationEncoder(nn.Module):
-    """(N, 2) [lon, lat] degrees -> (N, output_dim) embeddings.
+    """(N, 2) [lon, lat] degrees -> (N, output_dim) embeddings; a time-aware tower (its encoding has
+    ``takes_time = True``, e.g. ``sphericalharmonics_time``) takes (N, 3) [lon, lat, t], t in Unix
+    seconds UTC, NaN where unknown (``takes_time``, ``input_dim``).
 
     Coordinates are validated (``ValueError`` naming the bad rows; longitudes outside
     [-180, 180] are wrapped). The encoding is computed in float64 and cast to the network's dtype,
@@ -39,11 +54,21 @@ class LocationEncoder(nn.Module):
         return int(last.shape[0])
 
     @property
+    def takes_time(self) -> bool:
+        """Whether the tower takes [lon, lat, t] (a time-aware encoding) rather than [lon, lat]."""
+        return bool(getattr(self.posenc, "takes_time", False))
+
+    @property
+    def input_dim(self) -> int:
+        """Input columns: 3 for a time-aware tower, else 2."""
+        return 3 if self.takes_time else 2
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.nnet.parameters()).dtype
 
     def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
-        lonlat = validate_lonlat(lonlat)
+        lonlat = validate_lonlat(lonlat, with_time=self.takes_time)
         if fused.applies(self.posenc, self.nnet, lonlat):  # inference of a SH-SIREN on CPU: the same numbers, chunked
             return fused.siren_harmonics_forward(self.posenc, self.nnet, lonlat)  # type: ignore[arg-type]
         feats = self.posenc(lonlat.to(torch.float64))

@@ -280,10 +280,10 @@ class SatCLIPModule(L.LightningModule):
 
     def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """L2-normalised float32 image and location features of a batch. The location tower runs
-        outside autocast, in its own dtype."""
+        outside autocast, in its own dtype; a time-aware tower also gets ``batch["time"]`` (absent: unknown)."""
         image = F.normalize(self.model.encode_image(batch["image"]).float(), dim=-1)
         with torch.autocast(device_type=self.device.type, enabled=False):
-            location = F.normalize(self.model.encode_location(batch["lonlat"]).float(), dim=-1)
+            location = F.normalize(self.model.encode_location(batch["lonlat"], batch.get("time")).float(), dim=-1)
         return image, location
 
     def temperature_scale(self) -> torch.Tensor:
