@@ -28,8 +28,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_pretrain_quality as bench  # noqa: E402
 
-from satclip.eval.probe import embed  # noqa: E402
 from satclip.eval.synthetic import SyntheticWorld, uniform_sphere  # noqa: E402
+from satclip.io.embed import embed_array  # noqa: E402
 from satclip.location import build_location_encoder, spherical_harmonics  # noqa: E402
 from satclip.loss import LOSSES  # noqa: E402
 
@@ -117,12 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|" + "---|" * len(cols))
     torch.manual_seed(args.seed)
     untrained = build_location_encoder("sphericalharmonics", "siren", output_dim=64, dtype=torch.float32, legendre_polys=10)
-    base = scores({"same tower, untrained": embed(untrained, held), "SH L=10": spherical_harmonics(torch.as_tensor(held), 10).numpy()}, world, held, args.seed)
+    base = scores(
+        {"same tower, untrained": embed_array(untrained, held, dtype=np.float64), "SH L=10": spherical_harmonics(torch.as_tensor(held), 10).numpy()},
+        world,
+        held,
+        args.seed,
+    )
     for name in ("same tower, untrained", "SH L=10"):
         print(f"| {name} | | | " + " | ".join(f"{base[(name, t, n)]:.3f}" for t, n in cols) + " |")
     for variant in args.variants:
         tower, loss, scale = train(world, {**RELEASED, **VARIANTS[variant]}, args.seed, args.steps, args.batch_size, 6000, 64)
-        got = scores({"pretrained": embed(tower, held)}, world, held, args.seed)
+        got = scores({"pretrained": embed_array(tower, held, dtype=np.float64)}, world, held, args.seed)
         print(f"| {variant} | {loss:.2f} | {scale:.1f} | " + " | ".join(f"{got[('pretrained', t, n)]:.3f}" for t, n in cols) + " |", flush=True)
     return 0
 

@@ -231,7 +231,7 @@ def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int, sh_degrees: tu
     import torch
 
     from satclip import load_location_encoder
-    from satclip.eval.probe import embed
+    from satclip.io.embed import embed_array
     from satclip.location import build_location_encoder, spherical_harmonics
 
     trained = load_location_encoder(str(checkpoint))
@@ -241,7 +241,11 @@ def feature_sets(checkpoint: Path, lonlat: np.ndarray, seed: int, sh_degrees: tu
         cfg["pe"], cfg["nn"], output_dim=trained.output_dim, **{k: v for k, v in cfg.items() if k not in ("pe", "nn", "output_dim")}
     )
     l_tower = int(cfg.get("legendre_polys", 10))
-    features = {PRETRAINED: embed(trained, lonlat), "same tower, untrained": embed(untrained, lonlat), "lon/lat": lonlat.copy()}
+    features = {
+        PRETRAINED: embed_array(trained, lonlat, dtype=np.float64),
+        "same tower, untrained": embed_array(untrained, lonlat, dtype=np.float64),
+        "lon/lat": lonlat.copy(),
+    }
     coords = torch.as_tensor(lonlat, dtype=torch.float64)
     for degree in sorted({*sh_degrees, l_tower, int(trained.output_dim**0.5)}):
         features[f"SH L={degree} ({degree * degree} features)"] = spherical_harmonics(coords, degree).numpy()
@@ -312,13 +316,13 @@ def prefix_report(checkpoint: Path, world: SyntheticWorld, n_heldout: int, seed:
     ``load_location_encoder(..., dim=d)`` returns), next to the full embedding; same points and folds as
     :func:`probe_report`. Per target a learning-curve table, then the mean over its (cv, labels) cells."""
     from satclip import load_location_encoder
-    from satclip.eval.probe import embed
     from satclip.eval.synthetic import uniform_sphere
+    from satclip.io.embed import embed_array
 
     lonlat = uniform_sphere(n_heldout, seed + 12)
     fields = world.fields(lonlat)
     tower = load_location_encoder(str(checkpoint))
-    full = embed(tower, lonlat)
+    full = embed_array(tower, lonlat, dtype=np.float64)
     bad = [d for d in dims if not 0 < d < full.shape[1]]
     if bad:
         raise ValueError(f"--prefix-dims must be between 1 and {full.shape[1] - 1} (the embedding has {full.shape[1]}); got {bad}")
@@ -420,8 +424,8 @@ def seasonal_report(checkpoint: Path, n_heldout: int, seed: int, probe: str = "r
 
     from satclip import load_location_encoder
     from satclip.acqtime import year_phase
-    from satclip.eval.probe import embed
     from satclip.eval.synthetic import seasonal_signal, uniform_sphere, uniform_times
+    from satclip.io.embed import embed_array
     from satclip.location import SphericalHarmonicsTime, build_location_encoder, spherical_harmonics
 
     lonlat = uniform_sphere(n_heldout, seed + 15)
@@ -438,8 +442,8 @@ def seasonal_report(checkpoint: Path, n_heldout: int, seed: int, probe: str = "r
     phase = 2 * np.pi * year_phase(times)
     product = SphericalHarmonicsTime(10, time_harmonics=1, time_dropout=0.0).eval()
     features = {
-        PRETRAINED: embed(trained, tower_input),
-        "same tower, untrained": embed(untrained, tower_input),
+        PRETRAINED: embed_array(trained, tower_input, dtype=np.float64),
+        "same tower, untrained": embed_array(untrained, tower_input, dtype=np.float64),
         "lon/lat": lonlat.copy(),
         "lon/lat + cos/sin of the year phase (concatenated)": np.concatenate([lonlat, np.cos(phase)[:, None], np.sin(phase)[:, None]], axis=1),
         "SH L=10 (100 features)": spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), 10).numpy(),

@@ -118,7 +118,7 @@ def test_locfit_multiclass_and_bad_input(tmp_path):
 
 
 def test_read_table_refuses_bad_rows_unless_dropped_and_names_bad_files(tmp_path):
-    from satclip.eval.locfit import read_table
+    from satclip.eval.tables import read_table
 
     table = _table(10, 0)
     table.loc[2, "lon"], table.loc[5, "value"] = np.nan, np.nan
@@ -144,7 +144,7 @@ def test_read_table_refuses_bad_rows_unless_dropped_and_names_bad_files(tmp_path
 
 
 def test_read_table_finds_coordinate_columns_and_checks_their_rows(tmp_path):
-    from satclip.eval.locfit import read_table
+    from satclip.eval.tables import read_table
 
     table = _table(10, 0).rename(columns={"lon": "Longitude", "lat": "LAT"})
     table.loc[4, "LAT"] = 120.0

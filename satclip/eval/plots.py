@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
+    from ..location import LocationEncoder
     from .fitting import LocationPredictor, Split
 
 MAP_SIZE_IN = (12.0, 6.0)
@@ -82,7 +83,7 @@ def _coastline(ax, lon: np.ndarray, lat: np.ndarray, mask: np.ndarray, **kw) -> 
 
 
 def plot_embedding_map(
-    encoder: torch.nn.Module,
+    encoder: LocationEncoder,
     out: str | Path,
     *,
     title: str,
@@ -97,11 +98,11 @@ def plot_embedding_map(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .probe import embed
+    from ..io.embed import embed_array
 
     lon, lat = lonlat_grid(resolution)
     points = _mesh(lon, lat)
-    emb = embed(encoder, points)
+    emb = embed_array(encoder, points, dtype=np.float64)
     colours = PCAColours(emb)
     image = colours(emb).reshape(len(lat), len(lon), 3)
     width = MAP_SIZE_IN[0] * (1.5 if globe else 1.0)
@@ -120,7 +121,7 @@ def plot_embedding_map(
         gpoints, inside = orthographic_lonlat(size, *globe_center)
         gimage = np.ones((size * size, 3))
         keep = inside.ravel()
-        gimage[keep] = colours(embed(encoder, gpoints[keep]))
+        gimage[keep] = colours(embed_array(encoder, gpoints[keep], dtype=np.float64))
         gax = fig.add_axes((12.2 / width, 0.08, 5.6 / width, 0.84))
         gax.imshow(gimage.reshape(size, size, 3), interpolation="nearest")
         if coastline:

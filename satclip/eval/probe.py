@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from ..columns import add_coordinate_arguments
-from ..location.encoder import with_time_column
 
 ALPHAS = np.logspace(-4, 4, 17)
 
@@ -85,16 +84,6 @@ def baseline_features(lonlat: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def embed(encoder: torch.nn.Module, lonlat: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-    """Embeddings of (N, 2) [lon, lat] with an eval-mode location tower, as float64 numpy. A time-aware
-    tower gets (N, 3) [lon, lat, t] as given, or unknown time for (N, 2)."""
-    encoder.eval()
-    x = torch.as_tensor(lonlat, dtype=torch.float64)
-    if getattr(encoder, "takes_time", False) and x.shape[1:] == (2,):
-        x = with_time_column(x, None)
-    return torch.cat([encoder(x[i : i + batch_size]).double() for i in range(0, len(x), batch_size)]).numpy()
-
-
 def geoclip_features(lonlat: np.ndarray, batch_size: int = 8192) -> np.ndarray:
     """GeoCLIP's pretrained location embeddings (512-d) of (N, 2) [lon, lat]; needs the ``geoclip`` package."""
     try:
@@ -240,7 +229,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import load_location_encoder
-    from .locfit import read_table
+    from ..io.embed import embed_array
+    from .tables import read_table
 
     if not (args.checkpoint or args.features or args.encoder) and args.no_baselines:
         raise SystemExit("satclip probe: nothing to probe: give --checkpoint, --features or --encoder, or drop --no-baselines")
@@ -250,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     features: dict[str, np.ndarray] = {}
     for ckpt in args.checkpoint:
         encoder = load_location_encoder(ckpt)
-        features[Path(ckpt).name if Path(ckpt).exists() else ckpt] = embed(encoder, table.lonlat)
+        features[Path(ckpt).name if Path(ckpt).exists() else ckpt] = embed_array(encoder, table.lonlat, dtype=np.float64)
     try:
         for spec in args.features:
             name, feats = load_features(spec, len(y))

@@ -345,17 +345,23 @@ def check_device(device: str) -> None:
         raise ValueError(f"--device {device}: not available here ({lines[0] if lines else type(err).__name__}); use --device cpu") from None
 
 
-def embed_array(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 8192, device: str | torch.device = "cpu") -> np.ndarray:
-    """(n, 2) [lon, lat] degrees -> (n, output_dim) embeddings in the encoder's dtype, ``batch_size`` rows at a time.
+def embed_array(
+    encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 8192, device: str | torch.device = "cpu", dtype: np.dtype | type | None = None
+) -> np.ndarray:
+    """(n, 2) [lon, lat] degrees -> (n, output_dim) embeddings, ``batch_size`` rows at a time: the one
+    batched-embedding loop (files, grids, geolocation, probes and plots all use it).
 
-    A time-aware tower takes (n, 3) [lon, lat, t]; given (n, 2) it embeds with every time unknown
-    (NaN). A static tower given (n, 3) raises ``ValueError``."""
+    The tower is put in eval mode (embedding is inference: no dropout, no time dropout). Output in
+    ``dtype`` (default: the encoder's). A time-aware tower takes (n, 3) [lon, lat, t]; given (n, 2) it
+    embeds with every time unknown (NaN). A static tower given (n, 3) raises ``ValueError``."""
     if lonlat.shape[1:] == (3,) and not encoder.takes_time:
         raise ValueError("the location tower takes no time (a static tower): give (N, 2) [lon, lat]; (N, 3) [lon, lat, t] is the input of a time-aware tower")
     if encoder.takes_time and lonlat.shape[1:] == (2,):
         lonlat = np.concatenate([lonlat, np.full((lonlat.shape[0], 1), np.nan)], axis=1)
-    dtype = torch.empty((), dtype=encoder.dtype).numpy().dtype
+    if dtype is None:
+        dtype = torch.empty((), dtype=encoder.dtype).numpy().dtype
     out = np.empty((lonlat.shape[0], encoder.output_dim), dtype=dtype)
+    encoder.eval()
     with torch.inference_mode():
         for i in range(0, lonlat.shape[0], batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(lonlat[i : i + batch_size], dtype=np.float64)).to(device)
