@@ -28,46 +28,15 @@ from torch import nn
 from .. import __version__
 from ..extras import requires_extra
 from ..location import LocationEncoder, SphericalHarmonics
-from ..location.harmonics import _coefficients, _trig_row
+from ..location.harmonics import graph_spherical_harmonics
 from ..location.temporal import space_time_product, temporal_terms
-from .checkpoints import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, load_location_encoder
+from .checkpoints import load_location_encoder
 from .hub import push_folder
+from .layout import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS
 
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_OPSET = 17
-
-
-def graph_spherical_harmonics(lonlat: torch.Tensor, legendre_polys: int, convention: str) -> torch.Tensor:
-    """(N, 2) float64 [lon, lat] degrees -> (N, L*L) float64 harmonics, written for tracing.
-
-    The same stable recurrence as ``satclip.location.harmonics`` (same coefficients, same order of
-    operations) but functional: degree l's row (m = -l..l) is built from the two previous rows by
-    concatenation, so TorchScript tracing and ONNX export see a plain dataflow graph.
-    """
-    L = int(legendre_polys)
-    a, b, d = _coefficients(L)
-    c = L - 1
-    lon = lonlat[:, 0] * (math.pi / 180.0)
-    lat = lonlat[:, 1] * (math.pi / 180.0)
-    x = (-torch.sin(lat))[:, None]  # cos(theta), theta from the south pole
-    s = torch.cos(lat)[:, None]  # sin(theta), exact next to the poles
-    trig = _trig_row(lon, L, convention)
-    prev2: torch.Tensor | None = None
-    prev1 = torch.full_like(x, 1.0 / math.sqrt(4 * math.pi))
-    columns = [prev1 * trig[:, c : c + 1]]
-    for l in range(1, L):
-        window = slice(c - (l - 1), c + l)  # |m| <= l-1
-        a_l, b_l = a[l, window].to(lonlat.device), b[l, window].to(lonlat.device)
-        inner = prev1 * x
-        if prev2 is not None:  # b = 0 at l = 1
-            inner = inner - nn.functional.pad(prev2, (1, 1)) * b_l
-        inner = inner * a_l
-        diag = d[l].to(lonlat.device) * s
-        cur = torch.cat([diag * prev1[:, :1], inner, diag * prev1[:, -1:]], dim=1)
-        columns.append(cur * trig[:, c - l : c + l + 1])
-        prev2, prev1 = prev1, cur
-    return torch.cat(columns, dim=1)
 
 
 class GraphLocationEncoder(nn.Module):
