@@ -37,6 +37,7 @@ from torch import nn
 
 from ..columns import add_coordinate_arguments
 from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder, with_last_affine
+from ..location.registry import hyperparameter_names
 from .fitting import LocationPredictor, Split, evaluate, infer_kind, train_predictor
 from .tables import read_table
 
@@ -100,13 +101,11 @@ def resolve_settings(kind: str, pe: str, nn_name: str, tuned: str = "auto", over
 
 
 def _accepted_hparams(pe: str, nn_name: str) -> set[str]:
-    import inspect
-
     names: set[str] = set()
     for table, name in ((POSITIONAL_ENCODINGS, pe), (NETWORKS, nn_name)):
         if name not in table:
             raise ValueError(f"unknown {'positional encoding' if table is POSITIONAL_ENCODINGS else 'network'} {name!r}; choose from {sorted(table)}")
-        names |= set(inspect.signature(table[name].__init__).parameters) - {"self", "input_dim", "output_dim"}
+        names |= hyperparameter_names(table[name])
     return names
 
 

@@ -17,7 +17,6 @@ checkpoint (no backbone weights), and loading a location tower imports neither t
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from ..extras import requires_extra
 from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder, truncate_location_encoder
+from ..location.registry import accepted_kwargs
 from ..pretrained import list_pretrained
 from ..safeload import load_weights
 from . import hub
@@ -89,11 +89,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def _accepted(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(cls).parameters
-    return {k: v for k, v in candidates.items() if k in params}
-
-
 def _require(hparams: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
     missing = [k for k in keys if k not in hparams]
     if missing:
@@ -109,14 +104,14 @@ def released_location_kwargs(hparams: dict[str, Any], where: str = "checkpoint")
     if nn not in NETWORKS:
         raise ValueError(f"{where}: network pe_type={nn!r} is not available; choose from {sorted(NETWORKS)}")
     loc: dict[str, Any] = {"pe": pe, "nn": nn}
-    loc.update(_accepted(POSITIONAL_ENCODINGS[pe], {k: hparams[k] for k in _ENCODING_HPARAMS if k in hparams}))
+    loc.update(accepted_kwargs(POSITIONAL_ENCODINGS[pe], {k: hparams[k] for k in _ENCODING_HPARAMS if k in hparams}))
     if pe == "sphericalharmonics":
         calc = hparams.get("harmonics_calculation", "analytic")
         if calc not in HARMONICS_CALCULATION:
             raise ValueError(f"{where}: harmonics_calculation={calc!r} is not supported; expected one of {sorted(HARMONICS_CALCULATION)}")
         loc["convention"] = HARMONICS_CALCULATION[calc]
     network = {"dim_hidden": hparams.get("capacity"), "num_layers": hparams.get("num_hidden_layers")}
-    loc.update(_accepted(NETWORKS[nn], {k: v for k, v in network.items() if v is not None}))
+    loc.update(accepted_kwargs(NETWORKS[nn], {k: v for k, v in network.items() if v is not None}))
     return loc
 
 

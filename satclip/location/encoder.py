@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from pathlib import Path
@@ -13,7 +12,7 @@ from torch import nn
 
 from ..geo import validate_lonlat
 from . import fused
-from .registry import NETWORKS, POSITIONAL_ENCODINGS
+from .registry import NETWORKS, POSITIONAL_ENCODINGS, accepted_kwargs
 
 
 def with_time_column(lonlat: torch.Tensor, time: torch.Tensor | None) -> torch.Tensor:
@@ -97,11 +96,6 @@ class LocationEncoder(nn.Module):
         return load_location_encoder(text, device=device, dtype=dtype)
 
 
-def _split_hparams(cls: type, hparams: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
-    params = inspect.signature(cls).parameters
-    return {k: v for k, v in hparams.items() if k in params and k not in skip}
-
-
 def build_location_encoder(
     pe: str = "sphericalharmonics",
     nn: str = "siren",
@@ -121,8 +115,8 @@ def build_location_encoder(
     if nn not in NETWORKS:
         raise ValueError(f"unknown network {nn!r}; choose from {sorted(NETWORKS)}")
     pe_cls, nn_cls = POSITIONAL_ENCODINGS[pe], NETWORKS[nn]
-    pe_kwargs = _split_hparams(pe_cls, hparams, ())
-    nn_kwargs = _split_hparams(nn_cls, hparams, ("input_dim", "output_dim"))
+    pe_kwargs = accepted_kwargs(pe_cls, hparams)
+    nn_kwargs = accepted_kwargs(nn_cls, hparams)
     unknown = sorted(set(hparams) - set(pe_kwargs) - set(nn_kwargs))
     if unknown:
         raise ValueError(f"hyper-parameters {unknown} are accepted neither by encoding {pe!r} nor by network {nn!r}")

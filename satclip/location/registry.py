@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -21,6 +22,21 @@ def _register(table: dict[str, type[nn.Module]], name: str) -> Callable[[T], T]:
         return cls
 
     return decorator
+
+
+_NOT_ROUTED = ("self", "input_dim", "output_dim")  # a network's sizes come from the builder, never as hyper-parameters
+
+
+def hyperparameter_names(cls: type) -> set[str]:
+    """The keyword hyper-parameters a registered encoding or network class takes."""
+    return set(inspect.signature(cls).parameters) - set(_NOT_ROUTED)
+
+
+def accepted_kwargs(cls: type, candidates: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``candidates`` that ``cls`` takes: the one keyword router between a flat set of
+    tower hyper-parameters and the encoding and network classes (builder, checkpoint reader, locfit)."""
+    names = hyperparameter_names(cls)
+    return {k: v for k, v in candidates.items() if k in names}
 
 
 def register_encoding(name: str) -> Callable[[T], T]:
