@@ -311,3 +311,22 @@ def test_chunked_path_only_for_inference_of_a_harmonics_siren():
     y = enc(x.requires_grad_(False))
     y.sum().backward()  # the plain path keeps gradients to the weights
     assert enc.nnet.layers[0].weight.grad is not None
+
+
+def test_threaded_inference_path_equals_the_plain_path_and_keeps_the_thread_setting():
+    """Several torch threads: one part of the rows per thread, each in its own Python thread; same numbers."""
+    from satclip.location import fused
+
+    torch.manual_seed(0)
+    enc = build_location_encoder(legendre_polys=6, dim_hidden=32, output_dim=8).eval()
+    x = _points(3001, seed=3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with torch.inference_mode():
+            plain = enc.nnet(enc.posenc(x))
+            threaded = fused.siren_harmonics_forward(enc.posenc, enc.nnet, x, chunk_rows=100)  # 3 parts of 1000 rows
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(threaded, plain, atol=1e-12, rtol=0)

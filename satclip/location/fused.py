@@ -16,16 +16,18 @@ default. See docs/speed.md for the measurements.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from .harmonics import SphericalHarmonics, empty_output, fill_harmonics
+from .harmonics import SphericalHarmonics, empty_output, fill_harmonics, m0_columns
 from .networks import SirenNet
 
-CHUNK_ROWS = 256  # rows per chunk: a chunk's float64 hidden layer (256 x 512) is 1 MB, one core's L2
+CHUNK_ROWS = 512  # rows per chunk: a chunk's float64 hidden layer (512 x 512) is 2 MB, one core's L2 here
 COMPILE_ENV = "SATCLIP_TORCH_COMPILE"
 
 _compiled: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {}
@@ -43,6 +45,8 @@ def applies(posenc: torch.nn.Module, nnet: torch.nn.Module, lonlat: torch.Tensor
 
 
 def _compiled_sine() -> Callable[[torch.Tensor, float], torch.Tensor] | None:
+    """The compiled w0-and-sine when ``SATCLIP_TORCH_COMPILE=1``, else None; compiled on first use, in the
+    calling thread (before any worker thread calls it)."""
     if os.environ.get(COMPILE_ENV, "0") in ("", "0"):
         return None
     if "sine" not in _compiled:
@@ -50,7 +54,10 @@ def _compiled_sine() -> Callable[[torch.Tensor, float], torch.Tensor] | None:
         def sine_(h: torch.Tensor, w0: float) -> torch.Tensor:
             return h.copy_(torch.sin(h * w0))
 
-        _compiled["sine"] = torch.compile(sine_, dynamic=True)
+        compiled = torch.compile(sine_, dynamic=True)
+        compiled(torch.zeros(3, 2), 1.0)
+        compiled(torch.zeros(3, 2, dtype=torch.float64), 1.0)
+        _compiled["sine"] = compiled
     return _compiled["sine"]
 
 
@@ -71,32 +78,82 @@ def _sine_(h: torch.Tensor, w0: float, compiled: Callable[[torch.Tensor, float],
 def siren_harmonics_forward(posenc: SphericalHarmonics, nnet: SirenNet, lonlat: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
     """(N, 2) validated [lon, lat] degrees -> (N, output_dim) in the network's dtype, chunk by chunk.
 
-    Default chunks: ``CHUNK_ROWS`` on one thread; with several threads the whole call is one chunk
-    (every operation is a parallel region, and many short ones stalled badly on oversubscribed
-    cores: 0.07-0.17 of the GEMM bound at 2 threads on a loaded machine, see docs/speed.md)."""
-    if chunk_rows is None:
-        chunk_rows = CHUNK_ROWS if torch.get_num_threads() == 1 else max(lonlat.shape[0], 1)
+    With several torch threads the rows are split into one contiguous part per thread, and each part
+    runs the single-threaded chunk pipeline in its own Python thread (the products and the sine release
+    the GIL): each core keeps its chunk in its own cache and no operation waits at a barrier for another
+    core (many short OpenMP regions stall badly when the cores are oversubscribed, see docs/speed.md)."""
+    rows = chunk_rows or CHUNK_ROWS
     layers = [*nnet.layers, nnet.last_layer]
     weights = [layer.weight.detach().t() for layer in layers]
     biases = [layer.bias.detach() for layer in layers]
-    dtype, L, n = weights[0].dtype, posenc.legendre_polys, lonlat.shape[0]
+    w0s = [float(layer.w0) for layer in layers[:-1]]
+    dtype, L, n, convention = weights[0].dtype, posenc.legendre_polys, lonlat.shape[0], posenc.convention
+    if convention == "satclip" and n >= rows:
+        # The convention's factor pi on the m = 0 columns, folded into those rows of the first layer once
+        # per call: the orthonormal harmonics then need no strided pass over every chunk (a third of
+        # the harmonics' time at L = 40). Same products up to rounding (float64 within 1e-12).
+        weights[0] = weights[0].clone()
+        weights[0][m0_columns(L)] *= math.pi
+        convention = "orthonormal"
     lonlat = lonlat.to(torch.float64)
     out = empty_output(n, weights[-1].shape[1], dtype, lonlat.device)
-    rows = min(chunk_rows, max(n, 1))
-    feats64 = torch.empty(rows, L * L, dtype=torch.float64)
-    feats = feats64 if dtype == torch.float64 else torch.empty(rows, L * L, dtype=dtype)
-    hidden = [torch.empty(rows, w.shape[1], dtype=dtype) for w in weights[:-1]]
     compiled = _compiled_sine()
+    threads = torch.get_num_threads()
+    parts = min(threads, n // (2 * rows))
+    if parts < 2:
+        _forward_rows(weights, biases, w0s, out, rows, compiled, _chunk_features(posenc, convention, lonlat, dtype, rows))
+        return out
+    bounds = [n * i // parts for i in range(parts + 1)]
+
+    def work(start: int, stop: int) -> None:
+        torch.set_num_threads(1)  # this Python thread's own OpenMP/MKL setting
+        with torch.inference_mode():
+            features = _chunk_features(posenc, convention, lonlat[start:stop], dtype, rows)
+            _forward_rows(weights, biases, w0s, out[start:stop], rows, compiled, features)
+
+    try:
+        with ThreadPoolExecutor(parts) as pool:
+            for done in [pool.submit(work, a, b) for a, b in zip(bounds, bounds[1:])]:
+                done.result()
+    finally:
+        torch.set_num_threads(threads)  # the process default, which a worker's setting also moved
+    return out
+
+
+def _chunk_features(posenc: SphericalHarmonics, convention: str, lonlat: torch.Tensor, dtype: torch.dtype, rows: int) -> Callable[[int, int], torch.Tensor]:
+    """``features(start, stop)``: the harmonics of those rows of ``lonlat`` (float64, in ``convention``) in ``dtype``,
+    written into buffers of ``rows`` rows that every chunk reuses."""
+    L = posenc.legendre_polys
+    feats64 = torch.empty(min(rows, max(lonlat.shape[0], 1)), L * L, dtype=torch.float64)
+    feats = feats64 if dtype == torch.float64 else torch.empty(feats64.shape, dtype=dtype)
+
+    def features(start: int, stop: int) -> torch.Tensor:
+        fill_harmonics(lonlat[start:stop], L, convention, posenc.engine, feats64[: stop - start])
+        return feats64[: stop - start] if feats is feats64 else feats[: stop - start].copy_(feats64[: stop - start])
+
+    return features
+
+
+def _forward_rows(
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    w0s: list[float],
+    out: torch.Tensor,
+    chunk_rows: int,
+    compiled: Callable[[torch.Tensor, float], torch.Tensor] | None,
+    features: Callable[[int, int], torch.Tensor],
+) -> None:
+    """The network over ``out``'s rows, ``chunk_rows`` at a time; ``features(start, stop)`` gives a chunk's
+    input in the network's dtype."""
+    n = out.shape[0]
+    rows = min(chunk_rows, max(n, 1))
+    hidden = [torch.empty(rows, w.shape[1], dtype=w.dtype) for w in weights[:-1]]
     for start in range(0, n, rows):
         stop = min(start + rows, n)
-        f64, x = feats64[: stop - start], feats[: stop - start]
-        fill_harmonics(lonlat[start:stop], L, posenc.convention, posenc.engine, f64)
-        if x is not f64:
-            x.copy_(f64)
-        for layer, w, b, h in zip(layers[:-1], weights, biases, hidden):
+        x = features(start, stop)
+        for w, b, w0, h in zip(weights, biases, w0s, hidden):
             h = h[: stop - start]
             torch.addmm(b, x, w, out=h)
-            _sine_(h, layer.w0, compiled)
+            _sine_(h, w0, compiled)
             x = h
         torch.addmm(biases[-1], x, weights[-1], out=out[start:stop])
-    return out

@@ -111,6 +111,11 @@ def _harmonics_chunk(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
         torch.mul(diag, trig[:, c + l], out=out[:, row + 2 * l])
 
 
+def m0_columns(L: int) -> np.ndarray:
+    """The columns l*l + l of the m = 0 harmonics, l = 0..L-1: those the satclip convention scales by pi."""
+    return np.arange(L) * (np.arange(L) + 1)
+
+
 @cache
 def _sphericart_calculator(L: int):
     return _sphericart.SphericalHarmonics(L - 1)
@@ -144,7 +149,7 @@ def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
     if convention != "satclip":
         compute(slice(None))
         return
-    m0 = np.arange(L) * (np.arange(L) + 1)
+    m0 = m0_columns(L)
     if getattr(calc, "_omp_num_threads", 2) > 1:
         # One call, i.e. one OpenMP parallel region: many short regions stall badly when the cores
         # are oversubscribed (other processes, data-loader workers). Then pi on the m = 0 columns.
