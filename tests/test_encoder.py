@@ -330,3 +330,21 @@ def test_threaded_inference_path_equals_the_plain_path_and_keeps_the_thread_sett
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(threaded, plain, atol=1e-12, rtol=0)
+
+
+def test_threaded_inference_at_the_released_degree_is_right_on_every_row():
+    """Two threads at L = 40 (each thread needs its own sphericart calculator: a shared one gives wrong rows)."""
+    from satclip.location import fused
+
+    torch.manual_seed(0)
+    enc = build_location_encoder(legendre_polys=40, dim_hidden=32, output_dim=8).eval()
+    x = _points(6000, seed=4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            plain = enc.nnet(enc.posenc(x))
+            for _ in range(3):
+                torch.testing.assert_close(fused.siren_harmonics_forward(enc.posenc, enc.nnet, x, chunk_rows=64), plain, atol=1e-12, rtol=0)
+    finally:
+        torch.set_num_threads(before)

@@ -5,13 +5,15 @@ of the whole batch, then one layer at a time) adds full-size passes over interme
 no longer fit the cache (a cast, the bias, the factor w0, the sine). Here the rows are taken
 ``CHUNK_ROWS`` at a time: the chunk's harmonics (float64, cast to the tower's dtype), then each
 layer's matrix product with its bias in one call (``addmm``), then w0 and the sine in place; the
-last layer writes straight into the output. The numbers are the plain path's (float64 within
-1e-12; float32 within 1e-6 of float64), tested in tests/test_encoder.py.
+last layer writes straight into the output. The satclip convention's factor pi on the m = 0
+harmonics is folded into the first layer's weights once per call. With several torch threads each
+thread takes a contiguous part of the rows through that single-threaded pipeline. The numbers are
+the plain path's (float64 within 1e-12; float32 within 1e-6 of float64), tested in
+tests/test_encoder.py.
 
-The sine is the largest cost after the products (a float64 sine costs about as much as 15 of the
-tower's multiply-adds per element). ``SATCLIP_TORCH_COMPILE=1`` fuses w0 and the sine into one
-``torch.compile``\\ d kernel (needs a C++ compiler; the first call compiles for ~20 s); it is off by
-default. See docs/speed.md for the measurements.
+The float64 sine is the largest cost after the products (about a fifth of them at L = 10).
+``SATCLIP_TORCH_COMPILE=1`` fuses w0 and the sine into one ``torch.compile``\ d kernel (needs a C++
+compiler; the first call compiles for ~20 s); it is off by default. See docs/speed.md.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ Two engines compute the same numbers (both tested against high-precision values 
 from __future__ import annotations
 
 import math
+import threading
 from functools import cache
 
 import numpy as np
@@ -116,9 +117,15 @@ def m0_columns(L: int) -> np.ndarray:
     return np.arange(L) * (np.arange(L) + 1)
 
 
-@cache
+_calculators = threading.local()  # sphericart calculators keep scratch buffers: one per thread and L
+
+
 def _sphericart_calculator(L: int):
-    return _sphericart.SphericalHarmonics(L - 1)
+    """This thread's sphericart calculator for degree < L (a calculator is not safe to share between threads)."""
+    mine = _calculators.__dict__.setdefault("by_degree", {})
+    if L not in mine:
+        mine[L] = _sphericart.SphericalHarmonics(L - 1)
+    return mine[L]
 
 
 def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.Tensor) -> None:
