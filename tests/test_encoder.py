@@ -1,5 +1,6 @@
 """The encoder zoo: positional encodings x networks, the released SIREN tower, and build errors."""
 
+import contextlib
 import csv
 import inspect
 import math
@@ -313,6 +314,17 @@ def test_chunked_path_only_for_inference_of_a_harmonics_siren():
     assert enc.nnet.layers[0].weight.grad is not None
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run the block with ``n`` torch threads; the caller's setting back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_threaded_inference_path_equals_the_plain_path_and_keeps_the_thread_setting():
     """Several torch threads: one part of the rows per thread, each in its own Python thread; same numbers."""
     from satclip.location import fused
@@ -320,15 +332,10 @@ def test_threaded_inference_path_equals_the_plain_path_and_keeps_the_thread_sett
     torch.manual_seed(0)
     enc = build_location_encoder(legendre_polys=6, dim_hidden=32, output_dim=8).eval()
     x = _points(3001, seed=3)
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)
-    try:
-        with torch.inference_mode():
-            plain = enc.nnet(enc.posenc(x))
-            threaded = fused.siren_harmonics_forward(enc.posenc, enc.nnet, x, chunk_rows=100)  # 3 parts of 1000 rows
+    with _torch_threads(3), torch.inference_mode():
+        plain = enc.nnet(enc.posenc(x))
+        threaded = fused.siren_harmonics_forward(enc.posenc, enc.nnet, x, chunk_rows=100)  # 3 parts of 1000 rows
         assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)
     torch.testing.assert_close(threaded, plain, atol=1e-12, rtol=0)
 
 
@@ -339,12 +346,7 @@ def test_threaded_inference_at_the_released_degree_is_right_on_every_row():
     torch.manual_seed(0)
     enc = build_location_encoder(legendre_polys=40, dim_hidden=32, output_dim=8).eval()
     x = _points(6000, seed=4)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with torch.inference_mode():
-            plain = enc.nnet(enc.posenc(x))
-            for _ in range(3):
-                torch.testing.assert_close(fused.siren_harmonics_forward(enc.posenc, enc.nnet, x, chunk_rows=64), plain, atol=1e-12, rtol=0)
-    finally:
-        torch.set_num_threads(before)
+    with _torch_threads(2), torch.inference_mode():
+        plain = enc.nnet(enc.posenc(x))
+        for _ in range(3):
+            torch.testing.assert_close(fused.siren_harmonics_forward(enc.posenc, enc.nnet, x, chunk_rows=64), plain, atol=1e-12, rtol=0)
