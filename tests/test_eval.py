@@ -17,8 +17,9 @@ from satclip.eval.fitting import Split
 from satclip.eval.locbench import run_bench
 from satclip.eval.locfit import fit_table, resolve_settings, tuned_hparams
 from satclip.eval.plots import plot_embedding_map
-from satclip.eval.probe import fold_indices, run_probe, spatial_cells, summary_table
+from satclip.eval.probe import run_probe, summary_table
 from satclip.location import build_location_encoder
+from satclip.probes import fold_indices, spatial_cells
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..maps import PCAColours, lonlat_grid
+
 if TYPE_CHECKING:
     from ..location import LocationEncoder
     from .fitting import LocationPredictor, Split
@@ -24,36 +26,9 @@ MAP_SIZE_IN = (12.0, 6.0)
 DPI = 100
 
 
-def lonlat_grid(resolution: float) -> tuple[np.ndarray, np.ndarray]:
-    """Cell-centre longitudes (W,) and latitudes (H,), north first, of a global grid at ``resolution`` degrees."""
-    if not 0 < resolution <= 30:
-        raise ValueError(f"resolution must be in (0, 30] degrees, got {resolution}")
-    lon = np.arange(-180 + resolution / 2, 180, resolution)
-    lat = np.arange(90 - resolution / 2, -90, -resolution)
-    return lon, lat
-
-
 def _mesh(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     lo, la = np.meshgrid(lon, lat)
     return np.stack([lo.ravel(), la.ravel()], axis=1)
-
-
-class PCAColours:
-    """The first three principal components of reference embeddings (the fit of ``satclip
-    embed-grid --pca 3``), mapped to [0, 1] RGB."""
-
-    def __init__(self, emb: np.ndarray) -> None:
-        from ..io.bands import PCAFit
-
-        self.fit = PCAFit.fit(emb, min(3, *emb.shape))
-        pcs = self.fit.transform(emb)
-        self.low, self.high = np.percentile(pcs, 1, axis=0), np.percentile(pcs, 99, axis=0)
-
-    def __call__(self, emb: np.ndarray) -> np.ndarray:
-        pcs = self.fit.transform(emb)
-        span = np.where(self.high > self.low, self.high - self.low, 1.0)
-        rgb = np.clip((pcs - self.low) / span, 0, 1)
-        return np.pad(rgb, ((0, 0), (0, 3 - rgb.shape[1]))) if rgb.shape[1] < 3 else rgb
 
 
 def orthographic_lonlat(size: int, lon0: float, lat0: float) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,47 +27,7 @@ import numpy as np
 import torch
 
 from ..columns import add_coordinate_arguments
-
-ALPHAS = np.logspace(-4, 4, 17)
-
-
-def fold_indices(lonlat: np.ndarray, n_folds: int, cv: str, seed: int = 0, cell_deg: float = 10.0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) index pairs. ``random``: shuffled k-fold. ``spatial``: whole lon/lat cells per fold.
-
-    Spatial folds are balanced by size: cells are shuffled, then assigned largest first to the fold
-    with the fewest points so far.
-    """
-    n = len(lonlat)
-    if n_folds < 2 or n_folds > n:
-        raise ValueError(f"folds must be between 2 and the number of rows ({n}), got {n_folds}")
-    rng = np.random.default_rng(seed)
-    if cv == "random":
-        fold_of = np.empty(n, dtype=np.int64)
-        fold_of[rng.permutation(n)] = np.arange(n) % n_folds
-    elif cv == "spatial":
-        cells = spatial_cells(lonlat, cell_deg)
-        unique, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
-        if len(unique) < n_folds:
-            raise ValueError(f"spatial CV: only {len(unique)} {cell_deg}-degree cells hold points, fewer than {n_folds} folds")
-        order = rng.permutation(len(unique))
-        order = order[np.argsort(-counts[order], kind="stable")]
-        sizes = np.zeros(n_folds, dtype=np.int64)
-        cell_fold = np.empty(len(unique), dtype=np.int64)
-        for c in order:
-            cell_fold[c] = int(np.argmin(sizes))
-            sizes[cell_fold[c]] += counts[c]
-        fold_of = cell_fold[inverse]
-    else:
-        raise ValueError(f"cv must be 'random' or 'spatial', got {cv!r}")
-    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(n_folds)]
-
-
-def spatial_cells(lonlat: np.ndarray, cell_deg: float = 10.0) -> np.ndarray:
-    """Integer id of the ``cell_deg`` lon/lat cell holding each point."""
-    ncol = int(math.ceil(360 / cell_deg))
-    col = np.clip(np.floor((lonlat[:, 0] + 180) / cell_deg), 0, ncol - 1).astype(np.int64)
-    row = np.clip(np.floor((lonlat[:, 1] + 90) / cell_deg), 0, math.ceil(180 / cell_deg) - 1).astype(np.int64)
-    return row * ncol + col
+from ..probes import ALPHAS, fold_indices
 
 
 def baseline_features(lonlat: np.ndarray) -> dict[str, np.ndarray]:

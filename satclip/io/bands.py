@@ -10,57 +10,14 @@ a linear rather than their power-law scale). Scale and offset come from a sample
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from ..maps import PCAFit
+
 INT8_NODATA = -128
 INT8_MAX = 127
-
-
-@dataclass
-class PCAFit:
-    """Principal components of a sample of embeddings: ``(emb - mean) @ components.T``."""
-
-    mean: np.ndarray
-    components: np.ndarray
-    explained_variance_ratio: np.ndarray
-
-    @classmethod
-    def fit(cls, emb: np.ndarray, k: int) -> PCAFit:
-        """The first ``k`` components of ``emb`` (n, D), signs fixed so each component's largest loading is positive."""
-        if not 1 <= k <= min(emb.shape):
-            raise ValueError(f"pca: K must be between 1 and {min(emb.shape)} (embedding size and sample), got {k}")
-        mean = emb.mean(0)
-        _, s, vt = np.linalg.svd(emb - mean, full_matrices=False)
-        signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
-        var = s**2
-        return cls(mean, (vt * signs[:, None])[:k], (var / var.sum())[:k] if var.sum() > 0 else np.zeros(k))
-
-    def transform(self, emb: np.ndarray) -> np.ndarray:
-        return (emb - self.mean) @ self.components.T
-
-    def save(self, path: str | Path, **info: object) -> Path:
-        """Write ``mean``, ``components``, ``explained_variance_ratio`` (and ``info`` as JSON) to an ``.npz``, atomically."""
-        path = Path(path)
-        partial = path.with_name(path.name + ".partial.npz")
-        np.savez(
-            partial,
-            mean=self.mean,
-            components=self.components,
-            explained_variance_ratio=self.explained_variance_ratio,
-            info=np.array(json.dumps(info, default=str)),
-        )
-        os.replace(partial, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> PCAFit:
-        with np.load(path) as data:
-            return cls(data["mean"], data["components"], data["explained_variance_ratio"])
 
 
 @dataclass
