@@ -14,11 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .location import build_location_encoder
+from .location import LocationEncoder, build_location_encoder
 from .location.encoder import with_time_column
 from .vision import build_image_encoder
 
 MAX_LOGIT_SCALE = math.log(100.0)
+DEFAULT_LOCATION: dict[str, Any] = {"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 10, "dim_hidden": 512, "num_layers": 2}
+"""The released Siren(SH) L=10 tower; a ``location`` dict overrides these keys."""
+
+
+def location_tower(embed_dim: int = 256, location: dict[str, Any] | None = None, location_dtype: str = "float64") -> LocationEncoder:
+    """A freshly initialised location tower of ``SatCLIP``'s architecture (``DEFAULT_LOCATION`` updated with ``location``)."""
+    return build_location_encoder(output_dim=embed_dim, dtype=getattr(torch, location_dtype), **{**DEFAULT_LOCATION, **(location or {})})
 
 
 class SatCLIP(nn.Module):
@@ -46,8 +53,7 @@ class SatCLIP(nn.Module):
         self.freeze_backbone = freeze_backbone
         self.frozen_bn_drift = frozen_bn_drift
         self.visual = build_image_encoder(vision, in_chans, embed_dim, vision_weights, freeze_backbone)
-        loc = {"pe": "sphericalharmonics", "nn": "siren", "legendre_polys": 10, "dim_hidden": 512, "num_layers": 2, **(location or {})}
-        self.location = build_location_encoder(output_dim=embed_dim, dtype=getattr(torch, location_dtype), **loc)
+        self.location = location_tower(embed_dim, location, location_dtype)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def train(self, mode: bool = True) -> SatCLIP:

@@ -171,7 +171,25 @@ data:
   jitter: 0.01
 checkpoint:
   every_n_train_steps: 0
+geography:
+  tables: {geography}
 """
+
+
+def geography_tables(out: Path, world: SyntheticWorld, seed: int, n: int = 2000) -> str:
+    """The world's four targets at ``n`` locations that are in no shard, as the CSV tables that
+    ``satclip fit`` probes at every validation (``geography.tables``, flow-style YAML)."""
+    from satclip.eval.synthetic import uniform_sphere
+
+    lonlat = uniform_sphere(n, seed + 13)
+    fields = world.fields(lonlat)
+    tables = []
+    for target, task in TARGETS:
+        path = out / f"geo-{target}.csv"
+        values = fields[target].astype(int) if task == "classification" else fields[target]
+        np.savetxt(path, np.column_stack([lonlat, values]), delimiter=",", header="lon,lat,y", comments="", fmt="%.6f")
+        tables.append(f"{{path: {path}, target: y, task: {task}, name: {target}}}")
+    return "[" + ", ".join(tables) + "]"
 
 
 def location_config(args: argparse.Namespace) -> str:
@@ -184,7 +202,7 @@ def location_config(args: argparse.Namespace) -> str:
     return f"{{pe: sphericalharmonics, nn: siren, legendre_polys: {args.legendre_polys}}}"
 
 
-def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace) -> Path:
+def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace, world: SyntheticWorld) -> Path:
     """Run ``satclip fit`` on the shards for ``args.minutes`` (or ``args.max_steps``); return the last checkpoint."""
     config = out / "config.yaml"
     config.write_text(
@@ -199,12 +217,12 @@ def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace) -> Pat
             batch_size=args.batch_size,
             embed_dim=args.embed_dim,
             location=location_config(args),
+            geography=geography_tables(out, world, args.seed),
         )
     )
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="2")
     cmd = [sys.executable, "-m", "satclip.cli", "fit", "--config", str(config)]
-    if args.recipe != "released":
-        cmd += ["--config", str(ROOT / "configs" / "recipes" / f"{args.recipe}.yaml")]
+    cmd += ["--config", str(ROOT / "configs" / "recipes" / f"{args.recipe}.yaml")]  # new runs default to cool: always name it
     for item in args.fit_arg:
         key, _, value = item.partition("=")
         cmd += [f"--{key}", value]
@@ -215,7 +233,7 @@ def pretrain(out: Path, train: Path, val: Path, args: argparse.Namespace) -> Pat
     return ckpts[-1]
 
 
-RECIPES = ("released", *sorted(p.stem for p in (ROOT / "configs" / "recipes").glob("*.yaml")))
+RECIPES = tuple(sorted(p.stem for p in (ROOT / "configs" / "recipes").glob("*.yaml")))
 TARGETS = (("land", "classification"), ("climate", "regression"), ("field_0", "regression"), ("field_1", "regression"))
 PRETRAINED = "pretrained tower"
 
@@ -521,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             train, val = build_data(args.out, args.n_train, args.n_val, args.size, args.seed, world, seasonal)
             timings["data"] = time.perf_counter() - start
         start = time.perf_counter()
-        checkpoint = pretrain(args.out, train, val, args)
+        checkpoint = pretrain(args.out, train, val, args, world)
         timings["pretraining"] = time.perf_counter() - start
     start = time.perf_counter()
     report = probe_report(checkpoint, world, args.n_heldout, args.seed, args.probe, tuple(args.labels), tuple(args.baseline_sh))

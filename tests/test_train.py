@@ -12,6 +12,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 
+from satclip.geo import great_circle_km
 from satclip.model import MAX_LOGIT_SCALE
 from satclip.train.accumulate import GradCache, split_batch
 from satclip.train.cli import expand_config_bases, main
@@ -24,7 +25,8 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 
 def tiny_module(**kwargs) -> SatCLIPModule:
-    args = {"vision": "resnet18", "embed_dim": 16, "location": {"legendre_polys": 4, "dim_hidden": 32}, "lr": 1e-3, **kwargs}
+    """A small module; the released recipe (a learned temperature) unless ``recipe`` is given."""
+    args = {"vision": "resnet18", "embed_dim": 16, "location": {"legendre_polys": 4, "dim_hidden": 32}, "lr": 1e-3, "recipe": "released", **kwargs}
     return SatCLIPModule(**args)
 
 
@@ -139,7 +141,10 @@ def test_retrieval_metrics() -> None:
     feats = torch.nn.functional.normalize(torch.randn(20, 8), dim=-1)
     lonlat = synthetic_batch(20)["lonlat"]
     perfect = retrieval_metrics(feats, feats, lonlat, chunk=7)
-    assert perfect == {"top1": 1.0, "top5": 1.0, "median_km": 0.0}
+    assert {k: perfect[k] for k in ("top1", "top5", "median_km")} == {"top1": 1.0, "top5": 1.0, "median_km": 0.0}
+    assert (perfect["top1_chance"], perfect["top5_chance"]) == (1 / 20, 5 / 20)
+    pairs = great_circle_km(lonlat.double()[:, None].expand(20, 20, 2).reshape(-1, 2), lonlat.double()[None].expand(20, 20, 2).reshape(-1, 2))
+    assert abs(perfect["median_km_chance"] - float(pairs.median())) < 0.05 * float(pairs.median())  # a sample of all pairs
     feats[1] = torch.nn.functional.normalize(feats[0] + 0.01 * feats[1], dim=0)  # 0 and 1 nearly alike
     swapped = retrieval_metrics(feats, feats[[1, 0, *range(2, 20)]], lonlat)  # their locations exchanged
     assert swapped["top1"] == pytest.approx(18 / 20) and swapped["top5"] == 1.0
@@ -159,7 +164,7 @@ def test_bad_settings_are_named() -> None:
 
 
 def test_temperature_options_and_location_learning_rate() -> None:
-    released = tiny_module()
+    released = tiny_module(recipe="released")
     assert released.model.logit_scale.requires_grad and math.isclose(float(released.temperature_scale()), 1 / 0.07, rel_tol=1e-6)
     cool = tiny_module(logit_scale_init=1.0, learn_logit_scale=False)
     assert not cool.model.logit_scale.requires_grad and float(cool.temperature_scale()) == 1.0
@@ -179,7 +184,7 @@ class _NaNFirst(SatCLIPModule):
     """Non-finite loss on the first ``bad`` optimizer-step attempts."""
 
     def __init__(self, bad: int, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**{"recipe": "released", **kwargs})
         self.bad, self.calls = bad, 0
 
     def encode(self, batch):
@@ -228,6 +233,7 @@ def test_variant_builds_and_takes_one_cpu_step(tmp_path: Path, variant: str) -> 
     assert trainable == {f"{module.model.visual.default_cfg.get('classifier', 'fc')}.{k}" for k in ("weight", "bias")}
     # the released recipe: InfoNCE, CLIP's learned temperature from 1/0.07, every negative kept
     hp = module.hparams
+    assert hp.recipe == "released"
     assert (hp.loss, hp.learn_logit_scale, hp.max_logit_scale, hp.mask_duplicates, hp.location_lr_scale) == ("infonce", True, 100.0, False, 1.0)
     assert hp.logit_scale_init is None and module.model.logit_scale.requires_grad
 

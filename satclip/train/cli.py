@@ -15,6 +15,10 @@ defaults ``satclip fit`` adds:
 - CSV and TensorBoard loggers when ``trainer.logger`` is left unset (name a
   ``lightning.pytorch.loggers.WandbLogger`` in ``trainer.logger`` for wandb);
 - throughput / data-wait logging (``Throughput``);
+- geography metrics at every validation (``geography:``, :class:`~satclip.train.geography.GeographyMetrics`):
+  ridge probes of the location tower on the configured tables next to their untrained and plain-SH
+  baselines, a PCA world map, the validation share of wall time;
+- the recommended recipe unless the config names another (``model.recipe``, ``satclip.train.recipes``);
 - ``trainer.gradient_clip_val`` and ``trainer.accumulate_grad_batches`` handed to the module, which
   optimises manually (accumulation keeps all negatives).
 """
@@ -34,6 +38,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import Throughput, variant_checkpoints
 from .checkpoint_io import AtomicCheckpointIO, CheckpointReadError, resumable_checkpoint, safe_torch_load
+from .geography import GeographyMetrics
 from .module import SatCLIPModule
 from .preemption import Preemption
 
@@ -94,6 +99,7 @@ class SatCLIPCLI(LightningCLI):
         parser.add_argument("--checkpoint.dirpath", type=str | None, default=None, help="checkpoint folder (default: <trainer.default_root_dir>/checkpoints)")
         parser.add_argument("--checkpoint.every_n_train_steps", type=int, default=1000, help="keep a checkpoint every N optimizer steps (0: none)")
         parser.add_argument("--checkpoint.monitor", type=str, default="val/loss", help="metric for the best checkpoint (lower is better)")
+        parser.add_lightning_class_args(GeographyMetrics, "geography")
         parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 
 from ..data.datamodule import skip_metrics
 from ..geo import great_circle_km
-from ..loss import LOSSES, MatryoshkaLoss, gather_rows, info_nce
+from ..loss import LOSSES, MatryoshkaLoss, SigLIPLoss, gather_rows, info_nce
 from ..model import SatCLIP
 from .accumulate import GradCache, concat_batches, split_batch
+from .recipes import DEFAULT_RECIPE, resolve_recipe
 
 CHECKPOINT_FORMAT = 1
 # SatCLIP constructor arguments that describe the architecture (saved in checkpoints)
@@ -116,7 +117,9 @@ def key_ids(keys: list[str], device: torch.device | str = "cpu") -> torch.Tensor
 def retrieval_metrics(image: torch.Tensor, location: torch.Tensor, lonlat: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
     """Image -> location retrieval over a set: for each image, rank all locations by cosine
     similarity. Returns top-1 / top-5 accuracy (the true location among the first k) and the median
-    great-circle distance (km) between each image's top-1 location and its true one."""
+    great-circle distance (km) between each image's top-1 location and its true one, each next to
+    its chance level (``*_chance``: a ranking at random; the median distance between each point and
+    a random one of the set, from a fixed sample of up to 100,000 pairs)."""
     n = image.shape[0]
     k = min(5, n)
     hits1 = hits5 = 0
@@ -128,7 +131,19 @@ def retrieval_metrics(image: torch.Tensor, location: torch.Tensor, lonlat: torch
         hits1 += int((top[:, 0] == truth).sum())
         hits5 += int((top == truth[:, None]).any(dim=1).sum())
         errors.append(great_circle_km(lonlat[top[:, 0]].double(), lonlat[truth].double()))
-    return {"top1": hits1 / n, "top5": hits5 / n, "median_km": float(torch.cat(errors).median())}
+    generator = torch.Generator().manual_seed(0)
+    pairs = min(100_000, n * n)
+    first, second = torch.randint(n, (pairs,), generator=generator), torch.randint(n, (pairs,), generator=generator)
+    points = lonlat.double().cpu()
+    chance_km = float(great_circle_km(points[first], points[second]).median())
+    return {
+        "top1": hits1 / n,
+        "top5": hits5 / n,
+        "median_km": float(torch.cat(errors).median()),
+        "top1_chance": 1 / n,
+        "top5_chance": k / n,
+        "median_km_chance": chance_km,
+    }
 
 
 class SatCLIPModule(L.LightningModule):
@@ -148,12 +163,15 @@ class SatCLIPModule(L.LightningModule):
     ``satclip fit``); ``max_nonfinite_in_row`` skipped steps before giving up; ``gather`` negatives
     from all ranks.
 
-    Recipe (defaults = the released SatCLIP recipe; ``configs/recipes/cool.yaml`` is the recommended
-    one for new runs): ``loss`` "infonce" (CLIP) or "siglip" (pairwise sigmoid, with a learned bias);
-    ``logit_scale_init`` the initial logit multiplier (default 1/0.07 for InfoNCE, 10 for SigLIP);
-    ``learn_logit_scale`` whether it is learned (then clamped to [1, ``max_logit_scale``]);
+    Recipe (``satclip.train.recipes``): ``recipe`` "cool" (the default for new runs: a fixed
+    multiplier of 1, duplicates masked) or "released" (the published recipe: learned from 1/0.07,
+    what ``configs/released.yaml`` names); each of the following left unset (null) takes the recipe's
+    value: ``loss`` "infonce" (CLIP) or "siglip" (pairwise sigmoid, with a learned bias);
+    ``logit_scale_init`` the initial logit multiplier (the released recipe: 1/0.07 for InfoNCE, 10 for
+    SigLIP); ``learn_logit_scale`` whether it is learned (then clamped to [1, ``max_logit_scale``]);
     ``mask_duplicates`` leaves pairs of rows holding the same patch (same sample key) out of the
-    negatives; ``location_lr_scale`` multiplies the location tower's learning rate.
+    negatives. The resolved values are what ``self.hparams`` and the checkpoints hold.
+    ``location_lr_scale`` multiplies the location tower's learning rate.
 
     Matryoshka embeddings (docs/matryoshka.md): ``matryoshka_dims`` (e.g. [16, 32, 64], increasing,
     at most ``embed_dim``) applies the loss to each leading prefix of both towers' features (each
@@ -188,16 +206,20 @@ class SatCLIPModule(L.LightningModule):
         gradient_clip_algorithm: str = "norm",
         max_nonfinite_in_row: int = 10,
         gather: bool = True,
-        loss: str = "infonce",
+        recipe: str = DEFAULT_RECIPE,
+        loss: str | None = None,
         logit_scale_init: float | None = None,
-        learn_logit_scale: bool = True,
+        learn_logit_scale: bool | None = None,
         max_logit_scale: float = 100.0,
-        mask_duplicates: bool = False,
+        mask_duplicates: bool | None = None,
         location_lr_scale: float = 1.0,
         matryoshka_dims: list[int] | None = None,
         matryoshka_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
+        settings = resolve_recipe(recipe, loss=loss, logit_scale_init=logit_scale_init, learn_logit_scale=learn_logit_scale, mask_duplicates=mask_duplicates)
+        loss, logit_scale_init = settings["loss"], settings["logit_scale_init"]
+        learn_logit_scale, mask_duplicates = settings["learn_logit_scale"], settings["mask_duplicates"]
         if accumulate_batches < 1:
             raise ValueError(f"accumulate_batches must be >= 1, got {accumulate_batches}")
         if micro_batch_size is not None and micro_batch_size < 1:
@@ -215,6 +237,7 @@ class SatCLIPModule(L.LightningModule):
         if not location_lr_scale > 0:
             raise ValueError(f"location_lr_scale must be > 0, got {location_lr_scale}")
         self.save_hyperparameters()
+        self.hparams.update(settings)  # the recipe's values, as the run uses them
         self.automatic_optimization = False
         if init_from:
             self.model, arch = self._from_checkpoint(init_from, freeze_backbone, frozen_bn_drift)
@@ -407,6 +430,9 @@ class SatCLIPModule(L.LightningModule):
         # mean over ranks of their shares = the global-batch loss
         self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=rows, sync_dist=True)
         self.log("train/logit_scale", self.temperature_scale().detach(), on_step=True, batch_size=rows)
+        for module in self.loss_fn.modules():
+            if isinstance(module, SigLIPLoss):  # the learned bias of the sigmoid loss
+                self.log("train/logit_bias", module.logit_bias.detach(), on_step=True, batch_size=rows)
         self.log("train/lr", lr, on_step=True, batch_size=rows)
         if keys:  # rows of this rank's step that repeat a patch already in it (false negatives unless masked)
             self.log("train/duplicate_rows", float(len(keys) - len(set(keys))), on_step=True, batch_size=rows)
