@@ -4,7 +4,7 @@ A subcommand module provides ``add_arguments(parser)`` and ``run(args)``; ``fit`
 arguments to LightningCLI through ``main(argv)``. Modules are imported only when their subcommand
 runs, so ``satclip --help`` is quick, and a subcommand whose optional extra is not installed says
 which one to install (``pip install "satclip[train]"``). A bad input (``ValueError``, a missing file;
-for ``fit`` an unusable ``--ckpt_path``) ends a command with a one-line ``satclip <command>: ...``
+for ``fit`` an unusable ``--ckpt_path`` or weights that are neither local, cached nor fetchable) ends a command with a one-line ``satclip <command>: ...``
 error, status 1.
 """
 
@@ -65,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(name: str, rest: list[str]) -> int:
+    from .hubfiles import MissingWeightsError
     from .safeload import CheckpointReadError
 
     module = importlib.import_module(COMMANDS[name][0])
-    errors = (CheckpointReadError,) if name == "fit" else (ValueError, FileNotFoundError)  # fit's other errors keep their traceback
+    fit_errors = (CheckpointReadError, MissingWeightsError)  # fit's other errors keep their traceback
+    errors = fit_errors if name == "fit" else (ValueError, FileNotFoundError)
     try:
         if name == "fit":
             module.main(rest)

@@ -1,4 +1,4 @@
-"""Image towers: timm models over Sentinel-2 bands, local pretrained weights, freezing."""
+"""Image towers: timm models over Sentinel-2 bands, pretrained weights by name or path, freezing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,38 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from .hubfiles import MissingWeightsError, fetch, verify_sha256
+from .pretrained import BACKBONES, get_backbone
 from .safeload import load_weights
+
+HF_HUB_PREFIX = "hf-hub:"
+
+
+def resolve_image_weights(source: str | Path) -> Path:
+    """The local file of image-backbone weights named by ``source``, nothing guessed.
+
+    A registry name (``resnet18_sentinel2_all_moco``, see ``satclip list``) comes from the Hub cache at
+    the publisher's pinned revision, downloaded if missing and checked against its sha256; an
+    explicit ``hf-hub:owner/repo/file`` likewise (no check); anything else is a local path.
+    """
+    text = str(source)
+    entry = get_backbone(text)
+    if entry is not None:
+        what = f"image-backbone weights {entry.name!r} (file {entry.filename!r} of {entry.repo_id!r} at revision {entry.revision})"
+        (path,) = fetch(entry.repo_id, (entry.filename,), entry.revision, what)
+        return verify_sha256(path, entry.sha256, f"image-backbone weights {entry.name!r}")
+    if text.startswith(HF_HUB_PREFIX):
+        parts = text.removeprefix(HF_HUB_PREFIX).split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"pretrained image weights {text!r}: an hf-hub id names one file, hf-hub:owner/repo/file")
+        (path,) = fetch("/".join(parts[:2]), (parts[2],))
+        return path
+    path = Path(text)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"pretrained image weights {text!r}: no such file, and not a registry name (one of {sorted(BACKBONES)}) or an hf-hub:owner/repo/file id"
+        )
+    return path
 
 
 def _head_names(model: nn.Module) -> set[str]:
@@ -25,8 +56,6 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     unexpected keys, or shape mismatches.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained image weights {str(path)!r}: no such file")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -59,13 +88,14 @@ def build_image_encoder(
     weights: str | Path | None = None,
     freeze_backbone: bool = False,
 ) -> nn.Module:
-    """A timm model with ``in_chans`` input bands and an ``embed_dim`` head, optionally from local weights.
+    """A timm model with ``in_chans`` input bands and an ``embed_dim`` head, optionally from pretrained weights.
 
+    ``weights``: a registry name, an ``hf-hub:`` file or a local path (``resolve_image_weights``).
     ``freeze_backbone`` turns off gradients for everything but the classifier head.
     """
     model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=embed_dim)
     if weights is not None:
-        load_backbone_weights(model, weights)
+        load_backbone_weights(model, resolve_image_weights(weights))
     if freeze_backbone:
         head = set(model.get_classifier().parameters())  # type: ignore[operator]
         for p in model.parameters():

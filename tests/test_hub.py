@@ -79,7 +79,8 @@ def test_satclip_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(w.name in out and w.hub_id in out for w in satclip.list_pretrained()) and "0ef2acc0b91d" in out
     assert cli(["list", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 6 and rows[-1]["revision"].startswith("0ef2acc")
+    assert [r["kind"] for r in rows] == ["checkpoint"] * 6 + ["backbone"] * 3 and rows[5]["revision"].startswith("0ef2acc")
+    assert [r["name"] for r in rows[6:]] == [f"{v}_sentinel2_all_moco" for v in ("resnet18", "resnet50", "vit_small_patch16_224")]
 
 
 @pytest.mark.parametrize(
@@ -146,3 +147,83 @@ def test_hub_id_forms() -> None:
     assert hub.parse_hub_id("hf-hub:me/tower/w.ckpt") == hub.HubFile("me/tower", ("w.ckpt",))
     assert hub.parse_hub_id("me/Tower") == hub.HubFile("me/Tower", ("tower.ckpt",))  # the bare alias: released naming
     assert not hub.is_hub_id("runs/last.ckpt") and not hub.is_hub_id("satclip-resnet18-l11")
+
+
+def _moco_like(tmp_path: Path, vision: str = "resnet18") -> tuple[Path, dict[str, torch.Tensor]]:
+    """A plain state dict of timm's ``vision`` over 13 bands, as torchgeo's SSL4EO-S12 files hold."""
+    import timm
+
+    state = timm.create_model(vision, pretrained=False, in_chans=13, num_classes=0).state_dict()
+    path = tmp_path / "moco.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_image_backbone_weights_by_name_come_from_the_cache_at_the_pinned_revision(
+    tmp_path: Path, hub_cache: Path, fill_hub_cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from satclip.vision import build_image_encoder
+
+    entry = pretrained.BACKBONES["resnet18_sentinel2_all_moco"]
+    assert entry.repo_id == "torchgeo/resnet18_sentinel2_all_moco" and entry.filename.endswith(f"-{entry.sha256}.pth")
+    path, state = _moco_like(tmp_path)
+    fill_hub_cache(hub_cache, entry.repo_id, {entry.filename: path}, revision=entry.revision)
+    with pytest.raises(ValueError, match=f"expected {entry.sha256}"):  # the real file's hash prefix, not this one's
+        build_image_encoder("resnet18", weights=entry.name)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(pretrained.BACKBONES, entry.name, dataclasses.replace(entry, sha256=digest[:8]))
+    model = build_image_encoder("resnet18", weights=entry.name, embed_dim=16)
+    got = model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items()) and got["fc.weight"].shape == (16, 512)
+    assert build_image_encoder("resnet18", weights=entry.hub_id, embed_dim=16).state_dict()["conv1.weight"].equal(state["conv1.weight"])
+
+
+def test_a_released_config_offline_with_an_empty_cache_stops_at_once_naming_the_file(tmp_path: Path) -> None:
+    env = _fresh_env(tmp_path, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), WANDB_MODE="offline")
+    cmd = [sys.executable, "-m", "satclip.cli", "fit", "--config", str(ROOT / "configs" / "satclip-resnet18-l10.yaml")]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    elapsed = time.perf_counter() - start
+    entry = pretrained.BACKBONES["resnet18_sentinel2_all_moco"]
+    assert done.returncode == 1 and elapsed < 120  # interpreter, torch and lightning imports; no download attempt
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("satclip fit: image-backbone weights 'resnet18_sentinel2_all_moco'") and "Traceback" not in done.stderr
+    assert f"https://huggingface.co/{entry.repo_id}/resolve/{entry.revision}/{entry.filename}" in last
+    assert str(tmp_path / "hf" / "hub" / "models--torchgeo--resnet18_sentinel2_all_moco") in last
+
+
+def test_image_weights_are_a_name_an_hf_hub_file_or_an_existing_path(tmp_path: Path) -> None:
+    from satclip.vision import resolve_image_weights
+
+    with pytest.raises(FileNotFoundError, match=r"'runs/x\.pth': no such file, and not a registry name \(one of \['resnet18_sentinel2_all_moco'"):
+        resolve_image_weights("runs/x.pth")
+    with pytest.raises(ValueError, match="an hf-hub id names one file"):
+        resolve_image_weights("hf-hub:torchgeo/resnet18_sentinel2_all_moco")
+    path, _ = _moco_like(tmp_path)
+    assert resolve_image_weights(path) == path
+
+
+def test_the_offline_check_asks_the_configured_endpoint_through_huggingface_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mirror (HF_ENDPOINT) that answers is online, whatever huggingface.co does; one that does not is offline at once."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from satclip import hubfiles
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        assert hubfiles.offline_reason() is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    start = time.perf_counter()
+    reason = hubfiles.offline_reason()  # the same port, now closed
+    assert reason is not None and "no answer from http://127.0.0.1" in reason and time.perf_counter() - start < 5
