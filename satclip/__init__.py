@@ -6,7 +6,7 @@ tower) pulls in only torch, not lightning, timm or rasterio.
 
 from __future__ import annotations
 
-from .lazy import lazy_getattr
+from .lazy import lazy_dir, lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -24,3 +24,4 @@ __all__ = ["__version__", *_LAZY]
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
+__dir__ = lazy_dir(__name__, _LAZY)

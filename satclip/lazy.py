@@ -24,4 +24,14 @@ def lazy_getattr(package: str, table: dict[str, str]) -> Callable[[str], Any]:
     return __getattr__
 
 
-__all__ = ["lazy_getattr"]
+def lazy_dir(package: str, table: dict[str, str]) -> Callable[[], list[str]]:
+    """A module-level ``__dir__`` for ``package``: its own globals and the lazy names, so ``dir()`` and tab completion list them."""
+    import sys
+
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *table})
+
+    return __dir__
+
+
+__all__ = ["lazy_dir", "lazy_getattr"]

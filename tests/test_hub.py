@@ -227,3 +227,10 @@ def test_the_offline_check_asks_the_configured_endpoint_through_huggingface_hub(
     start = time.perf_counter()
     reason = hubfiles.offline_reason()  # the same port, now closed
     assert reason is not None and "no answer from http://127.0.0.1" in reason and time.perf_counter() - start < 5
+
+
+def test_dir_lists_the_lazy_public_names() -> None:
+    import satclip.train
+
+    assert {"load", "load_location_encoder", "list_pretrained", "LocationEncoder", "__version__"} <= set(dir(satclip))
+    assert "SatCLIPModule" in dir(satclip.train)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from ..lazy import lazy_getattr
+from ..lazy import lazy_dir, lazy_getattr
 
 _LAZY = {
     "SatCLIPModule": "satclip.train.module",
@@ -20,3 +20,4 @@ __all__ = list(_LAZY)
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
+__dir__ = lazy_dir(__name__, _LAZY)
