@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": "satclip.io.checkpoints",
     "load_location_encoder": "satclip.io.checkpoints",
+    "create_model_and_transforms": "satclip.io.models",
     "SatCLIP": "satclip.model",
     "build_location_encoder": "satclip.location",
     "LocationEncoder": "satclip.location",

@@ -371,20 +371,16 @@ def retrieval_report(checkpoint: Path, world: SyntheticWorld, n: int, size: int,
     embeddings of the same ``n`` locations, with chance level."""
     import torch
 
-    from satclip import load
-    from satclip.data.transforms import S2_BANDS, band_indices, crop, crop_offsets, select_bands, target_bands, to_reflectance
+    from satclip import create_model_and_transforms
     from satclip.eval.synthetic import uniform_sphere, uniform_times
     from satclip.train.module import retrieval_metrics
 
     lonlat = uniform_sphere(n, seed + 13)
     times = uniform_times(n, seed + 113) if seasonal else None
     images = make_patches(world.band_means(world.fields(lonlat, times)), size, np.random.default_rng(seed + 14))
-    model = load(str(checkpoint)).eval()
-    bands = target_bands(S2_BANDS, insert_b10=True)  # the 13-band tower of CONFIG
-    top, left = crop_offsets(size, size, crop_px)
-    x = select_bands(crop(images, size=crop_px, top=top, left=left), band_indices(S2_BANDS, bands))
+    model, preprocess = create_model_and_transforms(checkpoint, crop_size=crop_px)  # the 13-band tower of CONFIG, centre crop
     with torch.no_grad():
-        img = torch.nn.functional.normalize(model.encode_image(to_reflectance(torch.from_numpy(x))).float(), dim=-1)
+        img = torch.nn.functional.normalize(model.encode_image(preprocess(images)).float(), dim=-1)
         when = None if times is None else torch.from_numpy(times)
         loc = torch.nn.functional.normalize(model.encode_location(torch.from_numpy(lonlat), when).float(), dim=-1)
     coords = torch.from_numpy(lonlat)

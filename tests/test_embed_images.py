@@ -15,6 +15,7 @@ from satclip.cli import main as cli_main
 from satclip.data.payload import decode_tif
 from satclip.data.shards import write_shards
 from satclip.io import embed_images as ei
+from satclip.io.models import ImageInputs, image_inputs
 from satclip.model import SatCLIP
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -52,8 +53,9 @@ def test_folder_and_shards_match_encode_image(tmp_path: Path, checkpoint: Path) 
     index = pd.read_csv(SAMPLE / "index.csv")
     files = [SAMPLE / "images" / fn for fn in index["fn"]]
     want = expected(checkpoint, files)
-    model, inputs = ei.load_image_model(str(checkpoint), None, "cpu")
-    assert inputs == ei.ImageInputs(None, True, 224)
+    model, preprocess = satclip.create_model_and_transforms(checkpoint)
+    inputs = preprocess.inputs
+    assert inputs == ImageInputs(None, True, 224) and not model.training
     rows, skipped = ei.embed_images(model, ei.open_images(SAMPLE, inputs, batch_size=3), tmp_path / "folder.parquet", progress=False)
     assert rows == len(files) and skipped == {}
     out = pd.read_parquet(tmp_path / "folder.parquet")
@@ -105,11 +107,28 @@ def test_unknown_locations_and_bad_files(tmp_path: Path, checkpoint: Path, capsy
 
 def test_recorded_crop_and_clear_errors(tmp_path: Path) -> None:
     ckpt = save_checkpoint(tmp_path / "crop.ckpt", data={"crop_size": 64, "bands": None, "insert_b10": True})
-    assert ei.image_inputs(ckpt, 13) == ei.ImageInputs(None, True, 64)
-    assert ei.image_inputs(ckpt, 13, crop_size=128).crop_size == 128
+    assert image_inputs(ckpt, 13) == ImageInputs(None, True, 64)
+    assert image_inputs(ckpt, 13, crop_size=128).crop_size == 128
     with pytest.raises(ValueError, match="takes 12 bands, but the inputs give 13"):
-        ei.image_inputs(ckpt, 12)
+        image_inputs(ckpt, 12)
     with pytest.raises(SystemExit, match="no such file or directory"):
         cli_main(["embed-images", "--checkpoint", str(ckpt), "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "e.parquet")])
     with pytest.raises(SystemExit, match="unsupported format"):
         cli_main(["embed-images", "--checkpoint", str(ckpt), "--input", str(SAMPLE), "--output", str(tmp_path / "e.npy")])
+
+
+def test_create_model_and_transforms_preprocesses_as_the_reference(checkpoint: Path) -> None:
+    """The front door's preprocessing: DN / 10000, zero B10 at index 10, centre crop; a (C, H, W) patch or a batch."""
+    index = pd.read_csv(SAMPLE / "index.csv")
+    files = [SAMPLE / "images" / fn for fn in index["fn"][:3]]
+    model, preprocess = satclip.create_model_and_transforms(str(checkpoint), crop_size=128)
+    dn = np.stack([decode_tif(f.read_bytes()) for f in files])
+    x = preprocess(dn)
+    hand = np.insert(dn.astype(np.float32) / 10000, 10, 0.0, axis=1)[:, :, 64:192, 64:192]
+    assert x.dtype == torch.float32 and x.shape == (3, 13, 128, 128)
+    np.testing.assert_array_equal(x.numpy(), hand)
+    assert torch.equal(preprocess(torch.from_numpy(dn[0])), x[:1])
+    with torch.no_grad():
+        np.testing.assert_allclose(model.encode_image(x).numpy(), expected(checkpoint, files, crop=128), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="12 bands, but the band order names 13"):
+        preprocess(dn, source_bands=[f"B{i}" for i in range(13)])

@@ -251,10 +251,10 @@ def run(args: argparse.Namespace) -> int:
     from ..io.embed_images import (
         check_device,
         iter_image_embeddings,
-        load_image_model,
         open_images,
         report_skips,
     )
+    from ..io.models import create_model_and_transforms
 
     check_device("locate", args.device)
     output = Path(args.output)
@@ -263,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
         if output.suffix.lower() != ".csv":
             raise ValueError(f"output {str(output)!r}: name it .csv")
         gallery = Gallery.parse(args.gallery, args.lon_col, args.lat_col)
-        model, inputs = load_image_model(args.checkpoint, args.crop_size, args.device)
+        model, preprocess = create_model_and_transforms(args.checkpoint, device=args.device, crop_size=args.crop_size)
+        inputs = preprocess.inputs
         images = Path(args.images)
         if images.is_file() and images.suffix.lower() in (".parquet", ".csv"):
             keys, truth, emb = read_image_embeddings(images)

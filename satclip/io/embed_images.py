@@ -20,40 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .checkpoints import read_checkpoint, resolve_source
+from .models import ImageInputs, create_model_and_transforms
 
 if TYPE_CHECKING:
     from ..data.pipeline import ShardStream
     from ..model import SatCLIP
 
-DEFAULT_CROP = 224
 OUTPUT_FORMATS = (".parquet", ".csv")
-
-
-@dataclass(frozen=True)
-class ImageInputs:
-    """What the image tower expects: band list (None: the source order), B10 inserted, crop size."""
-
-    bands: tuple[str, ...] | None
-    insert_b10: bool
-    crop_size: int
-
-
-def image_inputs(source: str | Path, in_chans: int, crop_size: int | None = None) -> ImageInputs:
-    """Bands and crop of a checkpoint's image tower: its recorded data settings when present, else
-    S2-100K's 12 bands (plus a zero B10 when the tower takes 13) and a 224 px crop."""
-    from ..data.transforms import S2_BANDS, target_bands
-
-    path = resolve_source(source)
-    data = read_checkpoint(path).get("datamodule_hyper_parameters") if path.is_file() else None
-    data = data if isinstance(data, dict) else {}
-    bands = tuple(data["bands"]) if data.get("bands") else None
-    insert_b10 = bool(data.get("insert_b10", in_chans == len(S2_BANDS) + 1))
-    crop = int(crop_size or data.get("crop_size") or DEFAULT_CROP)
-    n = len(target_bands(bands or S2_BANDS, None, insert_b10))
-    if n != in_chans:
-        raise ValueError(f"checkpoint {str(source)!r}: its image tower takes {in_chans} bands, but the inputs give {n}")
-    return ImageInputs(bands, insert_b10, crop)
 
 
 def open_images(source: str | Path, inputs: ImageInputs, batch_size: int = 32) -> ShardStream:
@@ -126,15 +99,6 @@ def embed_images(
     return rows, skipped
 
 
-def load_image_model(checkpoint: str, crop_size: int | None, device: str) -> tuple[SatCLIP, ImageInputs]:
-    """The full model of ``checkpoint`` and what its image tower expects."""
-    from .checkpoints import load
-
-    model = load(checkpoint, device=device)
-    first_conv = next(p for p in model.visual.parameters() if p.ndim == 4)
-    return model, image_inputs(checkpoint, int(first_conv.shape[1]), crop_size)
-
-
 def check_device(command: str, device: str) -> None:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"satclip {command}: --device {device}: no CUDA device is available here (use --device cpu)")
@@ -165,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     check_device("embed-images", args.device)
     try:
         _suffix_check(args.output)
-        model, inputs = load_image_model(args.checkpoint, args.crop_size, args.device)
+        model, preprocess = create_model_and_transforms(args.checkpoint, device=args.device, crop_size=args.crop_size)
+        inputs = preprocess.inputs
         stream = open_images(args.input, inputs, args.batch_size)
         rows, skipped = embed_images(model, stream, args.output, args.device, not args.no_progress)
     except (ValueError, FileNotFoundError, EmptyStreamError) as err:
