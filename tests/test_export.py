@@ -167,11 +167,12 @@ def test_readme_export_commands_write_what_its_snippet_loads() -> None:
     root = Path(__file__).resolve().parents[1]
     readme = "\n".join(p.read_text() for p in (root / "README.md", root / "docs" / "models.md"))
     loaded = set(re.findall(r"tower-l10/(model\.[a-z.]+)", readme))
-    flags = {"model.onnx": "--onnx", "model.torchscript.pt": "--torchscript"}
+    flags = {"model.onnx": "--onnx", "model.torchscript.pt": "--torchscript", "model.fp16.onnx": "fp16", "model.int8.onnx": "int8"}
     commands = [line for line in readme.splitlines() if line.startswith("satclip export") and "--out tower-l10 " in line + " "]
     assert commands and loaded
     for command in commands:
-        missing = [flags[f] for f in loaded if f in flags and flags[f] not in command.split()]
+        tokens = set(command.split()) | ({"--onnx"} if "--onnx-precision" in command else set())  # which implies --onnx
+        missing = [flags[f] for f in loaded if f in flags and flags[f] not in tokens]
         assert not missing, f"README / docs: {command!r} lacks {missing} for the files its snippet loads"
 
 
@@ -255,6 +256,8 @@ def test_a_format_past_its_bound_is_refused_and_not_written(tmp_path: Path, smal
     assert (tmp_path / "model.fp16.onnx").exists() and not (tmp_path / "model.int8.onnx").exists()
     with pytest.raises(ValueError, match=r"unknown ONNX precision\(s\) \['int4'\]"):
         export_location_encoder(small_l10, tmp_path / "other", onnx_precisions=["int4"])
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        export_location_encoder(small_l10, tmp_path / "other", onnx=True, onnx_threads=0)
 
 
 def test_cli_export_onnx_precisions_and_refusal(tmp_path: Path, released_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -181,6 +181,7 @@ DERIVED = {"fp16": convert_fp16, "int8": quantize_int8}
 """Precisions converted from the float32 graph, by the function that writes them."""
 
 
+@requires_extra("ONNX export")
 def write_onnx_formats(
     encoder: LocationEncoder,
     out: Path,
@@ -194,6 +195,8 @@ def write_onnx_formats(
     unknown = sorted(set(precisions) - set(PRECISIONS))
     if unknown:
         raise ValueError(f"unknown ONNX precision(s) {unknown}; choose from {list(PRECISIONS)}")
+    if threads < 1:
+        raise ValueError(f"ONNX Runtime threads must be >= 1, got {threads}")
     base = "fp64" if encoder.dtype == torch.float64 else "fp32"
     files = {p: onnx_file(p, base) for p in dict.fromkeys([base, *precisions])}
     points = check_points(with_time=encoder.takes_time)
