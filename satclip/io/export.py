@@ -270,7 +270,7 @@ def export_location_encoder(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, hub id (microsoft/SatCLIP-ResNet18-L10), https URL or export directory")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE}")
+    parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE} (in the export's dtype; its error and points/s go to config.json)")
     parser.add_argument(
         "--onnx-precision",
         nargs="+",
@@ -280,7 +280,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"also write ONNX in these precisions ({', '.join(PRECISIONS)}): model.<P>.onnx beside {ONNX_FILE} (implies --onnx; "
         "fp32 of a float32 export is model.onnx); each is measured against the float64 tower and refused past its bound (docs/models.md)",
     )
-    parser.add_argument("--onnx-threads", type=int, default=BENCH_THREADS, help="ONNX Runtime threads for the points/s figure (default: %(default)s)")
+    parser.add_argument(
+        "--onnx-threads", type=int, default=BENCH_THREADS, metavar="N", help="ONNX Runtime threads for the points/s in config.json (default: %(default)s)"
+    )
     parser.add_argument("--torchscript", action="store_true", help=f"also write {TORCHSCRIPT_FILE}")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the exported tower (default: the checkpoint's)")
     parser.add_argument("--dim", type=int, default=None, help="keep the first DIM embedding dimensions (for Matryoshka-trained towers; see docs/matryoshka.md)")
