@@ -1,7 +1,9 @@
-"""``satclip export``: safetensors + config.json round trips, lean loading, TorchScript and ONNX."""
+"""``satclip export``: safetensors + config.json round trips, lean loading, TorchScript and ONNX
+(FP64 / FP32 / FP16 / INT8, measured and bounded)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -15,6 +17,7 @@ import torch
 import satclip
 from satclip.cli import main as cli_main
 from satclip.io.export import GraphLocationEncoder, export_location_encoder
+from satclip.io.onnx_formats import ERROR_BOUNDS, FormatRefused, check_points
 from satclip.location import build_location_encoder
 
 CKPT = "satclip-resnet18-l10.ckpt"
@@ -164,9 +167,107 @@ def test_readme_export_commands_write_what_its_snippet_loads() -> None:
     root = Path(__file__).resolve().parents[1]
     readme = "\n".join(p.read_text() for p in (root / "README.md", root / "docs" / "models.md"))
     loaded = set(re.findall(r"tower-l10/(model\.[a-z.]+)", readme))
-    flags = {"model.onnx": "--onnx", "model.torchscript.pt": "--torchscript"}
+    flags = {"model.onnx": "--onnx", "model.torchscript.pt": "--torchscript", "model.fp16.onnx": "fp16", "model.int8.onnx": "int8"}
     commands = [line for line in readme.splitlines() if line.startswith("satclip export") and "--out tower-l10 " in line + " "]
     assert commands and loaded
     for command in commands:
-        missing = [flags[f] for f in loaded if f in flags and flags[f] not in command.split()]
+        tokens = set(command.split()) | ({"--onnx"} if "--onnx-precision" in command else set())  # which implies --onnx
+        missing = [flags[f] for f in loaded if f in flags and flags[f] not in tokens]
         assert not missing, f"README / docs: {command!r} lacks {missing} for the files its snippet loads"
+
+
+@pytest.fixture(scope="module")
+def small_l10() -> satclip.LocationEncoder:
+    """A released-architecture tower (Siren(SH), w0 = 30 on the first layer), narrow to keep the tests fast."""
+    torch.manual_seed(3)
+    return build_location_encoder(output_dim=32, legendre_polys=10, dim_hidden=64, num_layers=2).eval()
+
+
+def _onnx_run(path: Path, points: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"lonlat": points})[0]
+
+
+def test_check_points_cover_poles_antimeridian_and_equator_and_are_fixed() -> None:
+    points = check_points()
+    assert points.dtype == np.float64 and points.shape[1] == 2 and 4096 < len(points) < 5000
+    lon, lat = points[:, 0], points[:, 1]
+    assert np.isin([90.0, -90.0, 0.0], lat).all() and np.isin([180.0, -180.0], lon).all()
+    assert np.abs(lat).max() <= 90.0 and np.abs(lon).max() <= 180.0
+    np.testing.assert_array_equal(points, check_points())
+    hemispheres = np.histogram(np.sin(np.radians(lat[-4096:])), bins=4, range=(-1, 1))[0]
+    assert hemispheres.min() > 0.9 * 1024  # uniform on the sphere: equal areas, equal counts
+    timed = check_points(with_time=True)
+    assert timed.shape == (len(points), 3) and np.isnan(timed[:, 2]).any() and np.isfinite(timed[1:10, 2]).all()
+
+
+def test_onnx_fp16_int8_load_meet_their_bounds_and_config_carries_the_figures(tmp_path: Path, small_l10: satclip.LocationEncoder) -> None:
+    import onnx
+
+    out = tmp_path / "exp"
+    config = export_location_encoder(small_l10, out, onnx_precisions=["fp32", "fp16", "int8"])
+    assert json.loads((out / "config.json").read_text()) == config
+    names = {"onnx": "model.onnx", "onnx_fp32": "model.fp32.onnx", "onnx_fp16": "model.fp16.onnx", "onnx_int8": "model.int8.onnx"}
+    assert config["files"] == {"weights": "model.safetensors", **names}
+    points = check_points()
+    with torch.no_grad():
+        ref = small_l10(torch.from_numpy(points)).numpy()
+    scale = np.abs(ref).max()
+    assert config["onnx_check"]["points"] == len(points) and config["onnx_check"]["embedding_scale"] == pytest.approx(scale, rel=1e-12)
+    for name, precision in zip(names.values(), ["fp64", "fp32", "fp16", "int8"]):
+        got = _onnx_run(out / name, points)
+        assert got.dtype == (np.float64 if precision == "fp64" else np.float32) and got.shape == ref.shape
+        error = np.abs(got.astype(np.float64) - ref)
+        assert error.max() <= ERROR_BOUNDS[precision] * scale, name
+        figures = config["onnx_formats"][name]
+        assert figures["precision"] == precision and figures["points_per_s"] > 0
+        assert figures["max_abs_error"] == pytest.approx(error.max(), rel=1e-6)
+        assert figures["mean_abs_error"] == pytest.approx(error.mean(), rel=1e-6)
+        assert figures["max_abs_error_bound"] == pytest.approx(ERROR_BOUNDS[precision] * scale)
+    # real conversions: the errors sit where each precision puts them
+    assert config["onnx_formats"]["model.fp16.onnx"]["max_abs_error_relative"] > 1e-5
+    assert config["onnx_formats"]["model.int8.onnx"]["max_abs_error_relative"] > 1e-3
+    fp16 = onnx.load(str(out / "model.fp16.onnx")).graph
+    assert {i.data_type for i in fp16.initializer if i.name.startswith("nnet.")} == {onnx.TensorProto.FLOAT16}
+    int8 = onnx.load(str(out / "model.int8.onnx")).graph
+    assert sum(n.op_type == "MatMulInteger" for n in int8.node) == 2  # the first layer (reading the harmonics) stays float32
+    assert sum(n.op_type in ("MatMul", "Gemm") for n in int8.node) == 1
+
+
+def test_float32_export_writes_fp32_as_model_onnx(tmp_path: Path, small_l10: satclip.LocationEncoder) -> None:
+    config = export_location_encoder(copy.deepcopy(small_l10).float(), tmp_path, onnx_precisions=["fp32", "fp16"])
+    assert config["files"] == {"weights": "model.safetensors", "onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx"}
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["model.fp16.onnx", "model.onnx"]
+    assert [f["precision"] for f in config["onnx_formats"].values()] == ["fp32", "fp16"]
+
+
+def test_time_aware_tower_exports_fp16_and_int8(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    enc = build_location_encoder("sphericalharmonics_time", "siren", output_dim=6, legendre_polys=4, time_harmonics=2, dim_hidden=16).eval()
+    config = export_location_encoder(enc, tmp_path, onnx_precisions=["fp16", "int8"])
+    assert config["onnx_check"]["points"] == len(check_points())
+    assert all(f["max_abs_error"] <= f["max_abs_error_bound"] for f in config["onnx_formats"].values())
+
+
+def test_a_format_past_its_bound_is_refused_and_not_written(tmp_path: Path, small_l10: satclip.LocationEncoder) -> None:
+    with pytest.raises(FormatRefused, match=r"refusing model\.int8\.onnx \(int8\): max abs error .* exceeds its bound 1e-06 x embedding scale"):
+        export_location_encoder(small_l10, tmp_path, onnx_precisions=["fp16", "int8"], onnx_bounds={**ERROR_BOUNDS, "int8": 1e-6})
+    assert (tmp_path / "model.fp16.onnx").exists() and not (tmp_path / "model.int8.onnx").exists()
+    with pytest.raises(ValueError, match=r"unknown ONNX precision\(s\) \['int4'\]"):
+        export_location_encoder(small_l10, tmp_path / "other", onnx_precisions=["int4"])
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        export_location_encoder(small_l10, tmp_path / "other", onnx=True, onnx_threads=0)
+
+
+def test_cli_export_onnx_precisions_and_refusal(tmp_path: Path, released_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "exp"
+    argv = ["export", "--checkpoint", str(released_ckpt), "--out", str(out), "--dtype", "float32", "--onnx-precision", "fp32", "fp16", "int8"]
+    assert cli_main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert list(config["onnx_formats"]) == ["model.onnx", "model.fp16.onnx", "model.int8.onnx"]
+    assert config["onnx_check"]["timing"].endswith("1 thread(s), one batch of all points, best of 5 runs")
+    monkeypatch.setitem(ERROR_BOUNDS, "fp16", 1e-9)
+    with pytest.raises(SystemExit, match=r"satclip export: refusing model\.fp16\.onnx \(fp16\)"):
+        cli_main([*argv[:4], str(tmp_path / "refused"), *argv[5:]])
+    assert not (tmp_path / "refused" / "model.fp16.onnx").exists()

@@ -9,16 +9,23 @@ the graph, and no input validation (the caller passes finite [lon, lat] degrees 
 Their input is always float64 (N, 2) [lon, lat] degrees (``lonlat``), so coordinates keep full
 precision; a time-aware tower's is (N, 3) [lon, lat, t] (``lonlat_time``, t in Unix seconds UTC, NaN
 unknown). The output has the export's dtype. Float64 constants stay float64 in the ONNX graph.
+
+``model.onnx`` is in the export's dtype; ``onnx_precisions`` adds ``model.fp32.onnx`` (for a float64
+export), ``model.fp16.onnx`` and ``model.int8.onnx`` (see :mod:`satclip.io.onnx_formats`). Every ONNX
+file is measured against the float64 tower and refused beyond its bound; ``config.json`` records the
+figures under ``onnx_formats`` and ``onnx_check``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
+import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +40,22 @@ from ..location.temporal import space_time_product, temporal_terms
 from .checkpoints import load_location_encoder
 from .hub import push_folder
 from .layout import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS
+from .onnx_formats import (
+    BENCH_THREADS,
+    ERROR_BOUNDS,
+    ONNX_FILE,
+    PRECISIONS,
+    FormatRefused,
+    check_bound,
+    check_points,
+    check_record,
+    convert_fp16,
+    measure,
+    onnx_file,
+    quantize_int8,
+    reference_embeddings,
+)
 
-ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_OPSET = 17
 
@@ -156,14 +177,62 @@ def export_onnx(encoder: LocationEncoder, path: str | Path, opset: int = ONNX_OP
     return Path(path)
 
 
+DERIVED = {"fp16": convert_fp16, "int8": quantize_int8}
+"""Precisions converted from the float32 graph, by the function that writes them."""
+
+
+@requires_extra("ONNX export")
+def write_onnx_formats(
+    encoder: LocationEncoder,
+    out: Path,
+    precisions: Sequence[str] = (),
+    bounds: Mapping[str, float] = ERROR_BOUNDS,
+    threads: int = BENCH_THREADS,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Write ``model.onnx`` (the export's dtype) and each of ``precisions`` to ``out``, measure each on
+    the check set and raise :class:`FormatRefused` (the file removed) past its bound; returns the files
+    by precision and the ``config.json`` figures (``onnx_check``, ``onnx_formats``)."""
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown:
+        raise ValueError(f"unknown ONNX precision(s) {unknown}; choose from {list(PRECISIONS)}")
+    if threads < 1:
+        raise ValueError(f"ONNX Runtime threads must be >= 1, got {threads}")
+    base = "fp64" if encoder.dtype == torch.float64 else "fp32"
+    files = {p: onnx_file(p, base) for p in dict.fromkeys([base, *precisions])}
+    points = check_points(with_time=encoder.takes_time)
+    reference = reference_embeddings(encoder, points)
+    scale = float(abs(reference).max())
+    formats: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(encoder, out / ONNX_FILE)
+        fp32 = out / files["fp32"] if "fp32" in files else Path(tmp) / "model.fp32.onnx"
+        if base == "fp64" and len(files) > 1:  # the float32 graph that fp32, fp16 and int8 come from
+            export_onnx(copy.deepcopy(encoder).float(), fp32)
+        for precision, name in files.items():
+            if precision in DERIVED:
+                DERIVED[precision](fp32, out / name)
+            stats = measure(out / name, points, reference, threads)
+            try:
+                check_bound(name, precision, stats, scale, bounds)
+            except FormatRefused:
+                (out / name).unlink()
+                raise
+            formats[name] = {"precision": precision, **stats, "max_abs_error_bound": bounds[precision] * scale}
+    return files, {"onnx_check": check_record(len(points), scale, {p: bounds[p] for p in files}, threads), "onnx_formats": formats}
+
+
 def export_location_encoder(
     encoder: LocationEncoder,
     out_dir: str | Path,
     onnx: bool = False,
     torchscript: bool = False,
     source: str | None = None,
+    onnx_precisions: Sequence[str] = (),
+    onnx_bounds: Mapping[str, float] = ERROR_BOUNDS,
+    onnx_threads: int = BENCH_THREADS,
 ) -> dict[str, Any]:
-    """Write ``encoder`` (in its current dtype) to ``out_dir``; returns the ``config.json`` contents."""
+    """Write ``encoder`` (in its current dtype) to ``out_dir``; returns the ``config.json`` contents.
+    ``onnx_precisions`` (implies ``onnx``) adds ONNX files in those precisions (:func:`write_onnx_formats`)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -190,9 +259,10 @@ def export_location_encoder(
     if torchscript:
         export_torchscript(encoder, out / TORCHSCRIPT_FILE)
         config["files"]["torchscript"] = TORCHSCRIPT_FILE
-    if onnx:
-        export_onnx(encoder, out / ONNX_FILE)
-        config["files"]["onnx"] = ONNX_FILE
+    if onnx or onnx_precisions:
+        files, figures = write_onnx_formats(encoder, out, onnx_precisions, onnx_bounds, onnx_threads)
+        config["files"].update({"onnx" if name == ONNX_FILE else f"onnx_{p}": name for p, name in files.items()})
+        config.update(figures)
     (out / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return config
 
@@ -200,7 +270,19 @@ def export_location_encoder(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, hub id (microsoft/SatCLIP-ResNet18-L10), https URL or export directory")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE}")
+    parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE} (in the export's dtype; its error and points/s go to config.json)")
+    parser.add_argument(
+        "--onnx-precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=[],
+        metavar="P",
+        help=f"also write ONNX in these precisions ({', '.join(PRECISIONS)}): model.<P>.onnx beside {ONNX_FILE} (implies --onnx; "
+        "fp32 of a float32 export is model.onnx); each is measured against the float64 tower and refused past its bound (docs/models.md)",
+    )
+    parser.add_argument(
+        "--onnx-threads", type=int, default=BENCH_THREADS, metavar="N", help="ONNX Runtime threads for the points/s in config.json (default: %(default)s)"
+    )
     parser.add_argument("--torchscript", action="store_true", help=f"also write {TORCHSCRIPT_FILE}")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the exported tower (default: the checkpoint's)")
     parser.add_argument("--dim", type=int, default=None, help="keep the first DIM embedding dimensions (for Matryoshka-trained towers; see docs/matryoshka.md)")
@@ -214,7 +296,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     encoder = load_location_encoder(args.checkpoint, dtype=args.dtype, dim=args.dim)
-    config = export_location_encoder(encoder, args.out, onnx=args.onnx, torchscript=args.torchscript, source=str(args.checkpoint))
+    config = export_location_encoder(
+        encoder,
+        args.out,
+        onnx=args.onnx,
+        torchscript=args.torchscript,
+        source=str(args.checkpoint),
+        onnx_precisions=args.onnx_precision,
+        onnx_threads=args.onnx_threads,
+    )
     print(
         f"exported {config['architecture']['pe']}/{config['architecture']['nn']} location tower ({config['dtype']}) to {args.out}: "
         f"{', '.join(config['files'].values())}, {EXPORT_CONFIG}"
