@@ -122,4 +122,20 @@ def fetch(repo_id: str, filenames: tuple[str, ...], revision: str | None = None,
     return [Path(hf_hub_download(repo_id, name, revision=revision)) for name in filenames]
 
 
-__all__ = ["MissingWeightsError", "cache_dir", "endpoint", "fetch", "is_offline", "offline_error", "offline_reason", "verify_sha256"]
+def push_folder(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False) -> str:
+    """Upload ``folder`` (an export) to the Hub model repository ``repo_id``, creating it; returns its URL."""
+    from huggingface_hub import HfApi, get_token
+
+    reason = offline_reason()
+    if reason is not None:
+        raise ConnectionError(f"cannot push {str(folder)!r} to {repo_id!r}: {reason} (offline); push it later with the same command")
+    token = token or get_token()
+    if token is None:
+        raise PermissionError(f"pushing to {repo_id!r} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="satclip export")
+    return f"{endpoint()}/{repo_id}"
+
+
+__all__ = ["MissingWeightsError", "cache_dir", "endpoint", "fetch", "is_offline", "offline_error", "offline_reason", "push_folder", "verify_sha256"]

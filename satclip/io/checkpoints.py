@@ -17,7 +17,6 @@ checkpoint (no backbone weights), and loading a location tower imports neither t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,10 +26,10 @@ import torch
 from ..extras import requires_extra
 from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder, truncate_location_encoder
 from ..location.registry import accepted_kwargs
+from ..location.serialization import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, as_dtype, load_state, matryoshka_dims, read_export
 from ..pretrained import list_pretrained
 from ..safeload import load_weights
 from . import hub
-from .layout import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS
 
 if TYPE_CHECKING:  # the model pulls in timm; imported only when a full model is loaded
     from ..model import SatCLIP
@@ -158,51 +157,7 @@ def checkpoint_spec(checkpoint: dict[str, Any], where: str = "checkpoint") -> Mo
             f"{where}: unknown checkpoint format: neither this project's 'satclip' entry nor released SatCLIP "
             f"'hyper_parameters' (le_type, pe_type, vision_layers, ...)"
         )
-    return ModelSpec(kwargs, state, where, _matryoshka_dims(dims, where))
-
-
-def _matryoshka_dims(dims: Any, where: str) -> list[int] | None:
-    """The recorded Matryoshka prefixes (a list of positive ints) or None; anything else is refused."""
-    if dims is None:
-        return None
-    if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-        raise ValueError(f"{where}: matryoshka_dims must be a list of positive integers, got {dims!r}")
-    return dims
-
-
-def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(f"{where}: weights do not fit the architecture: missing {missing[:8]}, unexpected {unexpected[:8]}, shapes {shapes[:8]}")
-    module.load_state_dict(state)
-
-
-def _as_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return getattr(torch, dtype)
-
-
-def read_export(directory: str | Path) -> LocationEncoder:
-    """An exported location tower (``config.json`` + ``model.safetensors``), on CPU, in its saved dtype."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    config_path, weights_path = directory / EXPORT_CONFIG, directory / EXPORT_WEIGHTS
-    for required in (config_path, weights_path):
-        if not required.is_file():
-            raise FileNotFoundError(f"exported location tower {str(directory)!r}: missing {required.name}")
-    config = json.loads(config_path.read_text())
-    if config.get("format") != EXPORT_FORMAT or not isinstance(config.get("architecture"), dict):
-        raise ValueError(f"{str(config_path)!r}: not a satclip location tower export (format {config.get('format')!r})")
-    encoder = build_location_encoder(**config["architecture"], dtype=_as_dtype(config.get("dtype", "float64")))
-    _load_state(encoder, load_file(str(weights_path)), str(directory))
-    encoder.matryoshka_dims = _matryoshka_dims(config.get("matryoshka_dims"), str(config_path))
-    return encoder
+    return ModelSpec(kwargs, state, where, matryoshka_dims(dims, where))
 
 
 def location_encoder_from_spec(spec: ModelSpec) -> LocationEncoder:
@@ -210,11 +165,11 @@ def location_encoder_from_spec(spec: ModelSpec) -> LocationEncoder:
     kwargs = spec.kwargs
     encoder = build_location_encoder(
         output_dim=int(kwargs.get("embed_dim", 256)),
-        dtype=_as_dtype(kwargs.get("location_dtype", "float64")),
+        dtype=as_dtype(kwargs.get("location_dtype", "float64")),
         **dict(kwargs.get("location") or {}),
     )
     state = {k[len("location.") :]: v for k, v in spec.state_dict.items() if k.startswith("location.")}
-    _load_state(encoder, state, spec.source)
+    load_state(encoder, state, spec.source)
     encoder.matryoshka_dims = spec.matryoshka_dims
     return encoder
 
@@ -237,7 +192,7 @@ def load(source: str | Path, device: str | torch.device = "cpu") -> SatCLIP:
         model = SatCLIP(**spec.kwargs)
     except TypeError as err:
         raise ValueError(f"{spec.source}: model arguments {sorted(spec.kwargs)} do not fit SatCLIP: {err}") from None
-    _load_state(model, spec.state_dict, spec.source)
+    load_state(model, spec.state_dict, spec.source)
     return model.to(device).eval()
 
 
@@ -261,7 +216,7 @@ def load_location_encoder(
     else:
         encoder = location_encoder_from_spec(checkpoint_spec(read_checkpoint(path), str(path)))
     if dtype is not None:
-        encoder = encoder.to(_as_dtype(dtype))
+        encoder = encoder.to(as_dtype(dtype))
     if dim is not None:
         encoder = truncate_location_encoder(encoder, dim)
     return encoder.to(device).eval()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import math
 import tempfile
 import warnings
@@ -32,14 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
 from ..extras import requires_extra
+from ..hubfiles import push_folder
 from ..location import LocationEncoder, SphericalHarmonics
 from ..location.harmonics import graph_spherical_harmonics
+from ..location.serialization import EXPORT_CONFIG, export_config, write_config, write_weights
 from ..location.temporal import space_time_product, temporal_terms
 from .checkpoints import load_location_encoder
-from .hub import push_folder
-from .layout import EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS
 from .onnx_formats import (
     BENCH_THREADS,
     ERROR_BOUNDS,
@@ -92,19 +90,6 @@ class GraphLocationEncoder(nn.Module):
         if self.takes_time:
             feats = space_time_product(feats, temporal_terms(inputs[:, 2], self.time_harmonics, self.year_trend))
         return self.nnet(feats.to(self.out_dtype))
-
-
-def architecture(encoder: LocationEncoder) -> dict[str, Any]:
-    """``build_location_encoder`` keyword arguments (plain JSON types) that rebuild ``encoder``."""
-    arch = dict(encoder.config)
-    if not arch.get("pe") or not arch.get("nn"):
-        raise ValueError("the location encoder has no architecture config (build it with build_location_encoder)")
-    convention = getattr(encoder.posenc, "convention", None)
-    if convention is not None:
-        arch["convention"] = convention
-    arch["output_dim"] = encoder.output_dim
-    json.dumps(arch)  # fail early on non-JSON hyper-parameters
-    return arch
 
 
 def _example_input(n: int = 7, with_time: bool = False) -> torch.Tensor:
@@ -233,29 +218,9 @@ def export_location_encoder(
 ) -> dict[str, Any]:
     """Write ``encoder`` (in its current dtype) to ``out_dir``; returns the ``config.json`` contents.
     ``onnx_precisions`` (implies ``onnx``) adds ONNX files in those precisions (:func:`write_onnx_formats`)."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     encoder = encoder.cpu().eval()
-    dtype = str(encoder.dtype).removeprefix("torch.")
-    config: dict[str, Any] = {
-        "format": EXPORT_FORMAT,
-        "format_version": 1,
-        "satclip_version": __version__,
-        "torch_version": torch.__version__,
-        "architecture": architecture(encoder),
-        "output_dim": encoder.output_dim,
-        "spherical_harmonics_convention": getattr(encoder.posenc, "convention", None),
-        "dtype": dtype,
-        "matryoshka_dims": encoder.matryoshka_dims,
-        "input": ("(N, 3) [lon, lat, t]: degrees and Unix seconds UTC, t NaN where unknown" if encoder.takes_time else "(N, 2) [lon, lat] in degrees")
-        + " (float64 for the TorchScript and ONNX graphs)",
-        "input_columns": ["lon", "lat", "time"] if encoder.takes_time else ["lon", "lat"],
-        "source": source,
-        "files": {"weights": EXPORT_WEIGHTS},
-    }
-    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out / EXPORT_WEIGHTS))
+    config = export_config(encoder, source)
+    out = write_weights(encoder, out_dir)
     if torchscript:
         export_torchscript(encoder, out / TORCHSCRIPT_FILE)
         config["files"]["torchscript"] = TORCHSCRIPT_FILE
@@ -263,7 +228,7 @@ def export_location_encoder(
         files, figures = write_onnx_formats(encoder, out, onnx_precisions, onnx_bounds, onnx_threads)
         config["files"].update({"onnx" if name == ONNX_FILE else f"onnx_{p}": name for p, name in files.items()})
         config.update(figures)
-    (out / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    write_config(out, config)
     return config
 
 

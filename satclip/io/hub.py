@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..hubfiles import cache_dir, endpoint, fetch, is_offline, offline_error, offline_reason, verify_sha256
+from ..hubfiles import cache_dir, fetch, is_offline, offline_error, offline_reason, push_folder, verify_sha256
+from ..location.serialization import EXPORT_FILES
 from ..pretrained import get_pretrained
-from .layout import EXPORT_FILES
 
 HF_HUB_PREFIX = "hf-hub:"
 _CHECKPOINT_SUFFIX = r"\.(ckpt|pt|pth|safetensors)"
@@ -104,22 +104,6 @@ def resolve_url(url: str, cache_dir: str | Path | None = None) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     torch.hub.download_url_to_file(url, str(target), progress=True)
     return target
-
-
-def push_folder(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False) -> str:
-    """Upload ``folder`` (an export) to the Hub model repository ``repo_id``, creating it; returns its URL."""
-    from huggingface_hub import HfApi, get_token
-
-    reason = offline_reason()
-    if reason is not None:
-        raise ConnectionError(f"cannot push {str(folder)!r} to {repo_id!r}: {reason} (offline); push it later with the same command")
-    token = token or get_token()
-    if token is None:
-        raise PermissionError(f"pushing to {repo_id!r} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="satclip export")
-    return f"{endpoint()}/{repo_id}"
 
 
 __all__ = ["HubFile", "cache_dir", "is_hub_id", "is_offline", "parse_hub_id", "push_folder", "resolve_hub_id", "resolve_url"]

@@ -76,24 +76,40 @@ class LocationEncoder(nn.Module):
     def save_pretrained(self, directory: str | Path, push_to_hub: str | None = None, token: str | None = None) -> Path:
         """Write the tower as ``config.json`` + ``model.safetensors`` (``satclip export``'s layout) and
         optionally upload the folder to the Hub repository ``push_to_hub``; returns the folder."""
-        from ..io.export import export_location_encoder
-        from ..io.hub import push_folder
+        from ..hubfiles import push_folder
+        from .serialization import export_config, write_config, write_weights
 
-        export_location_encoder(self, directory)
+        encoder = self.cpu().eval()
+        folder = write_weights(encoder, directory)
+        write_config(folder, export_config(encoder))
         if push_to_hub is not None:
-            push_folder(directory, push_to_hub, token=token)
-        return Path(directory)
+            push_folder(folder, push_to_hub, token=token)
+        return folder
 
     @classmethod
     def from_pretrained(cls, source: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> LocationEncoder:
-        """A tower from a saved folder, a Hub repository of one (``owner/repo`` or ``hf-hub:owner/repo``),
-        a checkpoint or a released model's name; in eval mode (``satclip.load_location_encoder``)."""
-        from ..io.checkpoints import load_location_encoder
+        """A tower saved by ``save_pretrained`` / ``satclip export``: a folder, or a Hub repository holding
+        one (``owner/repo`` or ``hf-hub:owner/repo``), from the cache if present; in eval mode.
+
+        Checkpoints, released model names and URLs load with ``satclip.load_location_encoder``.
+        """
+        from ..hubfiles import fetch
+        from .serialization import EXPORT_FILES, as_dtype, read_export
 
         text = str(source)
-        if text.count("/") == 1 and not text.startswith("hf-hub:") and not Path(text).expanduser().exists():
-            text = "hf-hub:" + text  # a repository id: the export layout
-        return load_location_encoder(text, device=device, dtype=dtype)
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            repo_id = text.removeprefix("hf-hub:")
+            if repo_id.count("/") != 1 or not all(repo_id.split("/")) or Path(repo_id).suffix:
+                raise ValueError(
+                    f"{text!r}: from_pretrained takes an export folder or a Hub repository id (owner/repo); "
+                    "for a checkpoint, a released model name or a URL use satclip.load_location_encoder"
+                )
+            folder = fetch(repo_id, EXPORT_FILES, what=f"exported tower {text!r} (no local folder of that name exists)")[0].parent
+        encoder = read_export(folder)
+        if dtype is not None:
+            encoder = encoder.to(as_dtype(dtype))
+        return encoder.to(device).eval()
 
 
 def build_location_encoder(
