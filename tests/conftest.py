@@ -1,5 +1,7 @@
-"""Shared fixtures: the read-only ../shared folder (skip with a reason when it is absent), a small
-released-format checkpoint made here, and a huggingface_hub cache the test fills."""
+"""Shared fixtures: the read-only ../shared folder (``SATCLIP_SHARED`` overrides the path; tests of the
+reference implementation's outputs skip with a reason when it is absent), 20 real Sentinel-2 sample
+patches (../shared's, else 20 built from the repository's 8 in data/sample: the stream and shard tests
+need no ../shared), a small released-format checkpoint made here, and a huggingface_hub cache the test fills."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("SATCLIP_SHARED", ROOT.parent / "shared"))
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +32,14 @@ def reference(shared: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def s2_sample(shared: Path) -> Path:
-    return shared / "data" / "s2-sample"
+def s2_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 real S2-100K-layout patches: ../shared's, else 20 made from the repository's 8 (tests/corpora.py)."""
+    folder = SHARED / "data" / "s2-sample"
+    if folder.is_dir():
+        return folder
+    from corpora import write_s2_100k_folder
+
+    return write_s2_100k_folder(tmp_path_factory.mktemp("s2-sample"))
 
 
 @pytest.fixture(scope="session")

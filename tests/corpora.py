@@ -189,3 +189,39 @@ def write_s2_100k_published(root: Path) -> Path:
     )
     pq.write_table(table, root / "metadata.parquet")
     return root
+
+
+def write_s2_100k_folder(root: Path, n: int = 20) -> Path:
+    """An S2-100K folder as ../shared/data/s2-sample holds it (``images/patch_N.tif``: 12-band uint16
+    LZW GeoTIFFs, one 512 px internal tile; ``index.csv`` with ``lat, lon, url, fn``), ``n`` patches made
+    from the 8 real ones in data/sample: the first 8 as they are, each further copy mirrored (left-right,
+    then up-down) and moved one patch width east (then north) so that its pixels, georeference and centre
+    all differ; the index holds each file's own georeferenced centre."""
+    import csv
+
+    from satclip.geo import lonlat_from_georeference
+
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        source = sample_patches()[i % 8]
+        copy = i // 8
+        name = source.name if copy == 0 else f"patch_{int(source.stem.split('_')[1]) + 1_000_000 * copy}.tif"
+        target = root / "images" / name
+        if copy == 0:
+            target.write_bytes(source.read_bytes())
+        else:
+            with rasterio.open(source) as src:
+                data, profile = src.read(), src.profile
+            data = np.ascontiguousarray(data[:, :, ::-1] if copy % 2 else data[:, ::-1, :])
+            shift = Affine.translation(data.shape[2] * copy, 0) if copy % 2 else Affine.translation(0, -data.shape[1] * copy)
+            profile.update(transform=profile["transform"] * shift, compress="lzw", tiled=True, blockxsize=512, blockysize=512)
+            with rasterio.open(target, "w", **profile) as dst:
+                dst.write(data)
+        lon, lat = lonlat_from_georeference(target)
+        rows.append({"lat": lat, "lon": lon, "url": f"https://example.invalid/s2-100k/{name}", "fn": name})
+    with (root / "index.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["lat", "lon", "url", "fn"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
