@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from satclip.extras import EXTRA_OF_MODULE
+from satclip.extras import EXTRA_OF_MODULE, MissingExtraError
 
 pytestmark = pytest.mark.slow
 
@@ -168,3 +168,12 @@ def test_core_only_venv_embeds_from_checkpoint_and_export(core_python: Path, rel
     for argv, extra in ((["fit", "--help"], "train"), (["embed", "--checkpoint", str(out), "--input", "x.csv", "--output", "y.npy"], "tables")):
         failed = subprocess.run([str(satclip_cli), *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
         assert failed.returncode != 0 and f'pip install "satclip[{extra}]"' in failed.stderr, failed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("module, extra", [("zarr", "gis"), ("xarray", "gis"), ("geopandas", "gis"), ("lightning", "train"), ("onnxruntime", "onnx")])
+def test_a_missing_optional_module_names_its_extra(module: str, extra: str) -> None:
+    from satclip.extras import requires_extra
+
+    with pytest.raises(MissingExtraError, match=rf"satclip embed-grid needs '{module}', .*pip install \"satclip\[{extra}\]\""):
+        with requires_extra("satclip embed-grid"):
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
