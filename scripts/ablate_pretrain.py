@@ -124,6 +124,7 @@ def section(world: SyntheticWorld, held: np.ndarray, args: argparse.Namespace, b
             tower, loss, scale = train(world, {**RELEASED, **VARIANTS[variant]}, seed, steps, batch, n_train, 64)
             got = scores({"pretrained": embed_array(tower, held, dtype=np.float64)}, world, held, seed)
             rows.setdefault(variant, []).append([loss, scale] + [got[("pretrained", t, n)] for t, n in cols])
+            print(f"batch {batch}, seed {seed}, {variant}: " + " ".join(f"{x:.3f}" for x in rows[variant][-1]), file=sys.stderr, flush=True)
     header = "| variant | final loss | multiplier | " + " | ".join(f"{t} n={n}" for t, n in cols) + " |"
     rule = "|---|---|---|" + "---|" * len(cols)
     tables = [("", np.mean)] if len(args.seeds) == 1 else [("", np.mean), (f"standard deviation over {len(args.seeds)} seeds\n\n", np.std)]
