@@ -3,7 +3,9 @@
 Inputs, detected from what is given (docs/data.md has the schemas and what was verified):
 
 - an S2-100K folder: an index (``index.csv``, or ``metadata.parquet`` as S2-100K is published now;
-  columns ``fn``, ``lon``, ``lat`` in any order, extra columns ignored) and ``images/patch_N.tif``;
+  columns ``fn``, ``lon``, ``lat`` in any order, an optional acquisition-time column (``time``,
+  ``datetime``, ``timestamp``, ...: it wins over the GeoTIFF's tags), extra columns ignored) and
+  ``images/patch_N.tif``;
   ``--index`` names an index kept elsewhere;
 - a folder of GeoTIFFs without an index: each patch's centre (lon, lat) comes from its own
   georeference (:func:`satclip.geo.lonlat_from_georeference`);
@@ -50,7 +52,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..acqtime import parse_time
-from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns
+from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns, find_time_column
 from . import majortom, ssl4eo
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
 from .shardlist import MANIFEST, MANIFEST_VERSION
@@ -80,6 +82,7 @@ class _Task:
     path: str | None = None
     data: bytes | None = None
     lonlat: tuple[float, float] | None = None
+    seconds: float | None = None  # from the index's time column; None or NaN: the GeoTIFF's tags
 
     def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
         return Encoded(samples=[encode_sample(self, payload, bands or S2_BANDS)])
@@ -108,14 +111,27 @@ def _index_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict]]]:
         return list(reader.fieldnames or []), iter(list(enumerate(reader, start=2)))
 
 
-def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:
-    """Read an S2-100K index, ``index.csv`` or (as published now) ``metadata.parquet``: file name
-    (basename of ``fn``) -> (lon, lat) degrees.
+@dataclass(frozen=True)
+class IndexTable:
+    """An S2-100K index read: file name -> (lon, lat), and file name -> Unix seconds (NaN: empty
+    cell) when the index has an acquisition-time column (``time_col``)."""
+
+    lonlat: dict[str, tuple[float, float]]
+    times: dict[str, float] | None = None
+    time_col: str | None = None
+
+
+def read_index_table(
+    path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None, time_col: str | None = None
+) -> IndexTable:
+    """Read an S2-100K index, ``index.csv`` or (as published now) ``metadata.parquet``.
 
     Columns ``fn`` and the coordinates may come in any order among others; the coordinate columns are
     found by :func:`satclip.columns.find_coordinate_columns` (``lon``/``lat``, ``longitude``/``latitude``,
-    ...) unless named. Raises :class:`ShardInputError` for a missing or ambiguous column, a value that
-    is not a number, a duplicate file name, or coordinates that are non-finite or have |lat| > 90
+    ...) unless named; an acquisition-time column by :func:`satclip.columns.find_time_column` (``time``,
+    ``datetime``, ``timestamp``, ...; parsed by :func:`satclip.acqtime.parse_time`) unless named.
+    Raises :class:`ShardInputError` for a missing or ambiguous column, a value that is not a number
+    or a time, a duplicate file name, or coordinates that are non-finite or have |lat| > 90
     (longitudes are wrapped).
     """
     import torch
@@ -130,14 +146,20 @@ def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None
         raise ShardInputError(f"index {path}: missing column(s) ['fn']; found {fields}")
     try:
         lon, lat = find_coordinate_columns(fields, lon_col, lat_col, crs, where=f"index {path}")
+        when = find_time_column(fields, time_col, where=f"index {path}")
     except CoordinateColumnsError as err:
         raise ShardInputError(str(err)) from None
-    names, coords = [], []
+    names, coords, seconds = [], [], []
     for line, row in rows:
         try:
             coords.append((float(row[lon]), float(row[lat])))
         except (TypeError, ValueError):
             raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers") from None
+        if when is not None:
+            try:
+                seconds.append(parse_time(row[when] or "", when))
+            except ValueError as err:
+                raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {err}") from None
         names.append(os.path.basename(row["fn"]))
     if not names:
         raise ShardInputError(f"index {path} has no rows")
@@ -150,7 +172,13 @@ def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None
         lonlat = validate_lonlat(torch.tensor(coords, dtype=torch.float64), name=f"index {path} (data rows from 0)")
     except ValueError as err:
         raise ShardInputError(str(err)) from None
-    return {name: (float(lon), float(lat)) for name, (lon, lat) in zip(names, lonlat.tolist())}
+    table = {name: (float(lon), float(lat)) for name, (lon, lat) in zip(names, lonlat.tolist())}
+    return IndexTable(table, dict(zip(names, seconds)) if when is not None else None, when)
+
+
+def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:
+    """File name (basename of ``fn``) -> (lon, lat) degrees of an S2-100K index (:func:`read_index_table`)."""
+    return read_index_table(path, lon_col, lat_col, crs).lonlat
 
 
 def _key(relative: str) -> str:
@@ -159,20 +187,21 @@ def _key(relative: str) -> str:
     return stem.replace(".", "_")
 
 
-def _folder_tasks(root: Path, index: dict[str, tuple[float, float]] | None) -> list[_Task]:
+def _folder_tasks(root: Path, table: IndexTable | None) -> list[_Task]:
     """Tasks for an S2-100K folder (with an index) or a plain folder of GeoTIFFs (georeference)."""
-    if index is None:
+    if table is None:
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in TIF_SUFFIXES and p.is_file())
         if not files:
             raise ShardInputError(f"{root}: no index.csv and no GeoTIFF (*.tif, *.tiff) files")
         return [_Task(_key(p.relative_to(root).as_posix()), p.relative_to(root).as_posix(), path=str(p)) for p in files]
+    index, times = table.lonlat, table.times or {}
     tasks, missing = [], []
     for name, lonlat in index.items():
         path = next((p for p in (root / "images" / name, root / name) if p.is_file()), None)
         if path is None:
             missing.append(name)
             continue
-        tasks.append(_Task(_key(name), path.relative_to(root).as_posix(), path=str(path), lonlat=lonlat))
+        tasks.append(_Task(_key(name), path.relative_to(root).as_posix(), path=str(path), lonlat=lonlat, seconds=times.get(name)))
     if missing:
         raise ShardInputError(f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {_first(missing)}")
     present = (p for folder in (root, root / "images") if folder.is_dir() for p in folder.iterdir())
@@ -186,7 +215,7 @@ def _first(names: Sequence[str]) -> str:
     return ", ".join(names[:_MISSING_SHOWN]) + (", ..." if len(names) > _MISSING_SHOWN else "")
 
 
-def _tar_tasks(tars: Sequence[Path], index: dict[str, tuple[float, float]] | None) -> Iterator[_Task]:
+def _tar_tasks(tars: Sequence[Path], table: IndexTable | None) -> Iterator[_Task]:
     """Tasks streamed from S2-100K tar shards: every ``*.tif`` member; other members are ignored."""
     for tar_path in tars:
         try:
@@ -195,15 +224,15 @@ def _tar_tasks(tars: Sequence[Path], index: dict[str, tuple[float, float]] | Non
                     name = os.path.basename(member.name)
                     if not member.isfile() or not name.lower().endswith(TIF_SUFFIXES):
                         continue
-                    lonlat = None
-                    if index is not None:
-                        if name not in index:
+                    lonlat, seconds = None, None
+                    if table is not None:
+                        if name not in table.lonlat:
                             raise ShardInputError(f"{tar_path}: member {member.name!r} is not in the index")
-                        lonlat = index[name]
+                        lonlat, seconds = table.lonlat[name], (table.times or {}).get(name)
                     extracted = tar.extractfile(member)
                     assert extracted is not None  # a regular file member
                     data = extracted.read()
-                    yield _Task(_key(name), f"{tar_path.name}:{member.name}", data=data, lonlat=lonlat)
+                    yield _Task(_key(name), f"{tar_path.name}:{member.name}", data=data, lonlat=lonlat, seconds=seconds)
         except (tarfile.TarError, EOFError, OSError) as err:
             raise ShardInputError(f"{tar_path}: not a readable tar ({type(err).__name__}: {err})") from err
 
@@ -252,7 +281,7 @@ def collect_tasks(
                 index = index if index is not None else _folder_index(root)
             else:
                 index_path = Path(index) if index is not None else _folder_index(root)
-                table = read_index(index_path, **(index_columns or {})) if index_path is not None else None
+                table = read_index_table(index_path, **(index_columns or {})) if index_path is not None else None
                 tasks = _folder_tasks(root, table)
                 return Collected(tasks, len(tasks))
     if all(majortom.is_majortom(p) for p in paths):
@@ -266,7 +295,7 @@ def collect_tasks(
         raise ShardInputError(
             f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or SSL4EO-S12 {ssl4eo.SUFFIX} files; not usable: {not_tars}"
         )
-    table = read_index(index, **(index_columns or {})) if index is not None else None
+    table = read_index_table(index, **(index_columns or {})) if index is not None else None
     return Collected(_tar_tasks(paths, table), None)
 
 
@@ -303,7 +332,7 @@ def encode_sample(task: _Task, payload: str, bands: Sequence[str]) -> tuple[str,
         raise ShardInputError(f"{task.source}: {array.shape[0]} bands, but the band list names {len(bands)}: {list(bands)}")
     with MemoryFile(data) as memfile, memfile.open() as dataset:
         crs = dataset.crs.to_string() if dataset.crs else None
-        seconds = time_from_tags(dataset.tags(), task.source)
+        seconds = task.seconds if task.seconds is not None and not math.isnan(task.seconds) else time_from_tags(dataset.tags(), task.source)
         if task.lonlat is None:
             try:
                 lon, lat = lonlat_from_georeference(dataset)
@@ -516,7 +545,7 @@ def write_shards(
 
     ``bands``: the band names in file order for GeoTIFFs (default S2-100K's 12), the bands to take
     for Major TOM and SSL4EO-S12 (default all the source has). ``index_columns``: ``lon_col`` /
-    ``lat_col`` / ``crs`` for :func:`read_index` (default: found). ``patch_size`` / ``max_cloud``:
+    ``lat_col`` / ``crs`` / ``time_col`` for :func:`read_index_table` (default: found). ``patch_size`` / ``max_cloud``:
     Major TOM cutting and cloud filter; ``season`` (1-4): SSL4EO-S12 timestamps of that quarter only.
 
     The set is written into a hidden temporary sibling of ``out`` and moved in only once complete:
@@ -558,6 +587,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar and manifest.json")
     parser.add_argument("--index", help="index.csv or metadata.parquet (fn, lon, lat) when not in INPUT; for tars: else georeference")
     add_coordinate_arguments(parser)
+    parser.add_argument("--time-col", default=None, help="the index's acquisition-time column (default: found: time, datetime, timestamp, date, ...)")
     parser.add_argument("--samples-per-shard", type=int, default=500, help="samples per tar (default 500)")
     parser.add_argument(
         "--payload",
@@ -589,7 +619,7 @@ def run(args: argparse.Namespace) -> int:
             bands=bands,
             workers=args.workers,
             overwrite=args.overwrite,
-            index_columns={"lon_col": args.lon_col, "lat_col": args.lat_col, "crs": args.crs},
+            index_columns={"lon_col": args.lon_col, "lat_col": args.lat_col, "crs": args.crs, "time_col": args.time_col},
             patch_size=args.patch_size,
             max_cloud=args.max_cloud,
             season=args.season,
@@ -615,7 +645,9 @@ __all__ = [
     "collect_tasks",
     "encode_in_order",
     "encode_sample",
+    "IndexTable",
     "read_index",
+    "read_index_table",
     "time_from_tags",
     "write_shards",
 ]
