@@ -53,7 +53,8 @@ from typing import TypeVar
 
 from ..acqtime import parse_time
 from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns, find_time_column
-from . import majortom, ssl4eo
+from . import cellselect, majortom, remote, ssl4eo
+from .cellselect import CellFilters, PartRows
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
 from .shardlist import MANIFEST, MANIFEST_VERSION
 from .sources import SHOWN_PER_KIND, Encoded, ShardInputError, sample_record
@@ -92,21 +93,24 @@ class _Task:
 # reading the inputs
 
 
-def _index_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict]]]:
-    """Column names and (line, row) of an index: CSV text, or Parquet (values as text; line = row + 2)."""
-    if path.suffix == ".parquet":
-        from ..extras import requires_extra
-
-        with requires_extra("an S2-100K metadata.parquet index"):
-            import pyarrow.parquet as pq
+def _index_rows(path: str | Path) -> tuple[list[str], Iterator[tuple[int, dict]]]:
+    """Column names and (line, row) of an index (a path or URL): CSV text, or Parquet (values as
+    text; line = row + 2)."""
+    if str(path).endswith(".parquet"):
         try:
-            table = pq.read_table(path)
+            with remote.parquet_file(path) as parquet, remote.reading(path):
+                table = parquet.read()
         except OSError as err:
             raise ShardInputError(f"index {path}: not a readable Parquet file ({err})") from err
         columns = {name: table.column(name).to_pylist() for name in table.column_names}
         rows = ({name: "" if v[i] is None else str(v[i]) for name, v in columns.items()} for i in range(table.num_rows))
         return list(table.column_names), enumerate(rows, start=2)
-    with path.open(newline="") as f:
+    if remote.is_url(path):
+        with remote.open_stream(str(path)) as raw, remote.reading(path):
+            text = raw.read().decode()
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        return list(reader.fieldnames or []), iter(list(enumerate(reader, start=2)))
+    with Path(path).open(newline="") as f:
         reader = csv.DictReader(f)
         return list(reader.fieldnames or []), iter(list(enumerate(reader, start=2)))
 
@@ -138,9 +142,10 @@ def read_index_table(
 
     from ..geo import validate_lonlat
 
-    path = Path(path)
-    if not path.is_file():
-        raise ShardInputError(f"index {path} does not exist")
+    if not remote.is_url(path):
+        path = Path(path)
+        if not path.is_file():
+            raise ShardInputError(f"index {path} does not exist")
     fields, rows = _index_rows(path)
     if "fn" not in fields:
         raise ShardInputError(f"index {path}: missing column(s) ['fn']; found {fields}")
@@ -215,11 +220,21 @@ def _first(names: Sequence[str]) -> str:
     return ", ".join(names[:_MISSING_SHOWN]) + (", ..." if len(names) > _MISSING_SHOWN else "")
 
 
-def _tar_tasks(tars: Sequence[Path], table: IndexTable | None) -> Iterator[_Task]:
-    """Tasks streamed from S2-100K tar shards: every ``*.tif`` member; other members are ignored."""
+def _open_tar(location: str | Path, stack: contextlib.ExitStack) -> tarfile.TarFile:
+    """A tar (path or URL) open as a stream."""
+    if not remote.is_url(location):
+        return stack.enter_context(tarfile.open(location, "r|*"))
+    raw = stack.enter_context(remote.open_stream(str(location)))
+    stack.enter_context(remote.reading(location))
+    return stack.enter_context(tarfile.open(fileobj=raw, mode="r|*"))
+
+
+def _tar_tasks(tars: Sequence[str | Path], table: IndexTable | None) -> Iterator[_Task]:
+    """Tasks streamed from S2-100K tar shards (paths or URLs): every ``*.tif`` member; other members are ignored."""
     for tar_path in tars:
         try:
-            with tarfile.open(tar_path, "r|*") as tar:
+            with contextlib.ExitStack() as stack:
+                tar = _open_tar(tar_path, stack)
                 for member in tar:
                     name = os.path.basename(member.name)
                     if not member.isfile() or not name.lower().endswith(TIF_SUFFIXES):
@@ -232,7 +247,7 @@ def _tar_tasks(tars: Sequence[Path], table: IndexTable | None) -> Iterator[_Task
                     extracted = tar.extractfile(member)
                     assert extracted is not None  # a regular file member
                     data = extracted.read()
-                    yield _Task(_key(name), f"{tar_path.name}:{member.name}", data=data, lonlat=lonlat, seconds=seconds)
+                    yield _Task(_key(name), f"{remote.name_of(tar_path)}:{member.name}", data=data, lonlat=lonlat, seconds=seconds)
         except (tarfile.TarError, EOFError, OSError) as err:
             raise ShardInputError(f"{tar_path}: not a readable tar ({type(err).__name__}: {err})") from err
 
@@ -245,10 +260,48 @@ class Collected:
     total: int | None
     unit: str = "patch"
     in_flight: int = 16
+    selection: dict | None = None
+    """Major TOM: what the metadata filters selected and how (the manifest's ``selection``)."""
 
 
 def _folder_index(root: Path) -> Path | None:
     return next((root / name for name in INDEX_NAMES if (root / name).is_file()), None)
+
+
+def _majortom_parts(given: Sequence[str | Path], root: str | None, index: str | Path | None, filters: CellFilters) -> tuple[list[PartRows], dict | None]:
+    """The Major TOM parts (and row groups) to read and the manifest's selection record (None: no
+    selection, every row of ``given``). ``root``: a remote dataset folder (parts in its ``images/``);
+    ``given``: the parts themselves; neither: ``index`` is the input and names the parts (``parquet_url``)."""
+    metadata = index if index is not None else (remote.join(root, majortom.METADATA_FILE) if root is not None else None)
+    if root is None and given and not filters.given():
+        return [PartRows(str(p)) for p in given], None
+    if metadata is None:
+        raise ShardInputError(
+            "selecting Major TOM rows (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) needs its metadata.parquet: give the dataset folder or --index"
+        )
+    if root is not None:
+        part_location: Callable[[str], str | None] = lambda url: remote.join(root, "images", remote.name_of(url))  # noqa: E731
+    elif given:
+        by_name = {remote.name_of(p): str(p) for p in given}
+        part_location = lambda url: by_name.get(remote.name_of(url))  # noqa: E731
+    else:
+        base = str(metadata)[: -len(majortom.METADATA_FILE)]
+        part_location = lambda url: url if remote.is_url(url) or os.path.isabs(url) else base + url  # noqa: E731
+    parts, record = cellselect.select(metadata, filters, part_location)
+    if not parts:
+        raise ShardInputError(f"the selection keeps no row of {metadata} (rows: {record['rows_in_index']}, after each filter: {record['rows_after']})")
+    return parts, record
+
+
+def _majortom_collected(parts: list[PartRows], selection: dict | None, bands: Sequence[str] | None, patch_size: int, max_cloud: float | None) -> Collected:
+    if max_cloud is not None and not 0 <= max_cloud <= 1:
+        raise ShardInputError(f"--max-cloud is a fraction of a patch's pixels, 0 to 1; got {max_cloud}")
+    tasks = majortom.cell_tasks(parts, bands, patch_size, max_cloud)
+    return Collected(tasks, majortom.count_rows(parts), "cell", 2, selection)
+
+
+def _is_remote_folder(url: str) -> bool:
+    return not url.rstrip("/").endswith((".parquet", ".csv", *TIF_SUFFIXES, *TAR_SUFFIXES, ssl4eo.SUFFIX))
 
 
 def collect_tasks(
@@ -259,25 +312,38 @@ def collect_tasks(
     patch_size: int = 256,
     max_cloud: float | None = None,
     season: int | None = None,
+    select: CellFilters | None = None,
 ) -> Collected:
     """Work out the input layout (module docstring) and return its tasks."""
-    paths = [Path(p) for p in inputs]
-    for p in paths:
-        if not p.exists():
+    filters = select or CellFilters()
+    filters.check()
+    locations: list[str | Path] = [str(p) if remote.is_url(str(p)) else Path(p) for p in inputs]
+    for p in locations:
+        if isinstance(p, Path) and not p.exists():
             raise ShardInputError(f"input {p} does not exist")
-    if len(paths) == 1 and paths[0].is_dir():
-        root = paths[0]
+    one = locations[0] if len(locations) == 1 else None
+    if isinstance(one, str) and _is_remote_folder(one):
+        return _majortom_collected(*_majortom_parts([], one, index, filters), bands, patch_size, max_cloud)
+    if one is not None and remote.name_of(one) == majortom.METADATA_FILE and index is None:
+        return _majortom_collected(*_majortom_parts([], None, one, filters), bands, patch_size, max_cloud)
+    paths = locations
+    if isinstance(one, Path) and one.is_dir():
+        root = one
         parts = majortom.parts_in(root)
         if parts:
-            paths = parts
-        elif ssl4eo.files_in(root):
-            paths = ssl4eo.files_in(root)
+            if index is None and (root / majortom.METADATA_FILE).is_file():
+                index = root / majortom.METADATA_FILE
+            return _majortom_collected(*_majortom_parts(parts, None, index, filters), bands, patch_size, max_cloud)
+        if filters.given():
+            raise ShardInputError(f"{root}: row selection (--bbox, --cells, ...) is for Major TOM parts; this folder has none")
+        if ssl4eo.files_in(root):
+            paths = list(ssl4eo.files_in(root))
         else:
             tar_dir = root / "data" if (root / "data").is_dir() and any(p.name.endswith(TAR_SUFFIXES) for p in (root / "data").iterdir()) else root
             tars = sorted(p for p in tar_dir.iterdir() if p.name.endswith(TAR_SUFFIXES))
             has_tifs = any(p.suffix.lower() in TIF_SUFFIXES for p in root.rglob("*"))
             if tars and not has_tifs:
-                paths = tars
+                paths = list(tars)
                 index = index if index is not None else _folder_index(root)
             else:
                 index_path = Path(index) if index is not None else _folder_index(root)
@@ -285,15 +351,17 @@ def collect_tasks(
                 tasks = _folder_tasks(root, table)
                 return Collected(tasks, len(tasks))
     if all(majortom.is_majortom(p) for p in paths):
-        if max_cloud is not None and not 0 <= max_cloud <= 1:
-            raise ShardInputError(f"--max-cloud is a fraction of a patch's pixels, 0 to 1; got {max_cloud}")
-        return Collected(majortom.cell_tasks(paths, bands, patch_size, max_cloud), majortom.count_rows(paths), "cell", 2)
-    if all(ssl4eo.is_ssl4eo(p) for p in paths):
-        return Collected(ssl4eo.location_tasks(paths, season), ssl4eo.count_locations(paths), "location", 4)
-    not_tars = [str(p) for p in paths if not (p.is_file() and p.name.endswith(TAR_SUFFIXES))]
+        return _majortom_collected(*_majortom_parts(paths, None, index, filters), bands, patch_size, max_cloud)
+    if filters.given():
+        raise ShardInputError("row selection (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) is for Major TOM parts")
+    if all(isinstance(p, Path) and ssl4eo.is_ssl4eo(p) for p in paths):
+        files = [Path(p) for p in paths]
+        return Collected(ssl4eo.location_tasks(files, season), ssl4eo.count_locations(files), "location", 4)
+    not_tars = [str(p) for p in paths if not (str(p).endswith(TAR_SUFFIXES) and (isinstance(p, str) or p.is_file()))]
     if not_tars:
         raise ShardInputError(
-            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or SSL4EO-S12 {ssl4eo.SUFFIX} files; not usable: {not_tars}"
+            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or its metadata.parquet, or SSL4EO-S12 "
+            f"{ssl4eo.SUFFIX} files (local; the others may be URLs); not usable: {not_tars}"
         )
     table = read_index_table(index, **(index_columns or {})) if index is not None else None
     return Collected(_tar_tasks(paths, table), None)
@@ -540,13 +608,17 @@ def write_shards(
     patch_size: int = 256,
     max_cloud: float | None = None,
     season: int | None = None,
+    select: CellFilters | None = None,
 ) -> dict:
     """Write WebDataset shards and ``manifest.json`` into ``out``; return the manifest.
 
     ``bands``: the band names in file order for GeoTIFFs (default S2-100K's 12), the bands to take
     for Major TOM and SSL4EO-S12 (default all the source has). ``index_columns``: ``lon_col`` /
     ``lat_col`` / ``crs`` / ``time_col`` for :func:`read_index_table` (default: found). ``patch_size`` / ``max_cloud``:
-    Major TOM cutting and cloud filter; ``season`` (1-4): SSL4EO-S12 timestamps of that quarter only.
+    Major TOM cutting and cloud filter; ``season`` (1-4): SSL4EO-S12 timestamps of that quarter only;
+    ``select``: Major TOM rows chosen on the metadata index before reading
+    (:mod:`satclip.data.cellselect`; recorded as the manifest's ``selection``). Inputs may be URLs
+    (:mod:`satclip.data.remote`).
 
     The set is written into a hidden temporary sibling of ``out`` and moved in only once complete:
     a failure leaves ``out`` (and a set it held, with ``overwrite``) as it was."""
@@ -556,7 +628,7 @@ def write_shards(
         raise ShardInputError(f"--samples-per-shard, --workers and --patch-size must be >= 1, got {samples_per_shard}, {workers} and {patch_size}")
     if season is not None and season not in (1, 2, 3, 4):
         raise ShardInputError(f"--season is a quarter of the year, 1 to 4; got {season}")
-    collected = collect_tasks(inputs, index, index_columns, bands, patch_size, max_cloud, season)
+    collected = collect_tasks(inputs, index, index_columns, bands, patch_size, max_cloud, season, select)
     out = Path(out)
     _check_out(out, overwrite)
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
@@ -566,6 +638,8 @@ def write_shards(
         if not manifest["shards"]:
             counts = ", ".join(f"{k}={n}" for k, n in {**manifest["skipped"], **manifest["filtered"]}.items())
             raise ShardInputError(f"no sample written from {', '.join(map(str, inputs))}" + (f" (skipped/filtered: {counts})" if counts else ""))
+        if collected.selection is not None:
+            manifest["selection"] = collected.selection
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _commit(temp, out)
     finally:
@@ -582,10 +656,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="+",
         help="an S2-100K folder (index.csv or metadata.parquet + images/), a folder of GeoTIFFs, S2-100K tar shards (files or their "
-        "folder), Major TOM Core-S2L2A/L1C Parquet parts (files or the dataset folder), or SSL4EO-S12 v1.1 *.zarr.zip files (files or a folder)",
+        "folder), Major TOM Core-S2L2A/L1C Parquet parts (files, the dataset folder, or its metadata.parquet), or SSL4EO-S12 v1.1 "
+        "*.zarr.zip files (files or a folder); tars, Major TOM and --index may be URLs (https://, s3://, gs://, hf://datasets/...)",
     )
     parser.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar and manifest.json")
-    parser.add_argument("--index", help="index.csv or metadata.parquet (fn, lon, lat) when not in INPUT; for tars: else georeference")
+    parser.add_argument(
+        "--index", help="index.csv or metadata.parquet (fn, lon, lat) when not in INPUT; for tars: else georeference; Major TOM: its metadata.parquet"
+    )
     add_coordinate_arguments(parser)
     parser.add_argument("--time-col", default=None, help="the index's acquisition-time column (default: found: time, datetime, timestamp, date, ...)")
     parser.add_argument("--samples-per-shard", type=int, default=500, help="samples per tar (default 500)")
@@ -602,6 +679,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--patch-size", type=int, default=256, help="Major TOM: side of the patches cut from each cell, px at 10 m (default 256)")
     parser.add_argument("--max-cloud", type=float, help="Major TOM: leave out patches whose cloud-mask fraction is above this (0-1)")
+    select = parser.add_argument_group("Major TOM: select rows on metadata.parquet before reading (only the selected rows are fetched)")
+    select.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), help="cell centres in this box, degrees (W > E crosses the antimeridian)")
+    select.add_argument("--region", metavar="GEOJSON", help="cell centres in this (multi)polygon, a GeoJSON file or URL")
+    select.add_argument("--start", help="timestamp on or after this date / date-time (ISO 8601)")
+    select.add_argument("--end", help="timestamp on or before this date (the whole day) / date-time")
+    select.add_argument("--max-cloud-cover", type=float, metavar="PCT", help="the index's cloud_cover (percent of the cell) at most this")
+    select.add_argument("--cells", metavar="FILE", help="only these grid cells (a file: one per line, or comma / space separated)")
+    select.add_argument("--sample", type=int, metavar="N", help="then N of the selected rows, uniformly at random")
+    select.add_argument("--seed", type=int, default=0, help="the seed of --sample (default 0)")
     parser.add_argument("--season", type=int, choices=(1, 2, 3, 4), help="SSL4EO-S12: only timestamps in this quarter (1: Jan-Mar ... 4: Oct-Dec)")
     parser.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
@@ -623,6 +709,16 @@ def run(args: argparse.Namespace) -> int:
             patch_size=args.patch_size,
             max_cloud=args.max_cloud,
             season=args.season,
+            select=CellFilters(
+                bbox=tuple(args.bbox) if args.bbox else None,
+                region=args.region,
+                start=args.start,
+                end=args.end,
+                max_cloud_cover=args.max_cloud_cover,
+                cells=args.cells,
+                sample=args.sample,
+                seed=args.seed,
+            ),
         )
     except ShardInputError as err:
         print(f"satclip shards: error: {err}", file=sys.stderr)
@@ -632,6 +728,9 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {manifest['samples']} samples in {len(manifest['shards'])} shards ({size:.1f} MiB, payload {args.payload}) to {args.out}; "
         f"{manifest['with_time']} with acquisition time"
     )
+    if "selection" in manifest:
+        chosen = manifest["selection"]
+        print(f"selected {chosen['rows_selected']} of {chosen['rows_in_index']} rows of {chosen['index']} in {chosen['parts']} parts")
     for label, counts in (("skipped (corrupt)", manifest["skipped"]), ("filtered", manifest["filtered"])):
         if counts:
             print(f"{label}: {sum(counts.values())} ({', '.join(f'{k}={n}' for k, n in counts.items())})")
