@@ -29,6 +29,8 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "global_land_mask": "eval",
     "onnx": "onnx",
     "onnxruntime": "onnx",
+    "aiohttp": "remote",
+    "shapely": "gis",
 }
 _MENTIONED = re.compile(r"\b(" + "|".join(map(re.escape, EXTRA_OF_MODULE)) + r")\b")
 

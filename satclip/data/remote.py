@@ -23,7 +23,7 @@ from ..extras import MissingExtraError, requires_extra
 from .sources import ShardInputError
 
 SCHEMES = ("http", "https", "s3", "gs", "gcs", "hf")
-TIMEOUT_S = 10.0
+TIMEOUT_S = 5.0
 """Seconds an HTTP(S) connection or a read may stall before the run stops naming the URL."""
 STREAM_BLOCK = 8 * 2**20
 """Read-ahead of a sequentially read remote file (tars)."""
@@ -77,10 +77,12 @@ def reading(location: str | Path) -> Iterator[None]:
         yield
     except (ShardInputError, MissingExtraError):
         raise
-    except FileNotFoundError as err:
-        raise ShardInputError(f"{location} does not exist (or is not readable with the credentials in the environment): {err}") from None
     except Exception as err:  # noqa: BLE001 - aiohttp, botocore, httpx and pyarrow errors alike: name the URL and the cause
-        raise ShardInputError(f"{location}: cannot be read ({type(err).__name__}: {err}); check the address, the network and the credentials") from err
+        cause = err.__cause__  # fsspec's HTTP file system says FileNotFoundError for any failure, the reason below
+        if isinstance(err, FileNotFoundError) and (cause is None or getattr(cause, "status", None) in (403, 404, 410)):
+            raise ShardInputError(f"{location} does not exist (or is not readable with the credentials in the environment)") from None
+        why = cause if isinstance(err, FileNotFoundError) and cause is not None else err
+        raise ShardInputError(f"{location}: cannot be read ({type(why).__name__}: {why}); check the address, the network and the credentials") from err
 
 
 def exists(url: str) -> bool:
