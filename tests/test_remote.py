@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from corpora import majortom_row, sample_patches, write_majortom, write_s2_100k_published
+from corpora import majortom_row, sample_patches, write_majortom, write_s2_100k_published, write_ssl4eo
 
 from satclip.cli import main
 from satclip.data import remote
@@ -39,6 +39,9 @@ class RangeHandler(SimpleHTTPRequestHandler):
 
     def send_head(self):  # type: ignore[override]
         path = self.translate_path(self.path)
+        self._left = -1
+        if os.path.isdir(path):
+            return super().send_head()  # an HTML listing of the folder's links
         if not os.path.isfile(path):
             self.send_error(404, "not found")
             return None
@@ -83,6 +86,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     rows = [majortom_row(patches[i], f"{i}U_{10 + i}R", when=f"2020{1 + i:02d}15T101031", cloud_side=side) for i, side in enumerate(CLOUD_SIDES)]
     write_majortom(root / "Core-S2L2A", [rows[:3], rows[3:]], url_base=f"{base}/Core-S2L2A/images/")
     write_s2_100k_published(root / "s2")
+    write_ssl4eo(root / "ssl4eo" / "S2L2A" / "ssl4eo_000001.zarr.zip", patches[:2])
     yield server, base, root
     server.shutdown()
 
@@ -232,6 +236,19 @@ def test_remote_tars_and_index_give_the_local_bytes_with_the_index_time(served, 
         assert json.loads(sample["json"])["time"] == by_fn[f"{key}.tif"]
 
 
+def test_remote_ssl4eo_and_s2_100k_folders_give_the_local_bytes(served, tmp_path):
+    """Folder URLs listed over HTTP (the server's HTML links), SSL4EO-S12 read by the spawned workers from the URL."""
+    server, base, root = served
+    for name, workers in (("ssl4eo", 2), ("s2", 1)):
+        server.sent.clear()
+        remote_set = write_shards([f"{base}/{name}"], tmp_path / f"{name}-remote", workers=workers, progress=False)
+        local_set = write_shards([root / name], tmp_path / f"{name}-local", progress=False)
+        assert remote_set == local_set and remote_set["samples"] == {"ssl4eo": 8, "s2": 8}[name]
+        for shard in remote_set["shards"]:
+            assert (tmp_path / f"{name}-remote" / shard["name"]).read_bytes() == (tmp_path / f"{name}-local" / shard["name"]).read_bytes()
+        assert _sent(server, f"/{name}/") > 0
+
+
 def test_unreachable_missing_and_stalled_urls_fail_fast_naming_the_url(served, tmp_path, monkeypatch):
     server, base, root = served
     with socket.socket() as s:
@@ -241,8 +258,10 @@ def test_unreachable_missing_and_stalled_urls_fail_fast_naming_the_url(served, t
     with pytest.raises(ShardInputError, match=re.escape(f"{closed}/metadata.parquet: cannot be read")):
         write_shards([closed], tmp_path / "a", progress=False)
     assert time.monotonic() - began < 5
-    with pytest.raises(ShardInputError, match=re.escape(f"{base}/nowhere/metadata.parquet does not exist")):
-        write_shards([f"{base}/nowhere"], tmp_path / "b", progress=False)
+    with pytest.raises(ShardInputError, match=re.escape(f"{base}/nowhere.parquet does not exist")):
+        write_shards([f"{base}/nowhere.parquet"], tmp_path / "b", progress=False)
+    with pytest.raises(ShardInputError, match=re.escape(f"{base}/s2/data/shard-00009.tar does not exist")):
+        write_shards([f"{base}/s2/data/shard-00009.tar"], tmp_path / "b", progress=False)
     monkeypatch.setattr(remote, "TIMEOUT_S", 1.0)
     with socket.socket() as silent:  # accepts connections (the backlog) and never answers
         silent.bind(("127.0.0.1", 0))

@@ -100,6 +100,12 @@ def _columns(filters: CellFilters) -> list[str]:
     return wanted
 
 
+def is_index(location: str | Path) -> bool:
+    """Whether a ``metadata.parquet`` (path or URL) is Major TOM's index (its schema, from the footer)."""
+    with remote.reading(location), remote.parquet_file(location) as parquet:
+        return {"grid_cell", *PART_COLUMNS} <= set(parquet.schema_arrow.names)
+
+
 def read_index(location: str | Path, columns: Sequence[str]) -> dict[str, list]:
     """Columns of a Major TOM ``metadata.parquet`` (path or URL), row group by row group."""
     with remote.reading(location), remote.parquet_file(location) as parquet:
@@ -237,4 +243,4 @@ def select(index_location: str | Path, filters: CellFilters, part_location: Call
     return parts, record
 
 
-__all__ = ["CellFilters", "PartRows", "read_cells", "read_index", "read_region", "select"]
+__all__ = ["CellFilters", "PartRows", "is_index", "read_cells", "read_index", "read_region", "select"]

@@ -46,24 +46,33 @@ def name_of(location: str | Path) -> str:
     return str(location).rstrip("/").rsplit("/", 1)[-1]
 
 
+def options(url: str) -> dict[str, Any]:
+    """The fsspec options satclip sets for ``url``'s file system: HTTP(S) :data:`TIMEOUT_S` timeouts."""
+    if url.partition("://")[0].lower() not in ("http", "https"):
+        return {}
+    with requires_extra(f"satclip shards of {url}"):
+        import aiohttp
+    return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_S, sock_read=TIMEOUT_S)}}
+
+
+@contextlib.contextmanager
+def backend(url: str) -> Iterator[None]:
+    """Turn fsspec's ImportError for a missing backend (s3fs, gcsfs, aiohttp) into MissingExtraError naming it."""
+    try:
+        yield
+    except ImportError as err:
+        protocol = url.partition("://")[0].lower()
+        name = _BACKEND.get(protocol, err.name or "its fsspec backend")
+        hint = f'pip install "satclip[remote]" {name}' if protocol in _BACKEND else 'pip install "satclip[remote]"'
+        raise MissingExtraError(f"satclip shards of {url} needs {name!r}, which satclip leaves out: {hint}", name=name) from err
+
+
 def filesystem(url: str) -> tuple[Any, str]:
-    """(fsspec file system, path in it) for ``url``; HTTP(S) with :data:`TIMEOUT_S` timeouts."""
-    protocol = url.partition("://")[0].lower()
-    job = f"satclip shards of {url}"
-    with requires_extra(job):
+    """(fsspec file system, path in it) for ``url``, with :func:`options`."""
+    with backend(url):
         import fsspec
 
-        options: dict[str, Any] = {}
-        if protocol in ("http", "https"):
-            import aiohttp
-
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_S, sock_read=TIMEOUT_S)
-            options["client_kwargs"] = {"timeout": timeout}
-    try:
-        return fsspec.core.url_to_fs(url, **options)
-    except ImportError as err:
-        backend = _BACKEND.get(protocol, err.name or "its fsspec backend")
-        raise MissingExtraError(f'{job} needs {backend!r}, which satclip leaves out: pip install "satclip[remote]" {backend}', name=backend) from err
+        return fsspec.core.url_to_fs(url, **options(url))
 
 
 @contextlib.contextmanager
@@ -78,17 +87,31 @@ def reading(location: str | Path) -> Iterator[None]:
     except (ShardInputError, MissingExtraError):
         raise
     except Exception as err:  # noqa: BLE001 - aiohttp, botocore, httpx and pyarrow errors alike: name the URL and the cause
-        cause = err.__cause__  # fsspec's HTTP file system says FileNotFoundError for any failure, the reason below
-        if isinstance(err, FileNotFoundError) and (cause is None or getattr(cause, "status", None) in (403, 404, 410)):
+        if _missing(err):
             raise ShardInputError(f"{location} does not exist (or is not readable with the credentials in the environment)") from None
-        why = cause if isinstance(err, FileNotFoundError) and cause is not None else err
+        why = err.__cause__ if isinstance(err, FileNotFoundError) and err.__cause__ is not None else err
         raise ShardInputError(f"{location}: cannot be read ({type(why).__name__}: {why}); check the address, the network and the credentials") from err
 
 
+def _missing(err: Exception) -> bool:
+    """Whether ``err`` says the file is not there (fsspec's HTTP file system raises FileNotFoundError
+    for any failure, with the reason as its cause: only a 403/404/410 reply means missing)."""
+    cause = err.__cause__
+    return isinstance(err, FileNotFoundError) and (cause is None or getattr(cause, "status", None) in (403, 404, 410))
+
+
 def exists(url: str) -> bool:
+    """Whether ``url`` is a file or folder; an unreachable URL raises (fsspec's own ``exists`` says False)."""
     fs, path = filesystem(url)
-    with reading(url):
-        return bool(fs.exists(path))
+    try:
+        with backend(url):
+            fs.info(path)
+    except Exception as err:  # noqa: BLE001 - see reading()
+        if _missing(err):
+            return False
+        with reading(url):
+            raise
+    return True
 
 
 def glob(pattern: str) -> list[str]:
@@ -131,4 +154,19 @@ def parquet_file(location: str | Path) -> Iterator[Any]:
         yield pq.ParquetFile(f)
 
 
-__all__ = ["SCHEMES", "TIMEOUT_S", "exists", "filesystem", "glob", "is_url", "join", "name_of", "open_ranges", "open_stream", "parquet_file", "reading"]
+__all__ = [
+    "SCHEMES",
+    "TIMEOUT_S",
+    "backend",
+    "exists",
+    "filesystem",
+    "glob",
+    "is_url",
+    "join",
+    "name_of",
+    "open_ranges",
+    "open_stream",
+    "options",
+    "parquet_file",
+    "reading",
+]

@@ -17,12 +17,15 @@ Inputs, detected from what is given (docs/data.md has the schemas and what was v
 - SSL4EO-S12 v1.1 ``*.zarr.zip`` files (files or a folder): one sample per location and timestamp
   (:mod:`satclip.data.ssl4eo`).
 
+All but the GeoTIFF folders may be URLs (:mod:`satclip.data.remote`); Major TOM rows may be selected
+on its ``metadata.parquet`` before reading (:mod:`satclip.data.cellselect`).
+
 Output, in ``--out``: ``shard-000000.tar``, ... each sample holding ``__key__`` (the file stem,
 e.g. ``patch_N``), the image under its payload extension (``tif``: original bytes; ``s2c``: see
 :mod:`satclip.data.payload`) and ``json`` = {lon, lat, time, doy, source, crs, bands, shape, dtype}
 (``time``/``doy`` when the source has the acquisition time, :func:`satclip.acqtime.time_record`);
 and ``manifest.json`` = {format, version, payload, dtype, bands, shards: [{name, samples}], samples,
-with_time, skipped, filtered}. Every image is decoded once while writing, so a shard set never holds
+with_time, skipped, filtered[, selection]} (``selection``: what was chosen on a Major TOM index, and how). Every image is decoded once while writing, so a shard set never holds
 an unreadable sample. A corrupt GeoTIFF stops the run naming it; a corrupt Major TOM row or SSL4EO
 timestamp is skipped and counted by kind (``skipped``), patches over ``--max-cloud`` are counted in
 ``filtered``. Output is deterministic: the same inputs give byte-identical shards for any ``--workers``.
@@ -304,6 +307,28 @@ def _is_remote_folder(url: str) -> bool:
     return not url.rstrip("/").endswith((".parquet", ".csv", *TIF_SUFFIXES, *TAR_SUFFIXES, ssl4eo.SUFFIX))
 
 
+def _remote_folder(url: str, index: str | Path | None, filters: CellFilters) -> tuple[str, list[str], str | Path | None]:
+    """What a folder URL holds: ("majortom", [], index) when its ``metadata.parquet`` is Major TOM's
+    (or row selection asks for it), else ("ssl4eo", files, None) or ("tars", tars, index: given, else
+    its ``index.csv`` / ``metadata.parquet``) found by listing (over HTTP(S): the server's HTML links)."""
+    metadata = remote.join(url, majortom.METADATA_FILE)
+    has_metadata = remote.exists(metadata)
+    if filters.given() or (has_metadata and cellselect.is_index(metadata)):
+        return "majortom", [], index
+    found = remote.glob(remote.join(url, "**", f"*{ssl4eo.SUFFIX}"))
+    if found:
+        return "ssl4eo", found, None
+    tars = [u for u in remote.glob(remote.join(url, "data", "*")) + remote.glob(remote.join(url, "*")) if u.endswith(TAR_SUFFIXES)]
+    if not tars:
+        raise ShardInputError(
+            f"{url}: no Major TOM metadata.parquet, SSL4EO-S12 {ssl4eo.SUFFIX} files or tars found (a server that lists no folder: give the files)"
+        )
+    in_data = [u for u in tars if u.startswith(remote.join(url, "data") + "/")]
+    if index is None:
+        index = next((remote.join(url, n) for n in INDEX_NAMES if remote.exists(remote.join(url, n))), None)
+    return "tars", in_data or tars, index
+
+
 def collect_tasks(
     inputs: Sequence[str | Path],
     index: str | Path | None = None,
@@ -323,7 +348,10 @@ def collect_tasks(
             raise ShardInputError(f"input {p} does not exist")
     one = locations[0] if len(locations) == 1 else None
     if isinstance(one, str) and _is_remote_folder(one):
-        return _majortom_collected(*_majortom_parts([], one, index, filters), bands, patch_size, max_cloud)
+        kind, found, index = _remote_folder(one, index, filters)
+        if kind == "majortom":
+            return _majortom_collected(*_majortom_parts([], one, index, filters), bands, patch_size, max_cloud)
+        locations = list(found)
     if one is not None and remote.name_of(one) == majortom.METADATA_FILE and index is None:
         return _majortom_collected(*_majortom_parts([], None, one, filters), bands, patch_size, max_cloud)
     paths = locations
@@ -354,14 +382,13 @@ def collect_tasks(
         return _majortom_collected(*_majortom_parts(paths, None, index, filters), bands, patch_size, max_cloud)
     if filters.given():
         raise ShardInputError("row selection (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) is for Major TOM parts")
-    if all(isinstance(p, Path) and ssl4eo.is_ssl4eo(p) for p in paths):
-        files = [Path(p) for p in paths]
-        return Collected(ssl4eo.location_tasks(files, season), ssl4eo.count_locations(files), "location", 4)
+    if all(ssl4eo.is_ssl4eo(p) for p in paths):
+        return Collected(ssl4eo.location_tasks(paths, season), ssl4eo.count_locations(paths), "location", 4)
     not_tars = [str(p) for p in paths if not (str(p).endswith(TAR_SUFFIXES) and (isinstance(p, str) or p.is_file()))]
     if not_tars:
         raise ShardInputError(
             f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or its metadata.parquet, or SSL4EO-S12 "
-            f"{ssl4eo.SUFFIX} files (local; the others may be URLs); not usable: {not_tars}"
+            f"{ssl4eo.SUFFIX} files (paths or URLs; a GeoTIFF folder: a local path); not usable: {not_tars}"
         )
     table = read_index_table(index, **(index_columns or {})) if index is not None else None
     return Collected(_tar_tasks(paths, table), None)
