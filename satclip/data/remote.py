@@ -9,7 +9,7 @@ Parquet is opened for range reads (:func:`parquet_file`: no read-ahead cache, so
 the footer and then only the column chunks of the row groups it reads); a tar is read as a stream
 (:func:`open_stream`). An HTTP connection or read that stalls fails after :data:`TIMEOUT_S`
 seconds; any failure to reach or read a URL is a :class:`~satclip.data.sources.ShardInputError`
-naming it.
+naming it (:class:`RemoteReadError` when it is not a missing file).
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ STREAM_BLOCK = 8 * 2**20
 """Read-ahead of a sequentially read remote file (tars)."""
 _BACKEND = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
 """Backends the ``remote`` extra leaves out (install them beside it)."""
+
+
+class RemoteReadError(ShardInputError):
+    """A URL could not be reached or read (network, timeout, server error): a run stopped by it can
+    be resumed (:mod:`satclip.data.resume`)."""
 
 
 def is_url(location: str | Path) -> bool:
@@ -90,7 +95,7 @@ def reading(location: str | Path) -> Iterator[None]:
         if _missing(err):
             raise ShardInputError(f"{location} does not exist (or is not readable with the credentials in the environment)") from None
         why = err.__cause__ if isinstance(err, FileNotFoundError) and err.__cause__ is not None else err
-        raise ShardInputError(f"{location}: cannot be read ({type(why).__name__}: {why}); check the address, the network and the credentials") from err
+        raise RemoteReadError(f"{location}: cannot be read ({type(why).__name__}: {why}); check the address, the network and the credentials") from err
 
 
 def _missing(err: Exception) -> bool:

@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import csv
 import io
+import itertools
 import json
 import logging
 import math
@@ -56,7 +57,7 @@ from typing import TypeVar
 
 from ..acqtime import parse_time
 from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns, find_time_column
-from . import cellselect, majortom, remote, ssl4eo
+from . import cellselect, majortom, remote, resume, ssl4eo
 from .cellselect import CellFilters, PartRows
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
 from .shardlist import MANIFEST, MANIFEST_VERSION
@@ -464,7 +465,8 @@ class _TarShards:
         self._tar: tarfile.TarFile | None = None
         self._keys: set[str] = set()
 
-    def add(self, key: str, blob: bytes, record: dict) -> None:
+    def add(self, key: str, blob: bytes, record: dict) -> bool:
+        """Write one sample; True when it completed a shard."""
         if key in self._keys:
             raise ShardInputError(f"two inputs give the same sample key {key!r} (second: {record['source']})")
         self._keys.add(key)
@@ -487,6 +489,20 @@ class _TarShards:
         self.with_time += "time" in record
         if self.shards[-1]["samples"] == self.per_shard:
             self._finish()
+            return True
+        return False
+
+    def state(self) -> dict:
+        """What :meth:`restore` needs to continue after the complete shards."""
+        return {"shards": [dict(s) for s in self.shards], "dtype": self.dtype, "shape": self.shape, "bands": self.bands, "with_time": self.with_time}
+
+    def restore(self, state: dict) -> None:
+        """Continue after the complete shards of a saved :meth:`state` (their keys read back from the tars)."""
+        self.shards = [dict(s) for s in state["shards"]]
+        self.dtype, self.shape, self.bands, self.with_time = state["dtype"], state["shape"], state["bands"], state["with_time"]
+        for shard in self.shards:
+            with tarfile.open(self.out / shard["name"]) as tar:
+                self._keys.update(name.rsplit(".", 1)[0] for name in tar.getnames())
 
     def close(self) -> None:
         if self._tar is not None:
@@ -583,19 +599,29 @@ def _write_set(
     workers: int,
     progress: bool,
     out: Path,
+    run: str,
+    state: dict | None,
 ) -> dict:
-    """Encode the tasks into shards in ``folder``; return the manifest (``out`` names the progress bar)."""
+    """Encode the tasks into shards in ``folder``, saving the progress of run ``run`` after every
+    complete shard and continuing a saved ``state`` (:mod:`satclip.data.resume`); return the
+    manifest (``out`` names the progress bar)."""
     from tqdm import tqdm
 
-    jobs = ((task, payload, bands) for task in collected.tasks)
     writer = _TarShards(folder, samples_per_shard, payload)
-    skipped: dict[str, int] = {}
-    filtered: dict[str, int] = {}
-    with tqdm(total=collected.total, unit=collected.unit, desc=f"shards -> {out}", disable=not progress) as bar:
+    first_task, first_sample, skipped, filtered = 0, 0, {}, {}
+    if state is not None:
+        writer.restore(state["writer"])
+        first_task, first_sample, skipped, filtered = state["task"], state["sample"], dict(state["skipped"]), dict(state["filtered"])
+        log.warning("satclip shards: resuming %s after %d complete shards (%d %ss done)", out, len(writer.shards), first_task, collected.unit)
+    jobs = ((task, payload, bands) for task in itertools.islice(collected.tasks, first_task, None))
+    with tqdm(total=collected.total, initial=first_task, unit=collected.unit, desc=f"shards -> {out}", disable=not progress) as bar:
         with contextlib.closing(encode_in_order(_encode_star, jobs, workers, collected.in_flight)) as results:
-            for encoded in results:
-                for key, blob, record in encoded.samples:
-                    writer.add(key, blob, record)
+            for task, encoded in enumerate(results, start=first_task):
+                done = first_sample if task == first_task else 0
+                for sample, (key, blob, record) in enumerate(encoded.samples[done:], start=done + 1):
+                    if writer.add(key, blob, record):
+                        saved = {"task": task, "sample": sample, "skipped": skipped, "filtered": filtered, "writer": writer.state()}
+                        resume.save(folder, {"fingerprint": run, **saved})
                 for kind, source, cause in encoded.skipped:
                     skipped[kind] = skipped.get(kind, 0) + 1
                     if skipped[kind] <= SHOWN_PER_KIND:
@@ -647,8 +673,10 @@ def write_shards(
     (:mod:`satclip.data.cellselect`; recorded as the manifest's ``selection``). Inputs may be URLs
     (:mod:`satclip.data.remote`).
 
-    The set is written into a hidden temporary sibling of ``out`` and moved in only once complete:
-    a failure leaves ``out`` (and a set it held, with ``overwrite``) as it was."""
+    The set is written into the hidden sibling ``.OUT.partial`` and moved in only once complete:
+    a failure leaves ``out`` (and a set it held, with ``overwrite``) as it was. A run stopped at any
+    point (SIGKILL included) and started again with the same arguments continues after its last
+    complete shard, to the same bytes (:mod:`satclip.data.resume`)."""
     if payload not in PAYLOAD_EXTENSIONS:
         raise ShardInputError(f"payload must be one of {PAYLOAD_EXTENSIONS}, got {payload!r}")
     if samples_per_shard < 1 or workers < 1 or patch_size < 1:
@@ -658,19 +686,37 @@ def write_shards(
     collected = collect_tasks(inputs, index, index_columns, bands, patch_size, max_cloud, season, select)
     out = Path(out)
     _check_out(out, overwrite)
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    temp = _hidden_sibling(out, "partial")  # the old set stays in place until this one is complete
+    from .. import __version__
+
+    decides: dict[str, object] = {"inputs": list(map(str, inputs)), "index": index, "index_columns": index_columns, "samples_per_shard": samples_per_shard}
+    decides |= {
+        "payload": payload,
+        "bands": bands,
+        "patch_size": patch_size,
+        "max_cloud": max_cloud,
+        "season": season,
+        "select": select,
+        "satclip": __version__,
+    }
+    run = resume.fingerprint(decides)
+    temp = resume.partial_folder(out)  # the old set stays in place until this one is complete
+    state = resume.prepare(temp, run)
     try:
-        manifest = _write_set(collected, temp, samples_per_shard, payload, tuple(bands) if bands else None, workers, progress, out)
+        manifest = _write_set(collected, temp, samples_per_shard, payload, tuple(bands) if bands else None, workers, progress, out, run, state)
         if not manifest["shards"]:
             counts = ", ".join(f"{k}={n}" for k, n in {**manifest["skipped"], **manifest["filtered"]}.items())
             raise ShardInputError(f"no sample written from {', '.join(map(str, inputs))}" + (f" (skipped/filtered: {counts})" if counts else ""))
         if collected.selection is not None:
             manifest["selection"] = collected.selection
+        (temp / resume.PROGRESS).unlink(missing_ok=True)
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _commit(temp, out)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    except BaseException as err:
+        if resume.keep_for(err):
+            log.warning("satclip shards: stopped (%s); the complete shards stay in %s: run the same command again to resume", type(err).__name__, temp)
+        else:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
     return manifest
 
 
