@@ -112,3 +112,20 @@ def test_other_arguments_start_afresh(cells, tmp_path):
     write_shards([cells], tmp_path / "fresh", samples_per_shard=4, progress=False)
     _same_set(out, tmp_path / "fresh")
     assert not resume.partial_folder(out).exists()
+
+
+def test_a_resumed_major_tom_run_does_not_read_the_cells_written(cells, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from satclip.data.cellselect import PartRows
+    from satclip.data.majortom import cell_tasks, parts_in
+
+    parts = [PartRows(str(p)) for p in parts_in(cells)]
+    every = list(cell_tasks(parts, None, 256, None))
+    read = []
+    original = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, group, **kw: read.append(group) or original(self, group, **kw))
+    for skip in range(len(every) + 1):
+        read.clear()
+        assert list(cell_tasks(parts, None, 256, None, skip=skip)) == every[skip:]
+        assert len(read) == len(every) - skip  # one row per row group: only the rows not yet written are read

@@ -118,9 +118,10 @@ class CellTask:
         return encode_cell(self, payload)
 
 
-def cell_tasks(parts: Sequence[PartRows], bands: Sequence[str] | None, patch_size: int, max_cloud: float | None) -> Iterator[CellTask]:
+def cell_tasks(parts: Sequence[PartRows], bands: Sequence[str] | None, patch_size: int, max_cloud: float | None, skip: int = 0) -> Iterator[CellTask]:
     """Tasks streamed row group by row group from the parts (each path or URL, all its row groups
-    or the selected ones), in the given order; a URL's part is fetched by range requests."""
+    or the selected ones), in the given order; a URL's part is fetched by range requests. The first
+    ``skip`` tasks are left out without reading their row groups (a resumed run)."""
     first: tuple[str, ...] | None = None
     for part in parts:
         name = remote.name_of(part.location)
@@ -138,9 +139,14 @@ def cell_tasks(parts: Sequence[PartRows], bands: Sequence[str] | None, patch_siz
                 for group in groups:
                     if not 0 <= group < parquet.num_row_groups:
                         raise ShardInputError(f"{part.location}: no row group {group} (the index's parquet_row); it has {parquet.num_row_groups}")
+                    rows = int(starts[group + 1] - starts[group])
+                    if skip >= rows:
+                        skip -= rows
+                        continue
                     table = parquet.read_row_group(group, columns=columns)
                     values = {column: table.column(column).to_pylist() for column in columns}
-                    for i in range(table.num_rows):
+                    done, skip = skip, 0
+                    for i in range(done, table.num_rows):
                         yield CellTask(
                             source=f"{name}:row {int(starts[group]) + i}",
                             product_id=str(values["product_id"][i]),

@@ -266,6 +266,11 @@ class Collected:
     in_flight: int = 16
     selection: dict | None = None
     """Major TOM: what the metadata filters selected and how (the manifest's ``selection``)."""
+    after: Callable[[int], Iterable] | None = None
+    """The tasks after the first n, without reading those (a resumed run); None: read and skip them."""
+
+    def tasks_after(self, n: int) -> Iterable:
+        return self.after(n) if self.after is not None and n else itertools.islice(self.tasks, n, None)
 
 
 def _folder_index(root: Path) -> Path | None:
@@ -301,7 +306,8 @@ def _majortom_collected(parts: list[PartRows], selection: dict | None, bands: Se
     if max_cloud is not None and not 0 <= max_cloud <= 1:
         raise ShardInputError(f"--max-cloud is a fraction of a patch's pixels, 0 to 1; got {max_cloud}")
     tasks = majortom.cell_tasks(parts, bands, patch_size, max_cloud)
-    return Collected(tasks, majortom.count_rows(parts), "cell", 2, selection)
+    after = lambda n: majortom.cell_tasks(parts, bands, patch_size, max_cloud, skip=n)  # noqa: E731
+    return Collected(tasks, majortom.count_rows(parts), "cell", 2, selection, after)
 
 
 def _is_remote_folder(url: str) -> bool:
@@ -613,7 +619,7 @@ def _write_set(
         writer.restore(state["writer"])
         first_task, first_sample, skipped, filtered = state["task"], state["sample"], dict(state["skipped"]), dict(state["filtered"])
         log.warning("satclip shards: resuming %s after %d complete shards (%d %ss done)", out, len(writer.shards), first_task, collected.unit)
-    jobs = ((task, payload, bands) for task in itertools.islice(collected.tasks, first_task, None))
+    jobs = ((task, payload, bands) for task in collected.tasks_after(first_task))
     with tqdm(total=collected.total, initial=first_task, unit=collected.unit, desc=f"shards -> {out}", disable=not progress) as bar:
         with contextlib.closing(encode_in_order(_encode_star, jobs, workers, collected.in_flight)) as results:
             for task, encoded in enumerate(results, start=first_task):
