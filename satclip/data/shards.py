@@ -25,10 +25,12 @@ e.g. ``patch_N``), the image under its payload extension (``tif``: original byte
 :mod:`satclip.data.payload`) and ``json`` = {lon, lat, time, doy, source, crs, bands, shape, dtype}
 (``time``/``doy`` when the source has the acquisition time, :func:`satclip.acqtime.time_record`);
 and ``manifest.json`` = {format, version, payload, dtype, bands, shards: [{name, samples}], samples,
-with_time, skipped, filtered[, selection]} (``selection``: what was chosen on a Major TOM index, and how). Every image is decoded once while writing, so a shard set never holds
-an unreadable sample. A corrupt GeoTIFF stops the run naming it; a corrupt Major TOM row or SSL4EO
-timestamp is skipped and counted by kind (``skipped``), patches over ``--max-cloud`` are counted in
-``filtered``. Output is deterministic: the same inputs give byte-identical shards for any ``--workers``.
+with_time, skipped, filtered[, selection]} (``selection``: what was chosen on a Major TOM index, and
+how). Every image is decoded once while writing, so a shard set never holds an unreadable sample.
+A corrupt GeoTIFF stops the run naming it; a corrupt Major TOM row or SSL4EO timestamp is skipped
+and counted by kind (``skipped``), patches over ``--max-cloud`` are counted in ``filtered``. Output
+is deterministic: the same inputs give byte-identical shards for any ``--workers``, and a killed
+run resumes to the same bytes (:mod:`satclip.data.resume`).
 """
 
 from __future__ import annotations
@@ -319,8 +321,7 @@ def _remote_folder(url: str, index: str | Path | None, filters: CellFilters) -> 
     (or row selection asks for it), else ("ssl4eo", files, None) or ("tars", tars, index: given, else
     its ``index.csv`` / ``metadata.parquet``) found by listing (over HTTP(S): the server's HTML links)."""
     metadata = remote.join(url, majortom.METADATA_FILE)
-    has_metadata = remote.exists(metadata)
-    if filters.given() or (has_metadata and cellselect.is_index(metadata)):
+    if filters.given() or (remote.exists(metadata) and cellselect.is_index(metadata)):
         return "majortom", [], index
     found = remote.glob(remote.join(url, "**", f"*{ssl4eo.SUFFIX}"))
     if found:
