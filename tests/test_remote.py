@@ -281,3 +281,15 @@ def test_a_missing_backend_names_what_to_install(monkeypatch):
         pytest.skip("s3fs is installed here")
     with pytest.raises(MissingExtraError, match=re.escape("needs 's3fs', which satclip leaves out: pip install \"satclip[remote]\" s3fs")):
         write_shards(["s3://bucket/Core-S2L2A"], "unused", progress=False)
+
+
+def test_parts_given_with_an_index_select_among_them(served, tmp_path):
+    server, base, root = served
+    index = root / "Core-S2L2A" / "metadata.parquet"
+    manifest = write_shards(
+        [f"{base}/Core-S2L2A/images/part_00002.parquet"], tmp_path / "out", index=index, select=CellFilters(max_cloud_cover=50), progress=False
+    )
+    assert manifest["selection"]["rows_after"] == {"max_cloud_cover": 5, "among_inputs": 2} and manifest["selection"]["rows_selected"] == 2
+    assert {json.loads(s["json"])["cell"] for s in _samples(tmp_path / "out").values()} == {"3U_13R", "5U_15R"}
+    with pytest.raises(ShardInputError, match="needs its metadata.parquet: give the dataset folder or --index"):
+        write_shards([f"{base}/Core-S2L2A/images/part_00002.parquet"], tmp_path / "none", select=CellFilters(sample=1), progress=False)

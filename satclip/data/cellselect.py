@@ -206,17 +206,13 @@ def _filter_masks(filters: CellFilters, index: dict[str, list], where: str) -> l
 def select(index_location: str | Path, filters: CellFilters, part_location: Callable[[str], str | None]) -> tuple[list[PartRows], dict]:
     """The parts and row groups the filters select from a Major TOM index, and the manifest's
     ``selection`` record. ``part_location(parquet_url)``: where to read that part (None: not among
-    the inputs; its rows are dropped and counted)."""
+    the inputs; its rows are dropped, counted as ``among_inputs``, before ``sample``)."""
     filters.check()
     where = str(index_location)
     index = read_index(index_location, _columns(filters))
     total = len(index["grid_cell"])
     keep = np.ones(total, bool)
     after: dict[str, int] = {}
-    located = [part_location(str(u)) for u in index["parquet_url"]]
-    if any(p is None for p in located):
-        keep &= np.asarray([p is not None for p in located])
-        after["among_inputs"] = int(keep.sum())
     record: dict = {"index": where, "filters": filters.described(), "rows_in_index": total}
     for name, mask in _filter_masks(filters, index, where):
         keep &= mask()
@@ -231,7 +227,10 @@ def select(index_location: str | Path, filters: CellFilters, part_location: Call
         record["cells_listed"] = len(listed)
         if absent:
             record["cells_not_in_index"] = {"count": len(absent), "first": absent[:SHOWN]}
-    rows = np.flatnonzero(keep)
+    located = {int(i): part_location(str(index["parquet_url"][i])) for i in np.flatnonzero(keep)}
+    rows = np.asarray([i for i, part in located.items() if part is not None], np.int64)
+    if len(rows) < len(located):
+        after["among_inputs"] = len(rows)
     if filters.sample is not None and filters.sample < len(rows):
         rows = np.sort(np.random.default_rng(filters.seed).choice(rows, filters.sample, replace=False))
         after["sample"] = len(rows)
