@@ -5,6 +5,9 @@ Longitude: ``lon``, ``longitude``, ``lng``, ``long``; latitude: ``lat``, ``latit
 ``y`` count only with ``crs="EPSG:4326"`` (``--crs EPSG:4326``), which says they are degrees. Two
 candidates for one axis, or none, fail with the candidates and the table's columns listed; names given
 explicitly must exist.
+
+An acquisition-time column is optional: ``time``, ``datetime``, ``timestamp``, ``acquisition_time``,
+``acquired``, ``date``, ``product_datetime`` (any case), or named (``--time-col``); two candidates fail.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ LON_NAMES = ("lon", "longitude", "lng", "long")
 LAT_NAMES = ("lat", "latitude")
 DEGREES_CRS = ("EPSG:4326", "OGC:CRS84", "CRS84", "WGS84")
 XY = ("x", "y")
+TIME_NAMES = ("time", "datetime", "timestamp", "acquisition_time", "acquired", "date", "product_datetime")
 
 
 class CoordinateColumnsError(ValueError):
@@ -63,6 +67,20 @@ def find_coordinate_columns(
     return lon, lat
 
 
+def find_time_column(columns: Sequence[str], time_col: str | None = None, where: str = "table") -> str | None:
+    """The acquisition-time column of a table: ``time_col`` (must exist), else the one of
+    :data:`TIME_NAMES` it has, else None (no time)."""
+    columns = list(columns)
+    if time_col is not None:
+        if time_col not in columns:
+            raise CoordinateColumnsError(f"{where}: no time column {time_col!r} (--time-col); it has {columns}")
+        return time_col
+    found = [c for c in columns if c.strip().lower() in TIME_NAMES]
+    if len(found) > 1:
+        raise CoordinateColumnsError(f"{where}: more than one time column: {found}; choose one with --time-col")
+    return found[0] if found else None
+
+
 def add_coordinate_arguments(parser: argparse.ArgumentParser) -> None:
     """``--lon-col``, ``--lat-col`` and ``--crs`` for a command that reads a table."""
     parser.add_argument("--lon-col", default=None, help="longitude column (default: found: lon, longitude, lng, long; x with --crs)")
@@ -70,4 +88,4 @@ def add_coordinate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crs", default=None, help="EPSG:4326 to take columns x / y as longitude / latitude degrees")
 
 
-__all__ = ["CoordinateColumnsError", "add_coordinate_arguments", "find_coordinate_columns"]
+__all__ = ["TIME_NAMES", "CoordinateColumnsError", "add_coordinate_arguments", "find_coordinate_columns", "find_time_column"]

@@ -32,6 +32,8 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "zarr": "gis",
     "xarray": "gis",
     "geopandas": "gis",
+    "aiohttp": "remote",
+    "shapely": "gis",
 }
 _MENTIONED = re.compile(r"\b(" + "|".join(map(re.escape, EXTRA_OF_MODULE)) + r")\b")
 

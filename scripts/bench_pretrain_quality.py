@@ -47,12 +47,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
-import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,16 +71,19 @@ def make_patches(means: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     return np.clip(means[:, :, None, None] * texture + noise, 1, 10000).astype(np.uint16)
 
 
-def write_world(folder: Path, lonlat: np.ndarray, images: np.ndarray) -> None:
-    """An S2-100K-style folder: ``index.csv`` (fn, lon, lat) and ``images/patch_N.tif`` (EPSG:4326, ~10 m pixels)."""
+def write_world(folder: Path, lonlat: np.ndarray, images: np.ndarray, times: np.ndarray | None = None) -> None:
+    """An S2-100K-style folder: ``index.csv`` (fn, lon, lat[, time]: Unix seconds as ISO 8601 UTC, read
+    by ``satclip shards`` into the records) and ``images/patch_N.tif`` (EPSG:4326, ~10 m pixels)."""
     import rasterio
     from rasterio.transform import from_origin
+
+    from satclip.acqtime import iso_utc
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     res = 1e-4
     with (folder / "index.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["fn", "lon", "lat"])
+        writer.writerow(["fn", "lon", "lat"] + (["time"] if times is not None else []))
         for i, ((lon, lat), image) in enumerate(zip(lonlat, images)):
             fn = f"patch_{i}.tif"
             c, h, w = image.shape
@@ -92,32 +92,7 @@ def write_world(folder: Path, lonlat: np.ndarray, images: np.ndarray) -> None:
                 folder / "images" / fn, "w", driver="GTiff", width=w, height=h, count=c, dtype="uint16", crs="EPSG:4326", transform=transform
             ) as dst:
                 dst.write(image)
-            writer.writerow([fn, repr(float(lon)), repr(float(lat))])
-
-
-def stamp_times(shards: Path, times: np.ndarray) -> None:
-    """Add ``time_record(times[N])`` ("time", "doy") to the JSON record of every sample ``patch_N`` of a
-    shard set, rewriting its tars in place (``satclip shards`` reads no times from an index)."""
-    from satclip.acqtime import time_record
-
-    for tar_path in sorted(shards.glob("shard-*.tar")):
-        members = []
-        with tarfile.open(tar_path) as tar:
-            for member in tar.getmembers():
-                extracted = tar.extractfile(member)
-                assert extracted is not None  # shards hold regular files only
-                data = extracted.read()
-                if member.name.endswith(".json"):
-                    record = json.loads(data)
-                    record.update(time_record(float(times[int(member.name[: -len(".json")].rsplit("_", 1)[1])])))
-                    data = json.dumps(record, separators=(",", ":")).encode()
-                    member.size = len(data)
-                members.append((member, data))
-        partial = tar_path.with_name(tar_path.name + ".partial")
-        with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for member, data in members:
-                tar.addfile(member, io.BytesIO(data))
-        os.replace(partial, tar_path)
+            writer.writerow([fn, repr(float(lon)), repr(float(lat))] + ([iso_utc(float(times[i]))] if times is not None else []))
 
 
 def build_data(out: Path, n_train: int, n_val: int, size: int, seed: int, world: SyntheticWorld, seasonal: bool = False) -> tuple[Path, Path]:
@@ -132,10 +107,8 @@ def build_data(out: Path, n_train: int, n_val: int, size: int, seed: int, world:
         lonlat = uniform_sphere(n, s)
         times = uniform_times(n, s + 100) if seasonal else None
         images = make_patches(world.band_means(world.fields(lonlat, times)), size, rng)
-        write_world(out / f"world-{name}", lonlat, images)
+        write_world(out / f"world-{name}", lonlat, images, times)
         write_shards([out / f"world-{name}"], out / f"shards-{name}", samples_per_shard=1000, overwrite=True, progress=False)
-        if times is not None:
-            stamp_times(out / f"shards-{name}", times)
         dirs.append(out / f"shards-{name}")
     return dirs[0], dirs[1]
 

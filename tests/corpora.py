@@ -70,8 +70,9 @@ def _png(rgb: np.ndarray) -> bytes:
         return bytes(memfile.read())
 
 
-def majortom_row(patch: Path, cell_id: str, level: str = "L2A", size: int = 600, when: str = "20200902T101031") -> dict:
-    """One Major TOM row (column -> value) from a real patch; the cloud mask covers the top-left quarter."""
+def majortom_row(patch: Path, cell_id: str, level: str = "L2A", size: int = 600, when: str = "20200902T101031", cloud_side: float = 0.5) -> dict:
+    """One Major TOM row (column -> value) from a real patch; the cloud mask covers a top-left square
+    of ``cloud_side`` of the cell's side (a quarter of the cell by default)."""
     data, crs, t = _tiled(patch, size)
     by_name = dict(zip(S2_BANDS, data))
     if level == "L1C":
@@ -82,13 +83,30 @@ def majortom_row(patch: Path, cell_id: str, level: str = "L2A", size: int = 600,
         f = RESOLUTION[name] // 10
         row[name] = geotiff(by_name[name][::f, ::f], crs, Affine(t.a * f, 0.0, t.c, 0.0, t.e * f, t.f))
     mask = np.zeros((size, size), np.uint8)
-    mask[: size // 2, : size // 2] = 1
+    mask[: round(size * cloud_side), : round(size * cloud_side)] = 1
     row["cloud_mask"] = geotiff(mask, crs, t)
     return row
 
 
-def write_majortom(root: Path, rows_per_part: list[list[dict]], level: str = "L2A") -> Path:
-    """``root/images/part_NNNNN.parquet`` (one row per row group) and ``root/metadata.parquet``."""
+def _index_row(row: dict) -> dict:
+    """The published ``metadata.parquet`` fields of a row that come from its bytes: the cell centre
+    (of the 10 m band's georeference), its CRS, cloud cover (percent of the mask) and no-data fraction."""
+    with MemoryFile(row["B02"]) as m, m.open() as ref:
+        t, crs, height, width, nodata = ref.transform, ref.crs, ref.height, ref.width, float((ref.read(1) == 0).mean())
+    with MemoryFile(row["cloud_mask"]) as m, m.open() as src:
+        cloud = float((src.read(1) != 0).mean()) * 100
+    (lon,), (lat,) = warp(crs, "EPSG:4326", [t.c + width / 2 * t.a], [t.f + height / 2 * t.e])
+    return {"cloud_cover": cloud, "nodata": nodata, "centre_lat": lat, "centre_lon": lon, "crs": crs.to_string()}
+
+
+def _grid_number(part: str) -> int:
+    """``272U`` -> 272, ``3D`` -> -3 (Major TOM's row / column ids: U/D, R/L)."""
+    return int(part[:-1]) * (-1 if part[-1] in "DL" else 1)
+
+
+def write_majortom(root: Path, rows_per_part: list[list[dict]], level: str = "L2A", url_base: str | None = None) -> Path:
+    """``root/images/part_NNNNN.parquet`` (one row per row group) and ``root/metadata.parquet`` with the
+    published columns; ``parquet_url`` is ``url_base + name`` (default: the Hugging Face address)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -109,12 +127,16 @@ def write_majortom(root: Path, rows_per_part: list[list[dict]], level: str = "L2
         name = f"part_{p:05d}.parquet"
         table = pa.Table.from_pylist(rows, schema=schema)
         pq.write_table(table, root / "images" / name, row_group_size=1)
+        base = url_base if url_base is not None else f"https://huggingface.co/datasets/Major-TOM/Core-S2{level}/resolve/main/images/"
         meta += [
             {
                 "grid_cell": r["grid_cell"],
+                "grid_row_u": _grid_number(r["grid_cell"].split("_")[0]),
+                "grid_col_r": _grid_number(r["grid_cell"].split("_")[1]),
                 "product_id": r["product_id"],
                 "timestamp": r["product_datetime"],
-                "parquet_url": f"https://huggingface.co/datasets/Major-TOM/Core-S2{level}/resolve/main/images/{name}",
+                **_index_row(r),
+                "parquet_url": base + name,
                 "parquet_row": i,
             }
             for i, r in enumerate(rows)

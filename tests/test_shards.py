@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import rasterio
 
+from satclip.acqtime import day_of_year, parse_time
 from satclip.cli import main
 from satclip.data.payload import decode
-from satclip.data.shards import ShardInputError, encode_in_order, read_index, write_shards
+from satclip.data.shards import ShardInputError, encode_in_order, read_index, read_index_table, write_shards
 from satclip.data.transforms import S2_BANDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,6 +157,35 @@ def test_bad_index(tmp_path):
     with pytest.raises(ShardInputError, match="pass --crs EPSG:4326"):
         read_index(xy)
     assert read_index(xy, crs="EPSG:4326") == {"a.tif": (5.0, 1.0)}
+
+
+def test_index_time_column_lands_in_the_records(s2_sample, index, tmp_path):
+    """A time column of the index (found by name, or --time-col) gives every record its time, folder and tars alike."""
+    names = sorted(index)
+    when = {name: f"2021-{1 + i % 12:02d}-{1 + i:02d}T10:20:{i:02d}Z" for i, name in enumerate(names)}
+    world = tmp_path / "world"
+    shutil.copytree(s2_sample / "images", world / "images")
+    _write_index(world / "index.csv", ["fn", "lon", "lat", "Acquired"], [[n, *index[n], when[n]] for n in names[:-1]] + [[names[-1], *index[names[-1]], ""]])
+    manifest = write_shards([world], tmp_path / "folder", progress=False)
+    assert manifest["samples"] == 20 and manifest["with_time"] == 19  # the empty cell: unknown (the GeoTIFF has no time tag)
+    tars = _s2_100k_tars(s2_sample, tmp_path / "tars")
+    both = _write_index(tmp_path / "both.csv", ["fn", "lon", "lat", "time", "date"], [[n, *index[n], when[n], "2000-01-01"] for n in names])
+    with pytest.raises(ShardInputError, match=r"more than one time column: \['time', 'date'\]; choose one with --time-col"):
+        write_shards(tars, tmp_path / "tars-out", index=both, progress=False)
+    assert main(["shards", *map(str, tars), "--index", str(both), "--time-col", "time", "--out", str(tmp_path / "tars-out")]) == 0
+    for out in ("folder", "tars-out"):
+        _, samples = read_shards(tmp_path / out)
+        for key, sample in samples.items():
+            record = json.loads(sample["json"])
+            if out == "tars-out" or key != names[-1][:-4]:
+                assert record["time"] == when[f"{key}.tif"] and record["doy"] == day_of_year(parse_time(when[f"{key}.tif"]))
+            else:
+                assert "time" not in record
+    bad = _write_index(tmp_path / "bad.csv", ["fn", "lon", "lat", "time"], [[names[0], 1.0, 2.0, "last tuesday"]])
+    with pytest.raises(ShardInputError, match=r"bad.csv line 2 \('patch_.*'\): time: 'last tuesday' is not an ISO 8601 date"):
+        read_index_table(bad)
+    with pytest.raises(ShardInputError, match=r"no time column 'when' \(--time-col\)"):
+        read_index_table(both, time_col="when")
 
 
 def test_missing_and_bad_files_are_named(s2_sample, tmp_path):

@@ -4,7 +4,8 @@ A part (``images/part_NNNNN.parquet``) holds one row per grid cell and product, 
 group as published: ``product_id``, ``grid_cell``, ``product_datetime`` (text), ``thumbnail`` (PNG),
 one binary column per band (``B01`` .. ``B12``, ``B8A``; ``B10`` in L1C only), each a single-band
 GeoTIFF at the band's own resolution (10, 20 or 60 m over the same 1,068 x 1,068 px 10 m cell),
-and ``cloud_mask`` (a 10 m GeoTIFF). Row groups are read one at a time (the parts are ~4-5 GB).
+and ``cloud_mask`` (a 10 m GeoTIFF). Row groups are read one at a time (the parts are ~4-5 GB), all
+of a part's or those selected on the metadata index; a part may be a URL (range requests).
 
 Each cell is brought to the 10 m grid by nearest-neighbour replication (a 20 m pixel becomes 2 x 2
 identical 10 m pixels, a 60 m one 6 x 6): every output value is a stored input value, so patches
@@ -33,18 +34,28 @@ import numpy as np
 
 from ..acqtime import parse_time
 from ..extras import requires_extra
+from . import remote
+from .cellselect import PartRows
 from .sources import Encoded, ShardInputError, payload_bytes, sample_key, sample_record, valid_lonlat
 from .transforms import S2_BANDS_13
 
 META_COLUMNS = ("product_id", "grid_cell", "product_datetime")
 CLOUD_MASK = "cloud_mask"
 METADATA_FILE = "metadata.parquet"
-"""The index beside the parts (grid cell, centre, cloud cover, ... per row); not needed here: each
-patch's coordinates come from its own georeference and the time from the row."""
+"""The index beside the parts (grid cell, centre, cloud cover, ... per row): read to select rows
+before reading them (:mod:`satclip.data.cellselect`); each patch's coordinates still come from its
+own georeference and the time from the row."""
 
 
-def is_majortom(path: Path) -> bool:
-    """A Parquet part with Major TOM's columns (checked from the schema, nothing else read)."""
+def is_majortom(location: str | Path) -> bool:
+    """A Parquet part with Major TOM's columns (checked from the schema, nothing else read; a URL:
+    only its footer is fetched)."""
+    if remote.is_url(location):
+        if not str(location).endswith(".parquet") or remote.name_of(location) == METADATA_FILE:
+            return False
+        with remote.parquet_file(str(location)) as parquet, remote.reading(location):
+            return set(META_COLUMNS) <= set(parquet.schema_arrow.names)
+    path = Path(location)
     if not (path.is_file() and path.suffix == ".parquet" and path.name != METADATA_FILE):
         return False
     with requires_extra("satclip shards of Major TOM Parquet"):
@@ -62,27 +73,31 @@ def parts_in(root: Path) -> list[Path]:
     return sorted(p for folder in folders for p in folder.glob("*.parquet") if is_majortom(p))
 
 
-def source_bands(path: Path, bands: Sequence[str] | None) -> tuple[str, ...]:
-    """The bands to read from a part: ``bands``, each a column of it, or every band column it has in
-    the 13-band order (12 for L2A, 13 with B10 for L1C)."""
-    import pyarrow.parquet as pq
-
-    names = pq.read_schema(path).names
+def source_bands(where: str, names: Sequence[str], bands: Sequence[str] | None) -> tuple[str, ...]:
+    """The bands to read from a part with columns ``names``: ``bands``, each a column of it, or every
+    band column it has in the 13-band order (12 for L2A, 13 with B10 for L1C)."""
+    names = list(names)
     if bands is None:
         found = tuple(b for b in S2_BANDS_13 if b in names)
         if not found:
-            raise ShardInputError(f"{path}: no band columns ({', '.join(S2_BANDS_13)}) among {names}")
+            raise ShardInputError(f"{where}: no band columns ({', '.join(S2_BANDS_13)}) among {names}")
         return found
     missing = [b for b in bands if b not in names]
     if missing:
-        raise ShardInputError(f"{path}: no column(s) {missing} for --bands; its columns are {names}")
+        raise ShardInputError(f"{where}: no column(s) {missing} for --bands; its columns are {names}")
     return tuple(bands)
 
 
-def count_rows(parts: Sequence[Path]) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+def count_rows(parts: Sequence[PartRows]) -> int:
+    """Rows to read: the selected row groups' (one row each, as published), else every row of a part."""
+    total = 0
+    for part in parts:
+        if part.row_groups is not None:
+            total += len(part.row_groups)
+        else:
+            with remote.parquet_file(part.location) as parquet, remote.reading(part.location):
+                total += parquet.metadata.num_rows
+    return total
 
 
 @dataclass(frozen=True)
@@ -103,40 +118,48 @@ class CellTask:
         return encode_cell(self, payload)
 
 
-def cell_tasks(parts: Sequence[Path], bands: Sequence[str] | None, patch_size: int, max_cloud: float | None) -> Iterator[CellTask]:
-    """Tasks streamed row group by row group from the parts, in file and row order."""
-    import pyarrow.parquet as pq
-
+def cell_tasks(parts: Sequence[PartRows], bands: Sequence[str] | None, patch_size: int, max_cloud: float | None, skip: int = 0) -> Iterator[CellTask]:
+    """Tasks streamed row group by row group from the parts (each path or URL, all its row groups
+    or the selected ones), in the given order; a URL's part is fetched by range requests. The first
+    ``skip`` tasks are left out without reading their row groups (a resumed run)."""
     first: tuple[str, ...] | None = None
-    for path in parts:
-        names = source_bands(path, bands)
-        if first is None:
-            first = names
-        elif names != first:
-            raise ShardInputError(f"{path}: bands {list(names)}, the first part has {list(first)} (one band list per shard set)")
+    for part in parts:
+        name = remote.name_of(part.location)
         try:
-            parquet = pq.ParquetFile(path)
-            has_mask = CLOUD_MASK in parquet.schema_arrow.names
-            columns = [*META_COLUMNS, *names, *([CLOUD_MASK] if has_mask else [])]
-            row = 0
-            for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group, columns=columns)
-                values = {name: table.column(name).to_pylist() for name in columns}
-                for i in range(table.num_rows):
-                    yield CellTask(
-                        source=f"{path.name}:row {row}",
-                        product_id=str(values["product_id"][i]),
-                        grid_cell=str(values["grid_cell"][i]),
-                        datetime=values["product_datetime"][i],
-                        bands=names,
-                        data=tuple(values[b][i] for b in names),
-                        cloud_mask=values[CLOUD_MASK][i] if has_mask else None,
-                        patch_size=patch_size,
-                        max_cloud=max_cloud,
-                    )
-                    row += 1
-        except OSError as err:  # pyarrow's ArrowInvalid / ArrowIOError derive from it
-            raise ShardInputError(f"{path}: not a readable Parquet file ({type(err).__name__}: {err})") from err
+            with remote.parquet_file(part.location) as parquet, remote.reading(part.location):
+                names = source_bands(str(part.location), parquet.schema_arrow.names, bands)
+                if first is None:
+                    first = names
+                elif names != first:
+                    raise ShardInputError(f"{part.location}: bands {list(names)}, the first part has {list(first)} (one band list per shard set)")
+                has_mask = CLOUD_MASK in parquet.schema_arrow.names
+                columns = [*META_COLUMNS, *names, *([CLOUD_MASK] if has_mask else [])]
+                starts = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])
+                groups = range(parquet.num_row_groups) if part.row_groups is None else part.row_groups
+                for group in groups:
+                    if not 0 <= group < parquet.num_row_groups:
+                        raise ShardInputError(f"{part.location}: no row group {group} (the index's parquet_row); it has {parquet.num_row_groups}")
+                    rows = int(starts[group + 1] - starts[group])
+                    if skip >= rows:
+                        skip -= rows
+                        continue
+                    table = parquet.read_row_group(group, columns=columns)
+                    values = {column: table.column(column).to_pylist() for column in columns}
+                    done, skip = skip, 0
+                    for i in range(done, table.num_rows):
+                        yield CellTask(
+                            source=f"{name}:row {int(starts[group]) + i}",
+                            product_id=str(values["product_id"][i]),
+                            grid_cell=str(values["grid_cell"][i]),
+                            datetime=values["product_datetime"][i],
+                            bands=names,
+                            data=tuple(values[b][i] for b in names),
+                            cloud_mask=values[CLOUD_MASK][i] if has_mask else None,
+                            patch_size=patch_size,
+                            max_cloud=max_cloud,
+                        )
+        except OSError as err:  # a local part: pyarrow's ArrowInvalid / ArrowIOError derive from it
+            raise ShardInputError(f"{part.location}: not a readable Parquet file ({type(err).__name__}: {err})") from err
 
 
 class _RowSkip(Exception):

@@ -3,7 +3,9 @@
 Inputs, detected from what is given (docs/data.md has the schemas and what was verified):
 
 - an S2-100K folder: an index (``index.csv``, or ``metadata.parquet`` as S2-100K is published now;
-  columns ``fn``, ``lon``, ``lat`` in any order, extra columns ignored) and ``images/patch_N.tif``;
+  columns ``fn``, ``lon``, ``lat`` in any order, an optional acquisition-time column (``time``,
+  ``datetime``, ``timestamp``, ...: it wins over the GeoTIFF's tags), extra columns ignored) and
+  ``images/patch_N.tif``;
   ``--index`` names an index kept elsewhere;
 - a folder of GeoTIFFs without an index: each patch's centre (lon, lat) comes from its own
   georeference (:func:`satclip.geo.lonlat_from_georeference`);
@@ -15,15 +17,20 @@ Inputs, detected from what is given (docs/data.md has the schemas and what was v
 - SSL4EO-S12 v1.1 ``*.zarr.zip`` files (files or a folder): one sample per location and timestamp
   (:mod:`satclip.data.ssl4eo`).
 
+All but the GeoTIFF folders may be URLs (:mod:`satclip.data.remote`); Major TOM rows may be selected
+on its ``metadata.parquet`` before reading (:mod:`satclip.data.cellselect`).
+
 Output, in ``--out``: ``shard-000000.tar``, ... each sample holding ``__key__`` (the file stem,
 e.g. ``patch_N``), the image under its payload extension (``tif``: original bytes; ``s2c``: see
 :mod:`satclip.data.payload`) and ``json`` = {lon, lat, time, doy, source, crs, bands, shape, dtype}
 (``time``/``doy`` when the source has the acquisition time, :func:`satclip.acqtime.time_record`);
 and ``manifest.json`` = {format, version, payload, dtype, bands, shards: [{name, samples}], samples,
-with_time, skipped, filtered}. Every image is decoded once while writing, so a shard set never holds
-an unreadable sample. A corrupt GeoTIFF stops the run naming it; a corrupt Major TOM row or SSL4EO
-timestamp is skipped and counted by kind (``skipped``), patches over ``--max-cloud`` are counted in
-``filtered``. Output is deterministic: the same inputs give byte-identical shards for any ``--workers``.
+with_time, skipped, filtered[, selection]} (``selection``: what was chosen on a Major TOM index, and
+how). Every image is decoded once while writing, so a shard set never holds an unreadable sample.
+A corrupt GeoTIFF stops the run naming it; a corrupt Major TOM row or SSL4EO timestamp is skipped
+and counted by kind (``skipped``), patches over ``--max-cloud`` are counted in ``filtered``. Output
+is deterministic: the same inputs give byte-identical shards for any ``--workers``, and a killed
+run resumes to the same bytes (:mod:`satclip.data.resume`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import argparse
 import contextlib
 import csv
 import io
+import itertools
 import json
 import logging
 import math
@@ -50,8 +58,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..acqtime import parse_time
-from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns
-from . import majortom, ssl4eo
+from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns, find_time_column
+from . import cellselect, majortom, remote, resume, ssl4eo
+from .cellselect import CellFilters, PartRows
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
 from .shardlist import MANIFEST, MANIFEST_VERSION
 from .sources import SHOWN_PER_KIND, Encoded, ShardInputError, sample_record
@@ -80,6 +89,7 @@ class _Task:
     path: str | None = None
     data: bytes | None = None
     lonlat: tuple[float, float] | None = None
+    seconds: float | None = None  # from the index's time column; None or NaN: the GeoTIFF's tags
 
     def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
         return Encoded(samples=[encode_sample(self, payload, bands or S2_BANDS)])
@@ -89,55 +99,78 @@ class _Task:
 # reading the inputs
 
 
-def _index_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict]]]:
-    """Column names and (line, row) of an index: CSV text, or Parquet (values as text; line = row + 2)."""
-    if path.suffix == ".parquet":
-        from ..extras import requires_extra
-
-        with requires_extra("an S2-100K metadata.parquet index"):
-            import pyarrow.parquet as pq
+def _index_rows(path: str | Path) -> tuple[list[str], Iterator[tuple[int, dict]]]:
+    """Column names and (line, row) of an index (a path or URL): CSV text, or Parquet (values as
+    text; line = row + 2)."""
+    if str(path).endswith(".parquet"):
         try:
-            table = pq.read_table(path)
+            with remote.parquet_file(path) as parquet, remote.reading(path):
+                table = parquet.read()
         except OSError as err:
             raise ShardInputError(f"index {path}: not a readable Parquet file ({err})") from err
         columns = {name: table.column(name).to_pylist() for name in table.column_names}
         rows = ({name: "" if v[i] is None else str(v[i]) for name, v in columns.items()} for i in range(table.num_rows))
         return list(table.column_names), enumerate(rows, start=2)
-    with path.open(newline="") as f:
+    if remote.is_url(path):
+        with remote.open_stream(str(path)) as raw, remote.reading(path):
+            text = raw.read().decode()
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        return list(reader.fieldnames or []), iter(list(enumerate(reader, start=2)))
+    with Path(path).open(newline="") as f:
         reader = csv.DictReader(f)
         return list(reader.fieldnames or []), iter(list(enumerate(reader, start=2)))
 
 
-def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:
-    """Read an S2-100K index, ``index.csv`` or (as published now) ``metadata.parquet``: file name
-    (basename of ``fn``) -> (lon, lat) degrees.
+@dataclass(frozen=True)
+class IndexTable:
+    """An S2-100K index read: file name -> (lon, lat), and file name -> Unix seconds (NaN: empty
+    cell) when the index has an acquisition-time column (``time_col``)."""
+
+    lonlat: dict[str, tuple[float, float]]
+    times: dict[str, float] | None = None
+    time_col: str | None = None
+
+
+def read_index_table(
+    path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None, time_col: str | None = None
+) -> IndexTable:
+    """Read an S2-100K index, ``index.csv`` or (as published now) ``metadata.parquet``.
 
     Columns ``fn`` and the coordinates may come in any order among others; the coordinate columns are
     found by :func:`satclip.columns.find_coordinate_columns` (``lon``/``lat``, ``longitude``/``latitude``,
-    ...) unless named. Raises :class:`ShardInputError` for a missing or ambiguous column, a value that
-    is not a number, a duplicate file name, or coordinates that are non-finite or have |lat| > 90
+    ...) unless named; an acquisition-time column by :func:`satclip.columns.find_time_column` (``time``,
+    ``datetime``, ``timestamp``, ...; parsed by :func:`satclip.acqtime.parse_time`) unless named.
+    Raises :class:`ShardInputError` for a missing or ambiguous column, a value that is not a number
+    or a time, a duplicate file name, or coordinates that are non-finite or have |lat| > 90
     (longitudes are wrapped).
     """
     import torch
 
     from ..geo import validate_lonlat
 
-    path = Path(path)
-    if not path.is_file():
-        raise ShardInputError(f"index {path} does not exist")
+    if not remote.is_url(path):
+        path = Path(path)
+        if not path.is_file():
+            raise ShardInputError(f"index {path} does not exist")
     fields, rows = _index_rows(path)
     if "fn" not in fields:
         raise ShardInputError(f"index {path}: missing column(s) ['fn']; found {fields}")
     try:
         lon, lat = find_coordinate_columns(fields, lon_col, lat_col, crs, where=f"index {path}")
+        when = find_time_column(fields, time_col, where=f"index {path}")
     except CoordinateColumnsError as err:
         raise ShardInputError(str(err)) from None
-    names, coords = [], []
+    names, coords, seconds = [], [], []
     for line, row in rows:
         try:
             coords.append((float(row[lon]), float(row[lat])))
         except (TypeError, ValueError):
             raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers") from None
+        if when is not None:
+            try:
+                seconds.append(parse_time(row[when] or "", when))
+            except ValueError as err:
+                raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {err}") from None
         names.append(os.path.basename(row["fn"]))
     if not names:
         raise ShardInputError(f"index {path} has no rows")
@@ -150,7 +183,13 @@ def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None
         lonlat = validate_lonlat(torch.tensor(coords, dtype=torch.float64), name=f"index {path} (data rows from 0)")
     except ValueError as err:
         raise ShardInputError(str(err)) from None
-    return {name: (float(lon), float(lat)) for name, (lon, lat) in zip(names, lonlat.tolist())}
+    table = {name: (float(lon), float(lat)) for name, (lon, lat) in zip(names, lonlat.tolist())}
+    return IndexTable(table, dict(zip(names, seconds)) if when is not None else None, when)
+
+
+def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:
+    """File name (basename of ``fn``) -> (lon, lat) degrees of an S2-100K index (:func:`read_index_table`)."""
+    return read_index_table(path, lon_col, lat_col, crs).lonlat
 
 
 def _key(relative: str) -> str:
@@ -159,20 +198,21 @@ def _key(relative: str) -> str:
     return stem.replace(".", "_")
 
 
-def _folder_tasks(root: Path, index: dict[str, tuple[float, float]] | None) -> list[_Task]:
+def _folder_tasks(root: Path, table: IndexTable | None) -> list[_Task]:
     """Tasks for an S2-100K folder (with an index) or a plain folder of GeoTIFFs (georeference)."""
-    if index is None:
+    if table is None:
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in TIF_SUFFIXES and p.is_file())
         if not files:
             raise ShardInputError(f"{root}: no index.csv and no GeoTIFF (*.tif, *.tiff) files")
         return [_Task(_key(p.relative_to(root).as_posix()), p.relative_to(root).as_posix(), path=str(p)) for p in files]
+    index, times = table.lonlat, table.times or {}
     tasks, missing = [], []
     for name, lonlat in index.items():
         path = next((p for p in (root / "images" / name, root / name) if p.is_file()), None)
         if path is None:
             missing.append(name)
             continue
-        tasks.append(_Task(_key(name), path.relative_to(root).as_posix(), path=str(path), lonlat=lonlat))
+        tasks.append(_Task(_key(name), path.relative_to(root).as_posix(), path=str(path), lonlat=lonlat, seconds=times.get(name)))
     if missing:
         raise ShardInputError(f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {_first(missing)}")
     present = (p for folder in (root, root / "images") if folder.is_dir() for p in folder.iterdir())
@@ -186,24 +226,34 @@ def _first(names: Sequence[str]) -> str:
     return ", ".join(names[:_MISSING_SHOWN]) + (", ..." if len(names) > _MISSING_SHOWN else "")
 
 
-def _tar_tasks(tars: Sequence[Path], index: dict[str, tuple[float, float]] | None) -> Iterator[_Task]:
-    """Tasks streamed from S2-100K tar shards: every ``*.tif`` member; other members are ignored."""
+def _open_tar(location: str | Path, stack: contextlib.ExitStack) -> tarfile.TarFile:
+    """A tar (path or URL) open as a stream."""
+    if not remote.is_url(location):
+        return stack.enter_context(tarfile.open(location, "r|*"))
+    raw = stack.enter_context(remote.open_stream(str(location)))
+    stack.enter_context(remote.reading(location))
+    return stack.enter_context(tarfile.open(fileobj=raw, mode="r|*"))
+
+
+def _tar_tasks(tars: Sequence[str | Path], table: IndexTable | None) -> Iterator[_Task]:
+    """Tasks streamed from S2-100K tar shards (paths or URLs): every ``*.tif`` member; other members are ignored."""
     for tar_path in tars:
         try:
-            with tarfile.open(tar_path, "r|*") as tar:
+            with contextlib.ExitStack() as stack:
+                tar = _open_tar(tar_path, stack)
                 for member in tar:
                     name = os.path.basename(member.name)
                     if not member.isfile() or not name.lower().endswith(TIF_SUFFIXES):
                         continue
-                    lonlat = None
-                    if index is not None:
-                        if name not in index:
+                    lonlat, seconds = None, None
+                    if table is not None:
+                        if name not in table.lonlat:
                             raise ShardInputError(f"{tar_path}: member {member.name!r} is not in the index")
-                        lonlat = index[name]
+                        lonlat, seconds = table.lonlat[name], (table.times or {}).get(name)
                     extracted = tar.extractfile(member)
                     assert extracted is not None  # a regular file member
                     data = extracted.read()
-                    yield _Task(_key(name), f"{tar_path.name}:{member.name}", data=data, lonlat=lonlat)
+                    yield _Task(_key(name), f"{remote.name_of(tar_path)}:{member.name}", data=data, lonlat=lonlat, seconds=seconds)
         except (tarfile.TarError, EOFError, OSError) as err:
             raise ShardInputError(f"{tar_path}: not a readable tar ({type(err).__name__}: {err})") from err
 
@@ -216,10 +266,75 @@ class Collected:
     total: int | None
     unit: str = "patch"
     in_flight: int = 16
+    selection: dict | None = None
+    """Major TOM: what the metadata filters selected and how (the manifest's ``selection``)."""
+    after: Callable[[int], Iterable] | None = None
+    """The tasks after the first n, without reading those (a resumed run); None: read and skip them."""
+
+    def tasks_after(self, n: int) -> Iterable:
+        return self.after(n) if self.after is not None and n else itertools.islice(self.tasks, n, None)
 
 
 def _folder_index(root: Path) -> Path | None:
     return next((root / name for name in INDEX_NAMES if (root / name).is_file()), None)
+
+
+def _majortom_parts(given: Sequence[str | Path], root: str | None, index: str | Path | None, filters: CellFilters) -> tuple[list[PartRows], dict | None]:
+    """The Major TOM parts (and row groups) to read and the manifest's selection record (None: no
+    selection, every row of ``given``). ``root``: a remote dataset folder (parts in its ``images/``);
+    ``given``: the parts themselves; neither: ``index`` is the input and names the parts (``parquet_url``)."""
+    metadata = index if index is not None else (remote.join(root, majortom.METADATA_FILE) if root is not None else None)
+    if root is None and given and not filters.given():
+        return [PartRows(str(p)) for p in given], None
+    if metadata is None:
+        raise ShardInputError(
+            "selecting Major TOM rows (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) needs its metadata.parquet: give the dataset folder or --index"
+        )
+    if root is not None:
+        part_location: Callable[[str], str | None] = lambda url: remote.join(root, "images", remote.name_of(url))  # noqa: E731
+    elif given:
+        by_name = {remote.name_of(p): str(p) for p in given}
+        part_location = lambda url: by_name.get(remote.name_of(url))  # noqa: E731
+    else:
+        base = str(metadata)[: -len(majortom.METADATA_FILE)]
+        part_location = lambda url: url if remote.is_url(url) or os.path.isabs(url) else base + url  # noqa: E731
+    parts, record = cellselect.select(metadata, filters, part_location)
+    if not parts:
+        raise ShardInputError(f"the selection keeps no row of {metadata} (rows: {record['rows_in_index']}, after each filter: {record['rows_after']})")
+    return parts, record
+
+
+def _majortom_collected(parts: list[PartRows], selection: dict | None, bands: Sequence[str] | None, patch_size: int, max_cloud: float | None) -> Collected:
+    if max_cloud is not None and not 0 <= max_cloud <= 1:
+        raise ShardInputError(f"--max-cloud is a fraction of a patch's pixels, 0 to 1; got {max_cloud}")
+    tasks = majortom.cell_tasks(parts, bands, patch_size, max_cloud)
+    after = lambda n: majortom.cell_tasks(parts, bands, patch_size, max_cloud, skip=n)  # noqa: E731
+    return Collected(tasks, majortom.count_rows(parts), "cell", 2, selection, after)
+
+
+def _is_remote_folder(url: str) -> bool:
+    return not url.rstrip("/").endswith((".parquet", ".csv", *TIF_SUFFIXES, *TAR_SUFFIXES, ssl4eo.SUFFIX))
+
+
+def _remote_folder(url: str, index: str | Path | None, filters: CellFilters) -> tuple[str, list[str], str | Path | None]:
+    """What a folder URL holds: ("majortom", [], index) when its ``metadata.parquet`` is Major TOM's
+    (or row selection asks for it), else ("ssl4eo", files, None) or ("tars", tars, index: given, else
+    its ``index.csv`` / ``metadata.parquet``) found by listing (over HTTP(S): the server's HTML links)."""
+    metadata = remote.join(url, majortom.METADATA_FILE)
+    if filters.given() or (remote.exists(metadata) and cellselect.is_index(metadata)):
+        return "majortom", [], index
+    found = remote.glob(remote.join(url, "**", f"*{ssl4eo.SUFFIX}"))
+    if found:
+        return "ssl4eo", found, None
+    tars = [u for u in remote.glob(remote.join(url, "data", "*")) + remote.glob(remote.join(url, "*")) if u.endswith(TAR_SUFFIXES)]
+    if not tars:
+        raise ShardInputError(
+            f"{url}: no Major TOM metadata.parquet, SSL4EO-S12 {ssl4eo.SUFFIX} files or tars found (a server that lists no folder: give the files)"
+        )
+    in_data = [u for u in tars if u.startswith(remote.join(url, "data") + "/")]
+    if index is None:
+        index = next((remote.join(url, n) for n in INDEX_NAMES if remote.exists(remote.join(url, n))), None)
+    return "tars", in_data or tars, index
 
 
 def collect_tasks(
@@ -230,43 +345,60 @@ def collect_tasks(
     patch_size: int = 256,
     max_cloud: float | None = None,
     season: int | None = None,
+    select: CellFilters | None = None,
 ) -> Collected:
     """Work out the input layout (module docstring) and return its tasks."""
-    paths = [Path(p) for p in inputs]
-    for p in paths:
-        if not p.exists():
+    filters = select or CellFilters()
+    filters.check()
+    locations: list[str | Path] = [str(p) if remote.is_url(str(p)) else Path(p) for p in inputs]
+    for p in locations:
+        if isinstance(p, Path) and not p.exists():
             raise ShardInputError(f"input {p} does not exist")
-    if len(paths) == 1 and paths[0].is_dir():
-        root = paths[0]
+    one = locations[0] if len(locations) == 1 else None
+    if isinstance(one, str) and _is_remote_folder(one):
+        kind, found, index = _remote_folder(one, index, filters)
+        if kind == "majortom":
+            return _majortom_collected(*_majortom_parts([], one, index, filters), bands, patch_size, max_cloud)
+        locations = list(found)
+    if one is not None and remote.name_of(one) == majortom.METADATA_FILE and index is None:
+        return _majortom_collected(*_majortom_parts([], None, one, filters), bands, patch_size, max_cloud)
+    paths = locations
+    if isinstance(one, Path) and one.is_dir():
+        root = one
         parts = majortom.parts_in(root)
         if parts:
-            paths = parts
-        elif ssl4eo.files_in(root):
-            paths = ssl4eo.files_in(root)
+            if index is None and (root / majortom.METADATA_FILE).is_file():
+                index = root / majortom.METADATA_FILE
+            return _majortom_collected(*_majortom_parts(parts, None, index, filters), bands, patch_size, max_cloud)
+        if filters.given():
+            raise ShardInputError(f"{root}: row selection (--bbox, --cells, ...) is for Major TOM parts; this folder has none")
+        if ssl4eo.files_in(root):
+            paths = list(ssl4eo.files_in(root))
         else:
             tar_dir = root / "data" if (root / "data").is_dir() and any(p.name.endswith(TAR_SUFFIXES) for p in (root / "data").iterdir()) else root
             tars = sorted(p for p in tar_dir.iterdir() if p.name.endswith(TAR_SUFFIXES))
             has_tifs = any(p.suffix.lower() in TIF_SUFFIXES for p in root.rglob("*"))
             if tars and not has_tifs:
-                paths = tars
+                paths = list(tars)
                 index = index if index is not None else _folder_index(root)
             else:
                 index_path = Path(index) if index is not None else _folder_index(root)
-                table = read_index(index_path, **(index_columns or {})) if index_path is not None else None
+                table = read_index_table(index_path, **(index_columns or {})) if index_path is not None else None
                 tasks = _folder_tasks(root, table)
                 return Collected(tasks, len(tasks))
     if all(majortom.is_majortom(p) for p in paths):
-        if max_cloud is not None and not 0 <= max_cloud <= 1:
-            raise ShardInputError(f"--max-cloud is a fraction of a patch's pixels, 0 to 1; got {max_cloud}")
-        return Collected(majortom.cell_tasks(paths, bands, patch_size, max_cloud), majortom.count_rows(paths), "cell", 2)
+        return _majortom_collected(*_majortom_parts(paths, None, index, filters), bands, patch_size, max_cloud)
+    if filters.given():
+        raise ShardInputError("row selection (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) is for Major TOM parts")
     if all(ssl4eo.is_ssl4eo(p) for p in paths):
         return Collected(ssl4eo.location_tasks(paths, season), ssl4eo.count_locations(paths), "location", 4)
-    not_tars = [str(p) for p in paths if not (p.is_file() and p.name.endswith(TAR_SUFFIXES))]
+    not_tars = [str(p) for p in paths if not (str(p).endswith(TAR_SUFFIXES) and (isinstance(p, str) or p.is_file()))]
     if not_tars:
         raise ShardInputError(
-            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or SSL4EO-S12 {ssl4eo.SUFFIX} files; not usable: {not_tars}"
+            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or its metadata.parquet, or SSL4EO-S12 "
+            f"{ssl4eo.SUFFIX} files (paths or URLs; a GeoTIFF folder: a local path); not usable: {not_tars}"
         )
-    table = read_index(index, **(index_columns or {})) if index is not None else None
+    table = read_index_table(index, **(index_columns or {})) if index is not None else None
     return Collected(_tar_tasks(paths, table), None)
 
 
@@ -303,7 +435,7 @@ def encode_sample(task: _Task, payload: str, bands: Sequence[str]) -> tuple[str,
         raise ShardInputError(f"{task.source}: {array.shape[0]} bands, but the band list names {len(bands)}: {list(bands)}")
     with MemoryFile(data) as memfile, memfile.open() as dataset:
         crs = dataset.crs.to_string() if dataset.crs else None
-        seconds = time_from_tags(dataset.tags(), task.source)
+        seconds = task.seconds if task.seconds is not None and not math.isnan(task.seconds) else time_from_tags(dataset.tags(), task.source)
         if task.lonlat is None:
             try:
                 lon, lat = lonlat_from_georeference(dataset)
@@ -340,7 +472,8 @@ class _TarShards:
         self._tar: tarfile.TarFile | None = None
         self._keys: set[str] = set()
 
-    def add(self, key: str, blob: bytes, record: dict) -> None:
+    def add(self, key: str, blob: bytes, record: dict) -> bool:
+        """Write one sample; True when it completed a shard."""
         if key in self._keys:
             raise ShardInputError(f"two inputs give the same sample key {key!r} (second: {record['source']})")
         self._keys.add(key)
@@ -363,6 +496,20 @@ class _TarShards:
         self.with_time += "time" in record
         if self.shards[-1]["samples"] == self.per_shard:
             self._finish()
+            return True
+        return False
+
+    def state(self) -> dict:
+        """What :meth:`restore` needs to continue after the complete shards."""
+        return {"shards": [dict(s) for s in self.shards], "dtype": self.dtype, "shape": self.shape, "bands": self.bands, "with_time": self.with_time}
+
+    def restore(self, state: dict) -> None:
+        """Continue after the complete shards of a saved :meth:`state` (their keys read back from the tars)."""
+        self.shards = [dict(s) for s in state["shards"]]
+        self.dtype, self.shape, self.bands, self.with_time = state["dtype"], state["shape"], state["bands"], state["with_time"]
+        for shard in self.shards:
+            with tarfile.open(self.out / shard["name"]) as tar:
+                self._keys.update(name.rsplit(".", 1)[0] for name in tar.getnames())
 
     def close(self) -> None:
         if self._tar is not None:
@@ -459,19 +606,29 @@ def _write_set(
     workers: int,
     progress: bool,
     out: Path,
+    run: str,
+    state: dict | None,
 ) -> dict:
-    """Encode the tasks into shards in ``folder``; return the manifest (``out`` names the progress bar)."""
+    """Encode the tasks into shards in ``folder``, saving the progress of run ``run`` after every
+    complete shard and continuing a saved ``state`` (:mod:`satclip.data.resume`); return the
+    manifest (``out`` names the progress bar)."""
     from tqdm import tqdm
 
-    jobs = ((task, payload, bands) for task in collected.tasks)
     writer = _TarShards(folder, samples_per_shard, payload)
-    skipped: dict[str, int] = {}
-    filtered: dict[str, int] = {}
-    with tqdm(total=collected.total, unit=collected.unit, desc=f"shards -> {out}", disable=not progress) as bar:
+    first_task, first_sample, skipped, filtered = 0, 0, {}, {}
+    if state is not None:
+        writer.restore(state["writer"])
+        first_task, first_sample, skipped, filtered = state["task"], state["sample"], dict(state["skipped"]), dict(state["filtered"])
+        log.warning("satclip shards: resuming %s after %d complete shards (%d %ss done)", out, len(writer.shards), first_task, collected.unit)
+    jobs = ((task, payload, bands) for task in collected.tasks_after(first_task))
+    with tqdm(total=collected.total, initial=first_task, unit=collected.unit, desc=f"shards -> {out}", disable=not progress) as bar:
         with contextlib.closing(encode_in_order(_encode_star, jobs, workers, collected.in_flight)) as results:
-            for encoded in results:
-                for key, blob, record in encoded.samples:
-                    writer.add(key, blob, record)
+            for task, encoded in enumerate(results, start=first_task):
+                done = first_sample if task == first_task else 0
+                for sample, (key, blob, record) in enumerate(encoded.samples[done:], start=done + 1):
+                    if writer.add(key, blob, record):
+                        saved = {"task": task, "sample": sample, "skipped": skipped, "filtered": filtered, "writer": writer.state()}
+                        resume.save(folder, {"fingerprint": run, **saved})
                 for kind, source, cause in encoded.skipped:
                     skipped[kind] = skipped.get(kind, 0) + 1
                     if skipped[kind] <= SHOWN_PER_KIND:
@@ -511,36 +668,62 @@ def write_shards(
     patch_size: int = 256,
     max_cloud: float | None = None,
     season: int | None = None,
+    select: CellFilters | None = None,
 ) -> dict:
     """Write WebDataset shards and ``manifest.json`` into ``out``; return the manifest.
 
     ``bands``: the band names in file order for GeoTIFFs (default S2-100K's 12), the bands to take
     for Major TOM and SSL4EO-S12 (default all the source has). ``index_columns``: ``lon_col`` /
-    ``lat_col`` / ``crs`` for :func:`read_index` (default: found). ``patch_size`` / ``max_cloud``:
-    Major TOM cutting and cloud filter; ``season`` (1-4): SSL4EO-S12 timestamps of that quarter only.
+    ``lat_col`` / ``crs`` / ``time_col`` for :func:`read_index_table` (default: found). ``patch_size`` / ``max_cloud``:
+    Major TOM cutting and cloud filter; ``season`` (1-4): SSL4EO-S12 timestamps of that quarter only;
+    ``select``: Major TOM rows chosen on the metadata index before reading
+    (:mod:`satclip.data.cellselect`; recorded as the manifest's ``selection``). Inputs may be URLs
+    (:mod:`satclip.data.remote`).
 
-    The set is written into a hidden temporary sibling of ``out`` and moved in only once complete:
-    a failure leaves ``out`` (and a set it held, with ``overwrite``) as it was."""
+    The set is written into the hidden sibling ``.OUT.partial`` and moved in only once complete:
+    a failure leaves ``out`` (and a set it held, with ``overwrite``) as it was. A run stopped at any
+    point (SIGKILL included) and started again with the same arguments continues after its last
+    complete shard, to the same bytes (:mod:`satclip.data.resume`)."""
     if payload not in PAYLOAD_EXTENSIONS:
         raise ShardInputError(f"payload must be one of {PAYLOAD_EXTENSIONS}, got {payload!r}")
     if samples_per_shard < 1 or workers < 1 or patch_size < 1:
         raise ShardInputError(f"--samples-per-shard, --workers and --patch-size must be >= 1, got {samples_per_shard}, {workers} and {patch_size}")
     if season is not None and season not in (1, 2, 3, 4):
         raise ShardInputError(f"--season is a quarter of the year, 1 to 4; got {season}")
-    collected = collect_tasks(inputs, index, index_columns, bands, patch_size, max_cloud, season)
+    collected = collect_tasks(inputs, index, index_columns, bands, patch_size, max_cloud, season, select)
     out = Path(out)
     _check_out(out, overwrite)
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    temp = _hidden_sibling(out, "partial")  # the old set stays in place until this one is complete
+    from .. import __version__
+
+    decides: dict[str, object] = {"inputs": list(map(str, inputs)), "index": index, "index_columns": index_columns, "samples_per_shard": samples_per_shard}
+    decides |= {
+        "payload": payload,
+        "bands": bands,
+        "patch_size": patch_size,
+        "max_cloud": max_cloud,
+        "season": season,
+        "select": select,
+        "satclip": __version__,
+    }
+    run = resume.fingerprint(decides)
+    temp = resume.partial_folder(out)  # the old set stays in place until this one is complete
+    state = resume.prepare(temp, run)
     try:
-        manifest = _write_set(collected, temp, samples_per_shard, payload, tuple(bands) if bands else None, workers, progress, out)
+        manifest = _write_set(collected, temp, samples_per_shard, payload, tuple(bands) if bands else None, workers, progress, out, run, state)
         if not manifest["shards"]:
             counts = ", ".join(f"{k}={n}" for k, n in {**manifest["skipped"], **manifest["filtered"]}.items())
             raise ShardInputError(f"no sample written from {', '.join(map(str, inputs))}" + (f" (skipped/filtered: {counts})" if counts else ""))
+        if collected.selection is not None:
+            manifest["selection"] = collected.selection
+        (temp / resume.PROGRESS).unlink(missing_ok=True)
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _commit(temp, out)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    except BaseException as err:
+        if resume.keep_for(err):
+            log.warning("satclip shards: stopped (%s); the complete shards stay in %s: run the same command again to resume", type(err).__name__, temp)
+        else:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
     return manifest
 
 
@@ -553,11 +736,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="+",
         help="an S2-100K folder (index.csv or metadata.parquet + images/), a folder of GeoTIFFs, S2-100K tar shards (files or their "
-        "folder), Major TOM Core-S2L2A/L1C Parquet parts (files or the dataset folder), or SSL4EO-S12 v1.1 *.zarr.zip files (files or a folder)",
+        "folder), Major TOM Core-S2L2A/L1C Parquet parts (files, the dataset folder, or its metadata.parquet), or SSL4EO-S12 v1.1 "
+        "*.zarr.zip files (files or a folder); tars, Major TOM and --index may be URLs (https://, s3://, gs://, hf://datasets/...)",
     )
     parser.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar and manifest.json")
-    parser.add_argument("--index", help="index.csv or metadata.parquet (fn, lon, lat) when not in INPUT; for tars: else georeference")
+    parser.add_argument(
+        "--index", help="index.csv or metadata.parquet (fn, lon, lat) when not in INPUT; for tars: else georeference; Major TOM: its metadata.parquet"
+    )
     add_coordinate_arguments(parser)
+    parser.add_argument("--time-col", default=None, help="the index's acquisition-time column (default: found: time, datetime, timestamp, date, ...)")
     parser.add_argument("--samples-per-shard", type=int, default=500, help="samples per tar (default 500)")
     parser.add_argument(
         "--payload",
@@ -572,6 +759,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--patch-size", type=int, default=256, help="Major TOM: side of the patches cut from each cell, px at 10 m (default 256)")
     parser.add_argument("--max-cloud", type=float, help="Major TOM: leave out patches whose cloud-mask fraction is above this (0-1)")
+    select = parser.add_argument_group("Major TOM: select rows on metadata.parquet before reading (only the selected rows are fetched)")
+    select.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), help="cell centres in this box, degrees (W > E crosses the antimeridian)")
+    select.add_argument("--region", metavar="GEOJSON", help="cell centres in this (multi)polygon, a GeoJSON file or URL")
+    select.add_argument("--start", help="timestamp on or after this date / date-time (ISO 8601)")
+    select.add_argument("--end", help="timestamp on or before this date (the whole day) / date-time")
+    select.add_argument("--max-cloud-cover", type=float, metavar="PCT", help="the index's cloud_cover (percent of the cell) at most this")
+    select.add_argument("--cells", metavar="FILE", help="only these grid cells (a file: one per line, or comma / space separated)")
+    select.add_argument("--sample", type=int, metavar="N", help="then N of the selected rows, uniformly at random")
+    select.add_argument("--seed", type=int, default=0, help="the seed of --sample (default 0)")
     parser.add_argument("--season", type=int, choices=(1, 2, 3, 4), help="SSL4EO-S12: only timestamps in this quarter (1: Jan-Mar ... 4: Oct-Dec)")
     parser.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
@@ -589,10 +785,20 @@ def run(args: argparse.Namespace) -> int:
             bands=bands,
             workers=args.workers,
             overwrite=args.overwrite,
-            index_columns={"lon_col": args.lon_col, "lat_col": args.lat_col, "crs": args.crs},
+            index_columns={"lon_col": args.lon_col, "lat_col": args.lat_col, "crs": args.crs, "time_col": args.time_col},
             patch_size=args.patch_size,
             max_cloud=args.max_cloud,
             season=args.season,
+            select=CellFilters(
+                bbox=tuple(args.bbox) if args.bbox else None,
+                region=args.region,
+                start=args.start,
+                end=args.end,
+                max_cloud_cover=args.max_cloud_cover,
+                cells=args.cells,
+                sample=args.sample,
+                seed=args.seed,
+            ),
         )
     except ShardInputError as err:
         print(f"satclip shards: error: {err}", file=sys.stderr)
@@ -602,6 +808,9 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {manifest['samples']} samples in {len(manifest['shards'])} shards ({size:.1f} MiB, payload {args.payload}) to {args.out}; "
         f"{manifest['with_time']} with acquisition time"
     )
+    if "selection" in manifest:
+        chosen = manifest["selection"]
+        print(f"selected {chosen['rows_selected']} of {chosen['rows_in_index']} rows of {chosen['index']} in {chosen['parts']} parts")
     for label, counts in (("skipped (corrupt)", manifest["skipped"]), ("filtered", manifest["filtered"])):
         if counts:
             print(f"{label}: {sum(counts.values())} ({', '.join(f'{k}={n}' for k, n in counts.items())})")
@@ -615,7 +824,9 @@ __all__ = [
     "collect_tasks",
     "encode_in_order",
     "encode_sample",
+    "IndexTable",
     "read_index",
+    "read_index_table",
     "time_from_tags",
     "write_shards",
 ]

@@ -5,7 +5,7 @@ modality (``S2L2A``, ``S2L1C``, ...), as the dataset card shows: ``bands`` (samp
 (int16 for S2L2A, 264 x 264 px at 10 m), the coordinate ``band`` (band names), ``center_lon`` /
 ``center_lat`` (sample), ``crs`` (sample, EPSG code), ``sample_id`` (sample, time), ``time_``
 (sample, time; CF-encoded datetime64, ``units`` "<unit> since <date>"), ``cloud_mask``, ``x_``, ``y_``.
-Coordinates and time come from these metadata variables; ``season`` (1-4) keeps only the timestamps
+A file may be a URL (:mod:`satclip.data.remote`). Coordinates and time come from these metadata variables; ``season`` (1-4) keeps only the timestamps
 in that quarter of the year (1: January-March, ... 4: October-December).
 
 Values are kept exactly: the int16 digital numbers are non-negative reflectances x 10000 and are
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..acqtime import SECONDS_PER_DAY, parse_time
-from ..extras import requires_extra
+from ..extras import MissingExtraError, requires_extra
+from . import remote
 from .sources import Encoded, ShardInputError, payload_bytes, sample_key, sample_record, valid_lonlat
 
 SUFFIX = ".zarr.zip"
@@ -32,8 +33,11 @@ _UNIT_SECONDS = {"nanoseconds": 1e-9, "microseconds": 1e-6, "milliseconds": 1e-3
 _NAT = np.iinfo(np.int64).min
 
 
-def is_ssl4eo(path: Path) -> bool:
-    return path.is_file() and path.name.endswith(SUFFIX)
+def is_ssl4eo(location: str | Path) -> bool:
+    """A ``*.zarr.zip`` file (a path that exists, or a URL)."""
+    if remote.is_url(location):
+        return str(location).endswith(SUFFIX)
+    return Path(location).is_file() and Path(location).name.endswith(SUFFIX)
 
 
 def files_in(root: Path) -> list[Path]:
@@ -41,12 +45,18 @@ def files_in(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob(f"*{SUFFIX}") if p.is_file())
 
 
-def open_group(path: Path):
-    """The root group of a zipped, consolidated Zarr format 2 store, read-only."""
+def open_group(location: str | Path):
+    """The root group of a zipped, consolidated Zarr format 2 store (a path, or a URL read through
+    fsspec's zip file system: the zip directory, then each chunk by range requests), read-only."""
     with requires_extra("satclip shards of SSL4EO-S12 zarr.zip files"):
         import zarr
-        from zarr.storage import ZipStore
-    return zarr.open_consolidated(ZipStore(path, mode="r"), mode="r", zarr_format=2)
+        from zarr.storage import FsspecStore, ZipStore
+    if not remote.is_url(location):
+        return zarr.open_consolidated(ZipStore(location, mode="r"), mode="r", zarr_format=2)
+    url = str(location)
+    with remote.backend(url):
+        store = FsspecStore.from_url(f"zip::{url}", storage_options={url.partition("://")[0]: remote.options(url)}, read_only=True)
+    return zarr.open_consolidated(store, mode="r", zarr_format=2)
 
 
 def cf_seconds(values: np.ndarray, attrs: dict, name: str) -> np.ndarray:
@@ -88,7 +98,7 @@ class LocationTask:
         return encode_location(self, payload, bands)
 
 
-def location_tasks(files: Sequence[Path], season: int | None = None) -> Iterator[LocationTask]:
+def location_tasks(files: Sequence[str | Path], season: int | None = None) -> Iterator[LocationTask]:
     """One task per location of every file, in file and sample order."""
     first: tuple[str, ...] | None = None
     for path in files:
@@ -99,9 +109,9 @@ def location_tasks(files: Sequence[Path], season: int | None = None) -> Iterator
             lon, lat = np.asarray(group["center_lon"][:], np.float64), np.asarray(group["center_lat"][:], np.float64)
             crs = np.asarray(group["crs"][:]) if "crs" in group else None
             seconds = cf_seconds(group["time_"][:], group["time_"].attrs.asdict(), f"{path}: time_")
-        except ShardInputError:
+        except (ShardInputError, MissingExtraError):
             raise
-        except Exception as err:  # noqa: BLE001 - zip, zarr and key errors: say which file and what
+        except Exception as err:  # noqa: BLE001 - zip, zarr, key and network errors: say which file and what
             raise ShardInputError(f"{path}: not a readable SSL4EO-S12 v1.1 zarr.zip ({type(err).__name__}: {err})") from err
         if first is None:
             first = names
@@ -113,7 +123,7 @@ def location_tasks(files: Sequence[Path], season: int | None = None) -> Iterator
                 continue
             yield LocationTask(
                 path=str(path),
-                source=path.name,
+                source=remote.name_of(path),
                 index=s,
                 times=keep,
                 keys=tuple(sample_key(str(ids[s, t])) for t in keep),
@@ -124,7 +134,7 @@ def location_tasks(files: Sequence[Path], season: int | None = None) -> Iterator
             )
 
 
-def count_locations(files: Sequence[Path]) -> int:
+def count_locations(files: Sequence[str | Path]) -> int:
     return sum(int(open_group(p)["sample_id"].shape[0]) for p in files)
 
 
@@ -135,7 +145,7 @@ def _group(path: str):
     """The open group of ``path``, kept per worker process (consecutive tasks read the same file)."""
     if path not in _OPEN:
         _OPEN.clear()
-        _OPEN[path] = open_group(Path(path))
+        _OPEN[path] = open_group(path)
     return _OPEN[path]
 
 
