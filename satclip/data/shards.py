@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..acqtime import parse_time
+from ..cliargs import add_progress_argument
 from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns, find_time_column
 from . import cellselect, majortom, remote, resume, ssl4eo
 from .cellselect import CellFilters, PartRows
@@ -771,6 +772,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--season", type=int, choices=(1, 2, 3, 4), help="SSL4EO-S12: only timestamps in this quarter (1: Jan-Mar ... 4: Oct-Dec)")
     parser.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -799,6 +801,7 @@ def run(args: argparse.Namespace) -> int:
                 sample=args.sample,
                 seed=args.seed,
             ),
+            progress=not args.no_progress,
         )
     except ShardInputError as err:
         print(f"satclip shards: error: {err}", file=sys.stderr)

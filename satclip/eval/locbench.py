@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cliargs import add_progress_argument
 from . import synthetic
 from .fitting import Split
 from .locfit import DTYPES, fit_table
@@ -177,6 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", default="locbench-out", help="output folder: runs.csv, table.csv, table.md")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,6 +195,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"satclip locbench: --seeds must be >= 1, got {args.seeds}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    run_bench(args.task, encodings, networks, args.seeds, out, max_epochs=args.max_epochs, patience=args.patience, dtype=DTYPES[args.dtype])
+    run_bench(
+        args.task,
+        encodings,
+        networks,
+        args.seeds,
+        out,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        dtype=DTYPES[args.dtype],
+        progress=not args.no_progress,
+    )
     print((out / "table.md").read_text())
     return 0

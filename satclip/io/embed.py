@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..acqtime import parse_time
+from ..cliargs import add_progress_argument
 from ..columns import add_coordinate_arguments, find_coordinate_columns
 from ..extras import requires_extra
 from ..geo import wrap_longitude
@@ -464,7 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the tower and output (default: the checkpoint's)")
     parser.add_argument("--dim", type=int, default=None, help="keep the first DIM embedding dimensions (for Matryoshka-trained towers; see docs/matryoshka.md)")
     parser.add_argument("--geoparquet", action="store_true", help="(.parquet output) add a WKB point 'geometry' column and GeoParquet metadata")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..cliargs import add_progress_argument
 from ..location import LocationEncoder
 from .bands import BandMap, PCAFit, Quantiser
 from .embed import embed_array
@@ -149,7 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default 8192)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--tower-dtype", choices=("float32", "float64"), default=None, help="precision of the tower (default: the checkpoint's)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

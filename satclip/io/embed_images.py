@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..cliargs import add_progress_argument
 from .models import ImageInputs, create_model_and_transforms
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="patches per forward pass (default 32)")
     parser.add_argument("--crop-size", type=int, default=None, help="centre crop in pixels (default: the checkpoint's, else 224)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_argument(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
