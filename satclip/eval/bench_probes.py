@@ -3,11 +3,14 @@
 ``ridge`` is :func:`satclip.probes.ridge_scores` (``satclip probe --probe ridge``'s estimator with
 CoordBench's alpha search over :data:`satclip.probes.ALPHAS`, in numpy); ``logistic``, ``knn`` and
 ``mlp`` are the scikit-learn estimators of :func:`satclip.eval.probe.make_probe` (inputs
-standardised; ``mlp`` one hidden layer of 64 here, a small probe). Scores: R² for regression
-(1 - MSE / variance of the test targets), accuracy for classification.
+standardised; ``mlp`` one hidden layer of 64 here, a small probe; an iterative probe that reaches
+its iteration cap is scored as it stands, without scikit-learn's ConvergenceWarning). Scores: R² for
+regression (1 - MSE / variance of the test targets), accuracy for classification.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -32,8 +35,12 @@ def probe_score(kind: str, task: str, features: np.ndarray, y: np.ndarray, train
     if task == "classification" and len(np.unique(y[train])) < 2:  # a small budget drew one class: predict it
         pred = np.full(len(test), y[train][0])
     else:
-        neighbours = min(NEIGHBOURS, len(train))
-        model = make_probe(kind, task, seed, hidden=MLP_HIDDEN, neighbours=neighbours).fit(features[train], y[train])
+        from sklearn.exceptions import ConvergenceWarning
+
+        model = make_probe(kind, task, seed, hidden=MLP_HIDDEN, neighbours=min(NEIGHBOURS, len(train)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(features[train], y[train])
         pred = model.predict(features[test])
     truth = y[test]
     if task == "regression":
