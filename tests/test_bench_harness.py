@@ -140,6 +140,14 @@ def test_resume_skips_rows_already_there(tmp_path: Path, monkeypatch: pytest.Mon
     assert "### t: spatial (R²)" in (out / "summary.md").read_text() and (out / "bench.png").stat().st_size > 1000
 
 
+def test_worker_processes_give_the_same_rows(tmp_path: Path) -> None:
+    config = parse_config(_config(tmp_path, encoders=["sh:3", f"noise={tmp_path / 'emb-{task}.npy'}"], probes=["ridge", "knn", "mlp"], seeds=1))
+    one = harness.run_suite(config, tmp_path / "one", progress=lambda s: None)
+    two = harness.run_suite(config, tmp_path / "two", progress=lambda s: None, jobs=2)
+    assert len(one) == len(two) == 2 * (3 * 2 * 3 + 2 * 2 * 3)
+    pd.testing.assert_frame_equal(one.drop(columns="seconds"), two.drop(columns="seconds"))
+
+
 @pytest.mark.parametrize("task, target", [("regression", "y"), ("classification", "cls")])
 def test_ridge_numbers_equal_satclip_probe(tmp_path: Path, task: str, target: str) -> None:
     config = _config(tmp_path)

@@ -116,32 +116,39 @@ def _todo(config: BenchConfig, encoder: EncoderSpec, task: TaskSpec, done: set[t
     ]
 
 
-def _row(
-    encoder: EncoderSpec, task: Task, features: np.ndarray, folds: dict[tuple[str, int], Folds], protocol: Protocol, budget: int | None, probe: str, seed: int
-) -> dict:
-    """One results row; the protocol's folds of a seed are cut once per task (in ``folds``)."""
+def _folds(task: Task, protocol: Protocol, seed: int, cache: dict[tuple[str, int], Folds]) -> Folds:
+    """The folds of ``protocol`` with ``seed`` on ``task``, cut once per task (kept in ``cache``)."""
     key = (protocol.name, seed)
-    if key not in folds:
+    if key not in cache:
         where = f"task {task.spec.name!r}, protocol {protocol.name!r}"
-        folds[key] = protocol_folds(protocol, task.split.lonlat, seed, task.columns.get(protocol.column or ""), where)
+        cache[key] = protocol_folds(protocol, task.split.lonlat, seed, task.columns.get(protocol.column or ""), where)
+    return cache[key]
+
+
+def _row(names: tuple[str, str, str], features: np.ndarray, y: np.ndarray, folds: Folds, protocol: str, budget: int | None, probe: str, seed: int) -> dict:
+    """One results row of (encoder, task, task kind) ``names``, with one BLAS thread (the probes'
+    matrices are small: one thread is faster than several competing)."""
+    encoder, task, kind = names
     start = time.perf_counter()
-    scored = score_folds(features, task.y, folds[key], task.spec.task, probe, budget, seed)
+    with threadpool_limits(1):
+        scored = score_folds(features, y, folds, kind, probe, budget, seed)
     return {
-        "encoder": encoder.name,
-        "task": task.spec.name,
-        "protocol": protocol.name,
+        "encoder": encoder,
+        "task": task,
+        "protocol": protocol,
         "budget": budget_label(budget),
         "probe": probe,
         "seed": seed,
-        "metric": "r2" if task.spec.task == "regression" else "accuracy",
+        "metric": "r2" if kind == "regression" else "accuracy",
         **scored,
         "seconds": round(time.perf_counter() - start, 4),
     }
 
 
-def run_suite(config: BenchConfig, out: Path, resume: bool = False, progress: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run every row of ``config`` not already in ``out``'s results (with ``resume``); write the results,
-    the summary and the plot; return the results of this configuration."""
+def run_suite(config: BenchConfig, out: Path, resume: bool = False, progress: Callable[[str], None] = print, jobs: int = 1) -> pd.DataFrame:
+    """Run every row of ``config`` not already in ``out``'s results (with ``resume``), ``jobs`` rows at
+    a time in worker processes (1: in this one); write the results, the summary and the plot; return
+    the results of this configuration."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / config.results
     results = read_results(path) if resume else pd.DataFrame(columns=list(FIELDS))
@@ -161,8 +168,15 @@ def run_suite(config: BenchConfig, out: Path, resume: bool = False, progress: Ca
             except EncoderUnavailable as err:
                 progress(f"{task_spec.name}: {encoder.name} skipped: {err}")
                 continue
-            with threadpool_limits(1):  # the probes' matrices are small: one BLAS thread is faster than several
-                rows = [_row(encoder, task, features, folds, *item) for item in todo]
+            names = (encoder.name, task_spec.name, task_spec.task)
+            y = task.y
+            work = [(names, features, y, _folds(task, p, seed, folds), p.name, budget, probe, seed) for p, budget, probe, seed in todo]
+            if jobs > 1:
+                from joblib import Parallel, delayed
+
+                rows = Parallel(n_jobs=jobs)(delayed(_row)(*item) for item in work)
+            else:
+                rows = [_row(*item) for item in work]
             results = (
                 pd.concat([results, pd.DataFrame(rows, columns=list(FIELDS))], ignore_index=True) if len(results) else pd.DataFrame(rows, columns=list(FIELDS))
             )
@@ -182,6 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="keep the results file and run only the rows it lacks")
     parser.add_argument("--overwrite", action="store_true", help="start the results file afresh")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for embedding")
+    parser.add_argument("--jobs", type=int, default=1, help="rows fit at a time, in worker processes (each probe uses one thread)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,9 +207,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--resume and --overwrite exclude each other")
     if path.exists() and not (args.resume or args.overwrite):
         raise ValueError(f"{path} exists: --resume to add the rows it lacks, --overwrite to start afresh")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     torch.set_num_threads(max(1, args.threads))
     start = time.perf_counter()
-    run_suite(config, out, resume=args.resume, progress=lambda s: print(s, flush=True))
+    run_suite(config, out, resume=args.resume, progress=lambda s: print(s, flush=True), jobs=args.jobs)
     print(f"\n{(out / 'summary.md').read_text() if (out / 'summary.md').is_file() else ''}")
     print(f"results: {path}, summary: {out / 'summary.md'}, plot: {out / 'bench.png'} ({time.perf_counter() - start:.0f} s)")
     return 0
