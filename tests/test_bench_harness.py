@@ -236,3 +236,15 @@ def test_every_probe_learns_an_informative_feature(probe: str) -> None:
         assert probe_score(probe, "regression", features, 3 * signal + 1, train, test, 0) > 0.8
     one_class = np.where(np.arange(400) < 300, "a", np.where(signal > 0, "a", "b"))  # training rows hold only "a"
     assert probe_score(probe, "classification", features, one_class, train, test, 0) == pytest.approx(np.mean(one_class[test] == "a"))
+
+
+def test_parquet_results_round_trip_and_resume(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    config = parse_config(_config(tmp_path, encoders=["lonlat", "sh:3"], probes=["ridge"], budgets=[40, "all"], seeds=2, results="results.parquet"))
+    first = harness.run_suite(config, tmp_path / "out", progress=lambda s: None)
+    stored = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    assert len(stored) == len(first) == 2 * (3 * 2 * 2 + 2 * 2 * 2) and set(stored["budget"]) == {"40", "all"}
+    assert not list((tmp_path / "out").glob("*.partial"))  # written under a temporary name, then renamed
+    again = harness.run_suite(config, tmp_path / "out", resume=True, progress=lambda s: None)
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), harness.read_results(tmp_path / "out" / "results.parquet"))
+    assert len(again) == len(first)
