@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "locbench": ("satclip.eval.locbench", "reproduce the Siren(SH) land-ocean / checkerboard tables"),
     "locate": ("satclip.eval.geolocate", "geolocate Sentinel-2 patches: rank a location gallery by similarity, top-k, errors in km"),
     "probe": ("satclip.eval.probe", "probe pretrained location embeddings on a downstream table"),
+    "bench": ("satclip.eval.harness", "compare location encoders on tasks x protocols x label budgets x probes (a YAML suite)"),
     "plot-embeddings": ("satclip.eval.plots", "map the first three principal components of location embeddings"),
 }
 

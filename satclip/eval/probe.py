@@ -30,16 +30,27 @@ from ..columns import add_coordinate_arguments
 from ..probes import ALPHAS, fold_indices
 
 
-def baseline_features(lonlat: np.ndarray) -> dict[str, np.ndarray]:
-    """The baselines: raw [lon, lat], [sin, cos] of lon and lat, and real spherical harmonics L=10."""
+def lonlat_features(lonlat: np.ndarray) -> np.ndarray:
+    """The raw [lon, lat] baseline."""
+    return np.array(lonlat, dtype=np.float64)
+
+
+def sincos_features(lonlat: np.ndarray) -> np.ndarray:
+    """The wrap baseline: [sin, cos] of lon and lat."""
+    rad = np.radians(lonlat)
+    return np.concatenate([np.sin(rad), np.cos(rad)], axis=1)
+
+
+def sh_features(lonlat: np.ndarray, degree: int = 10) -> np.ndarray:
+    """Untrained real spherical harmonics up to ``degree`` L (L² features)."""
     from ..location import spherical_harmonics
 
-    rad = np.radians(lonlat)
-    return {
-        "lon/lat": lonlat.copy(),
-        "sin/cos": np.concatenate([np.sin(rad), np.cos(rad)], axis=1),
-        "SH L=10 (untrained)": spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), 10).numpy(),
-    }
+    return spherical_harmonics(torch.as_tensor(lonlat, dtype=torch.float64), degree).numpy()
+
+
+def baseline_features(lonlat: np.ndarray) -> dict[str, np.ndarray]:
+    """The baselines: raw [lon, lat], [sin, cos] of lon and lat, and real spherical harmonics L=10."""
+    return {"lon/lat": lonlat_features(lonlat), "sin/cos": sincos_features(lonlat), "SH L=10 (untrained)": sh_features(lonlat, 10)}
 
 
 @torch.no_grad()
@@ -79,22 +90,37 @@ def load_features(spec: str, rows: int) -> tuple[str, np.ndarray]:
     return name, feats.astype(np.float64)
 
 
-def make_probe(kind: str, task: str, seed: int = 0):
-    """An unfitted scikit-learn estimator: standardise inputs, then ridge / logistic / MLP."""
+PROBE_KINDS = ("ridge", "logistic", "knn", "mlp")
+
+
+def make_probe(kind: str, task: str, seed: int = 0, hidden: tuple[int, ...] = (256, 256), neighbours: int = 10):
+    """An unfitted scikit-learn estimator: standardise inputs, then ridge / logistic / k-NN / MLP.
+
+    ``logistic`` (L2, C=1, lbfgs) is for classification only; ``knn`` averages (regression) or votes
+    (classification) over ``neighbours`` nearest standardised feature vectors; ``mlp`` has ``hidden``
+    layers and stops early on 10% of the training rows."""
     from sklearn.compose import TransformedTargetRegressor
-    from sklearn.linear_model import RidgeClassifierCV, RidgeCV
+    from sklearn.linear_model import LogisticRegression, RidgeClassifierCV, RidgeCV
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    regression = task == "regression"
     if kind == "ridge":
-        est = RidgeCV(alphas=ALPHAS) if task == "regression" else RidgeClassifierCV(alphas=ALPHAS)
+        est = RidgeCV(alphas=ALPHAS) if regression else RidgeClassifierCV(alphas=ALPHAS)
     elif kind == "mlp":
-        cls = MLPRegressor if task == "regression" else MLPClassifier
-        est = cls(hidden_layer_sizes=(256, 256), early_stopping=True, max_iter=500, random_state=seed)
+        cls = MLPRegressor if regression else MLPClassifier
+        est = cls(hidden_layer_sizes=hidden, early_stopping=True, max_iter=500, random_state=seed)
+    elif kind == "logistic":
+        if regression:
+            raise ValueError("the logistic probe is for classification tasks, not regression")
+        est = LogisticRegression(max_iter=1000)
+    elif kind == "knn":
+        est = (KNeighborsRegressor if regression else KNeighborsClassifier)(n_neighbors=neighbours)
     else:
-        raise ValueError(f"probe must be 'ridge' or 'mlp', got {kind!r}")
-    if task == "regression":
+        raise ValueError(f"probe must be one of {PROBE_KINDS}, got {kind!r}")
+    if regression:
         est = TransformedTargetRegressor(est, transformer=StandardScaler())
     return make_pipeline(StandardScaler(), est)
 
