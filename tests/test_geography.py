@@ -15,7 +15,7 @@ import pytest
 from satclip.probes import fold_indices, ridge_scores
 from satclip.train.cli import main
 from satclip.train.geography import GeographyMetrics, ProbeTable, read_probe_table
-from satclip.train.recipes import RECIPES, resolve_recipe
+from satclip.train.recipes import RECIPES, batch_multiplier, resolve_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [f"satclip-{v}-l{L}" for v in ("resnet18", "resnet50", "vit16") for L in (10, 40)]
@@ -53,11 +53,40 @@ def test_numpy_ridge_scores_equal_satclip_probes_scikit_learn_ridge(cv: str) -> 
 
 
 def test_recipes_resolve_with_explicit_settings_winning() -> None:
-    assert resolve_recipe("cool") == {"loss": "infonce", "logit_scale_init": 1.0, "learn_logit_scale": False, "mask_duplicates": True}
+    cool = {"loss": "infonce", "logit_scale_init": 1.0, "learn_logit_scale": False, "mask_duplicates": True, "scale_with_batch": True}
+    assert resolve_recipe("cool") == cool
+    assert resolve_recipe("cool", logit_scale_init=1.5)["scale_with_batch"] is False  # an explicit multiplier is kept as given
+    assert resolve_recipe("cool", learn_logit_scale=True)["scale_with_batch"] is False
     assert resolve_recipe("released", loss="siglip")["loss"] == "siglip"
     assert resolve_recipe("released", learn_logit_scale=None) == RECIPES["released"]
     with pytest.raises(ValueError, match=r"recipe must be one of \['cool', 'released'\], got 'hot'"):
         resolve_recipe("hot")
+    with pytest.raises(TypeError, match="scale_with_batch"):
+        resolve_recipe("cool", scale_with_batch=False)
+
+
+def test_the_cool_multiplier_follows_the_negatives_per_loss() -> None:
+    assert [batch_multiplier(n) for n in (1, 8, 128)] == [1.0, 1.0, 1.0]
+    assert batch_multiplier(1024) == pytest.approx(10 / 7) and batch_multiplier(8192) == pytest.approx(13 / 7)
+    with pytest.raises(ValueError, match="negatives must be >= 1"):
+        batch_multiplier(0)
+
+
+def test_a_cool_run_sets_its_multiplier_from_batch_and_accumulation(tmp_path: Path) -> None:
+    import lightning as L
+
+    from satclip.train.module import SatCLIPModule
+    from satclip.train.synthetic import SyntheticDataModule
+
+    location = {"legendre_polys": 4, "dim_hidden": 32}
+    module = SatCLIPModule(vision="test_resnet", embed_dim=16, location=location, accumulate_batches=16, micro_batch_size=16)
+    explicit = SatCLIPModule(vision="test_resnet", embed_dim=16, location=location, logit_scale_init=1.5)
+    for m, batch in ((module, 16), (explicit, 4)):
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+        trainer.fit(m, SyntheticDataModule(batch_size=batch, num_batches=16, val_batches=0, image_size=16))
+    assert float(module.temperature_scale()) == pytest.approx(8 / 7)  # 16 x 16 = 256 negatives: ln 256 / ln 128
+    assert float(explicit.temperature_scale()) == pytest.approx(1.5)
 
 
 def test_a_module_built_without_a_recipe_trains_with_the_recommended_one() -> None:
@@ -84,7 +113,7 @@ def test_new_runs_get_the_recommended_recipe_and_the_released_variants_the_publi
     printed = yaml.safe_load(_printed_config(capsys, "--config", str(ROOT / "configs" / f"{config}.yaml")))
     want = "released" if config in VARIANTS else "cool"
     assert printed["model"]["recipe"] == want
-    assert all(printed["model"][k] is None for k in RECIPES[want])  # nothing overrides the recipe
+    assert all(printed["model"][k] is None for k in RECIPES[want] if k != "scale_with_batch")  # nothing overrides the recipe
     assert [t["path"] for t in printed["geography"]["tables"]] == ["data/probes/land-ocean.csv", "data/probes/air-temperature.csv"]
     if config == "pretrain":  # the released architecture and scale, only the recipe differs
         variant = yaml.safe_load(_printed_config(capsys, "--config", str(ROOT / "configs" / "satclip-resnet18-l10.yaml")))

@@ -23,13 +23,14 @@ from typing import Any, cast
 import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..data.datamodule import skip_metrics
 from ..geo import great_circle_km
 from ..loss import LOSSES, MatryoshkaLoss, SigLIPLoss, gather_rows, info_nce
 from ..model import SatCLIP
 from .accumulate import GradCache, concat_batches, split_batch
-from .recipes import DEFAULT_RECIPE, resolve_recipe
+from .recipes import DEFAULT_RECIPE, batch_multiplier, resolve_recipe
 
 CHECKPOINT_FORMAT = 1
 # SatCLIP constructor arguments that describe the architecture (saved in checkpoints)
@@ -237,6 +238,7 @@ class SatCLIPModule(L.LightningModule):
         if not location_lr_scale > 0:
             raise ValueError(f"location_lr_scale must be > 0, got {location_lr_scale}")
         self.save_hyperparameters()
+        self.scale_with_batch = bool(settings.pop("scale_with_batch")) and not init_from
         self.hparams.update(settings)  # the recipe's values, as the run uses them
         self.automatic_optimization = False
         if init_from:
@@ -337,8 +339,21 @@ class SatCLIPModule(L.LightningModule):
         schedule = WarmupCosine(hp.warmup_steps, self._total_steps(), hp.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": WarmupCosineLR(optimizer, schedule), "interval": "step"}}
 
+    def on_fit_start(self) -> None:
+        self._scale_with_batch()
+
     def on_train_start(self) -> None:
         self._check_schedule_covers_run()
+
+    def _scale_with_batch(self) -> None:
+        """The ``cool`` recipe: set the fixed multiplier for this run's negatives per loss (``batch_multiplier``)."""
+        batch = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("batch_size")
+        if not self.scale_with_batch or batch is None:
+            return
+        negatives = int(batch) * self.hparams.accumulate_batches * self.trainer.world_size
+        with torch.no_grad():
+            self.model.logit_scale.fill_(math.log(batch_multiplier(negatives)))
+        rank_zero_info(f"recipe {self.hparams.recipe}: logit multiplier {batch_multiplier(negatives):.3g} for {negatives:,} negatives per loss")
 
     def _check_schedule_covers_run(self) -> None:
         """Refuse a run whose remaining steps would all train at learning rate 0: the cosine ends
