@@ -37,6 +37,7 @@ from satclip.eval.synthetic import SyntheticWorld, uniform_sphere  # noqa: E402
 from satclip.io.embed import embed_array  # noqa: E402
 from satclip.location import build_location_encoder, spherical_harmonics  # noqa: E402
 from satclip.loss import LOSSES  # noqa: E402
+from satclip.train.recipes import batch_multiplier  # noqa: E402
 
 RELEASED = {"loss": "infonce", "scale": 1 / 0.07, "learn": True, "max_scale": 100.0, "w0": 30.0, "location_lr": 1.0, "mask": False}
 VARIANTS = {
@@ -46,6 +47,7 @@ VARIANTS = {
     "fixed 3": {"scale": 3.0, "learn": False},
     "fixed 2": {"scale": 2.0, "learn": False},
     "fixed 1 (cool)": {"scale": 1.0, "learn": False, "mask": True},
+    "cool (ln B / ln 128)": {"scale": "batch", "learn": False, "mask": True},
     "learned from 1, at most 3": {"scale": 1.0, "max_scale": 3.0},
     "SigLIP (learned, from 10)": {"loss": "siglip", "scale": 10.0},
     "w0 = 10": {"w0": 10.0},
@@ -59,6 +61,8 @@ VARIANTS = {
 def train(world: SyntheticWorld, recipe: dict, seed: int, steps: int, batch: int, n_train: int, dim: int) -> tuple[nn.Module, float, float]:
     """Pretrain the location tower against the band-mean image tower; returns (tower, last loss, final multiplier)."""
     torch.manual_seed(seed)
+    if recipe["scale"] == "batch":  # the cool recipe's rule for this batch (satclip.train.recipes)
+        recipe = {**recipe, "scale": batch_multiplier(batch)}
     lonlat = torch.from_numpy(uniform_sphere(n_train, seed + 10))
     means = torch.from_numpy(world.band_means(world.fields(lonlat.numpy())) / 10000).float()
     image = nn.Sequential(nn.Linear(12, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, dim))
