@@ -197,7 +197,7 @@ def test_fit_logs_geography_metrics_to_csv_and_the_map_to_tensorboard(tmp_path: 
     accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
     accumulator.Reload()
     (image,) = accumulator.Images("geo/map")  # at the first validation only (every 2nd: validations 0, 2, ...)
-    assert (image.width, image.height) == (180, 90) and image.step == 2
+    assert (image.width, image.height) == (90, 45) and image.step == 2  # the demo config's 4-degree map
     assert "geo/air-temperature/spatial_gain" in accumulator.Tags()["scalars"]
     (png,) = (tmp_path / "csv" / "version_0" / "geography").glob("map-step=*.png")
     assert png.name == "map-step=2.png"
