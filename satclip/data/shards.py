@@ -40,18 +40,15 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TypeVar
 
 from ..acqtime import parse_time
 from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns
 from . import majortom, ssl4eo
+from .ordered_pool import WorkerDied, ordered_map
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
 from .shardlist import MANIFEST, MANIFEST_VERSION
 from .sources import SHOWN_PER_KIND, Encoded, ShardInputError, sample_record
@@ -381,34 +378,21 @@ class _TarShards:
 
 
 def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int, in_flight: int = 16) -> Generator[R, None, None]:
-    """``map(fn, jobs)``, in ``workers`` spawned processes when > 1, results in input order with at
-    most ``in_flight * workers`` jobs submitted ahead (bounds the bytes read ahead from tars).
-
-    The first error, in a job, in reading ``jobs`` or a worker process dying, is raised here at
-    once; pending jobs are cancelled and the workers stopped before it propagates. Close the
-    generator (``contextlib.closing``) when leaving the loop early."""
+    """``map(fn, jobs)``, in ``workers`` spawned processes when > 1 (:func:`.ordered_pool.ordered_map`:
+    results in input order, at most ``in_flight * workers`` jobs ahead, which bounds the bytes read
+    ahead from tars). The first error, in a job, in reading ``jobs`` or a worker dying in any phase,
+    is raised at once, the workers killed first. Close the generator (``contextlib.closing``) when
+    leaving the loop early."""
     if workers <= 1:
         yield from map(fn, jobs)
         return
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-    window: deque[Future] = deque()
-    done = 0
     try:
-        for job in jobs:
-            window.append(pool.submit(fn, job))
-            if len(window) >= in_flight * workers:
-                yield window.popleft().result()
-                done += 1
-        while window:
-            yield window.popleft().result()
-            done += 1
-    except BrokenProcessPool:
+        yield from ordered_map(fn, jobs, workers, in_flight)
+    except WorkerDied as err:
         raise ShardInputError(
-            f"an encoding worker process died after {done} samples (killed, out of memory, or a crash in the "
-            "GeoTIFF reader); run with --workers 1 to find the input"
+            f"an encoding worker process ({err.pid}) died ({err.how}) after {err.done} inputs were encoded: killed, out of memory, "
+            "or a crash in the GeoTIFF reader; run with --workers 1 to find the input"
         ) from None
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _shard_set(folder: Path) -> list[Path]:

@@ -1,0 +1,105 @@
+"""A worker killed in any phase ends ``ordered_map`` and ``satclip shards --workers 2`` within
+seconds with the message, leaves no process and no hidden partial folder (it used to hang 3 in 10)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from satclip.data.ordered_pool import RemoteTraceback, WorkerDied, ordered_map
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _workers(pid: int) -> list[int]:
+    """The pool workers among the children of ``pid`` (not multiprocessing's resource tracker)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    alive = []
+    for kid in kids:
+        try:
+            if b"resource_tracker" not in Path(f"/proc/{kid}/cmdline").read_bytes():
+                alive.append(kid)
+        except FileNotFoundError:
+            pass
+    return alive
+
+
+def test_results_in_order_and_errors_with_the_worker_traceback():
+    assert list(ordered_map(abs, range(-100, 0), workers=2, ahead=1)) == list(range(100, 0, -1))
+    with pytest.raises(ValueError, match="invalid literal") as caught:
+        list(ordered_map(int, ["1", "2", "x", "4"], workers=2))
+    assert isinstance(caught.value.__cause__, RemoteTraceback) and "int" in str(caught.value.__cause__)
+    with pytest.raises(WorkerDied, match=r"died \(exit status 3\) after 0 results"):
+        list(ordered_map(os._exit, [3, 3, 3], workers=2))
+    assert _workers(os.getpid()) == []
+
+
+def _consume(outcome: dict) -> None:
+    """Run a pool of 16 MB results to the end; record the :class:`WorkerDied` and when it came."""
+    try:
+        for _ in ordered_map(bytes, [16_000_000] * 400, workers=2, ahead=2):
+            pass
+    except WorkerDied as err:
+        outcome["error"], outcome["at"] = err, time.monotonic()
+
+
+def test_a_worker_killed_at_any_moment_never_hangs():
+    """25 runs, each killing one worker at a random moment: starting, receiving a job, working or in
+    the middle of sending a 16 MB result (the moment that hung ProcessPoolExecutor)."""
+    rng = random.Random(0)
+    for run in range(25):
+        outcome: dict = {}
+        consumer = threading.Thread(target=_consume, args=(outcome,), daemon=True)
+        consumer.start()
+        time.sleep(rng.uniform(0.0, 0.8))
+        workers = _workers(os.getpid())
+        assert workers, f"run {run}: no worker to kill"
+        os.kill(rng.choice(workers), signal.SIGKILL)
+        killed = time.monotonic()
+        consumer.join(10)
+        assert not consumer.is_alive(), f"run {run}: still waiting 10 s after a worker was killed"
+        assert "killed by SIGKILL" in str(outcome["error"]) and outcome["at"] - killed < 5
+        assert _workers(os.getpid()) == [], f"run {run}: a worker outlived the pool"
+
+
+@pytest.mark.slow
+def test_shards_with_a_killed_worker_ends_with_the_message(tmp_path):
+    """The issue's reproduction: 12 Major TOM cells of 1,068 px, ``--workers 2``, one worker
+    SIGKILLed after the first shard is written (3 times; SATCLIP_KILL_RUNS=50 for the full check)."""
+    from corpora import majortom_row, sample_patches, write_majortom
+
+    patches = sample_patches()
+    rows = [majortom_row(patches[i % len(patches)], f"{100 + i}U_{200 + i}R", size=1068) for i in range(12)]
+    source = write_majortom(tmp_path / "majortom", [rows[:6], rows[6:]])
+    rng = random.Random(1)
+    for run in range(int(os.environ.get("SATCLIP_KILL_RUNS", "3"))):
+        out = tmp_path / f"out{run}"
+        cmd = [sys.executable, "-m", "satclip.cli", "shards", str(source), "--out", str(out), "--samples-per-shard", "16", "--workers", "2"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        while not list(tmp_path.glob(f".{out.name}.partial-*/shard-000000.tar")):
+            assert proc.poll() is None and time.monotonic() - started < 120, f"run {run}: no shard written"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.5))
+        workers = _workers(proc.pid)
+        os.kill(rng.choice(workers), signal.SIGKILL)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"run {run}: satclip shards still running 20 s after a worker was killed")
+        assert proc.returncode == 2 and "Traceback" not in err, err[-2000:]
+        assert "satclip shards: error: an encoding worker process" in err and "(killed by SIGKILL)" in err, err[-2000:]
+        assert not [p for p in workers if Path(f"/proc/{p}").exists()], f"run {run}: a worker outlived satclip shards"
+        assert not list(tmp_path.glob(".out*")) and not out.exists(), f"run {run}: a partial folder was left"
