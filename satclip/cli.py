@@ -5,14 +5,19 @@ arguments to LightningCLI through ``main(argv)``. Modules are imported only when
 runs, so ``satclip --help`` is quick, and a subcommand whose optional extra is not installed says
 which one to install (``pip install "satclip[train]"``). A bad input (``ValueError``, a missing file;
 for ``fit`` an unusable ``--ckpt_path``) ends a command with a one-line ``satclip <command>: ...``
-error, status 1.
+error, status 1. Ctrl-C ends a command with ``satclip <command>: interrupted``, status 130, and
+SIGTERM, which every command but ``fit`` (Lightning saves a checkpoint on it) turns into the same
+exception, with status 143: either way clean-up code runs first (``embed-grid``'s staging files and
+``shards``' hidden partial folder are removed, its workers stopped); no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from .extras import MissingExtraError, requires_extra
 
@@ -31,6 +36,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("satclip.eval.probe", "probe pretrained location embeddings on a downstream table"),
     "plot-embeddings": ("satclip.eval.plots", "map the first three principal components of location embeddings"),
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that ``finally`` blocks and clean-up run."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signal.Signals(signum).name)
 
 
 def _usage() -> str:
@@ -56,12 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"satclip: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    handle_term = name != "fit" and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handle_term else None
     try:
         with requires_extra(f"satclip {name}"):
             return _run(name, rest)
     except MissingExtraError as err:
         print(f"satclip {name}: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"satclip {name}: interrupted ({'SIGTERM' if terminated else 'Ctrl-C'})", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if handle_term:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(name: str, rest: list[str]) -> int:
