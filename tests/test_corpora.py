@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,21 @@ def test_ssl4eo_one_sample_per_location_and_timestamp_exact(ssl4eo, tmp_path):
     summer = write_shards([ssl4eo], tmp_path / "q3", season=3, progress=False)
     _, samples = read_shards(tmp_path / "q3")
     assert summer["samples"] == 3 and all(json.loads(s["json"])["time"].startswith("2021-08") for s in samples.values())
+
+
+def test_a_zarr_zip_that_is_not_one_is_named(ssl4eo, tmp_path, capsys):
+    (tmp_path / "text.zarr.zip").write_text("not a zip")
+    (tmp_path / "empty.zarr.zip").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "plain.zarr.zip", "w") as z:
+        z.writestr("readme.txt", "a zip, but no consolidated Zarr metadata")
+    for name, cause in (("text", "BadZipFile"), ("empty", "BadZipFile"), ("plain", "")):
+        bad = tmp_path / f"{name}.zarr.zip"
+        with pytest.raises(ShardInputError, match=f"^{bad}: not a readable SSL4EO-S12 v1.1 zarr.zip \\({cause}"):
+            write_shards([*sorted(ssl4eo.rglob("*.zarr.zip")), bad], tmp_path / "out", progress=False)
+        assert main(["shards", str(bad), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"satclip shards: error: {bad}: not a readable SSL4EO-S12 v1.1 zarr.zip (") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_s2_100k_as_published_tars_and_metadata_parquet(tmp_path):

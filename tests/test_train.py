@@ -12,10 +12,11 @@ import lightning.pytorch as L
 import pytest
 import torch
 
+from satclip.cli import main as satclip_main
 from satclip.geo import great_circle_km
 from satclip.model import MAX_LOGIT_SCALE
 from satclip.train.accumulate import GradCache, split_batch
-from satclip.train.cli import expand_config_bases, main
+from satclip.train.cli import ConfigError, expand_config_bases, main
 from satclip.train.module import SatCLIPModule, WarmupCosine, parameter_groups, retrieval_metrics
 from satclip.train.synthetic import SyntheticDataModule, synthetic_batch
 
@@ -256,12 +257,16 @@ def test_config_bases_expand_in_order_and_fail_clearly(tmp_path: Path) -> None:
         "--config",
         str(tmp_path / "root.yaml"),
     ]
-    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
-    with pytest.raises(ValueError, match="base chain returns to itself"):
+    (tmp_path / "loop.yaml").write_text("base: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loop.yaml: its base chain returns to itself"):
         expand_config_bases(["--config", str(tmp_path / "loop.yaml")])
     (tmp_path / "orphan.yaml").write_text("base: nowhere.yaml\n")
-    with pytest.raises(FileNotFoundError, match=r"its base 'nowhere.yaml' is not a file"):
+    with pytest.raises(ConfigError, match=r"its base 'nowhere.yaml' is not a file"):
         expand_config_bases(["--config", str(tmp_path / "orphan.yaml")])
+    for config, message in (("loop.yaml", "base chain returns to itself"), ("orphan.yaml", "its base 'nowhere.yaml' is not a file")):
+        with pytest.raises(SystemExit, match=f"^satclip fit: config {tmp_path}.*{message}"):  # one line, no traceback
+            satclip_main(["fit", "--config", str(tmp_path / config)])
 
 
 def test_the_six_variants_are_overlays_on_the_released_base() -> None:

@@ -73,33 +73,67 @@ def test_a_worker_killed_at_any_moment_never_hangs():
         assert _workers(os.getpid()) == [], f"run {run}: a worker outlived the pool"
 
 
-@pytest.mark.slow
-def test_shards_with_a_killed_worker_ends_with_the_message(tmp_path):
-    """The issue's reproduction: 12 Major TOM cells of 1,068 px, ``--workers 2``, one worker
-    SIGKILLed after the first shard is written (3 times; SATCLIP_KILL_RUNS=50 for the full check)."""
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The issue's corpus: 12 Major TOM cells of 1,068 px (16 patches each) in two Parquet parts."""
     from corpora import majortom_row, sample_patches, write_majortom
 
     patches = sample_patches()
     rows = [majortom_row(patches[i % len(patches)], f"{100 + i}U_{200 + i}R", size=1068) for i in range(12)]
-    source = write_majortom(tmp_path / "majortom", [rows[:6], rows[6:]])
+    return write_majortom(tmp_path_factory.mktemp("majortom"), [rows[:6], rows[6:]])
+
+
+def _start_shards(cells: Path, out: Path, **popen) -> subprocess.Popen:
+    """``satclip shards CELLS --workers 2``, returned once its first shard is in the hidden folder."""
+    cmd = [sys.executable, "-m", "satclip.cli", "shards", str(cells), "--out", str(out), "--samples-per-shard", "16", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    started = time.monotonic()
+    while not list(out.parent.glob(f".{out.name}.partial-*/shard-000000.tar")):
+        assert proc.poll() is None and time.monotonic() - started < 120, f"no shard written: {proc.stderr.read() if proc.stderr else ''}"
+        time.sleep(0.01)
+    return proc
+
+
+def _ended(proc: subprocess.Popen, workers: list[int], out: Path, timeout: float = 20) -> str:
+    """stderr of ``proc`` once it ended within ``timeout``, checking no worker and no partial folder is left."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"satclip shards still running {timeout} s later")
+    assert "Traceback" not in err, err[-2000:]
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()], "a worker outlived satclip shards"
+    assert not list(out.parent.glob(f".{out.name}*")) and not out.exists(), "a partial folder was left"
+    return err
+
+
+@pytest.mark.slow
+def test_shards_with_a_killed_worker_ends_with_the_message(cells: Path, tmp_path: Path) -> None:
+    """The issue's reproduction: ``--workers 2``, one worker SIGKILLed after the first shard is
+    written (3 times; SATCLIP_KILL_RUNS=50 for the full check)."""
     rng = random.Random(1)
     for run in range(int(os.environ.get("SATCLIP_KILL_RUNS", "3"))):
         out = tmp_path / f"out{run}"
-        cmd = [sys.executable, "-m", "satclip.cli", "shards", str(source), "--out", str(out), "--samples-per-shard", "16", "--workers", "2"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        started = time.monotonic()
-        while not list(tmp_path.glob(f".{out.name}.partial-*/shard-000000.tar")):
-            assert proc.poll() is None and time.monotonic() - started < 120, f"run {run}: no shard written"
-            time.sleep(0.01)
+        proc = _start_shards(cells, out)
         time.sleep(rng.uniform(0.0, 0.5))
         workers = _workers(proc.pid)
         os.kill(rng.choice(workers), signal.SIGKILL)
-        try:
-            _, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"run {run}: satclip shards still running 20 s after a worker was killed")
-        assert proc.returncode == 2 and "Traceback" not in err, err[-2000:]
+        err = _ended(proc, workers, out)
+        assert proc.returncode == 2, err[-2000:]
         assert "satclip shards: error: an encoding worker process" in err and "(killed by SIGKILL)" in err, err[-2000:]
-        assert not [p for p in workers if Path(f"/proc/{p}").exists()], f"run {run}: a worker outlived satclip shards"
-        assert not list(tmp_path.glob(".out*")) and not out.exists(), f"run {run}: a partial folder was left"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])
+def test_shards_interrupted_says_so_in_one_line(cells: Path, tmp_path: Path, how: str) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM to the parent."""
+    out = tmp_path / "out"
+    proc = _start_shards(cells, out, start_new_session=True)
+    workers = _workers(proc.pid)
+    if how == "Ctrl-C":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    err = _ended(proc, workers, out)
+    assert proc.returncode == (130 if how == "Ctrl-C" else 143)
+    assert err.strip().splitlines()[-1] == f"satclip shards: interrupted ({how})", err[-2000:]

@@ -14,6 +14,7 @@ when the parent's end of their task pipe closes, so none outlives a parent that 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -86,23 +87,13 @@ def ordered_map(fn: Callable[[T], R], jobs: Iterable[T], workers: int, ahead: in
     on any of them, on Ctrl-C and when the generator is closed, the workers are killed and reaped
     before it propagates. Close the generator (``contextlib.closing``) when leaving a loop early."""
     ctx = get_context("spawn")
-    processes, senders, receivers = [], [], []
+    processes: list = []
+    senders: list[Connection] = []
+    receivers: list[Connection] = []
     failed = True
     try:
-        for _ in range(workers):
-            task_out, task_in = ctx.Pipe(duplex=False)
-            result_out, result_in = ctx.Pipe(duplex=False)
-            process = ctx.Process(target=_serve, args=(fn, task_out, result_in), daemon=True)
-            try:
-                process.start()
-            except OSError as err:  # it died before it read its start-up data
-                raise WorkerDied(None, f"at start-up: {err}", 0) from None
-            finally:
-                task_out.close()
-                result_in.close()
-            processes.append(process)
-            senders.append(task_in)
-            receivers.append(result_out)
+        with _sigint_ignored():  # inherited through exec: a Ctrl-C while a worker starts up prints nothing there
+            _start(ctx, fn, workers, processes, senders, receivers)
         yield from _run(jobs, processes, senders, receivers, ahead * workers)
         failed = False
     finally:
@@ -115,6 +106,38 @@ def ordered_map(fn: Callable[[T], R], jobs: Iterable[T], workers: int, ahead: in
             if process.is_alive():
                 process.kill()
                 process.join()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _start(ctx, fn: Callable, workers: int, processes: list, senders: list[Connection], receivers: list[Connection]) -> None:
+    """Start ``workers`` processes serving ``fn``, each with its own task and result pipe."""
+    for _ in range(workers):
+        task_out, task_in = ctx.Pipe(duplex=False)
+        result_out, result_in = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=_serve, args=(fn, task_out, result_in), daemon=True)
+        try:
+            process.start()
+        except OSError as err:  # it died before it read its start-up data
+            task_in.close()
+            result_out.close()
+            raise WorkerDied(None, f"at start-up: {err}", 0) from None
+        finally:
+            task_out.close()
+            result_in.close()
+        processes.append(process)
+        senders.append(task_in)
+        receivers.append(result_out)
 
 
 def _run(jobs: Iterable[T], processes: list, senders: list[Connection], receivers: list[Connection], window: int) -> Iterator:

@@ -42,11 +42,15 @@ def files_in(root: Path) -> list[Path]:
 
 
 def open_group(path: Path):
-    """The root group of a zipped, consolidated Zarr format 2 store, read-only."""
+    """The root group of a zipped, consolidated Zarr format 2 store, read-only; a file that is not
+    one (not a zip, no consolidated metadata) is a :class:`ShardInputError` naming it."""
     with requires_extra("satclip shards of SSL4EO-S12 zarr.zip files"):
         import zarr
         from zarr.storage import ZipStore
-    return zarr.open_consolidated(ZipStore(path, mode="r"), mode="r", zarr_format=2)
+    try:
+        return zarr.open_consolidated(ZipStore(path, mode="r"), mode="r", zarr_format=2)
+    except Exception as err:  # noqa: BLE001 - zipfile, zarr and key errors: say which file and what
+        raise ShardInputError(f"{path}: not a readable SSL4EO-S12 v1.1 zarr.zip ({type(err).__name__}: {err})") from None
 
 
 def cf_seconds(values: np.ndarray, attrs: dict, name: str) -> np.ndarray:

@@ -45,6 +45,11 @@ from .preemption import Preemption
 DEFAULT_DATA = "satclip.data.stream.SatCLIPDataModule"
 
 
+class ConfigError(ValueError):
+    """A ``--config`` file's ``base:`` that cannot be followed (a cycle, a missing file, not a name);
+    ``satclip fit`` reports it in one line."""
+
+
 def check_resumable(path: str) -> None:
     """Raise the error ``--ckpt_path path`` deserves: :class:`UnsafeCheckpointError` for pickled code,
     :class:`CheckpointReadError` for an unreadable file or one that is not a Lightning training
@@ -58,13 +63,14 @@ def check_resumable(path: str) -> None:
 
 def expand_config_bases(argv: list[str]) -> list[str]:
     """``--config FILE`` whose YAML has a top-level ``base: OTHER`` becomes ``--config OTHER --config
-    <FILE's other keys>`` (``OTHER`` relative to ``FILE``, bases of bases followed; a cycle is an error).
+    <FILE's other keys>`` (``OTHER`` relative to ``FILE``, bases of bases followed; a cycle or a
+    missing base is a :class:`ConfigError`).
     Other arguments pass through unchanged."""
     import yaml
 
     def expand(path: Path, seen: tuple[Path, ...]) -> list[str]:
         if path in seen:
-            raise ValueError(f"config {path}: its base chain returns to itself ({' -> '.join(map(str, (*seen, path)))})")
+            raise ConfigError(f"config {path}: its base chain returns to itself ({' -> '.join(map(str, (*seen, path)))})")
         try:
             content = yaml.safe_load(path.read_text())
         except yaml.YAMLError:  # jsonargparse reports it (and refuses Python tags) as for any config
@@ -73,10 +79,10 @@ def expand_config_bases(argv: list[str]) -> list[str]:
             return ["--config", str(path)]
         base = content.pop("base")
         if not isinstance(base, str):
-            raise ValueError(f"config {path}: base must be a file name, got {base!r}")
+            raise ConfigError(f"config {path}: base must be a file name, got {base!r}")
         parent = (path.parent / base).resolve()
         if not parent.is_file():
-            raise FileNotFoundError(f"config {path}: its base {base!r} is not a file ({parent})")
+            raise ConfigError(f"config {path}: its base {base!r} is not a file ({parent})")
         return [*expand(parent, (*seen, path)), "--config", yaml.safe_dump(content, sort_keys=False)]
 
     out: list[str] = []
@@ -156,4 +162,4 @@ def main(argv: list[str] | None = None) -> SatCLIPCLI:
     )
 
 
-__all__ = ["SatCLIPCLI", "main"]
+__all__ = ["ConfigError", "SatCLIPCLI", "main"]
