@@ -82,7 +82,7 @@ def test_majortom_l2a_patches_coordinates_values_time_and_workers(l2a, tmp_path)
             assert record["cell"] == row["grid_cell"] and record["product_id"] == row["product_id"]
 
 
-def test_majortom_l1c_cloud_filter_and_corrupt_rows_are_counted(tmp_path, capsys):
+def test_majortom_l1c_cloud_filter_and_corrupt_rows_are_counted(tmp_path, capsys, caplog):
     patches = sample_patches()
     rows = [majortom_row(patches[i], f"{i}D_{i}L", level="L1C") for i in range(5)]
     rows[1]["B05"] = rows[1]["B05"][: len(rows[1]["B05"]) // 2]  # truncated band bytes
@@ -104,6 +104,14 @@ def test_majortom_l1c_cloud_filter_and_corrupt_rows_are_counted(tmp_path, capsys
         if record["cell"] == "0D_0L":
             top, left = record["offset"]
             np.testing.assert_array_equal(decode("s2c", sample["s2c"]), cell[:, top : top + 256, left : left + 256])
+    small = majortom_row(patches[0], "9D_9L", level="L1C", size=100)
+    again = dict(rows[4], thumbnail=b"a second copy of row 4")
+    more = write_majortom(tmp_path / "more", [rows[:1], [small, rows[4], again, rows[0]]], level="L1C")
+    manifest = write_shards([more], tmp_path / "more-out", progress=False)
+    assert manifest["samples"] == 8 and manifest["skipped"] == {"duplicate": 2, "small_cell": 1}  # the first copy of each cell kept
+    assert "skipped (duplicate) part_00002.parquet:row 3: grid_cell '0D_0L' with product_id 'S2B_MSIL1C_" in caplog.text
+    assert "was already read at part_00001.parquet:row 0" in caplog.text
+    assert "part_00002.parquet:row 0: the cell is 100x100 px at 10 m, smaller than a 256 px patch" in caplog.text
     with pytest.raises(ShardInputError, match=r"no column\(s\) \['B99'\] for --bands"):
         write_shards([root], tmp_path / "x", bands=["B02", "B99"], progress=False)
     with pytest.raises(ShardInputError, match="--max-cloud is a fraction"):

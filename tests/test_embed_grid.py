@@ -72,7 +72,9 @@ def test_grid_geometry() -> None:
 @pytest.mark.parametrize(
     "bbox, res, message",
     [
-        ((170, 0, -170, 10), 1.0, "antimeridian"),
+        ((170, 0, -170, 10), 1.0, r"crosses the antimeridian; embed two boxes instead \(170..180 and -180..-170\), or swap them if you meant west -170"),
+        ((10, 50, -10, 40), 1.0, r"south > north; the order is west south east north \(north 50, south 40\?\)"),  # inverted: no antimeridian advice
+        ((0, 10, 10, 0), 1.0, "south > north"),
         ((0, 0, 10.05, 10), 0.1, "whole number"),
         ((0, 0, 10, 95), 1.0, "latitudes"),
         ((0, 0, 0, 10), 1.0, "empty"),

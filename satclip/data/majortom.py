@@ -17,9 +17,10 @@ pixels is above it is left out and counted (``filtered`` ``cloud``).
 
 A corrupt row is skipped and counted by kind, never fatal: ``band_missing`` (a band or, with
 ``max_cloud``, the cloud mask is null or empty), ``band_decode`` (its GeoTIFF bytes do not decode,
-e.g. truncated), ``band_grid`` (a band's size, CRS, origin or dtype does not fit the 10 m grid, or
-the cell is smaller than a patch), ``datetime`` (``product_datetime`` does not parse),
-``georeference`` (no CRS/transform, or a centre that is not a valid lon/lat).
+e.g. truncated), ``small_cell`` (the finest band is smaller than a patch), ``band_grid`` (a band's
+size, CRS, origin or dtype does not fit the 10 m grid), ``datetime`` (``product_datetime`` does not
+parse), ``georeference`` (no CRS/transform, or a centre that is not a valid lon/lat), ``duplicate``
+(a ``grid_cell`` and ``product_id`` an earlier row, in any part, already gave: the first is kept).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class CellTask:
     cloud_mask: bytes | None
     patch_size: int = 256
     max_cloud: float | None = None
+    duplicate_of: str | None = None
+    """The row that already gave this ``grid_cell`` and ``product_id`` (then ``data`` is empty)."""
 
     def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
         return encode_cell(self, payload)
@@ -108,6 +111,7 @@ def cell_tasks(parts: Sequence[Path], bands: Sequence[str] | None, patch_size: i
     import pyarrow.parquet as pq
 
     first: tuple[str, ...] | None = None
+    seen: dict[tuple[str, str], str] = {}  # (grid_cell, product_id) -> the row that gave it
     for path in parts:
         names = source_bands(path, bands)
         if first is None:
@@ -123,16 +127,20 @@ def cell_tasks(parts: Sequence[Path], bands: Sequence[str] | None, patch_size: i
                 table = parquet.read_row_group(group, columns=columns)
                 values = {name: table.column(name).to_pylist() for name in columns}
                 for i in range(table.num_rows):
+                    source, cell, product = f"{path.name}:row {row}", str(values["grid_cell"][i]), str(values["product_id"][i])
+                    earlier = seen.setdefault((cell, product), source)
+                    fresh = earlier == source
                     yield CellTask(
-                        source=f"{path.name}:row {row}",
-                        product_id=str(values["product_id"][i]),
-                        grid_cell=str(values["grid_cell"][i]),
+                        source=source,
+                        product_id=product,
+                        grid_cell=cell,
                         datetime=values["product_datetime"][i],
                         bands=names,
-                        data=tuple(values[b][i] for b in names),
-                        cloud_mask=values[CLOUD_MASK][i] if has_mask else None,
+                        data=tuple(values[b][i] for b in names) if fresh else (),
+                        cloud_mask=values[CLOUD_MASK][i] if has_mask and fresh else None,
                         patch_size=patch_size,
                         max_cloud=max_cloud,
+                        duplicate_of=None if fresh else earlier,
                     )
                     row += 1
         except OSError as err:  # pyarrow's ArrowInvalid / ArrowIOError derive from it
@@ -207,6 +215,8 @@ def _cell(task: CellTask):
     reads = [(name, *_read_band(name, data)) for name, data in zip(task.bands, task.data)]
     finest = max(reads, key=lambda r: r[1].shape[1])
     _, ref_array, crs, transform = finest
+    if min(ref_array.shape) < task.patch_size:  # before the grid checks: a small cell's coarse bands do not fit it either
+        raise _RowSkip("small_cell", f"the cell is {ref_array.shape[0]}x{ref_array.shape[1]} px at 10 m, smaller than a {task.patch_size} px patch")
     if not isinstance(crs, CRS) or transform.is_identity:
         raise _RowSkip("georeference", f"{finest[0]} has no georeference (CRS {crs}, transform {tuple(transform)[:6]})")
     ref = (*ref_array.shape, crs, transform, ref_array.dtype)
@@ -218,8 +228,6 @@ def _cell(task: CellTask):
         mask_array, mask_crs, mask_transform = _read_band(CLOUD_MASK, task.cloud_mask)
         ref_mask = (*ref_array.shape, crs, transform, mask_array.dtype)
         mask = to_10m(mask_array, _on_grid(CLOUD_MASK, mask_array, mask_crs, mask_transform, ref_mask)) != 0
-    if min(cell.shape[1:]) < task.patch_size:
-        raise _RowSkip("band_grid", f"the cell is {cell.shape[1]}x{cell.shape[2]}, smaller than a {task.patch_size} px patch")
     return cell, crs, transform, seconds, mask
 
 
@@ -227,6 +235,10 @@ def encode_cell(task: CellTask, payload: str) -> Encoded:
     """Cut one Major TOM row into checked patch samples; a corrupt row gives a counted skip."""
     from ..geo import lonlat_of_pixels
 
+    if task.duplicate_of is not None:
+        return Encoded.skip(
+            "duplicate", task.source, f"grid_cell {task.grid_cell!r} with product_id {task.product_id!r} was already read at {task.duplicate_of}"
+        )
     try:
         cell, crs, transform, seconds, mask = _cell(task)
     except _RowSkip as skip:
