@@ -43,6 +43,8 @@ from .module import SatCLIPModule
 from .preemption import Preemption
 
 DEFAULT_DATA = "satclip.data.stream.SatCLIPDataModule"
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+"""``--ckpt_path`` values Lightning resolves itself; anything else without ``://`` must be a file."""
 
 
 class ConfigError(ValueError):
@@ -116,6 +118,8 @@ class SatCLIPCLI(LightningCLI):
         ckpt_path = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
         if ckpt_path and os.path.isfile(ckpt_path):
             check_resumable(ckpt_path)
+        elif ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in ckpt_path:
+            raise CheckpointReadError(f"--ckpt_path {ckpt_path!r}: no such file (or one of {', '.join(LIGHTNING_CKPT_NAMES)})")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The Trainer with satclip's defaults added to the configured arguments (public hook)."""
