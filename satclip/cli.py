@@ -4,7 +4,7 @@ A subcommand module provides ``add_arguments(parser)`` and ``run(args)``; ``fit`
 arguments to LightningCLI through ``main(argv)``. Modules are imported only when their subcommand
 runs, so ``satclip --help`` is quick, and a subcommand whose optional extra is not installed says
 which one to install (``pip install "satclip[train]"``). A bad input (``ValueError``, a missing file;
-for ``fit`` an unusable ``--ckpt_path`` or ``base:`` chain) ends a command with a one-line
+for ``fit`` the errors in ``satclip.train.cli.USER_ERRORS``) ends a command with a one-line
 ``satclip <command>: ...`` error, status 1. Ctrl-C ends a command with ``satclip <command>:
 interrupted (Ctrl-C)``, status 130, and SIGTERM, which every command but ``fit`` (Lightning saves a
 checkpoint on it) turns into the same exception, with ``(SIGTERM)`` and status 143: either way clean-up code runs first (``embed-grid``'s staging files and
@@ -87,11 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(name: str, rest: list[str]) -> int:
-    from .safeload import CheckpointReadError
-
     module = importlib.import_module(COMMANDS[name][0])
-    # fit's other errors keep their traceback
-    errors = (CheckpointReadError, module.ConfigError) if name == "fit" else (ValueError, FileNotFoundError)
+    errors = module.USER_ERRORS if name == "fit" else (ValueError, FileNotFoundError)
     try:
         if name == "fit":
             module.main(rest)

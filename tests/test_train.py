@@ -339,6 +339,15 @@ def _demo(tmp_path: Path, shards: Path, *extra: str):
     )  # fmt: skip
 
 
+def test_resuming_with_another_num_workers_is_one_line(tmp_path: Path, demo_shards: Path) -> None:
+    _demo(tmp_path, demo_shards, "--trainer.max_steps", "2")
+    args = ["--config", str(ROOT / "configs" / "demo.yaml"), "--data.init_args.train_urls", str(demo_shards), "--data.init_args.val_urls",
+            str(demo_shards), "--data.init_args.crop_size", "32", "--data.init_args.epoch_length", "16", "--trainer.default_root_dir",
+            str(tmp_path), *QUIET, "--data.init_args.num_workers", "1", "--trainer.max_steps", "4", "--ckpt_path", "last"]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"^satclip fit: the checkpoint's data position is for data.num_workers=0 .* not 1$"):
+        satclip_main(["fit", *args])
+
+
 def test_demo_trains_saves_loads_weights_only_and_resumes(tmp_path: Path, demo_shards: Path) -> None:
     first = _demo(tmp_path, demo_shards, "--trainer.max_steps", "3")
     assert first.trainer.global_step == 3

@@ -36,6 +36,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from ..data.errors import EmptyStreamError, ResumeError
 from .callbacks import Throughput, variant_checkpoints
 from .checkpoint_io import AtomicCheckpointIO, CheckpointReadError, resumable_checkpoint, safe_torch_load
 from .geography import GeographyMetrics
@@ -48,8 +49,11 @@ LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 
 
 class ConfigError(ValueError):
-    """A ``--config`` file's ``base:`` that cannot be followed (a cycle, a missing file, not a name);
-    ``satclip fit`` reports it in one line."""
+    """A ``--config`` file's ``base:`` that cannot be followed (a cycle, a missing file, not a name)."""
+
+
+USER_ERRORS = (CheckpointReadError, ConfigError, ResumeError, EmptyStreamError)
+"""What ``satclip fit`` reports in one line (a bad checkpoint, config, resume or data); other errors keep their traceback."""
 
 
 def check_resumable(path: str) -> None:
@@ -166,4 +170,4 @@ def main(argv: list[str] | None = None) -> SatCLIPCLI:
     )
 
 
-__all__ = ["ConfigError", "SatCLIPCLI", "main"]
+__all__ = ["USER_ERRORS", "ConfigError", "SatCLIPCLI", "main"]
