@@ -106,9 +106,11 @@ def test_majortom_l1c_cloud_filter_and_corrupt_rows_are_counted(tmp_path, capsys
             np.testing.assert_array_equal(decode("s2c", sample["s2c"]), cell[:, top : top + 256, left : left + 256])
     small = majortom_row(patches[0], "9D_9L", level="L1C", size=100)
     again = dict(rows[4], thumbnail=b"a second copy of row 4")
-    more = write_majortom(tmp_path / "more", [rows[:1], [small, rows[4], again, rows[0]]], level="L1C")
+    numbered = dict(rows[0], grid_cell="8D_8L", product_datetime="20200902")
+    more = write_majortom(tmp_path / "more", [rows[:1], [small, rows[4], again, rows[0], numbered]], level="L1C")
     manifest = write_shards([more], tmp_path / "more-out", progress=False)
-    assert manifest["samples"] == 8 and manifest["skipped"] == {"duplicate": 2, "small_cell": 1}  # the first copy of each cell kept
+    assert manifest["samples"] == 8 and manifest["skipped"] == {"datetime": 1, "duplicate": 2, "small_cell": 1}  # the first copy of each cell kept
+    assert "part_00002.parquet:row 4: product_datetime '20200902' is a number, not a date-time" in caplog.text
     assert "skipped (duplicate) part_00002.parquet:row 3: grid_cell '0D_0L' with product_id 'S2B_MSIL1C_" in caplog.text
     assert "was already read at part_00001.parquet:row 0" in caplog.text
     assert "part_00002.parquet:row 0: the cell is 100x100 px at 10 m, smaller than a 256 px patch" in caplog.text

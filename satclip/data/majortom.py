@@ -19,13 +19,14 @@ A corrupt row is skipped and counted by kind, never fatal: ``band_missing`` (a b
 ``max_cloud``, the cloud mask is null or empty), ``band_decode`` (its GeoTIFF bytes do not decode,
 e.g. truncated), ``small_cell`` (the finest band is smaller than a patch), ``band_grid`` (a band's
 size, CRS, origin or dtype does not fit the 10 m grid), ``datetime`` (``product_datetime`` does not
-parse), ``georeference`` (no CRS/transform, or a centre that is not a valid lon/lat), ``duplicate``
+parse, or is a number: never guessed to be Unix seconds), ``georeference`` (no CRS/transform, or a centre that is not a valid lon/lat), ``duplicate``
 (a ``grid_cell`` and ``product_id`` an earlier row, in any part, already gave: the first is kept).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,14 +205,23 @@ def patch_offsets(height: int, width: int, size: int) -> list[tuple[int, int]]:
     return [(top + i * size, left + j * size) for i in range(height // size) for j in range(width // size)]
 
 
+def _product_seconds(value: object) -> float:
+    """``product_datetime`` as Unix seconds; raises _RowSkip for text that does not parse and for a
+    number (Major TOM stores text: ``20200902`` or an int64 column is no Unix time to guess at)."""
+    text = "" if value is None else str(value).strip()
+    if re.fullmatch(r"[+-]?\d+(\.\d*)?", text):
+        raise _RowSkip("datetime", f"product_datetime {value!r} is a number, not a date-time such as 20200902T101031 (numbers are not read as Unix seconds)")
+    try:
+        return parse_time(text, "product_datetime")
+    except ValueError as err:
+        raise _RowSkip("datetime", str(err)) from None
+
+
 def _cell(task: CellTask):
     """The cell on the 10 m grid (C, H, W), its crs, transform, time and cloud mask; raises _RowSkip."""
     from rasterio.crs import CRS
 
-    try:
-        seconds = parse_time("" if task.datetime is None else task.datetime, "product_datetime")
-    except ValueError as err:
-        raise _RowSkip("datetime", str(err)) from None
+    seconds = _product_seconds(task.datetime)
     reads = [(name, *_read_band(name, data)) for name, data in zip(task.bands, task.data)]
     finest = max(reads, key=lambda r: r[1].shape[1])
     _, ref_array, crs, transform = finest
