@@ -156,6 +156,22 @@ def test_ssl4eo_one_sample_per_location_and_timestamp_exact(ssl4eo, tmp_path):
     assert summer["samples"] == 3 and all(json.loads(s["json"])["time"].startswith("2021-08") for s in samples.values())
 
 
+def test_a_parquet_that_is_no_major_tom_part_says_why(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    part = tmp_path / "ds" / "images" / "part_00001.parquet"
+    part.write_bytes(b"PAR1 but not really")
+    with pytest.raises(ShardInputError, match=rf"ds: 1 .parquet file\(s\) but no Major TOM part; {part} is not a readable Parquet file \(ArrowInvalid"):
+        write_shards([tmp_path / "ds"], tmp_path / "out", progress=False)
+    with pytest.raises(ShardInputError, match=rf"one kind at a time; not usable: {part} \(not a readable Parquet file \(ArrowInvalid"):
+        write_shards([part], tmp_path / "out", progress=False)
+    pq.write_table(pa.table({"lon": [1.0], "lat": [2.0]}), part)
+    with pytest.raises(ShardInputError, match=r"without Major TOM's column\(s\) \['product_id', 'grid_cell', 'product_datetime'\] \(it has \['lon', 'lat'\]\)"):
+        write_shards([part], tmp_path / "out", progress=False)
+
+
 def test_a_zarr_zip_that_is_not_one_is_named(ssl4eo, tmp_path, capsys):
     (tmp_path / "text.zarr.zip").write_text("not a zip")
     (tmp_path / "empty.zarr.zip").write_bytes(b"")

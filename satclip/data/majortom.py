@@ -47,15 +47,20 @@ patch's coordinates come from its own georeference and the time from the row."""
 
 def is_majortom(path: Path) -> bool:
     """A Parquet part with Major TOM's columns (checked from the schema, nothing else read)."""
-    if not (path.is_file() and path.suffix == ".parquet" and path.name != METADATA_FILE):
-        return False
+    return path.is_file() and path.suffix == ".parquet" and path.name != METADATA_FILE and not_a_part(path) is None
+
+
+def not_a_part(path: Path) -> str | None:
+    """Why the ``.parquet`` file ``path`` is no Major TOM part (None when it is one): not Parquet at
+    all, or missing columns (from the schema, nothing else read)."""
     with requires_extra("satclip shards of Major TOM Parquet"):
         import pyarrow.parquet as pq
     try:
-        names = set(pq.read_schema(path).names)
-    except Exception:  # noqa: BLE001 - not a Parquet file: not ours, the caller says what it expected
-        return False
-    return set(META_COLUMNS) <= names
+        names = pq.read_schema(path).names
+    except Exception as err:  # noqa: BLE001 - ArrowInvalid, OSError: say what it is, the caller names the file
+        return f"not a readable Parquet file ({type(err).__name__}: {err})"
+    missing = [c for c in META_COLUMNS if c not in names]
+    return f"a Parquet file without Major TOM's column(s) {missing} (it has {names[:8]}{' ...' if len(names) > 8 else ''})" if missing else None
 
 
 def parts_in(root: Path) -> list[Path]:
@@ -277,4 +282,4 @@ def encode_cell(task: CellTask, payload: str) -> Encoded:
     return out
 
 
-__all__ = ["CellTask", "cell_tasks", "count_rows", "encode_cell", "is_majortom", "parts_in", "patch_offsets", "source_bands", "to_10m"]
+__all__ = ["CellTask", "cell_tasks", "count_rows", "encode_cell", "is_majortom", "not_a_part", "parts_in", "patch_offsets", "source_bands", "to_10m"]

@@ -236,8 +236,11 @@ def collect_tasks(
     if len(paths) == 1 and paths[0].is_dir():
         root = paths[0]
         parts = majortom.parts_in(root)
+        parquet = sorted(p for folder in (root, root / "images") if folder.is_dir() for p in folder.glob("*.parquet") if p.name != majortom.METADATA_FILE)
         if parts:
             paths = parts
+        elif parquet:
+            raise ShardInputError(f"{root}: {len(parquet)} .parquet file(s) but no Major TOM part; {parquet[0]} is {majortom.not_a_part(parquet[0])}")
         elif ssl4eo.files_in(root):
             paths = ssl4eo.files_in(root)
         else:
@@ -258,10 +261,13 @@ def collect_tasks(
         return Collected(majortom.cell_tasks(paths, bands, patch_size, max_cloud), majortom.count_rows(paths), "cell", 2)
     if all(ssl4eo.is_ssl4eo(p) for p in paths):
         return Collected(ssl4eo.location_tasks(paths, season), ssl4eo.count_locations(paths), "location", 4)
-    not_tars = [str(p) for p in paths if not (p.is_file() and p.name.endswith(TAR_SUFFIXES))]
+    not_tars = [p for p in paths if not (p.is_file() and p.name.endswith(TAR_SUFFIXES))]
     if not_tars:
+        why = {p: majortom.not_a_part(p) if p.is_file() and p.suffix == ".parquet" else None for p in not_tars}
+        listed = "; ".join(f"{p}" + (f" ({why[p]})" if why[p] else "") for p in not_tars[:_MISSING_SHOWN])
         raise ShardInputError(
-            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or SSL4EO-S12 {ssl4eo.SUFFIX} files; not usable: {not_tars}"
+            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or SSL4EO-S12 {ssl4eo.SUFFIX} files, "
+            f"one kind at a time; not usable: {listed}{' ...' if len(not_tars) > _MISSING_SHOWN else ''}"
         )
     table = read_index(index, **(index_columns or {})) if index is not None else None
     return Collected(_tar_tasks(paths, table), None)
