@@ -372,6 +372,8 @@ def test_demo_trains_saves_loads_weights_only_and_resumes(tmp_path: Path, demo_s
     assert resumed.trainer.global_step == 5
     again = torch.load(last, map_location="cpu", weights_only=True)
     assert again["global_step"] == 5 and set(again["state_dict"]) == keys
+    with pytest.warns(UserWarning, match=r"already at step 5, trainer.max_steps=4: nothing is trained; raise --trainer.max_steps"):
+        assert _demo(tmp_path, demo_shards, "--trainer.max_steps", "4", "--ckpt_path", "last").trainer.global_step == 5
 
 
 @pytest.mark.parametrize("loss", ["infonce", "siglip"])
