@@ -233,6 +233,26 @@ def test_a_failed_overwrite_keeps_the_old_set(tmp_path):
         write_shards([bad], tmp_path / "x", samples_per_shard=0, progress=False)
 
 
+def test_partial_folders_of_killed_runs_are_swept(tmp_path, caplog):
+    import socket
+
+    from satclip.data.shards import _partial_tag
+
+    host = _partial_tag().split("@", 1)[1]
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # no such process
+    dead = tmp_path / f".out.partial-{gone}@{host}-k1ll3d_x"
+    alive = tmp_path / f".out.partial-{os.getpid()}@{host}-running"
+    elsewhere = tmp_path / f".out.partial-{gone}@not-{socket.gethostname()}x-abc"
+    other = tmp_path / f".other.partial-{gone}@{host}-abc"
+    for folder in (dead, alive, elsewhere, other):
+        folder.mkdir()
+        (folder / "shard-000000.tar").write_bytes(b"half a shard")
+    write_shards([ROOT / "data" / "sample"], tmp_path / "out", samples_per_shard=4, progress=False)
+    assert not dead.exists() and alive.exists() and elsewhere.exists() and other.exists()
+    assert f"removed {dead}, left by a run that was killed (process {gone})" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == sorted([alive.name, elsewhere.name])
+
+
 def test_mixed_patch_sizes_are_refused(tmp_path):
     root = tmp_path / "s2"
     (root / "images").mkdir(parents=True)

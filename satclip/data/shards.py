@@ -31,12 +31,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import glob
 import io
 import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
@@ -415,6 +418,30 @@ def _hidden_sibling(out: Path, tag: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{resolved.name}.{tag}-", dir=resolved.parent))
 
 
+def _partial_tag() -> str:
+    """``partial-PID@HOST``: whose run a hidden partial folder is, for :func:`_sweep_partials`."""
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+    return f"partial-{os.getpid()}@{host}"
+
+
+def _sweep_partials(out: Path) -> None:
+    """Remove the hidden partial folders beside ``out`` of runs on this host whose process is gone
+    (killed with SIGKILL, or the machine lost power); a live run's, another host's, are kept."""
+    resolved = out.resolve()
+    mine = _partial_tag().split("@", 1)[1]
+    for folder in resolved.parent.glob(f".{glob.escape(resolved.name)}.partial-*"):
+        found = re.fullmatch(rf"\.{re.escape(resolved.name)}\.partial-(\d+)@(.+)-[^-]+", folder.name)
+        if found is None or found.group(2) != mine or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(found.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            log.warning("satclip shards: removed %s, left by a run that was killed (process %s)", folder, found.group(1))
+        except (PermissionError, OverflowError):  # alive under another user / not a pid
+            continue
+
+
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ShardInputError(f"--out {out} is a file, not a folder")
@@ -521,7 +548,8 @@ def write_shards(
     out = Path(out)
     _check_out(out, overwrite)
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    temp = _hidden_sibling(out, "partial")  # the old set stays in place until this one is complete
+    _sweep_partials(out)
+    temp = _hidden_sibling(out, _partial_tag())  # the old set stays in place until this one is complete
     try:
         manifest = _write_set(collected, temp, samples_per_shard, payload, tuple(bands) if bands else None, workers, progress, out)
         if not manifest["shards"]:
