@@ -165,6 +165,8 @@ def _run(jobs: Iterable[T], processes: list, senders: list[Connection], receiver
             done += 1
         if todo is None and done == sent:
             return
+        if todo is not None and sent - done < window:
+            continue  # the results just yielded made room: send before waiting (nothing may be outstanding)
         for handle in wait(list(watched)):
             w = watched[handle]
             if handle is not receivers[w]:
