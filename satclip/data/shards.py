@@ -364,13 +364,10 @@ def collect_tasks(
     if isinstance(one, Path) and one.is_dir():
         root = one
         parts = majortom.parts_in(root)
-        parquet = sorted(p for folder in (root, root / "images") if folder.is_dir() for p in folder.glob("*.parquet") if p.name != majortom.METADATA_FILE)
         if parts:
             if index is None and (root / majortom.METADATA_FILE).is_file():
                 index = root / majortom.METADATA_FILE
             return _majortom_collected(*_majortom_parts(parts, None, index, filters), bands, patch_size, max_cloud)
-        if parquet:
-            raise ShardInputError(f"{root}: {len(parquet)} .parquet file(s) but no Major TOM part; {parquet[0]} is {majortom.not_a_part(parquet[0])}")
         if filters.given():
             raise ShardInputError(f"{root}: row selection (--bbox, --cells, ...) is for Major TOM parts; this folder has none")
         if ssl4eo.files_in(root):
@@ -379,6 +376,9 @@ def collect_tasks(
             tar_dir = root / "data" if (root / "data").is_dir() and any(p.name.endswith(TAR_SUFFIXES) for p in (root / "data").iterdir()) else root
             tars = sorted(p for p in tar_dir.iterdir() if p.name.endswith(TAR_SUFFIXES))
             has_tifs = any(p.suffix.lower() in TIF_SUFFIXES for p in root.rglob("*"))
+            parquet = sorted(p for folder in (root, root / "images") if folder.is_dir() for p in folder.glob("*.parquet") if p.name != majortom.METADATA_FILE)
+            if parquet and not tars and not has_tifs:  # not an S2-100K folder with a Parquet index either
+                raise ShardInputError(f"{root}: {len(parquet)} .parquet file(s) but no Major TOM part; {parquet[0]} is {majortom.not_a_part(parquet[0])}")
             if tars and not has_tifs:
                 paths = list(tars)
                 index = index if index is not None else _folder_index(root)
