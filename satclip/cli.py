@@ -4,15 +4,22 @@ A subcommand module provides ``add_arguments(parser)`` and ``run(args)``; ``fit`
 arguments to LightningCLI through ``main(argv)``. Modules are imported only when their subcommand
 runs, so ``satclip --help`` is quick, and a subcommand whose optional extra is not installed says
 which one to install (``pip install "satclip[train]"``). A bad input (``ValueError``, a missing file;
-for ``fit`` an unusable ``--ckpt_path`` or weights that are neither local, cached nor fetchable) ends a command with a one-line ``satclip <command>: ...``
-error, status 1.
+for ``fit`` the errors in ``satclip.train.cli.USER_ERRORS``: an unusable ``--ckpt_path``, config or
+resume, weights that are neither local, cached nor fetchable) ends a command with a one-line
+``satclip <command>: ...`` error, status 1. Ctrl-C ends a command with ``satclip <command>:
+interrupted (Ctrl-C)``, status 130, and SIGTERM, which every command but ``fit`` (Lightning saves a
+checkpoint on it) turns into the same exception, with ``(SIGTERM)`` and status 143: either way
+clean-up code runs first (``embed-grid``'s staging files are removed; ``shards`` stops its workers
+and keeps its ``.OUT.partial`` folder, which the same command resumes); no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from .extras import MissingExtraError, requires_extra
 
@@ -32,6 +39,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("satclip.eval.harness", "compare location encoders on tasks x protocols x label budgets x probes (a YAML suite)"),
     "plot-embeddings": ("satclip.eval.plots", "map the first three principal components of location embeddings"),
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that ``finally`` blocks and clean-up run."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signal.Signals(signum).name)
 
 
 def _usage() -> str:
@@ -57,21 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"satclip: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    handle_term = name != "fit" and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handle_term else None
     try:
         with requires_extra(f"satclip {name}"):
             return _run(name, rest)
     except MissingExtraError as err:
         print(f"satclip {name}: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"satclip {name}: interrupted ({'SIGTERM' if terminated else 'Ctrl-C'})", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if handle_term:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(name: str, rest: list[str]) -> int:
-    from .hubfiles import MissingWeightsError
-    from .safeload import CheckpointReadError
-
     module = importlib.import_module(COMMANDS[name][0])
-    fit_errors = (CheckpointReadError, MissingWeightsError)  # fit's other errors keep their traceback
-    errors = fit_errors if name == "fit" else (ValueError, FileNotFoundError)
+    errors = module.USER_ERRORS if name == "fit" else (ValueError, FileNotFoundError)
     try:
         if name == "fit":
             module.main(rest)

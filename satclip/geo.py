@@ -79,8 +79,9 @@ def validate_bbox(bbox: tuple[float, float, float, float] | list[float], name: s
     """Check a (west, south, east, north) box in degrees and return it as floats.
 
     Raises ``ValueError`` naming ``name`` for non-finite values, longitudes outside [-180, 180],
-    latitudes outside [-90, 90], an empty box, or west > east: a box crossing the antimeridian is
-    rejected (embed it as two boxes, west..180 and -180..east) rather than split silently.
+    latitudes outside [-90, 90], south > north (said first: an inverted box is not an antimeridian
+    crossing), an empty box, or west > east: a box crossing the antimeridian is rejected (embed it
+    as two boxes, west..180 and -180..east) rather than split silently.
     """
     if len(bbox) != 4:
         raise ValueError(f"{name}: expected 4 numbers west south east north, got {len(bbox)}")
@@ -92,9 +93,14 @@ def validate_bbox(bbox: tuple[float, float, float, float] | list[float], name: s
         raise ValueError(f"{text}: longitudes must be in [-180, 180]")
     if not (-90 <= south <= 90 and -90 <= north <= 90):
         raise ValueError(f"{text}: latitudes must be in [-90, 90]")
+    if south > north:
+        raise ValueError(f"{text}: south > north; the order is west south east north (north {south:g}, south {north:g}?)")
     if west > east:
-        raise ValueError(f"{text}: west > east crosses the antimeridian; embed two boxes instead ({west:g}..180 and -180..{east:g})")
-    if west == east or south >= north:
+        raise ValueError(
+            f"{text}: west > east crosses the antimeridian; embed two boxes instead ({west:g}..180 and -180..{east:g}), "
+            f"or swap them if you meant west {east:g}, east {west:g}"
+        )
+    if west == east or south == north:
         raise ValueError(f"{text}: the box is empty (need west < east and south < north)")
     return west, south, east, north
 

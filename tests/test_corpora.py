@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_majortom_l2a_patches_coordinates_values_time_and_workers(l2a, tmp_path)
             assert record["cell"] == row["grid_cell"] and record["product_id"] == row["product_id"]
 
 
-def test_majortom_l1c_cloud_filter_and_corrupt_rows_are_counted(tmp_path, capsys):
+def test_majortom_l1c_cloud_filter_and_corrupt_rows_are_counted(tmp_path, capsys, caplog):
     patches = sample_patches()
     rows = [majortom_row(patches[i], f"{i}D_{i}L", level="L1C") for i in range(5)]
     rows[1]["B05"] = rows[1]["B05"][: len(rows[1]["B05"]) // 2]  # truncated band bytes
@@ -103,6 +104,16 @@ def test_majortom_l1c_cloud_filter_and_corrupt_rows_are_counted(tmp_path, capsys
         if record["cell"] == "0D_0L":
             top, left = record["offset"]
             np.testing.assert_array_equal(decode("s2c", sample["s2c"]), cell[:, top : top + 256, left : left + 256])
+    small = majortom_row(patches[0], "9D_9L", level="L1C", size=100)
+    again = dict(rows[4], thumbnail=b"a second copy of row 4")
+    numbered = dict(rows[0], grid_cell="8D_8L", product_datetime="20200902")
+    more = write_majortom(tmp_path / "more", [rows[:1], [small, rows[4], again, rows[0], numbered]], level="L1C")
+    manifest = write_shards([more], tmp_path / "more-out", progress=False)
+    assert manifest["samples"] == 8 and manifest["skipped"] == {"datetime": 1, "duplicate": 2, "small_cell": 1}  # the first copy of each cell kept
+    assert "part_00002.parquet:row 4: product_datetime '20200902' is a number, not a date-time" in caplog.text
+    assert "skipped (duplicate) part_00002.parquet:row 3: grid_cell '0D_0L' with product_id 'S2B_MSIL1C_" in caplog.text
+    assert "was already read at part_00001.parquet:row 0" in caplog.text
+    assert "part_00002.parquet:row 0: the cell is 100x100 px at 10 m, smaller than a 256 px patch" in caplog.text
     with pytest.raises(ShardInputError, match=r"no column\(s\) \['B99'\] for --bands"):
         write_shards([root], tmp_path / "x", bands=["B02", "B99"], progress=False)
     with pytest.raises(ShardInputError, match="--max-cloud is a fraction"):
@@ -143,6 +154,37 @@ def test_ssl4eo_one_sample_per_location_and_timestamp_exact(ssl4eo, tmp_path):
     summer = write_shards([ssl4eo], tmp_path / "q3", season=3, progress=False)
     _, samples = read_shards(tmp_path / "q3")
     assert summer["samples"] == 3 and all(json.loads(s["json"])["time"].startswith("2021-08") for s in samples.values())
+
+
+def test_a_parquet_that_is_no_major_tom_part_says_why(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    part = tmp_path / "ds" / "images" / "part_00001.parquet"
+    part.write_bytes(b"PAR1 but not really")
+    with pytest.raises(ShardInputError, match=rf"ds: 1 .parquet file\(s\) but no Major TOM part; {part} is not a readable Parquet file \(ArrowInvalid"):
+        write_shards([tmp_path / "ds"], tmp_path / "out", progress=False)
+    with pytest.raises(ShardInputError, match=rf"one kind at a time; not usable: {part} \(not a readable Parquet file \(ArrowInvalid"):
+        write_shards([part], tmp_path / "out", progress=False)
+    pq.write_table(pa.table({"lon": [1.0], "lat": [2.0]}), part)
+    with pytest.raises(ShardInputError, match=r"without Major TOM's column\(s\) \['product_id', 'grid_cell', 'product_datetime'\] \(it has \['lon', 'lat'\]\)"):
+        write_shards([part], tmp_path / "out", progress=False)
+
+
+def test_a_zarr_zip_that_is_not_one_is_named(ssl4eo, tmp_path, capsys):
+    (tmp_path / "text.zarr.zip").write_text("not a zip")
+    (tmp_path / "empty.zarr.zip").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "plain.zarr.zip", "w") as z:
+        z.writestr("readme.txt", "a zip, but no consolidated Zarr metadata")
+    for name, cause in (("text", "BadZipFile"), ("empty", "BadZipFile"), ("plain", "")):
+        bad = tmp_path / f"{name}.zarr.zip"
+        with pytest.raises(ShardInputError, match=f"^{bad}: not a readable SSL4EO-S12 v1.1 zarr.zip \\({cause}"):
+            write_shards([*sorted(ssl4eo.rglob("*.zarr.zip")), bad], tmp_path / "out", progress=False)
+        assert main(["shards", str(bad), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"satclip shards: error: {bad}: not a readable SSL4EO-S12 v1.1 zarr.zip (") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_s2_100k_as_published_tars_and_metadata_parquet(tmp_path):

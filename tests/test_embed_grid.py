@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +72,9 @@ def test_grid_geometry() -> None:
 @pytest.mark.parametrize(
     "bbox, res, message",
     [
-        ((170, 0, -170, 10), 1.0, "antimeridian"),
+        ((170, 0, -170, 10), 1.0, r"crosses the antimeridian; embed two boxes instead \(170..180 and -180..-170\), or swap them if you meant west -170"),
+        ((10, 50, -10, 40), 1.0, r"south > north; the order is west south east north \(north 50, south 40\?\)"),  # inverted: no antimeridian advice
+        ((0, 10, 10, 0), 1.0, "south > north"),
         ((0, 0, 10.05, 10), 0.1, "whole number"),
         ((0, 0, 10, 95), 1.0, "latitudes"),
         ((0, 0, 0, 10), 1.0, "empty"),
@@ -221,6 +227,56 @@ def test_cli(tmp_path: Path, tower: Path, capsys: pytest.CaptureFixture) -> None
         cli_main(["embed-grid", "--checkpoint", str(tower), "--bbox", "170", "0", "-170", "10", "--resolution", "1", "--output", str(out)])
     with pytest.raises(SystemExit, match="use .tif or .zarr"):
         cli_main(["embed-grid", "--checkpoint", str(tower), "--bbox", "0", "0", "4", "4", "--resolution", "1", "--output", str(tmp_path / "x.png")])
+
+
+def test_sizes_above_the_limit_are_refused_before_anything_is_written(tmp_path: Path, tower: Path, capsys: pytest.CaptureFixture) -> None:
+    world = Grid.from_bbox((-180, -90, 180, 90), 0.0001)
+    with pytest.raises(
+        ValueError, match=r"3600000 x 1800000 = 6.48e\+12 pixels x 6 bands x 4 bytes \(float32\) = 156 TB uncompressed, above the limit of 100 GB"
+    ):
+        eg.check_size(world, 6, "float32")
+    assert eg.check_size(Grid.from_bbox(BBOX, RES), 6, "int8") == 320 * 240 * 6
+    args = ["embed-grid", "--checkpoint", str(tower), "--bbox", "-180", "-90", "180", "90", "--resolution", "0.0001", "--no-progress"]
+    with pytest.raises(SystemExit, match=r"satclip embed-grid: the output would be .* 6 bands x 2 bytes \(float16\) = 77.8 TB.*--max-gb$"):
+        cli_main([*args, "--output", str(tmp_path / "w.tif"), "--dtype", "float16"])
+    with pytest.raises(SystemExit, match=r"x 3 bands x 1 bytes \(int8\) = 19.4 TB.*above the limit of 10000 GB"):
+        cli_main([*args, "--output", str(tmp_path / "w.zarr"), "--dtype", "int8", "--pca", "3", "--max-gb", "1e4"])
+    assert list(tmp_path.iterdir()) == []
+    grid = ["--bbox", "-20", "-10", "12", "14", "--resolution", "4", "--output", str(tmp_path / "small.tif"), "--no-progress"]
+    with pytest.raises(SystemExit, match=r"the output would be 8 x 6 = 48 pixels x 6 bands x 4 bytes \(float32\) = 0.00115 MB.*limit of 1e-06 GB"):
+        cli_main(["embed-grid", "--checkpoint", str(tower), *grid, "--max-gb", "1e-6"])
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path: Path, tower: Path) -> None:
+    for out in (tmp_path / "emb.tif", tmp_path / "emb.zarr"):
+        out.mkdir() if out.suffix == ".zarr" else out.write_bytes(b"mine")
+        with pytest.raises(ValueError, match=f"{out} already exists; pass --overwrite to replace it"):
+            _run(tower, out)
+        _run(tower, out, overwrite=True, dims=2)
+        assert out.exists() and out.stat().st_size > 4
+    _run(tower, tmp_path / "p.tif", pca=2)
+    (tmp_path / "p.tif").unlink()
+    with pytest.raises(ValueError, match="p.pca.npz already exists"):  # the PCA fit beside it is an output too
+        _run(tower, tmp_path / "p.tif", pca=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix, staging", [(".tif", "w.tif.partial.stage0.tif"), (".zarr", "w.zarr.partial")])
+def test_sigterm_and_ctrl_c_remove_the_staging_files(tmp_path: Path, tower: Path, suffix: str, staging: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for sig, status, how in ((signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")):
+        cmd = [sys.executable, "-m", "satclip.cli", "embed-grid", "--checkpoint", str(tower), "--bbox", "-180", "-90", "180", "90"]
+        proc = subprocess.Popen([*cmd, "--resolution", "0.02", "--output", str(out / f"w{suffix}")], stderr=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        while not (out / staging).exists():
+            assert proc.poll() is None and time.monotonic() - started < 60, "no staging file"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == status and err.strip().endswith(f"satclip embed-grid: interrupted ({how})") and "Traceback" not in err, err[-2000:]
+        assert list(out.iterdir()) == []
 
 
 def test_released_checkpoint_grid(tmp_path: Path, reference: Path) -> None:

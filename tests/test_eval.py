@@ -255,6 +255,9 @@ def test_embedding_map_png_size_and_colours(tmp_path):
 
     torch.manual_seed(0)
     encoder = build_location_encoder("sphericalharmonics", "siren", output_dim=16, legendre_polys=4, dim_hidden=32)
+    with pytest.raises(ValueError, match=r"--resolution 0.01: the map is 1200 px wide .* 6.48e\+08 embeddings \(82.9 GB\) in memory; use --resolution 0.25"):
+        plot_embedding_map(encoder, tmp_path / "map.png", title="test", resolution=0.01, coastline=False)
+    assert not (tmp_path / "map.png").exists()
     path = plot_embedding_map(encoder, tmp_path / "map.png", title="test", resolution=5.0, coastline=False)
     image = mpimg.imread(path)
     assert image.shape[:2] == (600, 1200)

@@ -58,6 +58,13 @@ def test_bad_galleries(spec: str, message: str) -> None:
         gl.Gallery.parse(spec)
 
 
+def test_an_absurd_grid_gallery_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match=r"'grid:0.001': 6.48e\+10 places to embed and rank \(360000 x 180000\), above the limit of 1e\+09.*grid:0.01"):
+        gl.Gallery.parse("grid:0.001")
+    assert gl.Gallery.parse("grid:0.001", max_places=1e11).resolution == 0.001  # the limit can be raised
+    assert gl.Gallery.parse("grid:0.01").resolution == 0.01  # 6.5e8 places: allowed
+
+
 def test_grid_gallery_covers_the_globe() -> None:
     chunks = list(gl.Gallery.parse("grid:10").chunks(100))
     points = np.concatenate(chunks)

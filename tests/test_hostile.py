@@ -140,3 +140,5 @@ def test_fit_names_an_empty_corrupt_or_foreign_checkpoint(tmp_path: Path) -> Non
         with pytest.raises(SystemExit, match=rf"^satclip fit: '.*{name}' is {message}") as info:
             main(["fit", *TINY_FIT, "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(tmp_path / name)])
         assert "weights_only=False" not in str(info.value)
+    with pytest.raises(SystemExit, match=r"^satclip fit: --ckpt_path '.*nowhere.ckpt': no such file \(or one of last, best, hpc, registry\)$"):
+        main(["fit", *TINY_FIT, "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(tmp_path / "nowhere.ckpt")])

@@ -235,7 +235,7 @@ def test_a_bad_file_among_many_stops_the_workers_with_its_message(tmp_path):
 
 
 def test_a_dying_worker_stops_the_run():
-    with pytest.raises(ShardInputError, match=r"an encoding worker process died after 0 samples"):
+    with pytest.raises(ShardInputError, match=r"an encoding worker process \(\d+\) died \(exit status 1\) after 0 inputs were encoded"):
         list(encode_in_order(os._exit, [1, 1, 1], workers=2))
     assert list(encode_in_order(abs, range(-100, 0), workers=2, in_flight=1)) == list(range(100, 0, -1))
 

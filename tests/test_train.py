@@ -12,10 +12,11 @@ import lightning.pytorch as L
 import pytest
 import torch
 
+from satclip.cli import main as satclip_main
 from satclip.geo import great_circle_km
 from satclip.model import MAX_LOGIT_SCALE
 from satclip.train.accumulate import GradCache, split_batch
-from satclip.train.cli import expand_config_bases, main
+from satclip.train.cli import ConfigError, expand_config_bases, main
 from satclip.train.module import SatCLIPModule, WarmupCosine, parameter_groups, retrieval_metrics
 from satclip.train.synthetic import SyntheticDataModule, synthetic_batch
 
@@ -256,12 +257,16 @@ def test_config_bases_expand_in_order_and_fail_clearly(tmp_path: Path) -> None:
         "--config",
         str(tmp_path / "root.yaml"),
     ]
-    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
-    with pytest.raises(ValueError, match="base chain returns to itself"):
+    (tmp_path / "loop.yaml").write_text("base: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loop.yaml: its base chain returns to itself"):
         expand_config_bases(["--config", str(tmp_path / "loop.yaml")])
     (tmp_path / "orphan.yaml").write_text("base: nowhere.yaml\n")
-    with pytest.raises(FileNotFoundError, match=r"its base 'nowhere.yaml' is not a file"):
+    with pytest.raises(ConfigError, match=r"its base 'nowhere.yaml' is not a file"):
         expand_config_bases(["--config", str(tmp_path / "orphan.yaml")])
+    for config, message in (("loop.yaml", "base chain returns to itself"), ("orphan.yaml", "its base 'nowhere.yaml' is not a file")):
+        with pytest.raises(SystemExit, match=f"^satclip fit: config {tmp_path}.*{message}"):  # one line, no traceback
+            satclip_main(["fit", "--config", str(tmp_path / config)])
 
 
 def test_the_six_variants_are_overlays_on_the_released_base() -> None:
@@ -334,6 +339,15 @@ def _demo(tmp_path: Path, shards: Path, *extra: str):
     )  # fmt: skip
 
 
+def test_resuming_with_another_num_workers_is_one_line(tmp_path: Path, demo_shards: Path) -> None:
+    _demo(tmp_path, demo_shards, "--trainer.max_steps", "2")
+    args = ["--config", str(ROOT / "configs" / "demo.yaml"), "--data.init_args.train_urls", str(demo_shards), "--data.init_args.val_urls",
+            str(demo_shards), "--data.init_args.crop_size", "32", "--data.init_args.epoch_length", "16", "--trainer.default_root_dir",
+            str(tmp_path), *QUIET, "--data.init_args.num_workers", "1", "--trainer.max_steps", "4", "--ckpt_path", "last"]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"^satclip fit: the checkpoint's data position is for data.num_workers=0 .* not 1$"):
+        satclip_main(["fit", *args])
+
+
 def test_demo_trains_saves_loads_weights_only_and_resumes(tmp_path: Path, demo_shards: Path) -> None:
     first = _demo(tmp_path, demo_shards, "--trainer.max_steps", "3")
     assert first.trainer.global_step == 3
@@ -358,6 +372,8 @@ def test_demo_trains_saves_loads_weights_only_and_resumes(tmp_path: Path, demo_s
     assert resumed.trainer.global_step == 5
     again = torch.load(last, map_location="cpu", weights_only=True)
     assert again["global_step"] == 5 and set(again["state_dict"]) == keys
+    with pytest.warns(UserWarning, match=r"already at step 5, trainer.max_steps=4: nothing is trained; raise --trainer.max_steps"):
+        assert _demo(tmp_path, demo_shards, "--trainer.max_steps", "4", "--ckpt_path", "last").trainer.global_step == 5
 
 
 @pytest.mark.parametrize("loss", ["infonce", "siglip"])

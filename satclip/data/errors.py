@@ -30,6 +30,10 @@ class EmptyStreamError(RuntimeError):
     """A stream yielded no sample at all; the message says why (shards, skip counts)."""
 
 
+class ResumeError(ValueError):
+    """A checkpoint's data position that this loader cannot continue from (another number of workers)."""
+
+
 class SkipCounter:
     """Counts skips by kind and logs them: the first ``first`` of each kind, then one summary
     line per kind at most every ``interval`` seconds (a corrupt shard can hold thousands)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from .errors import SKIP_KINDS, EmptyStreamError, add_counts
+from .errors import SKIP_KINDS, EmptyStreamError, ResumeError, add_counts
 from .pipeline import ShardStream
 from .sharedring import SharedBatchRing
 
@@ -119,7 +119,7 @@ class StreamLoader:
         if state.get("format") != 1:
             raise ValueError(f"unknown StreamLoader state format {state.get('format')!r}")
         if state["num_workers"] != self.num_workers:
-            raise ValueError(
+            raise ResumeError(
                 f"the checkpoint's data position is for data.num_workers={state['num_workers']} (each worker has its own "
                 f"stream); resume with that many workers, not {self.num_workers}"
             )

@@ -18,14 +18,16 @@ pixels is above it is left out and counted (``filtered`` ``cloud``).
 
 A corrupt row is skipped and counted by kind, never fatal: ``band_missing`` (a band or, with
 ``max_cloud``, the cloud mask is null or empty), ``band_decode`` (its GeoTIFF bytes do not decode,
-e.g. truncated), ``band_grid`` (a band's size, CRS, origin or dtype does not fit the 10 m grid, or
-the cell is smaller than a patch), ``datetime`` (``product_datetime`` does not parse),
-``georeference`` (no CRS/transform, or a centre that is not a valid lon/lat).
+e.g. truncated), ``small_cell`` (the finest band is smaller than a patch), ``band_grid`` (a band's
+size, CRS, origin or dtype does not fit the 10 m grid), ``datetime`` (``product_datetime`` does not
+parse, or is a number: never guessed to be Unix seconds), ``georeference`` (no CRS/transform, or a centre that is not a valid lon/lat), ``duplicate``
+(a ``grid_cell`` and ``product_id`` an earlier row, in any part, already gave: the first is kept).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,15 +58,20 @@ def is_majortom(location: str | Path) -> bool:
         with remote.parquet_file(str(location)) as parquet, remote.reading(location):
             return set(META_COLUMNS) <= set(parquet.schema_arrow.names)
     path = Path(location)
-    if not (path.is_file() and path.suffix == ".parquet" and path.name != METADATA_FILE):
-        return False
+    return path.is_file() and path.suffix == ".parquet" and path.name != METADATA_FILE and not_a_part(path) is None
+
+
+def not_a_part(path: Path) -> str | None:
+    """Why the local ``.parquet`` file ``path`` is no Major TOM part (None when it is one): not
+    Parquet at all, or missing columns (from the schema, nothing else read)."""
     with requires_extra("satclip shards of Major TOM Parquet"):
         import pyarrow.parquet as pq
     try:
-        names = set(pq.read_schema(path).names)
-    except Exception:  # noqa: BLE001 - not a Parquet file: not ours, the caller says what it expected
-        return False
-    return set(META_COLUMNS) <= names
+        names = pq.read_schema(path).names
+    except Exception as err:  # noqa: BLE001 - ArrowInvalid, OSError: say what it is, the caller names the file
+        return f"not a readable Parquet file ({type(err).__name__}: {err})"
+    missing = [c for c in META_COLUMNS if c not in names]
+    return f"a Parquet file without Major TOM's column(s) {missing} (it has {names[:8]}{' ...' if len(names) > 8 else ''})" if missing else None
 
 
 def parts_in(root: Path) -> list[Path]:
@@ -113,6 +120,8 @@ class CellTask:
     cloud_mask: bytes | None
     patch_size: int = 256
     max_cloud: float | None = None
+    duplicate_of: str | None = None
+    """The row that already gave this ``grid_cell`` and ``product_id`` (then ``data`` is empty)."""
 
     def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
         return encode_cell(self, payload)
@@ -123,6 +132,7 @@ def cell_tasks(parts: Sequence[PartRows], bands: Sequence[str] | None, patch_siz
     or the selected ones), in the given order; a URL's part is fetched by range requests. The first
     ``skip`` tasks are left out without reading their row groups (a resumed run)."""
     first: tuple[str, ...] | None = None
+    seen: dict[tuple[str, str], str] = {}  # (grid_cell, product_id) -> the row that gave it, skipped rows too
     for part in parts:
         name = remote.name_of(part.location)
         try:
@@ -142,24 +152,46 @@ def cell_tasks(parts: Sequence[PartRows], bands: Sequence[str] | None, patch_siz
                     rows = int(starts[group + 1] - starts[group])
                     if skip >= rows:
                         skip -= rows
+                        for i, key in enumerate(_group_keys(parquet, group)):
+                            seen.setdefault(key, f"{name}:row {int(starts[group]) + i}")
                         continue
                     table = parquet.read_row_group(group, columns=columns)
                     values = {column: table.column(column).to_pylist() for column in columns}
                     done, skip = skip, 0
-                    for i in range(done, table.num_rows):
+                    for i in range(table.num_rows):
+                        source, cell, product = f"{name}:row {int(starts[group]) + i}", str(values["grid_cell"][i]), str(values["product_id"][i])
+                        earlier = seen.setdefault((cell, product), source)
+                        if i < done:
+                            continue
+                        fresh = earlier == source
                         yield CellTask(
-                            source=f"{name}:row {int(starts[group]) + i}",
-                            product_id=str(values["product_id"][i]),
-                            grid_cell=str(values["grid_cell"][i]),
+                            source=source,
+                            product_id=product,
+                            grid_cell=cell,
                             datetime=values["product_datetime"][i],
                             bands=names,
-                            data=tuple(values[b][i] for b in names),
-                            cloud_mask=values[CLOUD_MASK][i] if has_mask else None,
+                            data=tuple(values[b][i] for b in names) if fresh else (),
+                            cloud_mask=values[CLOUD_MASK][i] if has_mask and fresh else None,
                             patch_size=patch_size,
                             max_cloud=max_cloud,
+                            duplicate_of=None if fresh else earlier,
                         )
         except OSError as err:  # a local part: pyarrow's ArrowInvalid / ArrowIOError derive from it
             raise ShardInputError(f"{part.location}: not a readable Parquet file ({type(err).__name__}: {err})") from err
+
+
+def _group_keys(parquet, group: int) -> list[tuple[str, str]]:
+    """(grid_cell, product_id) of each row of a row group that a resumed run skips, for the duplicate
+    check: from the footer's statistics when it holds one row (as published, nothing fetched), else
+    from those two columns only."""
+    meta = parquet.metadata.row_group(group)
+    paths = [meta.column(c).path_in_schema for c in range(meta.num_columns)]
+    if meta.num_rows == 1 and {"grid_cell", "product_id"} <= set(paths):
+        stats = [meta.column(paths.index(c)).statistics for c in ("grid_cell", "product_id")]
+        if all(s is not None and s.has_min_max and s.min == s.max for s in stats):
+            return [(str(stats[0].min), str(stats[1].min))]
+    table = parquet.read_row_groups([group], columns=["grid_cell", "product_id"])
+    return list(zip(map(str, table.column("grid_cell").to_pylist()), map(str, table.column("product_id").to_pylist())))
 
 
 class _RowSkip(Exception):
@@ -219,17 +251,28 @@ def patch_offsets(height: int, width: int, size: int) -> list[tuple[int, int]]:
     return [(top + i * size, left + j * size) for i in range(height // size) for j in range(width // size)]
 
 
+def _product_seconds(value: object) -> float:
+    """``product_datetime`` as Unix seconds; raises _RowSkip for text that does not parse and for a
+    number (Major TOM stores text: ``20200902`` or an int64 column is no Unix time to guess at)."""
+    text = "" if value is None else str(value).strip()
+    if re.fullmatch(r"[+-]?\d+(\.\d*)?", text):
+        raise _RowSkip("datetime", f"product_datetime {value!r} is a number, not a date-time such as 20200902T101031 (numbers are not read as Unix seconds)")
+    try:
+        return parse_time(text, "product_datetime")
+    except ValueError as err:
+        raise _RowSkip("datetime", str(err)) from None
+
+
 def _cell(task: CellTask):
     """The cell on the 10 m grid (C, H, W), its crs, transform, time and cloud mask; raises _RowSkip."""
     from rasterio.crs import CRS
 
-    try:
-        seconds = parse_time("" if task.datetime is None else task.datetime, "product_datetime")
-    except ValueError as err:
-        raise _RowSkip("datetime", str(err)) from None
+    seconds = _product_seconds(task.datetime)
     reads = [(name, *_read_band(name, data)) for name, data in zip(task.bands, task.data)]
     finest = max(reads, key=lambda r: r[1].shape[1])
     _, ref_array, crs, transform = finest
+    if min(ref_array.shape) < task.patch_size:  # before the grid checks: a small cell's coarse bands do not fit it either
+        raise _RowSkip("small_cell", f"the cell is {ref_array.shape[0]}x{ref_array.shape[1]} px at 10 m, smaller than a {task.patch_size} px patch")
     if not isinstance(crs, CRS) or transform.is_identity:
         raise _RowSkip("georeference", f"{finest[0]} has no georeference (CRS {crs}, transform {tuple(transform)[:6]})")
     ref = (*ref_array.shape, crs, transform, ref_array.dtype)
@@ -241,8 +284,6 @@ def _cell(task: CellTask):
         mask_array, mask_crs, mask_transform = _read_band(CLOUD_MASK, task.cloud_mask)
         ref_mask = (*ref_array.shape, crs, transform, mask_array.dtype)
         mask = to_10m(mask_array, _on_grid(CLOUD_MASK, mask_array, mask_crs, mask_transform, ref_mask)) != 0
-    if min(cell.shape[1:]) < task.patch_size:
-        raise _RowSkip("band_grid", f"the cell is {cell.shape[1]}x{cell.shape[2]}, smaller than a {task.patch_size} px patch")
     return cell, crs, transform, seconds, mask
 
 
@@ -250,6 +291,10 @@ def encode_cell(task: CellTask, payload: str) -> Encoded:
     """Cut one Major TOM row into checked patch samples; a corrupt row gives a counted skip."""
     from ..geo import lonlat_of_pixels
 
+    if task.duplicate_of is not None:
+        return Encoded.skip(
+            "duplicate", task.source, f"grid_cell {task.grid_cell!r} with product_id {task.product_id!r} was already read at {task.duplicate_of}"
+        )
     try:
         cell, crs, transform, seconds, mask = _cell(task)
     except _RowSkip as skip:
@@ -278,4 +323,4 @@ def encode_cell(task: CellTask, payload: str) -> Encoded:
     return out
 
 
-__all__ = ["CellTask", "cell_tasks", "count_rows", "encode_cell", "is_majortom", "parts_in", "patch_offsets", "source_bands", "to_10m"]
+__all__ = ["CellTask", "cell_tasks", "count_rows", "encode_cell", "is_majortom", "not_a_part", "parts_in", "patch_offsets", "source_bands", "to_10m"]

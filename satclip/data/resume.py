@@ -14,8 +14,9 @@ written and continues: the result is byte-identical to an uninterrupted run, wha
 unchanged (only the arguments are compared); one run per ``--out`` at a time.
 
 A run that fails on its input (a :class:`~satclip.data.sources.ShardInputError` other than a
-:class:`~satclip.data.remote.RemoteReadError`) removes its partial folder, as rerunning would fail
-again; an interrupted one (a signal, Ctrl-C, a network failure, a full disk) keeps it to resume.
+:class:`~satclip.data.remote.RemoteReadError` or a :class:`~satclip.data.sources.WorkerDiedError`)
+removes its partial folder, as rerunning would fail again; an interrupted one (a signal, Ctrl-C,
+SIGTERM, a network failure, a full disk, an encoding worker killed) keeps it to resume.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import shutil
 from pathlib import Path
 
 from .remote import RemoteReadError
-from .sources import ShardInputError
+from .sources import ShardInputError, WorkerDiedError
 
 PROGRESS = "progress.json"
 
@@ -73,7 +74,7 @@ def save(folder: Path, state: dict) -> None:
 
 def keep_for(error: BaseException) -> bool:
     """Whether a run stopped by ``error`` keeps its partial folder to be resumed."""
-    return not isinstance(error, ShardInputError) or isinstance(error, RemoteReadError)
+    return not isinstance(error, ShardInputError) or isinstance(error, (RemoteReadError, WorkerDiedError))
 
 
 __all__ = ["PROGRESS", "fingerprint", "keep_for", "partial_folder", "prepare", "save"]

@@ -48,12 +48,8 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TypeVar
 
@@ -62,9 +58,10 @@ from ..cliargs import add_progress_argument
 from ..columns import CoordinateColumnsError, add_coordinate_arguments, find_coordinate_columns, find_time_column
 from . import cellselect, majortom, remote, resume, ssl4eo
 from .cellselect import CellFilters, PartRows
+from .ordered_pool import WorkerDied, ordered_map
 from .payload import PAYLOAD_EXTENSIONS, decode_tif, encode_fast
 from .shardlist import MANIFEST, MANIFEST_VERSION
-from .sources import SHOWN_PER_KIND, Encoded, ShardInputError, sample_record
+from .sources import SHOWN_PER_KIND, Encoded, ShardInputError, WorkerDiedError, sample_record
 from .transforms import S2_BANDS
 
 MANIFEST_FORMAT = f"satclip-shards/{MANIFEST_VERSION}"
@@ -379,6 +376,9 @@ def collect_tasks(
             tar_dir = root / "data" if (root / "data").is_dir() and any(p.name.endswith(TAR_SUFFIXES) for p in (root / "data").iterdir()) else root
             tars = sorted(p for p in tar_dir.iterdir() if p.name.endswith(TAR_SUFFIXES))
             has_tifs = any(p.suffix.lower() in TIF_SUFFIXES for p in root.rglob("*"))
+            parquet = sorted(p for folder in (root, root / "images") if folder.is_dir() for p in folder.glob("*.parquet") if p.name != majortom.METADATA_FILE)
+            if parquet and not tars and not has_tifs:  # not an S2-100K folder with a Parquet index either
+                raise ShardInputError(f"{root}: {len(parquet)} .parquet file(s) but no Major TOM part; {parquet[0]} is {majortom.not_a_part(parquet[0])}")
             if tars and not has_tifs:
                 paths = list(tars)
                 index = index if index is not None else _folder_index(root)
@@ -393,11 +393,14 @@ def collect_tasks(
         raise ShardInputError("row selection (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) is for Major TOM parts")
     if all(ssl4eo.is_ssl4eo(p) for p in paths):
         return Collected(ssl4eo.location_tasks(paths, season), ssl4eo.count_locations(paths), "location", 4)
-    not_tars = [str(p) for p in paths if not (str(p).endswith(TAR_SUFFIXES) and (isinstance(p, str) or p.is_file()))]
+    not_tars = [p for p in paths if not (str(p).endswith(TAR_SUFFIXES) and (isinstance(p, str) or p.is_file()))]
     if not_tars:
+        why = {p: majortom.not_a_part(p) if isinstance(p, Path) and p.is_file() and p.suffix == ".parquet" else None for p in not_tars}
+        listed = "; ".join(f"{p}" + (f" ({why[p]})" if why[p] else "") for p in not_tars[:_MISSING_SHOWN])
         raise ShardInputError(
             f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or its metadata.parquet, or SSL4EO-S12 "
-            f"{ssl4eo.SUFFIX} files (paths or URLs; a GeoTIFF folder: a local path); not usable: {not_tars}"
+            f"{ssl4eo.SUFFIX} files (paths or URLs; a GeoTIFF folder: a local path), one kind at a time; not usable: {listed}"
+            f"{' ...' if len(not_tars) > _MISSING_SHOWN else ''}"
         )
     table = read_index_table(index, **(index_columns or {})) if index is not None else None
     return Collected(_tar_tasks(paths, table), None)
@@ -529,34 +532,21 @@ class _TarShards:
 
 
 def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int, in_flight: int = 16) -> Generator[R, None, None]:
-    """``map(fn, jobs)``, in ``workers`` spawned processes when > 1, results in input order with at
-    most ``in_flight * workers`` jobs submitted ahead (bounds the bytes read ahead from tars).
-
-    The first error, in a job, in reading ``jobs`` or a worker process dying, is raised here at
-    once; pending jobs are cancelled and the workers stopped before it propagates. Close the
-    generator (``contextlib.closing``) when leaving the loop early."""
+    """``map(fn, jobs)``, in ``workers`` spawned processes when > 1 (:func:`.ordered_pool.ordered_map`:
+    results in input order, at most ``in_flight * workers`` jobs ahead, which bounds the bytes read
+    ahead from tars). The first error, in a job, in reading ``jobs`` or a worker dying in any phase
+    (:class:`~.sources.WorkerDiedError`), is raised at once, the workers killed first. Close the generator (``contextlib.closing``) when
+    leaving the loop early."""
     if workers <= 1:
         yield from map(fn, jobs)
         return
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-    window: deque[Future] = deque()
-    done = 0
     try:
-        for job in jobs:
-            window.append(pool.submit(fn, job))
-            if len(window) >= in_flight * workers:
-                yield window.popleft().result()
-                done += 1
-        while window:
-            yield window.popleft().result()
-            done += 1
-    except BrokenProcessPool:
-        raise ShardInputError(
-            f"an encoding worker process died after {done} samples (killed, out of memory, or a crash in the "
-            "GeoTIFF reader); run with --workers 1 to find the input"
+        yield from ordered_map(fn, jobs, workers, in_flight)
+    except WorkerDied as err:
+        raise WorkerDiedError(
+            f"an encoding worker process ({err.pid}) died ({err.how}) after {err.done} inputs were encoded: killed, out of memory, "
+            "or a crash in the GeoTIFF reader; run with --workers 1 to find the input"
         ) from None
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _shard_set(folder: Path) -> list[Path]:

@@ -24,6 +24,11 @@ class ShardInputError(ValueError):
     """The inputs of ``satclip shards`` are unusable: the message names the file and the problem."""
 
 
+class WorkerDiedError(ShardInputError):
+    """An encoding worker process of ``satclip shards`` died (killed, out of memory, a crash in a
+    reader): a run stopped by it can be resumed (:mod:`satclip.data.resume`)."""
+
+
 @dataclass
 class Encoded:
     """A task's output: ``samples`` (key, payload bytes, JSON record) in order; ``skipped``: corrupt
@@ -70,4 +75,4 @@ def valid_lonlat(lon: float, lat: float) -> bool:
     return math.isfinite(lon) and math.isfinite(lat) and abs(lat) <= 90 and abs(lon) <= 180
 
 
-__all__ = ["SHOWN_PER_KIND", "Encoded", "ShardInputError", "payload_bytes", "sample_key", "sample_record", "valid_lonlat"]
+__all__ = ["SHOWN_PER_KIND", "Encoded", "ShardInputError", "WorkerDiedError", "payload_bytes", "sample_key", "sample_record", "valid_lonlat"]

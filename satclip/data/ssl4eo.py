@@ -47,16 +47,20 @@ def files_in(root: Path) -> list[Path]:
 
 def open_group(location: str | Path):
     """The root group of a zipped, consolidated Zarr format 2 store (a path, or a URL read through
-    fsspec's zip file system: the zip directory, then each chunk by range requests), read-only."""
+    fsspec's zip file system: the zip directory, then each chunk by range requests), read-only; a
+    file that is not one (not a zip, no consolidated metadata) is a :class:`ShardInputError` naming it."""
     with requires_extra("satclip shards of SSL4EO-S12 zarr.zip files"):
         import zarr
         from zarr.storage import FsspecStore, ZipStore
-    if not remote.is_url(location):
+    if remote.is_url(location):
+        url = str(location)
+        with remote.backend(url):
+            store = FsspecStore.from_url(f"zip::{url}", storage_options={url.partition("://")[0]: remote.options(url)}, read_only=True)
+        return zarr.open_consolidated(store, mode="r", zarr_format=2)
+    try:
         return zarr.open_consolidated(ZipStore(location, mode="r"), mode="r", zarr_format=2)
-    url = str(location)
-    with remote.backend(url):
-        store = FsspecStore.from_url(f"zip::{url}", storage_options={url.partition("://")[0]: remote.options(url)}, read_only=True)
-    return zarr.open_consolidated(store, mode="r", zarr_format=2)
+    except Exception as err:  # noqa: BLE001 - zipfile, zarr and key errors: say which file and what
+        raise ShardInputError(f"{location}: not a readable SSL4EO-S12 v1.1 zarr.zip ({type(err).__name__}: {err})") from None
 
 
 def cf_seconds(values: np.ndarray, attrs: dict, name: str) -> np.ndarray:

@@ -34,6 +34,8 @@ class Split:
     y: np.ndarray
     dropped: int = 0
     time: np.ndarray | None = None
+    kept: np.ndarray | None = None
+    """With ``dropped``, the (rows of the source table,) boolean mask of the rows kept."""
 
     def __post_init__(self) -> None:
         # one validator for coordinates everywhere: bad rows raise, longitudes are wrapped

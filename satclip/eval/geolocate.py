@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from ..location import LocationEncoder
 
 THRESHOLDS_KM = (25, 200, 750, 2500)
+MAX_GALLERY = 1e9
+"""The most places a ``grid:RES`` gallery may have unless ``--max-gallery`` raises it (grid:0.01 has
+6.5e8; grid:0.001, 6.5e10, would take days on any device)."""
 GALLERY_CHUNK = 65536
 IMAGE_CHUNK = 1024
 
@@ -51,8 +54,9 @@ class Gallery:
     lat_col: str = "lat"
 
     @classmethod
-    def parse(cls, spec: str, lon_col: str = "lon", lat_col: str = "lat") -> Gallery:
-        """``grid:RES``, ``grid:RES:land`` or the path of a points file."""
+    def parse(cls, spec: str, lon_col: str = "lon", lat_col: str = "lat", max_places: float = MAX_GALLERY) -> Gallery:
+        """``grid:RES``, ``grid:RES:land`` or the path of a points file; a grid of more than
+        ``max_places`` places is refused before anything is computed."""
         if spec.startswith("grid:"):
             parts = spec.split(":")
             try:
@@ -61,6 +65,13 @@ class Gallery:
                 resolution = math.nan
             if len(parts) > 3 or (len(parts) == 3 and parts[2] != "land") or not (0 < resolution <= 30):
                 raise ValueError(f"--gallery {spec!r}: expected grid:RES or grid:RES:land with 0 < RES <= 30 degrees")
+            places = (360 / resolution) * (180 / resolution)
+            if places > max_places:
+                raise ValueError(
+                    f"--gallery {spec!r}: {places:.3g} places to embed and rank ({360 / resolution:.6g} x {180 / resolution:.6g}), above the "
+                    f"limit of {max_places:.3g}: use a coarser grid (grid:{resolution * 10:g} has 100x fewer) or a file of "
+                    "candidate points; or raise the limit with --max-gallery"
+                )
             return cls(spec, resolution, len(parts) == 3)
         path = Path(spec)
         if not path.is_file():
@@ -239,6 +250,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--images", required=True, help="shards, a GeoTIFF folder, or the .parquet/.csv output of satclip embed-images")
     parser.add_argument("--gallery", default="grid:1", help="grid:RES, grid:RES:land, or a CSV/Parquet/NPY of candidate points (default grid:1)")
+    parser.add_argument(
+        "--max-gallery", type=float, default=MAX_GALLERY, help=f"refuse a grid:RES gallery of more places than this (default {MAX_GALLERY:.0e})"
+    )
     parser.add_argument("--top-k", type=int, default=5, help="guesses kept per image (default 5)")
     parser.add_argument("--output", required=True, help="guesses .csv (a <name>.summary.json is written beside it)")
     parser.add_argument("--lon-col", default="lon", help="longitude column of a points gallery")
@@ -262,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if output.suffix.lower() != ".csv":
             raise ValueError(f"output {str(output)!r}: name it .csv")
-        gallery = Gallery.parse(args.gallery, args.lon_col, args.lat_col)
+        gallery = Gallery.parse(args.gallery, args.lon_col, args.lat_col, args.max_gallery)
         model, preprocess = create_model_and_transforms(args.checkpoint, device=args.device, crop_size=args.crop_size)
         inputs = preprocess.inputs
         images = Path(args.images)

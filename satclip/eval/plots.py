@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 MAP_SIZE_IN = (12.0, 6.0)
 DPI = 100
+FINEST_MAP_RESOLUTION = 0.25
+"""The finest ``--resolution`` of a map (1200 px across 360 degrees: 0.3 degrees a pixel); the grid is embedded in memory."""
 
 
 def _mesh(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -75,6 +77,14 @@ def plot_embedding_map(
 
     from ..io.embed import embed_array
 
+    if resolution < FINEST_MAP_RESOLUTION:
+        points_needed = (360 / resolution) * (180 / resolution)
+        raise ValueError(
+            f"--resolution {resolution:g}: the map is {int(MAP_SIZE_IN[0] * DPI)} px wide ({360 / (MAP_SIZE_IN[0] * DPI):.2g} degrees a pixel), so a grid finer "
+            f"than {FINEST_MAP_RESOLUTION:g} degrees adds no detail, and this one would hold {points_needed:.3g} embeddings "
+            f"({points_needed * encoder.output_dim * 8 / 1e9:,.3g} GB) in memory; use --resolution {FINEST_MAP_RESOLUTION:g} or coarser "
+            "(satclip embed-grid writes fine grids tile by tile)"
+        )
     lon, lat = lonlat_grid(resolution)
     points = _mesh(lon, lat)
     emb = embed_array(encoder, points, dtype=np.float64)

@@ -70,8 +70,10 @@ ENCODERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {"geoclip"
 """``--encoder`` name -> (table name, features of (N, 2) [lon, lat])."""
 
 
-def load_features(spec: str, rows: int) -> tuple[str, np.ndarray]:
-    """``NAME=file.npy`` -> (NAME, (rows, D) float64), checked against the table's row count."""
+def load_features(spec: str, rows: int, kept: np.ndarray | None = None) -> tuple[str, np.ndarray]:
+    """``NAME=file.npy`` -> (NAME, (rows, D) float64), checked against the table's row count; with
+    ``kept`` (the source table's rows that ``--drop-invalid`` kept), features of every source row
+    are reduced to the kept ones."""
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
         raise ValueError(f"--features {spec!r}: expected NAME=file.npy")
@@ -83,8 +85,11 @@ def load_features(spec: str, rows: int) -> tuple[str, np.ndarray]:
         raise ValueError(f"--features {spec!r}: not a numeric .npy array ({err})") from None
     if feats.ndim == 1:
         feats = feats[:, None]
+    if kept is not None and feats.ndim == 2 and feats.shape[0] == len(kept) != rows:
+        feats = feats[kept]  # aligned to the table as given: the dropped rows go here too
     if feats.ndim != 2 or feats.shape[0] != rows:
-        raise ValueError(f"--features {spec!r}: expected ({rows}, D) rows in the table's order, got shape {feats.shape}")
+        dropped = f" ({len(kept) - rows} of its {len(kept)} rows were dropped by --drop-invalid: give the kept rows or all)" if kept is not None else ""
+        raise ValueError(f"--features {spec!r}: expected ({rows}, D) rows in the table's order{dropped}, got shape {feats.shape}")
     if not np.issubdtype(feats.dtype, np.number) or not np.isfinite(feats).all():
         raise ValueError(f"--features {spec!r}: values must be finite numbers (dtype {feats.dtype})")
     return name, feats.astype(np.float64)
@@ -228,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         features[Path(ckpt).name if Path(ckpt).exists() else ckpt] = embed_array(encoder, table.lonlat, dtype=np.float64)
     try:
         for spec in args.features:
-            name, feats = load_features(spec, len(y))
+            name, feats = load_features(spec, len(y), table.kept if table.dropped else None)
             features[name] = feats
         for name in args.encoder:
             title, fn = ENCODERS[name]

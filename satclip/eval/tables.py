@@ -68,7 +68,7 @@ def read_table(
     y = df[target].to_numpy()[keep] if target else np.zeros(int(keep.sum()))
     time = _times(df[time_col], path, time_col)[keep] if time_col else None
     try:
-        return Split(lonlat[keep], y, dropped=int(bad.sum()), time=time)
+        return Split(lonlat[keep], y, dropped=int(bad.sum()), time=time, kept=keep)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
 

@@ -6,7 +6,12 @@ tower, whatever the extent); ``--dims K`` keeps the first K dimensions and ``--p
 first K principal components fitted on a regular sample of the grid (the fit is saved beside the
 output as ``<name>.pca.npz``); ``--dtype int8`` quantises with a per-band scale and offset from
 the same sample (:class:`.bands.Quantiser`). A bbox crossing the antimeridian is rejected: embed
-it as two boxes. The output appears only when complete.
+it as two boxes. The output appears only when complete, and replaces an existing one only with
+``overwrite``. Before anything is computed the output's size (pixels x bands x bytes, uncompressed)
+is checked against ``max_gb`` (:data:`MAX_GB` unless raised): a world grid at 0.0001 degrees is
+refused at once, not after hours. An error, Ctrl-C or SIGTERM (``satclip`` turns it into an
+exception) removes the staging files (``OUT.partial*``, ``OUT.zarr.partial/``); only SIGKILL,
+which no process can handle, leaves them, and the next run over the same output removes them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from .rasters import STORAGE_DTYPES, RasterSpec
 
 FORMATS = {".tif": "cog", ".tiff": "cog", ".zarr": "zarr"}
 SAMPLE = 65536
+MAX_GB = 100.0
+"""The largest output written unless the limit is raised (``max_gb``, ``--max-gb``): uncompressed
+gigabytes (1e9 bytes) = pixels x bands x bytes per value."""
 
 
 @dataclass
@@ -60,6 +68,25 @@ def _writer(output: Path, spec: RasterSpec):
     return COGWriter(output, spec)
 
 
+def _size_text(size: float) -> str:
+    unit = next((u for u, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9)) if size >= scale), "MB")
+    return f"{size / {'PB': 1e15, 'TB': 1e12, 'GB': 1e9, 'MB': 1e6}[unit]:,.3g} {unit}"
+
+
+def check_size(grid: Grid, bands: int, dtype: str, max_gb: float = MAX_GB) -> int:
+    """The output's uncompressed size in bytes; a :class:`ValueError` saying how to make it smaller
+    when it is above ``max_gb`` gigabytes."""
+    size = grid.width * grid.height * bands * np.dtype(dtype).itemsize
+    if size > max_gb * 1e9:
+        raise ValueError(
+            f"the output would be {grid.width} x {grid.height} = {grid.width * grid.height:.3g} pixels x {bands} bands x "
+            f"{np.dtype(dtype).itemsize} bytes ({dtype}) = {_size_text(size)} uncompressed, above the limit of {max_gb:g} GB: "
+            "use a coarser --resolution (twice as coarse is 4x smaller), a smaller --bbox, fewer bands (--dims K or --pca K) "
+            "or --dtype float16 / int8; or raise the limit with --max-gb"
+        )
+    return size
+
+
 def _embed(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int, device: str | torch.device) -> np.ndarray:
     return embed_array(encoder, lonlat, batch_size, device).astype(np.float64, copy=False)
 
@@ -78,6 +105,8 @@ def embed_grid(
     sample: int = SAMPLE,
     attrs: dict[str, str] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    max_gb: float = MAX_GB,
 ) -> GridResult:
     """Embed every pixel centre of ``grid`` into ``output`` (.tif COG or .zarr); see the module docstring."""
     from tqdm import tqdm
@@ -89,6 +118,10 @@ def embed_grid(
     output = Path(output)
     if output.suffix.lower() not in FORMATS:
         raise ValueError(f"output {str(output)!r}: unsupported format {output.suffix or '(no extension)'!r}; use .tif or .zarr")
+    existing = [p for p in (output, pca_path(output) if pca is not None else None) if p is not None and (p.exists() or p.is_symlink())]
+    if existing and not overwrite:
+        raise ValueError(f"{existing[0]} already exists; pass --overwrite to replace it")
+    check_size(grid, pca or dims or encoder.output_dim, dtype, max_gb)
     start = time.perf_counter()
     encoder = encoder.to(device).eval()
     band_map = BandMap(encoder.output_dim, dims=dims)
@@ -108,8 +141,9 @@ def embed_grid(
     }
     spec = RasterSpec(grid, band_map.names, dtype, tile, quantiser, info)
     output.parent.mkdir(parents=True, exist_ok=True)
-    writer = _writer(output, spec)
+    writer = None
     try:
+        writer = _writer(output, spec)
         with tqdm(total=grid.width * grid.height, unit="px", unit_scale=True, desc=f"embed-grid {output.name}", disable=not progress) as bar:
             for window in grid.tiles(tile):
                 centres = grid.centres(window)
@@ -120,8 +154,9 @@ def embed_grid(
                     bar.update(len(values))
                 writer.write(window, np.ascontiguousarray(block.T.reshape(spec.count, window.height, window.width)))
         writer.close()
-    except BaseException:
-        writer.abort()
+    except BaseException:  # Ctrl-C and SIGTERM (see satclip.cli) included
+        if writer is not None:
+            writer.abort()
         raise
     saved = None
     if band_map.pca is not None:
@@ -151,6 +186,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--tower-dtype", choices=("float32", "float64"), default=None, help="precision of the tower (default: the checkpoint's)")
     add_progress_argument(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (and its .pca.npz)")
+    parser.add_argument(
+        "--max-gb", type=float, default=MAX_GB, help=f"refuse an output above this many GB uncompressed, pixels x bands x bytes (default {MAX_GB:g})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
             sample=args.sample,
             attrs={"satclip_checkpoint": str(args.checkpoint)},
             progress=not args.no_progress,
+            overwrite=args.overwrite,
+            max_gb=args.max_gb,
         )
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise SystemExit(f"satclip embed-grid: {err}") from None

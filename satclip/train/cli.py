@@ -36,6 +36,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from ..data.errors import EmptyStreamError, ResumeError
+from ..hubfiles import MissingWeightsError
 from .callbacks import Throughput, variant_checkpoints
 from .checkpoint_io import AtomicCheckpointIO, CheckpointReadError, resumable_checkpoint, safe_torch_load
 from .geography import GeographyMetrics
@@ -43,6 +45,17 @@ from .module import SatCLIPModule
 from .preemption import Preemption
 
 DEFAULT_DATA = "satclip.data.stream.SatCLIPDataModule"
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+"""``--ckpt_path`` values Lightning resolves itself; anything else without ``://`` must be a file."""
+
+
+class ConfigError(ValueError):
+    """A ``--config`` file's ``base:`` that cannot be followed (a cycle, a missing file, not a name)."""
+
+
+USER_ERRORS = (CheckpointReadError, ConfigError, ResumeError, EmptyStreamError, MissingWeightsError)
+"""What ``satclip fit`` reports in one line (a bad checkpoint, config, resume or data; weights that
+cannot be had); other errors keep their traceback."""
 
 
 def check_resumable(path: str) -> None:
@@ -58,13 +71,14 @@ def check_resumable(path: str) -> None:
 
 def expand_config_bases(argv: list[str]) -> list[str]:
     """``--config FILE`` whose YAML has a top-level ``base: OTHER`` becomes ``--config OTHER --config
-    <FILE's other keys>`` (``OTHER`` relative to ``FILE``, bases of bases followed; a cycle is an error).
+    <FILE's other keys>`` (``OTHER`` relative to ``FILE``, bases of bases followed; a cycle or a
+    missing base is a :class:`ConfigError`).
     Other arguments pass through unchanged."""
     import yaml
 
     def expand(path: Path, seen: tuple[Path, ...]) -> list[str]:
         if path in seen:
-            raise ValueError(f"config {path}: its base chain returns to itself ({' -> '.join(map(str, (*seen, path)))})")
+            raise ConfigError(f"config {path}: its base chain returns to itself ({' -> '.join(map(str, (*seen, path)))})")
         try:
             content = yaml.safe_load(path.read_text())
         except yaml.YAMLError:  # jsonargparse reports it (and refuses Python tags) as for any config
@@ -73,10 +87,10 @@ def expand_config_bases(argv: list[str]) -> list[str]:
             return ["--config", str(path)]
         base = content.pop("base")
         if not isinstance(base, str):
-            raise ValueError(f"config {path}: base must be a file name, got {base!r}")
+            raise ConfigError(f"config {path}: base must be a file name, got {base!r}")
         parent = (path.parent / base).resolve()
         if not parent.is_file():
-            raise FileNotFoundError(f"config {path}: its base {base!r} is not a file ({parent})")
+            raise ConfigError(f"config {path}: its base {base!r} is not a file ({parent})")
         return [*expand(parent, (*seen, path)), "--config", yaml.safe_dump(content, sort_keys=False)]
 
     out: list[str] = []
@@ -110,6 +124,8 @@ class SatCLIPCLI(LightningCLI):
         ckpt_path = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
         if ckpt_path and os.path.isfile(ckpt_path):
             check_resumable(ckpt_path)
+        elif ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in ckpt_path:
+            raise CheckpointReadError(f"--ckpt_path {ckpt_path!r}: no such file (or one of {', '.join(LIGHTNING_CKPT_NAMES)})")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The Trainer with satclip's defaults added to the configured arguments (public hook)."""
@@ -156,4 +172,4 @@ def main(argv: list[str] | None = None) -> SatCLIPCLI:
     )
 
 
-__all__ = ["SatCLIPCLI", "main"]
+__all__ = ["USER_ERRORS", "ConfigError", "SatCLIPCLI", "main"]

@@ -23,7 +23,7 @@ from typing import Any, cast
 import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..data.datamodule import skip_metrics
 from ..geo import great_circle_km
@@ -493,6 +493,11 @@ class SatCLIPModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.nonfinite_total = int(checkpoint.get("satclip", {}).get("nonfinite_skipped", 0))
+        max_steps, step = getattr(self._trainer, "max_steps", -1), int(checkpoint.get("global_step", 0))
+        if max_steps not in (None, -1) and step >= max_steps:  # Lightning then stops at once, saying only that max_steps was reached
+            rank_zero_warn(
+                f"the checkpoint is already at step {step}, trainer.max_steps={max_steps}: nothing is trained; raise --trainer.max_steps to continue the run"
+            )
 
 
 __all__ = ["SatCLIPModule", "WarmupCosine", "WarmupCosineLR", "key_ids", "parameter_groups", "retrieval_metrics"]
