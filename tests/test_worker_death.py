@@ -27,7 +27,10 @@ def _workers(pid: int) -> list[int]:
     """The pool workers among the children of ``pid`` (not multiprocessing's resource tracker)."""
     kids = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        kids += [int(k) for k in (task / "children").read_text().split()]
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that ended since the listing
+            continue
     alive = []
     for kid in kids:
         try:
