@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 from .safeload import CheckpointReadError
 
 _TRUE = {"1", "on", "yes", "true"}
+HF_HUB_PREFIX = "hf-hub:"
+"""The explicit Hub form of a source, ``hf-hub:owner/repo[/file]`` (timm's and open_clip's spelling)."""
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -138,4 +140,15 @@ def push_folder(folder: str | Path, repo_id: str, token: str | None = None, priv
     return f"{endpoint()}/{repo_id}"
 
 
-__all__ = ["MissingWeightsError", "cache_dir", "endpoint", "fetch", "is_offline", "offline_error", "offline_reason", "push_folder", "verify_sha256"]
+__all__ = [
+    "HF_HUB_PREFIX",
+    "MissingWeightsError",
+    "cache_dir",
+    "endpoint",
+    "fetch",
+    "is_offline",
+    "offline_error",
+    "offline_reason",
+    "push_folder",
+    "verify_sha256",
+]

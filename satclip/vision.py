@@ -7,11 +7,9 @@ from pathlib import Path
 import timm
 from torch import nn
 
-from .hubfiles import MissingWeightsError, fetch, verify_sha256
+from .hubfiles import HF_HUB_PREFIX, MissingWeightsError, fetch, verify_sha256
 from .pretrained import BACKBONES, get_backbone
 from .safeload import load_weights
-
-HF_HUB_PREFIX = "hf-hub:"
 
 
 def resolve_image_weights(source: str | Path) -> Path:

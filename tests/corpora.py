@@ -13,6 +13,7 @@ each corpus's published layout (shared by tests/test_corpora.py and scripts/benc
 
 from __future__ import annotations
 
+import json
 import os
 import tarfile
 import zipfile
@@ -247,3 +248,20 @@ def write_s2_100k_folder(root: Path, n: int = 20) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+def read_shards(out: Path) -> tuple[dict, dict[str, dict]]:
+    """The manifest and every sample ({ext: bytes}) of a shard folder, checking the manifest counts
+    (the key is the member name up to its first dot, as WebDataset reads it)."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    samples: dict[str, dict] = {}
+    for shard in manifest["shards"]:
+        keys = set()
+        with tarfile.open(out / shard["name"]) as tar:
+            for member in tar:
+                key, ext = member.name.split(".", 1)
+                keys.add(key)
+                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
+        assert len(keys) == shard["samples"]
+    assert manifest["samples"] == len(samples) == sum(s["samples"] for s in manifest["shards"])
+    return manifest, samples

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from corpora import SEASON_TIMES, majortom_row, sample_patches, write_majortom, write_s2_100k_published, write_ssl4eo
+from corpora import SEASON_TIMES, majortom_row, read_shards, sample_patches, write_majortom, write_s2_100k_published, write_ssl4eo
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 from rasterio.warp import transform as warp
@@ -26,18 +26,6 @@ from satclip.data.shards import ShardInputError, read_index, write_shards
 from satclip.data.transforms import S2_BANDS, S2_BANDS_13
 
 WHEN = "20200902T101031"
-
-
-def read_shards(out: Path) -> tuple[dict, dict[str, dict]]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    samples: dict[str, dict] = {}
-    for shard in manifest["shards"]:
-        with tarfile.open(out / shard["name"]) as tar:
-            for member in tar:
-                key, ext = member.name.split(".", 1)
-                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
-    assert manifest["samples"] == len(samples)
-    return manifest, samples
 
 
 @pytest.fixture(scope="module")

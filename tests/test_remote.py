@@ -8,7 +8,6 @@ import json
 import os
 import re
 import socket
-import tarfile
 import threading
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from corpora import majortom_row, sample_patches, write_majortom, write_s2_100k_published, write_ssl4eo
+from corpora import majortom_row, read_shards, sample_patches, write_majortom, write_s2_100k_published, write_ssl4eo
 
 from satclip.cli import main
 from satclip.data import remote
@@ -95,17 +94,6 @@ def _sent(server, prefix: str) -> int:
     return sum(n for path, n in server.sent.items() if path.startswith(prefix))
 
 
-def _samples(out: Path) -> dict[str, dict]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    samples: dict[str, dict] = {}
-    for shard in manifest["shards"]:
-        with tarfile.open(out / shard["name"]) as tar:
-            for member in tar:
-                key, ext = member.name.split(".", 1)
-                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
-    return samples
-
-
 def _index(root: Path) -> dict[str, np.ndarray]:
     table = pq.read_table(root / "Core-S2L2A" / "metadata.parquet")
     return {c: np.asarray(table.column(c).to_pylist()) for c in table.column_names}
@@ -127,7 +115,7 @@ def test_one_cell_of_six_fetches_only_its_row_group(served, tmp_path):
         "rows_selected": 1,
         "parts": 1,
     }
-    samples = _samples(tmp_path / "remote")
+    samples = read_shards(tmp_path / "remote")[1]
     assert {json.loads(s["json"])["cell"] for s in samples.values()} == {"4U_14R"}
     assert {json.loads(s["json"])["source"].split(" patch")[0] for s in samples.values()} == {"part_00002.parquet:row 1"}
     # measured, not assumed: the other part is never touched, and of part 2 little more than the row's bands
@@ -213,7 +201,7 @@ def test_selection_through_the_cli_from_the_metadata_url(served, tmp_path, capsy
         "bbox": 1,
         "max_cloud_cover": 1,
     }
-    assert {json.loads(s["json"])["cell"] for s in _samples(tmp_path / "out").values()} == {meta["grid_cell"][i]}
+    assert {json.loads(s["json"])["cell"] for s in read_shards(tmp_path / "out")[1].values()} == {meta["grid_cell"][i]}
     assert _sent(server, "/Core-S2L2A/images/part_00001.parquet") == 0
     assert main(["shards", f"{base}/Core-S2L2A", "--max-cloud-cover", "0.5", "--start", "2021-01-01", "--out", str(tmp_path / "none")]) == 2
     assert "the selection keeps no row" in capsys.readouterr().err
@@ -232,7 +220,7 @@ def test_remote_tars_and_index_give_the_local_bytes_with_the_index_time(served, 
     for shard in remote_set["shards"]:
         assert (tmp_path / "remote" / shard["name"]).read_bytes() == (tmp_path / "local" / shard["name"]).read_bytes()
     by_fn = dict(zip(table.column("fn").to_pylist(), times))
-    for key, sample in _samples(tmp_path / "remote").items():
+    for key, sample in read_shards(tmp_path / "remote")[1].items():
         assert json.loads(sample["json"])["time"] == by_fn[f"{key}.tif"]
 
 
@@ -290,6 +278,6 @@ def test_parts_given_with_an_index_select_among_them(served, tmp_path):
         [f"{base}/Core-S2L2A/images/part_00002.parquet"], tmp_path / "out", index=index, select=CellFilters(max_cloud_cover=50), progress=False
     )
     assert manifest["selection"]["rows_after"] == {"max_cloud_cover": 5, "among_inputs": 2} and manifest["selection"]["rows_selected"] == 2
-    assert {json.loads(s["json"])["cell"] for s in _samples(tmp_path / "out").values()} == {"3U_13R", "5U_15R"}
+    assert {json.loads(s["json"])["cell"] for s in read_shards(tmp_path / "out")[1].values()} == {"3U_13R", "5U_15R"}
     with pytest.raises(ShardInputError, match="needs its metadata.parquet: give the dataset folder or --index"):
         write_shards([f"{base}/Core-S2L2A/images/part_00002.parquet"], tmp_path / "none", select=CellFilters(sample=1), progress=False)

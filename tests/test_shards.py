@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from corpora import read_shards
 
 from satclip.acqtime import day_of_year, parse_time
 from satclip.cli import main
@@ -22,22 +23,6 @@ from satclip.data.shards import ShardInputError, encode_in_order, read_index, re
 from satclip.data.transforms import S2_BANDS
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def read_shards(out: Path) -> tuple[dict, dict[str, dict]]:
-    """The manifest and every sample ({ext: bytes}) of a shard folder, checking the manifest counts."""
-    manifest = json.loads((out / "manifest.json").read_text())
-    samples: dict[str, dict] = {}
-    for shard in manifest["shards"]:
-        keys = set()
-        with tarfile.open(out / shard["name"]) as tar:
-            for member in tar:
-                key, ext = member.name.rsplit(".", 1)
-                keys.add(key)
-                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
-        assert len(keys) == shard["samples"]
-    assert manifest["samples"] == len(samples) == sum(s["samples"] for s in manifest["shards"])
-    return manifest, samples
 
 
 @pytest.fixture(scope="module")

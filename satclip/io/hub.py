@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..hubfiles import cache_dir, fetch, is_offline, offline_error, offline_reason, push_folder, verify_sha256
+from ..hubfiles import HF_HUB_PREFIX, cache_dir, fetch, is_offline, offline_error, offline_reason, push_folder, verify_sha256
 from ..location.serialization import EXPORT_FILES
 from ..pretrained import get_pretrained
 
-HF_HUB_PREFIX = "hf-hub:"
 _CHECKPOINT_SUFFIX = r"\.(ckpt|pt|pth|safetensors)"
 _NAME = r"[\w.-]+"
 _HUB_ID = re.compile(rf"^[A-Za-z0-9][\w.-]*/{_NAME}(/{_NAME}{_CHECKPOINT_SUFFIX})?$")

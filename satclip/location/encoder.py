@@ -93,13 +93,13 @@ class LocationEncoder(nn.Module):
 
         Checkpoints, released model names and URLs load with ``satclip.load_location_encoder``.
         """
-        from ..hubfiles import fetch
+        from ..hubfiles import HF_HUB_PREFIX, fetch
         from .serialization import EXPORT_FILES, as_dtype, read_export
 
         text = str(source)
         folder = Path(text).expanduser()
         if not folder.is_dir():
-            repo_id = text.removeprefix("hf-hub:")
+            repo_id = text.removeprefix(HF_HUB_PREFIX)
             if repo_id.count("/") != 1 or not all(repo_id.split("/")) or Path(repo_id).suffix:
                 raise ValueError(
                     f"{text!r}: from_pretrained takes an export folder or a Hub repository id (owner/repo); "
