@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .errors import EmptyStreamError, SkipCounter, format_counts
+from .s2index import read_index
 from .samples import Decoded, SampleDecoder, Skip
 from .shardlist import expand_urls, read_manifest
-from .shards import read_index
 from .sharedring import SharedBatchRing
 from .tarstream import iter_shard
 from .transforms import S2_BANDS, ZERO_BANDS_KEY, Augment, flip_draws, flip_view, select_bands, to_reflectance
