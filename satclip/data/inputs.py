@@ -3,6 +3,7 @@ one per GeoTIFF, Major TOM row or SSL4EO-S12 location, in the order they are wri
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -12,7 +13,8 @@ from pathlib import Path
 from . import cellselect, majortom, remote, ssl4eo
 from .cellselect import CellFilters, PartRows
 from .geotiffs import SHOWN_NAMES, TIF_SUFFIXES, folder_tasks, tar_tasks
-from .s2index import INDEX_NAMES, read_index_table
+from .partition import Units
+from .s2index import INDEX_NAMES, IndexTable, read_index_table
 from .sources import ShardInputError
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -30,6 +32,8 @@ class Collected:
     """Major TOM: what the metadata filters selected and how (the manifest's ``selection``)."""
     after: Callable[[int], Iterable] | None = None
     """The tasks after the first n, without reading those (a resumed run); None: read and skip them."""
+    units: Units | None = None
+    """How the tasks split into the parts of a split run (:mod:`satclip.data.partition`); None: a part already."""
 
     def tasks_after(self, n: int) -> Iterable:
         return self.after(n) if self.after is not None and n else itertools.islice(self.tasks, n, None)
@@ -64,12 +68,41 @@ def _majortom_parts(given: Sequence[str | Path], root: str | None, index: str | 
     return parts, record
 
 
+def _listed(tasks: list) -> Collected:
+    """A list of GeoTIFF tasks, split by task."""
+    return Collected(tasks, len(tasks), units=Units("patches", len(tasks), lambda a, b: Collected(tasks[a:b], b - a)))
+
+
+def _rows(tasks_from: Callable[[int], Iterable], start: int, stop: int, selection: dict | None) -> Collected:
+    """Major TOM rows ``[start, stop)``; ``tasks_from(n)``: the tasks after the first n rows, which it skips without reading them."""
+    n = stop - start
+    return Collected(
+        itertools.islice(tasks_from(start), n),
+        n,
+        "cell",
+        2,
+        selection,
+        lambda done: itertools.islice(tasks_from(start + done), n - done),
+    )
+
+
 def _majortom_collected(parts: list[PartRows], selection: dict | None, bands: Sequence[str] | None, patch_size: int, max_cloud: float | None) -> Collected:
     if max_cloud is not None and not 0 <= max_cloud <= 1:
         raise ShardInputError(f"--max-cloud is a fraction of a patch's pixels, 0 to 1; got {max_cloud}")
-    tasks = majortom.cell_tasks(parts, bands, patch_size, max_cloud)
-    after = lambda n: majortom.cell_tasks(parts, bands, patch_size, max_cloud, skip=n)  # noqa: E731
-    return Collected(tasks, majortom.count_rows(parts), "cell", 2, selection, after)
+    tasks_from = lambda skip: majortom.cell_tasks(parts, bands, patch_size, max_cloud, skip=skip)  # noqa: E731
+    rows = majortom.count_rows(parts)
+    return dataclasses.replace(_rows(tasks_from, 0, rows, selection), units=Units("cells", rows, lambda a, b: _rows(tasks_from, a, b, selection)))
+
+
+def _ssl4eo_collected(paths: Sequence[str | Path], season: int | None) -> Collected:
+    count = ssl4eo.count_locations(paths)
+    part = lambda a, b: Collected(ssl4eo.location_tasks(paths, season, a, b), b - a, "location", 4)  # noqa: E731
+    return Collected(ssl4eo.location_tasks(paths, season), count, "location", 4, units=Units("locations", count, part))
+
+
+def _tars_collected(paths: Sequence[str | Path], table: IndexTable | None) -> Collected:
+    """S2-100K tars, split by whole tar files (their members are only known by reading them)."""
+    return Collected(tar_tasks(paths, table), None, units=Units("tar files", len(paths), lambda a, b: Collected(tar_tasks(paths[a:b], table), None)))
 
 
 def _is_remote_folder(url: str) -> bool:
@@ -147,14 +180,13 @@ def collect_tasks(
             else:
                 index_path = Path(index) if index is not None else _folder_index(root)
                 table = read_index_table(index_path, **(index_columns or {})) if index_path is not None else None
-                tasks = folder_tasks(root, table)
-                return Collected(tasks, len(tasks))
+                return _listed(folder_tasks(root, table))
     if all(majortom.is_majortom(p) for p in paths):
         return _majortom_collected(*_majortom_parts(paths, None, index, filters), bands, patch_size, max_cloud)
     if filters.given():
         raise ShardInputError("row selection (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) is for Major TOM parts")
     if all(ssl4eo.is_ssl4eo(p) for p in paths):
-        return Collected(ssl4eo.location_tasks(paths, season), ssl4eo.count_locations(paths), "location", 4)
+        return _ssl4eo_collected(paths, season)
     not_tars = [p for p in paths if not (str(p).endswith(TAR_SUFFIXES) and (isinstance(p, str) or p.is_file()))]
     if not_tars:
         why = {p: majortom.not_a_part(p) if isinstance(p, Path) and p.is_file() and p.suffix == ".parquet" else None for p in not_tars}
@@ -165,7 +197,7 @@ def collect_tasks(
             f"{' ...' if len(not_tars) > SHOWN_NAMES else ''}"
         )
     table = read_index_table(index, **(index_columns or {})) if index is not None else None
-    return Collected(tar_tasks(paths, table), None)
+    return _tars_collected(paths, table)
 
 
 __all__ = ["TAR_SUFFIXES", "Collected", "collect_tasks"]

@@ -57,6 +57,7 @@ from .cellselect import CellFilters
 from .geotiffs import encode_sample, time_from_tags
 from .inputs import Collected, collect_tasks
 from .ordered_pool import WorkerDied, ordered_map
+from .partition import Part, parse_part
 from .payload import PAYLOAD_EXTENSIONS
 from .s2index import IndexTable, read_index, read_index_table
 from .shardlist import MANIFEST, MANIFEST_VERSION
@@ -166,6 +167,7 @@ def write_shards(
     max_cloud: float | None = None,
     season: int | None = None,
     select: CellFilters | None = None,
+    part: Part | None = None,
 ) -> dict:
     """Write WebDataset shards and ``manifest.json`` into ``out``; return the manifest.
 
@@ -175,7 +177,9 @@ def write_shards(
     Major TOM cutting and cloud filter; ``season`` (1-4): SSL4EO-S12 timestamps of that quarter only;
     ``select``: Major TOM rows chosen on the metadata index before reading
     (:mod:`satclip.data.cellselect`; recorded as the manifest's ``selection``). Inputs may be URLs
-    (:mod:`satclip.data.remote`).
+    (:mod:`satclip.data.remote`). ``part``: write only this part of the run
+    (:mod:`satclip.data.partition`), a complete set of its own (possibly empty) whose manifest says
+    which (``part``), for :func:`satclip.data.combine.combine_parts`.
 
     The set is written into the hidden sibling ``.OUT.partial`` and moved in only once complete:
     a failure leaves ``out`` (and a set it held, with ``overwrite``) as it was. A run stopped at any
@@ -203,11 +207,20 @@ def write_shards(
         "satclip": __version__,
     }
     run = resume.fingerprint(decides)
+    split = None
+    if part is not None:
+        assert collected.units is not None  # every input splits
+        start, stop = part.bounds(collected.units.count)
+        split = {"index": part.index, "count": part.count, "run": run, "unit": collected.units.name, "units": [start, stop], "of": collected.units.count}
+        collected = collected.units.tasks_of(start, stop)
+        run = resume.fingerprint({**decides, "part": str(part)})
     temp = resume.partial_folder(out)  # the old set stays in place until this one is complete
     state = resume.prepare(temp, run)
     try:
         manifest = _write_set(collected, temp, samples_per_shard, payload, tuple(bands) if bands else None, workers, progress, out, run, state)
-        if not manifest["shards"]:
+        if split is not None:
+            manifest["part"] = split
+        elif not manifest["shards"]:
             counts = ", ".join(f"{k}={n}" for k, n in {**manifest["skipped"], **manifest["filtered"]}.items())
             raise ShardInputError(f"no sample written from {', '.join(map(str, inputs))}" + (f" (skipped/filtered: {counts})" if counts else ""))
         if collected.selection is not None:
@@ -266,9 +279,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     select.add_argument("--sample", type=int, metavar="N", help="then N of the selected rows, uniformly at random")
     select.add_argument("--seed", type=int, default=0, help="the seed of --sample (default 0)")
     parser.add_argument("--season", type=int, choices=(1, 2, 3, 4), help="SSL4EO-S12: only timestamps in this quarter (1: Jan-Mar ... 4: Oct-Dec)")
+    parser.add_argument(
+        "--part",
+        type=_part,
+        metavar="I/N",
+        help="write only part I (0 to N-1) of N of the run, into --out, for `satclip combine-shards`; slurm/N: this SLURM array task's part "
+        "(SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
     add_progress_argument(parser)
+
+
+def _part(text: str) -> Part:
+    try:
+        return parse_part(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--part {text!r}: ")) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -298,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
             ),
             progress=not args.no_progress,
+            part=args.part,
         )
     except ShardInputError as err:
         print(f"satclip shards: error: {err}", file=sys.stderr)
@@ -307,6 +335,13 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {manifest['samples']} samples in {len(manifest['shards'])} shards ({size:.1f} MiB, payload {args.payload}) to {args.out}; "
         f"{manifest['with_time']} with acquisition time"
     )
+    if "part" in manifest:
+        split = manifest["part"]
+        start, stop = split["units"]
+        took = (
+            f"{split['unit']} {start} to {stop - 1} of {split['of']}" if stop > start else f"none of the {split['of']} {split['unit']} (more parts than those)"
+        )
+        print(f"part {args.part}: {took}; combine the parts with `satclip combine-shards`")
     if "selection" in manifest:
         chosen = manifest["selection"]
         print(f"selected {chosen['rows_selected']} of {chosen['rows_in_index']} rows of {chosen['index']} in {chosen['parts']} parts")
