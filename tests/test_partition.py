@@ -6,7 +6,10 @@ missing and repeated parts are refused with one line naming them."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from satclip.data.partition import Part, parse_part
 from satclip.data.shardlist import expand_urls
 from satclip.data.shards import ShardInputError, write_shards
 from satclip.data.stream import StreamLoader, build_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +241,37 @@ def test_cli(s2_folder, tmp_path, capsys, monkeypatch):
         main(["shards", str(s2_folder), "--out", str(tmp_path / "x"), "--part", "2/2"])
     assert "argument --part: part 2 is not in 0 to 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_sbatch_array_writes_parts_and_combines_them(cells, tmp_path):
+    """scripts/slurm/shards-array.sbatch run as SLURM would: array tasks 1-3 (any order), then the combine job."""
+    script = ROOT / "scripts" / "slurm" / "shards-array.sbatch"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    if shutil.which("shellcheck"):
+        subprocess.run(["shellcheck", str(script)], check=True)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PARTS": str(tmp_path / "parts"),
+        "SATCLIP_ACTIVATE": "/nonexistent",
+        "SLURM_ARRAY_TASK_COUNT": "3",
+        "SLURM_ARRAY_TASK_MIN": "1",
+        "SLURM_CPUS_PER_TASK": "1",
+    }
+
+    def job(*args: str, task: str | None = None) -> subprocess.CompletedProcess:
+        extra = {"SLURM_ARRAY_TASK_ID": task} if task is not None else {}
+        return subprocess.run(["bash", str(script), *args], cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=300)
+
+    for task in ("3", "1", "2"):
+        done = job(str(cells), "--samples-per-shard", "5", task=task)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"part {int(task) - 1}/3: cells" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["part-00001", "part-00002", "part-00003"]
+    done = job("--combine", str(tmp_path / "all"))
+    assert done.returncode == 0 and "combined 3 parts" in done.stdout, done.stderr[-2000:]
+    write_shards([cells], tmp_path / "one", samples_per_shard=5, progress=False)
+    _same_samples(tmp_path / "one", tmp_path / "all")
+    not_array = job(str(cells))
+    assert not_array.returncode != 0 and "not an array task" in not_array.stderr

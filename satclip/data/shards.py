@@ -25,8 +25,8 @@ e.g. ``patch_N``), the image under its payload extension (``tif``: original byte
 :mod:`satclip.data.payload`) and ``json`` = {lon, lat, time, doy, source, crs, bands, shape, dtype}
 (``time``/``doy`` when the source has the acquisition time, :func:`satclip.acqtime.time_record`);
 and ``manifest.json`` = {format, version, payload, dtype, bands, shards: [{name, samples}], samples,
-with_time, skipped, filtered[, selection]} (``selection``: what was chosen on a Major TOM index, and
-how). Every image is decoded once while writing, so a shard set never holds an unreadable sample.
+with_time, skipped, filtered[, selection][, part]} (``selection``: what was chosen on a Major TOM index, and
+how; ``part``: which part of a split run, ``--part I/N``, :mod:`satclip.data.partition`). Every image is decoded once while writing, so a shard set never holds an unreadable sample.
 A corrupt GeoTIFF stops the run naming it; a corrupt Major TOM row or SSL4EO timestamp is skipped
 and counted by kind (``skipped``), patches over ``--max-cloud`` are counted in ``filtered``. Output
 is deterministic: the same inputs give byte-identical shards for any ``--workers``, and a killed
