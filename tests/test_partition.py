@@ -110,7 +110,7 @@ def test_combined_parts_hold_the_bytes_of_one_run(corpus, request, tmp_path):
         if n == 3:
             sizes.append(units + 2)  # more parts than units: some parts are empty
         assert [r["units"] for r in records] == [[units * i // n, units * (i + 1) // n] for i in range(n)]
-        combined = tmp_path / f"combined-{n}"
+        combined = tmp_path / "new" / f"combined-{n}"  # its parent is made
         manifest = combine_parts(folders[::-1], combined)  # the order given does not matter
         _same_samples(one, combined)
         assert [p["index"] for p in manifest["parts"]] == list(range(n))

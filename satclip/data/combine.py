@@ -144,6 +144,7 @@ def combine_parts(folders: Sequence[str | Path], out: str | Path, overwrite: boo
     _check_keys(ordered)
     parts: list[dict] = []
     shards: list[dict] = []
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
     temp = hidden_sibling(out, "combining")
     try:
         for folder, manifest in ordered:
