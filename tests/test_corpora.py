@@ -268,3 +268,16 @@ def test_each_corpus_streams_into_fit_with_time(l2a, ssl4eo, tmp_path):
             ]
         )
         assert cli.trainer.global_step == 2, name
+
+
+@pytest.mark.parametrize("factor", [1, 2, 6])
+def test_to_10m_replicates_each_pixel_factor_by_factor(factor):
+    from satclip.data.majortom import to_10m
+
+    band = np.random.default_rng(factor).integers(0, 10_000, (7, 5), dtype=np.uint16)
+    expected = np.repeat(np.repeat(band, factor, axis=0), factor, axis=1)
+    np.testing.assert_array_equal(to_10m(band, factor), expected)
+    out = np.zeros((2, 7 * factor, 5 * factor), np.uint16)
+    to_10m(band, factor, out=out[1])
+    np.testing.assert_array_equal(out[1], expected)
+    assert not out[0].any()  # nothing written outside ``out``
