@@ -346,7 +346,7 @@ def retrieval_report(checkpoint: Path, world: SyntheticWorld, n: int, size: int,
 
     from satclip import create_model_and_transforms
     from satclip.eval.synthetic import uniform_sphere, uniform_times
-    from satclip.train.module import retrieval_metrics
+    from satclip.train.retrieval import retrieval_metrics
 
     lonlat = uniform_sphere(n, seed + 13)
     times = uniform_times(n, seed + 113) if seasonal else None

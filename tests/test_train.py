@@ -17,7 +17,9 @@ from satclip.geo import great_circle_km
 from satclip.model import MAX_LOGIT_SCALE
 from satclip.train.accumulate import GradCache, split_batch
 from satclip.train.cli import ConfigError, expand_config_bases, main
-from satclip.train.module import SatCLIPModule, WarmupCosine, parameter_groups, retrieval_metrics
+from satclip.train.module import SatCLIPModule
+from satclip.train.optim import WarmupCosine, parameter_groups
+from satclip.train.retrieval import retrieval_metrics
 from satclip.train.synthetic import SyntheticDataModule, synthetic_batch
 
 ROOT = Path(__file__).resolve().parents[1]
