@@ -40,6 +40,25 @@ def reference_image_tower() -> Path:
 
 
 @pytest.fixture(scope="session")
+def reference_with_image_tower(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference checkpoint with an image tower: ../shared's as it is; data/reference's has none, so
+    there a seeded timm resnet18 (13 bands, 256 outputs, the released ``moco_resnet18`` tower) fills ``model.visual.*``."""
+    import timm
+    import torch
+
+    path = reference / "satclip-resnet18-l10.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if any(k.startswith("model.visual.") for k in ckpt["state_dict"]):
+        return path
+    torch.manual_seed(0)
+    visual = timm.create_model("resnet18", pretrained=False, in_chans=13, num_classes=256).state_dict()
+    ckpt["state_dict"].update({f"model.visual.{k}": v for k, v in visual.items()})
+    out = tmp_path_factory.mktemp("reference-full") / path.name
+    torch.save(ckpt, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def s2_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """20 real S2-100K-layout patches: ../shared's, else 20 made from the repository's 8 (tests/corpora.py)."""
     folder = SHARED / "data" / "s2-sample"

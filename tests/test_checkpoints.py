@@ -51,6 +51,22 @@ def test_released_full_model_is_exact(reference_image_tower: Path) -> None:
     np.testing.assert_allclose(loc, np.load(reference_image_tower / "loc_emb_satclip-resnet18-l10.npy")[:50], rtol=0, atol=1e-9)
 
 
+def test_released_format_full_model(reference_with_image_tower: Path, reference: Path, coords: torch.Tensor) -> None:
+    """``satclip.load`` on the released layout: ``model.visual.*`` is the timm resnet18 as saved, the location tower the reference's."""
+    import timm
+
+    model = satclip.load(reference_with_image_tower)
+    state = torch.load(reference_with_image_tower, map_location="cpu", weights_only=True)["state_dict"]
+    visual = timm.create_model("resnet18", pretrained=False, in_chans=13, num_classes=256)
+    visual.load_state_dict({k[len("model.visual.") :]: v for k, v in state.items() if k.startswith("model.visual.")})
+    image = torch.rand(2, 13, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(image), visual.eval()(image))
+        loc = model.encode_location(coords[:50]).numpy()
+    np.testing.assert_allclose(loc, np.load(reference / "loc_emb_satclip-resnet18-l10.npy")[:50], rtol=0, atol=1e-9)
+    assert torch.equal(model.logit_scale.detach(), state["model.logit_scale"])
+
+
 def test_released_hparams_mapping() -> None:
     hp = {
         "embed_dim": 512,

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import lightning.pytorch as L
 import pytest
-import timm
 import torch
 
 from satclip.cli import main as satclip_main
@@ -400,22 +399,9 @@ def test_unknown_config_keys_are_errors(capsys: pytest.CaptureFixture) -> None:
     assert "learning_rate" in capsys.readouterr().err
 
 
-def _with_image_tower(reference: Path, folder: Path) -> Path:
-    """The reference checkpoint; data/reference's lacks the image tower: there a fresh timm resnet18 (13 bands) fills ``model.visual.*``."""
-    path = reference / "satclip-resnet18-l10.ckpt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if any(k.startswith("model.visual.") for k in ckpt["state_dict"]):
-        return path
-    visual = timm.create_model("resnet18", pretrained=False, in_chans=13, num_classes=256).state_dict()
-    ckpt["state_dict"].update({f"model.visual.{k}": v for k, v in visual.items()})
-    torch.save(ckpt, folder / path.name)
-    return folder / path.name
-
-
-def test_init_from_a_released_checkpoint_keeps_its_weights(reference: Path, tmp_path: Path) -> None:
-    path = _with_image_tower(reference, tmp_path)
-    module = SatCLIPModule(init_from=str(path), freeze_backbone=True)
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+def test_init_from_a_released_checkpoint_keeps_its_weights(reference_with_image_tower: Path) -> None:
+    module = SatCLIPModule(init_from=str(reference_with_image_tower), freeze_backbone=True)
+    state = torch.load(reference_with_image_tower, map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(module.model.location.nnet.layers[0].weight, state["model.location.nnet.layers.0.weight"])
     assert module.satclip_kwargs["vision"] == "resnet18" and module.satclip_kwargs["freeze_backbone"] is True
     assert math.isclose(float(module.model.logit_scale), float(state["model.logit_scale"]))
