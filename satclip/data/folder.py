@@ -15,10 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import SkipCounter
+from .geotiffs import TIF_SUFFIXES
+from .inputs import collect_tasks
 from .pipeline import ShardStream, build_pipeline
 from .samples import SampleDecoder
 from .shardplan import ShardWatch
-from .shards import TIF_SUFFIXES, collect_tasks
 from .transforms import S2_BANDS
 
 

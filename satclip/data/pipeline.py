@@ -26,11 +26,11 @@ from torch.utils.data import IterableDataset
 
 from .collate import Collator, Position
 from .errors import EmptyStreamError, SkipCounter, format_counts
+from .s2index import read_index
 from .samples import Decoded, SampleDecoder, Skip
 from .seeds import seed_int
 from .shardlist import expand_urls, read_manifest
 from .shardplan import ShardPlan, ShardWatch, shuffled
-from .shards import read_index
 from .sharedring import SharedBatchRing
 from .tarstream import iter_shard
 from .transforms import S2_BANDS, Augment
