@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..columns import find_coordinate_columns
+from ..geo import LONLAT_RULE
 from .fitting import Split
 
 
@@ -25,7 +26,7 @@ def read_table(
     """Read a CSV/Parquet table as a ``Split`` (targets zero when ``target`` is None).
 
     Coordinate columns are found by :func:`satclip.columns.find_coordinate_columns` unless named.
-    Rows with a missing, non-numeric or non-finite coordinate, |lat| > 90 or a missing target are an
+    Rows with a missing or non-numeric coordinate, one breaking :data:`satclip.geo.LONLAT_RULE` or a missing target are an
     error naming them, or with ``drop_invalid`` left out and counted (``Split.dropped``). Every CSV
     column's type is inferred from the whole file (a column of numbers that turns to text is text).
     ``time_col``: acquisition times for a time-aware tower (ISO 8601 text, datetimes or Unix seconds;
@@ -58,7 +59,7 @@ def read_table(
         rows = np.flatnonzero(bad)
         shown = ", ".join(map(str, rows[:MAX_BAD_ROWS_SHOWN])) + (", ..." if rows.size > MAX_BAD_ROWS_SHOWN else "")
         raise ValueError(
-            f"{path}: {rows.size} of {len(df)} rows have a missing, non-numeric or non-finite {lon_col}/{lat_col}, |lat| > 90"
+            f"{path}: {rows.size} of {len(df)} rows have a missing or non-numeric {lon_col}/{lat_col}, coordinates breaking the rule ({LONLAT_RULE})"
             f"{f' or no {target}' if target else ''}: data rows {shown} (from 0, header excluded); fix them or drop them "
             f"with --drop-invalid"
         )

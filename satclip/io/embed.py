@@ -36,7 +36,7 @@ from ..acqtime import parse_time
 from ..cliargs import add_progress_argument
 from ..columns import add_coordinate_arguments, find_coordinate_columns
 from ..extras import requires_extra
-from ..geo import wrap_longitude
+from ..geo import LONLAT_RULE, valid_lonlat, wrap_longitude
 from ..location import LocationEncoder
 from .checkpoints import load_location_encoder
 from .geoparquet import COLUMN as GEOMETRY
@@ -59,21 +59,21 @@ def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
 
 
 def invalid_coordinates(lonlat: np.ndarray) -> np.ndarray:
-    """Mask of the rows of (n, 2) [lon, lat] that are missing, non-finite or have |lat| > 90; of
+    """Mask of the rows of (n, 2) [lon, lat] that break :data:`satclip.geo.LONLAT_RULE` (missing too); of
     (n, 3) [lon, lat, t] also those with an infinite time (NaN time is unknown, not invalid)."""
-    bad = ~np.isfinite(lonlat[:, :2]).all(axis=1) | (np.abs(lonlat[:, 1]) > 90)
+    bad = ~valid_lonlat(lonlat[:, 0], lonlat[:, 1])
     return bad | np.isinf(lonlat[:, 2]) if lonlat.shape[1] == 3 else bad
 
 
 def check_coordinates(lonlat: np.ndarray, start: int, source: str) -> None:
-    """Raise ``ValueError`` naming ``source`` and the global rows that are missing, non-finite or have |lat| > 90."""
+    """Raise ``ValueError`` naming ``source`` and the global rows that break :data:`satclip.geo.LONLAT_RULE`."""
     bad = invalid_coordinates(lonlat)
     if bad.any():
         rows = np.flatnonzero(bad)
         shown = ", ".join(f"{start + r} (lon={float(lonlat[r, 0])!r}, lat={float(lonlat[r, 1])!r})" for r in rows[:MAX_BAD_ROWS_SHOWN])
         more = f" and {rows.size - MAX_BAD_ROWS_SHOWN} more in this chunk" if rows.size > MAX_BAD_ROWS_SHOWN else ""
         raise ValueError(
-            f"{source}: invalid coordinates (missing, non-finite or |lat| > 90{', or an infinite time' if lonlat.shape[1] == 3 else ''}) "
+            f"{source}: invalid coordinates (expected {LONLAT_RULE}{'; and a finite or empty time' if lonlat.shape[1] == 3 else ''}) "
             f"in data rows {shown}{more} "
             f"(rows counted from 0, header excluded)"
         )
