@@ -236,11 +236,16 @@ def test_sizes_above_the_limit_are_refused_before_anything_is_written(tmp_path: 
     ):
         eg.check_size(world, 6, "float32")
     assert eg.check_size(Grid.from_bbox(BBOX, RES), 6, "int8") == 320 * 240 * 6
-    args = ["embed-grid", "--checkpoint", str(tower), "--bbox", "-180", "-90", "180", "90", "--resolution", "0.0001", "--no-progress"]
-    with pytest.raises(SystemExit, match=r"satclip embed-grid: the output would be .* 6 bands x 2 bytes \(float16\) = 77.8 TB.*--max-gb$"):
-        cli_main([*args, "--output", str(tmp_path / "w.tif"), "--dtype", "float16"])
+    # refused before the checkpoint is read (it does not exist), within a second; the old --output / --dtype spellings work
+    args = ["embed-grid", "--checkpoint", str(tmp_path / "no-such.ckpt"), "--bbox", "-180", "-90", "180", "90", "--resolution", "0.0001", "--no-progress"]
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match=r"satclip embed-grid: the output would be .* at least 1 band x 2 bytes \(float16\) = 13 TB.*--max-gb$"):
+        cli_main([*args, "--out", str(tmp_path / "w.tif"), "--storage-dtype", "float16"])
+    assert time.perf_counter() - start < 1.0
     with pytest.raises(SystemExit, match=r"x 3 bands x 1 bytes \(int8\) = 19.4 TB.*above the limit of 10000 GB"):
         cli_main([*args, "--output", str(tmp_path / "w.zarr"), "--dtype", "int8", "--pca", "3", "--max-gb", "1e4"])
+    with pytest.raises(SystemExit, match=r"x 6 bands x 4 bytes \(float32\) = 156 TB"):
+        cli_main([*args[:2], str(tower), *args[3:], "--out", str(tmp_path / "w.tif"), "--dim", "6"])
     assert list(tmp_path.iterdir()) == []
     grid = ["--bbox", "-20", "-10", "12", "14", "--resolution", "4", "--output", str(tmp_path / "small.tif"), "--no-progress"]
     with pytest.raises(SystemExit, match=r"the output would be 8 x 6 = 48 pixels x 6 bands x 4 bytes \(float32\) = 0.00115 MB.*limit of 1e-06 GB"):

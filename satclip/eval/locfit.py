@@ -259,7 +259,9 @@ def run(args: argparse.Namespace) -> int:
     takes_time = bool(getattr(POSITIONAL_ENCODINGS.get(args.pe), "takes_time", False)) if not args.init_from else None
     if args.time_col and takes_time is False:
         raise SystemExit(f"satclip locfit: --time-col {args.time_col!r}: --pe {args.pe} takes no time; use --pe sphericalharmonics_time")
-    read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col, args.crs, args.drop_invalid, args.time_col)  # noqa: E731
+    read = lambda p: read_table(
+        p, args.target, lon_col=args.lon_col, lat_col=args.lat_col, crs=args.crs, drop_invalid=args.drop_invalid, time_col=args.time_col
+    )  # noqa: E731
     train, val = read(args.train), read(args.val)
     test = read(args.test) if args.test else None
     overrides = {

@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.checkpoint or args.features or args.encoder) and args.no_baselines:
         raise SystemExit("satclip probe: nothing to probe: give --checkpoint, --features or --encoder, or drop --no-baselines")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    table = read_table(args.data, args.target, args.lon_col, args.lat_col, args.crs, args.drop_invalid)
+    table = read_table(args.data, args.target, lon_col=args.lon_col, lat_col=args.lat_col, crs=args.crs, drop_invalid=args.drop_invalid)
     y = table.y.astype(np.float64) if args.task == "regression" else table.y
     features: dict[str, np.ndarray] = {}
     for ckpt in args.checkpoint:
