@@ -191,7 +191,7 @@ def run_suite(config: BenchConfig, out: Path, resume: bool = False, progress: Ca
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML suite: encoders, tasks, protocols, budgets, probes, seeds (configs/bench/default.yaml)")
-    parser.add_argument("--out", help="output folder (default: the config's 'out')")
+    parser.add_argument("--out", "--output", dest="out", help="output folder (default: the config's 'out'; --output: old spelling)")
     parser.add_argument("--resume", action="store_true", help="keep the results file and run only the rows it lacks")
     parser.add_argument("--overwrite", action="store_true", help="start the results file afresh")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for embedding")

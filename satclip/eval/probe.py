@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cliargs import add_output_arguments
 from ..columns import add_coordinate_arguments
+from ..outputs import refuse_existing, written_whole
 from ..probes import ALPHAS, fold_indices
 
 
@@ -214,7 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-invalid", action="store_true", help="leave out rows with bad coordinates or no target (counted) instead of stopping")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baselines", action="store_true", help="skip lon/lat, sin/cos and untrained SH")
-    parser.add_argument("--out", help="folder for probe_folds.csv and probe.md")
+    add_output_arguments(parser, help="folder for probe_folds.csv and probe.md (default: print only)", required=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -224,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.checkpoint or args.features or args.encoder) and args.no_baselines:
         raise SystemExit("satclip probe: nothing to probe: give --checkpoint, --features or --encoder, or drop --no-baselines")
+    if args.out:
+        refuse_existing(Path(args.out) / "probe_folds.csv", Path(args.out) / "probe.md", overwrite=args.overwrite)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     table = read_table(args.data, args.target, lon_col=args.lon_col, lat_col=args.lat_col, crs=args.crs, drop_invalid=args.drop_invalid)
     y = table.y.astype(np.float64) if args.task == "regression" else table.y
@@ -262,11 +266,11 @@ def run(args: argparse.Namespace) -> int:
     text = f"{title}\n\n{summary_table(rows, args.task)}\n"
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "probe_folds.csv").open("w", newline="") as f:
+        with written_whole(out / "probe_folds.csv") as partial, partial.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        (out / "probe.md").write_text(text)
+        with written_whole(out / "probe.md") as partial:
+            partial.write_text(text)
     print(text)
     return 0
