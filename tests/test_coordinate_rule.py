@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from towers import export_tiny_tower
 
 import satclip
 from satclip.cli import main as cli_main
 from satclip.geo import lonlat_problem, valid_lonlat, validate_lonlat
-from satclip.io.export import export_location_encoder
-from satclip.location import build_location_encoder
 
 # (lon, lat, valid)
 EDGES = [
@@ -36,10 +35,7 @@ BAD_ROWS = [i for i, (_, _, ok) in enumerate(EDGES) if not ok]
 
 @pytest.fixture(scope="module")
 def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tower")
-    export_location_encoder(build_location_encoder(output_dim=4, legendre_polys=4, dim_hidden=8, num_layers=1), out)
-    return out
+    return export_tiny_tower(tmp_path_factory.mktemp("tower"))
 
 
 def test_one_verdict_for_floats_arrays_and_tensors() -> None:

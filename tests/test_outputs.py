@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from towers import export_tiny_tower
 
 from satclip.cli import main as cli_main
-from satclip.io.export import export_location_encoder
-from satclip.location import build_location_encoder
 from satclip.outputs import OutputExistsError, partial_path, refuse_existing, written_whole
 
 MISSING = "no-such-checkpoint.ckpt"
@@ -52,10 +50,7 @@ def test_every_writing_command_refuses_an_existing_output(tmp_path: Path, comman
 
 @pytest.fixture(scope="module")
 def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tower")
-    export_location_encoder(build_location_encoder(output_dim=4, legendre_polys=4, dim_hidden=8, num_layers=1), out)
-    return out
+    return export_tiny_tower(tmp_path_factory.mktemp("tower"))
 
 
 def test_overwrite_replaces_and_the_old_spelling_is_the_same_option(tmp_path: Path, tower: Path) -> None:
