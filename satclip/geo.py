@@ -37,7 +37,7 @@ def wrap_longitude(lon: torch.Tensor) -> torch.Tensor:
     return torch.where(outside, wrapped, lon)
 
 
-def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat", with_time: bool = False) -> torch.Tensor:
+def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat", *, with_time: bool = False) -> torch.Tensor:
     """Check an (N, 2) [lon, lat] tensor in degrees and return it with longitudes wrapped.
 
     Raises ``ValueError`` for a wrong shape or rows breaking :data:`LONLAT_RULE` (non-finite values,
@@ -85,7 +85,7 @@ def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat", with_time: bool 
         lon, lat = (float(v) for v in lonlat[first])
         raise ValueError(
             f"{name}: {rows.numel()} of {lonlat.shape[0]} rows are not valid [lon, lat] degrees "
-            f"(expected {LONLAT_RULE}); first bad row {first}: lon={lon!r}, lat={lat!r}"
+            f"(non-finite or |lat| > 90; expected {LONLAT_RULE}); first bad row {first}: lon={lon!r}, lat={lat!r}"
         )
     return torch.stack([wrap_longitude(lonlat[:, 0]), lonlat[:, 1]], dim=1)
 

@@ -74,7 +74,7 @@ def _size_text(size: float) -> str:
     return f"{size / {'PB': 1e15, 'TB': 1e12, 'GB': 1e9, 'MB': 1e6}[unit]:,.3g} {unit}"
 
 
-def check_size(grid: Grid, bands: int, dtype: str, max_gb: float = MAX_GB, *, at_least: bool = False) -> int:
+def check_size(grid: Grid, bands: int, dtype: str, *, max_gb: float = MAX_GB, at_least: bool = False) -> int:
     """The output's uncompressed size in bytes; a :class:`ValueError` saying how to make it smaller
     when it is above ``max_gb`` gigabytes. ``at_least``: ``bands`` is a lower bound (the tower is not
     loaded yet), said so in the message."""
@@ -102,7 +102,7 @@ def check_output(
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"--storage-dtype: expected one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
     refuse_existing(output, pca_path(output) if pca is not None else None, overwrite=overwrite)
-    check_size(grid, bands or 1, dtype, max_gb, at_least=bands is None)
+    check_size(grid, bands or 1, dtype, max_gb=max_gb, at_least=bands is None)
 
 
 def _embed(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int, device: str | torch.device) -> np.ndarray:

@@ -109,7 +109,7 @@ def _infer_task(y: np.ndarray) -> str:
     return "regression"
 
 
-def tower_features(tower: torch.nn.Module, lonlat: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+def tower_features(tower: torch.nn.Module, lonlat: np.ndarray, *, batch_size: int = 65536) -> np.ndarray:
     """(N, D) float64 embeddings of a location tower (a ``SatCLIP``'s ``location`` or a
     ``LocationEncoder``) for (N, 2) [lon, lat]: :func:`satclip.io.embed.embed_array` on the tower's device."""
     encoder = cast(LocationEncoder, getattr(tower, "location", tower))
