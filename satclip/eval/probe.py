@@ -30,6 +30,7 @@ from ..cliargs import add_output_arguments
 from ..columns import add_coordinate_arguments
 from ..outputs import refuse_existing, written_whole
 from ..probes import ALPHAS, fold_indices
+from .fitting import in_batches
 
 
 def lonlat_features(lonlat: np.ndarray) -> np.ndarray:
@@ -65,7 +66,7 @@ def geoclip_features(lonlat: np.ndarray, batch_size: int = 8192) -> np.ndarray:
     encoder = LocationEncoder().eval()
     latlon = torch.as_tensor(np.ascontiguousarray(lonlat[:, ::-1]), dtype=torch.float32)  # GeoCLIP takes [lat, lon]
     with torch.no_grad():
-        return torch.cat([encoder(latlon[i : i + batch_size]).double() for i in range(0, len(latlon), batch_size)]).numpy()
+        return in_batches(encoder, latlon, batch_size=batch_size).double().numpy()
 
 
 ENCODERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {"geoclip": ("GeoCLIP", geoclip_features)}
