@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("satclip.pretrained", "the released checkpoints (names for satclip.load / --checkpoint)"),
     "fit": ("satclip.train.cli", "contrastive pretraining (LightningCLI: satclip fit --config configs/demo.yaml)"),
     "shards": ("satclip.data.shards", "write WebDataset shards from Sentinel-2 GeoTIFF folders or S2-100K tars"),
+    "combine-shards": ("satclip.data.combine", "combine the parts written by `satclip shards --part I/N` into one shard set"),
     "embed": ("satclip.io.embed", "embed coordinates from a CSV/Parquet/NPY file with a location tower"),
     "embed-grid": ("satclip.io.embed_grid", "embed a lon/lat grid into a Cloud-Optimised GeoTIFF or a Zarr store"),
     "embed-images": ("satclip.io.embed_images", "embed Sentinel-2 patches (shards or a GeoTIFF folder) with a checkpoint's image tower"),

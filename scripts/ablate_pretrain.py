@@ -33,10 +33,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_pretrain_quality as bench  # noqa: E402
 
-from satclip.eval.synthetic import SyntheticWorld, uniform_sphere  # noqa: E402
+from satclip.eval.points import uniform_sphere  # noqa: E402
 from satclip.io.embed import embed_array  # noqa: E402
 from satclip.location import build_location_encoder, spherical_harmonics  # noqa: E402
 from satclip.loss import LOSSES  # noqa: E402
+from satclip.testing.worlds import SyntheticWorld  # noqa: E402
 from satclip.train.recipes import batch_multiplier  # noqa: E402
 
 RELEASED = {"loss": "infonce", "scale": 1 / 0.07, "learn": True, "max_scale": 100.0, "w0": 30.0, "location_lr": 1.0, "mask": False}

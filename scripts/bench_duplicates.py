@@ -20,7 +20,8 @@ import random
 import sys
 from collections.abc import Iterator
 
-from satclip.data.pipeline import _shuffled, seed_int
+from satclip.data.seeds import seed_int
+from satclip.data.shardplan import shuffled
 
 SETTINGS = {  # name: (samples, samples per shard, loader batch, batches per step, workers, shuffle buffer)
     "bench_pretrain_quality (6,000 patches)": (6000, 1000, 128, 1, 1, 256),
@@ -34,7 +35,7 @@ def worker_keys(shards: int, per_shard: int, buffer: int, seed: int) -> Iterator
     rng = random.Random(seed)
     reads = (rng.randrange(shards) for _ in itertools.count())
     raws = ((s, i) for s in reads for i in range(per_shard))
-    return _shuffled(raws, buffer, rng) if buffer > 1 else raws
+    return shuffled(raws, buffer, rng) if buffer > 1 else raws
 
 
 def duplicate_rate(

@@ -4,7 +4,7 @@
 1. A synthetic world: Sentinel-2-shaped patches (12 bands, uint16 reflectance x 10000, 64 px)
    whose band means are a known function of location (land/ocean from the 1 km land mask, a
    latitude "climate" gradient, three random fields; see
-   :class:`satclip.eval.synthetic.SyntheticWorld`) plus texture and noise, at points uniform on
+   :class:`satclip.testing.worlds.SyntheticWorld`) plus texture and noise, at points uniform on
    the sphere, written as GeoTIFFs with an index and turned into shards by ``satclip shards``.
    By default the random fields have fine detail (degree < 24, spectral decay 0.5: about 30% of
    their variance is within reach of L=10 harmonics); ``--field-degree 14 --field-decay 1``
@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from satclip.eval.synthetic import SyntheticWorld
+    from satclip.testing.worlds import SyntheticWorld
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,8 @@ def build_data(out: Path, n_train: int, n_val: int, size: int, seed: int, world:
     """Write the synthetic world's training and validation shards (with acquisition times when
     ``seasonal``); return their folders."""
     from satclip.data.shards import write_shards
-    from satclip.eval.synthetic import uniform_sphere, uniform_times
+    from satclip.eval.points import uniform_sphere
+    from satclip.testing.worlds import uniform_times
 
     rng = np.random.default_rng(seed)
     dirs = []
@@ -152,7 +153,7 @@ geography:
 def geography_tables(out: Path, world: SyntheticWorld, seed: int, n: int = 2000) -> str:
     """The world's four targets at ``n`` locations that are in no shard, as the CSV tables that
     ``satclip fit`` probes at every validation (``geography.tables``, flow-style YAML)."""
-    from satclip.eval.synthetic import uniform_sphere
+    from satclip.eval.points import uniform_sphere
 
     lonlat = uniform_sphere(n, seed + 13)
     fields = world.fields(lonlat)
@@ -307,7 +308,7 @@ def prefix_report(checkpoint: Path, world: SyntheticWorld, n_heldout: int, seed:
     ``load_location_encoder(..., dim=d)`` returns), next to the full embedding; same points and folds as
     :func:`probe_report`. Per target a learning-curve table, then the mean over its (cv, labels) cells."""
     from satclip import load_location_encoder
-    from satclip.eval.synthetic import uniform_sphere
+    from satclip.eval.points import uniform_sphere
     from satclip.io.embed import embed_array
 
     lonlat = uniform_sphere(n_heldout, seed + 12)
@@ -345,8 +346,9 @@ def retrieval_report(checkpoint: Path, world: SyntheticWorld, n: int, size: int,
     import torch
 
     from satclip import create_model_and_transforms
-    from satclip.eval.synthetic import uniform_sphere, uniform_times
-    from satclip.train.module import retrieval_metrics
+    from satclip.eval.points import uniform_sphere
+    from satclip.testing.worlds import uniform_times
+    from satclip.train.retrieval import retrieval_metrics
 
     lonlat = uniform_sphere(n, seed + 13)
     times = uniform_times(n, seed + 113) if seasonal else None
@@ -379,7 +381,7 @@ def probe_report(
     sh_degrees: tuple[int, ...] = (10, 40),
 ) -> str:
     """Learning-curve probe tables (markdown) and the win/tie/loss verdict on held-out locations."""
-    from satclip.eval.synthetic import uniform_sphere
+    from satclip.eval.points import uniform_sphere
 
     lonlat = uniform_sphere(n_heldout, seed + 12)
     fields = world.fields(lonlat)
@@ -411,9 +413,10 @@ def seasonal_report(checkpoint: Path, n_heldout: int, seed: int, probe: str = "r
 
     from satclip import load_location_encoder
     from satclip.acqtime import year_phase
-    from satclip.eval.synthetic import seasonal_signal, uniform_sphere, uniform_times
+    from satclip.eval.points import uniform_sphere
     from satclip.io.embed import embed_array
     from satclip.location import SphericalHarmonicsTime, build_location_encoder, spherical_harmonics
+    from satclip.testing.worlds import seasonal_signal, uniform_times
 
     lonlat = uniform_sphere(n_heldout, seed + 15)
     times = uniform_times(n_heldout, seed + 16)
@@ -496,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     timings = {}
-    from satclip.eval.synthetic import SyntheticWorld
+    from satclip.testing.worlds import SyntheticWorld
 
     world = SyntheticWorld(seed=args.seed, field_degree=args.field_degree, field_decay=args.field_decay, seasonal=args.seasonal)
     seasonal = args.seasonal > 0

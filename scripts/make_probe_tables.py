@@ -14,7 +14,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from satclip.eval import synthetic
+from satclip.eval import points as sphere
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,8 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=2000)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    points = synthetic.fibonacci_lattice(args.points)
-    land = synthetic.is_land(points)
+    points = sphere.fibonacci_lattice(args.points)
+    land = sphere.is_land(points)
     with (args.out / "land-ocean.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["lon", "lat", "land"])

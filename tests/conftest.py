@@ -1,7 +1,9 @@
-"""Shared fixtures: the read-only ../shared folder (``SATCLIP_SHARED`` overrides the path; tests of the
-reference implementation's outputs skip with a reason when it is absent), 20 real Sentinel-2 sample
-patches (../shared's, else 20 built from the repository's 8 in data/sample: the stream and shard tests
-need no ../shared), a small released-format checkpoint made here, and a huggingface_hub cache the test fills."""
+"""Shared fixtures: the reference implementation's outputs (../shared/reference, ``SATCLIP_SHARED``
+overrides the path; else the repository's subset of them in data/reference, so the location tower,
+harmonics and checkpoint tests need no ../shared; only the image tower's skip without it), 20 real
+Sentinel-2 sample patches (../shared's, else 20 built from the repository's 8 in data/sample: the
+stream and shard tests need no ../shared), a small released-format checkpoint made here, and a
+huggingface_hub cache the test fills."""
 
 from __future__ import annotations
 
@@ -18,17 +20,42 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SATCLIP_SHARED", ROOT.parent / "shared"))
 
 
-@pytest.fixture(scope="session")
-def shared() -> Path:
-    """Path of ../shared; tests using it skip on a fresh clone without it."""
-    if not SHARED.is_dir():
-        pytest.skip("../shared (reference files and sample data) is not present beside the repository")
-    return SHARED
+BUNDLE = ROOT / "data" / "reference"
 
 
 @pytest.fixture(scope="session")
-def reference(shared: Path) -> Path:
-    return shared / "reference"
+def reference() -> Path:
+    """../shared/reference, else data/reference: the same file names, fewer rows, no image tower (its README)."""
+    folder = SHARED / "reference"
+    return folder if folder.is_dir() else BUNDLE
+
+
+@pytest.fixture(scope="session")
+def reference_image_tower() -> Path:
+    """../shared/reference, whose checkpoint holds the image tower (45 MB, not in data/reference); skips without it."""
+    folder = SHARED / "reference"
+    if not folder.is_dir():
+        pytest.skip("the reference checkpoint's image tower (45 MB) is in ../shared/reference only, which is not beside the repository")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reference_with_image_tower(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference checkpoint with an image tower: ../shared's as it is; data/reference's has none, so
+    there a seeded timm resnet18 (13 bands, 256 outputs, the released ``moco_resnet18`` tower) fills ``model.visual.*``."""
+    import timm
+    import torch
+
+    path = reference / "satclip-resnet18-l10.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if any(k.startswith("model.visual.") for k in ckpt["state_dict"]):
+        return path
+    torch.manual_seed(0)
+    visual = timm.create_model("resnet18", pretrained=False, in_chans=13, num_classes=256).state_dict()
+    ckpt["state_dict"].update({f"model.visual.{k}": v for k, v in visual.items()})
+    out = tmp_path_factory.mktemp("reference-full") / path.name
+    torch.save(ckpt, out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ import torch
 pytest.importorskip("sklearn")
 
 from satclip.cli import main as cli_main
-from satclip.eval import bench_features, harness, synthetic
+from satclip.eval import bench_features, harness
 from satclip.eval.bench_config import parse_config, read_config
+from satclip.eval.points import uniform_sphere
 from satclip.eval.splits import Protocol, budget_subset, protocol_folds, within_km
 from satclip.geo import great_circle_km
 from satclip.probes import spatial_cells
@@ -30,7 +31,7 @@ def _min_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def lonlat() -> np.ndarray:
-    return synthetic.uniform_sphere(600, 3)
+    return uniform_sphere(600, 3)
 
 
 def test_random_folds_test_every_row_once(lonlat: np.ndarray) -> None:
@@ -83,7 +84,7 @@ def test_holdout_column_and_budgets() -> None:
 
 def _table(path: Path, n: int = 300, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    pts = synthetic.uniform_sphere(n, seed)
+    pts = uniform_sphere(n, seed)
     y = np.sin(np.radians(pts[:, 1])) * 10 + np.cos(np.radians(pts[:, 0])) + rng.normal(0, 0.1, n)
     split = np.where(pts[:, 0] > 90, "test", "train")
     pd.DataFrame({"lon": pts[:, 0], "lat": pts[:, 1], "y": y, "cls": (y > 0).astype(int), "split": split}).to_csv(path, index=False)

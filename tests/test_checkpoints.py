@@ -38,16 +38,33 @@ def test_released_location_encoder_float32(reference: Path, coords: torch.Tensor
     np.testing.assert_allclose(emb.numpy(), np.load(reference / "loc_emb_satclip-resnet18-l10.npy"), rtol=0, atol=1e-4)
 
 
-def test_released_full_model_is_exact(reference: Path, coords: torch.Tensor) -> None:
-    model = satclip.load(reference / CKPT)
+def test_released_full_model_is_exact(reference_image_tower: Path) -> None:
+    model = satclip.load(reference_image_tower / CKPT)
     assert not model.training
-    image = torch.from_numpy(np.load(reference / "img_input_224.npy"))
+    image = torch.from_numpy(np.load(reference_image_tower / "img_input_224.npy"))
+    coords = torch.from_numpy(np.load(reference_image_tower / "coords.npy")[:50])
     with torch.no_grad():
         img = model.encode_image(image).numpy()
-        loc = model.encode_location(coords[:50]).numpy()
-    ref = np.load(reference / "img_emb_satclip-resnet18-l10.npy")
+        loc = model.encode_location(coords).numpy()
+    ref = np.load(reference_image_tower / "img_emb_satclip-resnet18-l10.npy")
     assert np.abs(img - ref).max() <= 1e-4 * np.abs(ref).max()
+    np.testing.assert_allclose(loc, np.load(reference_image_tower / "loc_emb_satclip-resnet18-l10.npy")[:50], rtol=0, atol=1e-9)
+
+
+def test_released_format_full_model(reference_with_image_tower: Path, reference: Path, coords: torch.Tensor) -> None:
+    """``satclip.load`` on the released layout: ``model.visual.*`` is the timm resnet18 as saved, the location tower the reference's."""
+    import timm
+
+    model = satclip.load(reference_with_image_tower)
+    state = torch.load(reference_with_image_tower, map_location="cpu", weights_only=True)["state_dict"]
+    visual = timm.create_model("resnet18", pretrained=False, in_chans=13, num_classes=256)
+    visual.load_state_dict({k[len("model.visual.") :]: v for k, v in state.items() if k.startswith("model.visual.")})
+    image = torch.rand(2, 13, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(image), visual.eval()(image))
+        loc = model.encode_location(coords[:50]).numpy()
     np.testing.assert_allclose(loc, np.load(reference / "loc_emb_satclip-resnet18-l10.npy")[:50], rtol=0, atol=1e-9)
+    assert torch.equal(model.logit_scale.detach(), state["model.logit_scale"])
 
 
 def test_released_hparams_mapping() -> None:
@@ -195,17 +212,17 @@ def _uncropped_reference_input(reference: Path, s2_sample: Path) -> np.ndarray |
     return np.stack([found[i] for i in range(cropped.shape[0])]) if len(found) == cropped.shape[0] else None
 
 
-def test_released_image_tower_full256(reference: Path, s2_sample: Path) -> None:
-    full = _uncropped_reference_input(reference, s2_sample)
+def test_released_image_tower_full256(reference_image_tower: Path, s2_sample: Path) -> None:
+    full = _uncropped_reference_input(reference_image_tower, s2_sample)
     if full is None:
         pytest.skip(
             "the uncropped 256x256 input of img_emb_*_full256.npy is not shipped, and no s2-sample patch "
             "matches the centre crop of img_input_224.npy, so it cannot be reconstructed"
         )
-    model = satclip.load(reference / CKPT)
+    model = satclip.load(reference_image_tower / CKPT)
     with torch.no_grad():
         img = model.encode_image(torch.from_numpy(full)).numpy()
-    ref = np.load(reference / "img_emb_satclip-resnet18-l10_full256.npy")
+    ref = np.load(reference_image_tower / "img_emb_satclip-resnet18-l10_full256.npy")
     assert np.abs(img - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
@@ -214,9 +231,10 @@ def test_l40_exact_harmonics_vs_reference_harmonics(reference: Path) -> None:
     <~1e-3 for |lat| <= 60 and by a few 1e-2 near the poles (numbers in the README)."""
     from satclip.location import build_location_encoder, spherical_harmonics
 
-    lonlat = torch.from_numpy(np.load(reference / "coords.npy")[:500])
+    exact = torch.from_numpy(np.load(reference / "sh_exact_L40_first500.npy"))  # at the first rows of coords.npy
+    lonlat = torch.from_numpy(np.load(reference / "coords.npy")[: len(exact)])
     ours = spherical_harmonics(lonlat, 40)
-    assert (ours - torch.from_numpy(np.load(reference / "sh_exact_L40_first500.npy"))).abs().max() <= 1e-9
+    assert (ours - exact).abs().max() <= 1e-9
     torch.manual_seed(0)
     tower = build_location_encoder(legendre_polys=40).eval()  # released architecture: 2 x 512 SIREN, 256 outputs
     with torch.no_grad():

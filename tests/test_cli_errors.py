@@ -13,6 +13,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
     "list": (["--bogus"], "satclip list: error: unrecognized arguments: --bogus"),
     "fit": (["--ckpt_path", MISSING], f"satclip fit: --ckpt_path '{MISSING}': no such file"),
     "shards": (["nowhere-folder", "--out", "OUT"], "satclip shards: error: input nowhere-folder does not exist"),
+    "combine-shards": (["nowhere-part", "--out", "OUT"], "satclip combine-shards: error: part nowhere-part does not exist"),
     "embed": (["--checkpoint", MISSING, "--input", "t.csv", "--output", "OUT.parquet"], f"satclip embed: checkpoint '{MISSING}': no such file"),
     "embed-grid": (
         ["--checkpoint", MISSING, "--bbox", "10", "50", "-10", "40", "--resolution", "1", "--output", "OUT.tif"],

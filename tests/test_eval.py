@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from satclip.cli import main
-from satclip.eval import synthetic
+from satclip.eval import points
 from satclip.eval.fitting import Split
 from satclip.eval.locbench import run_bench
 from satclip.eval.locfit import fit_table, resolve_settings, tuned_hparams
@@ -20,6 +20,7 @@ from satclip.eval.plots import plot_embedding_map
 from satclip.eval.probe import run_probe, summary_table
 from satclip.location import build_location_encoder
 from satclip.probes import fold_indices, spatial_cells
+from satclip.testing import worlds
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,9 +33,9 @@ def _one_thread():
 
 
 def _table(n: int, seed: int) -> pd.DataFrame:
-    pts = synthetic.uniform_sphere(n, seed)
-    field = synthetic.smooth_random_field(pts, seed=7, degree=4)
-    return pd.DataFrame({"lon": pts[:, 0], "lat": pts[:, 1], "value": 10 * synthetic.climate_gradient(pts) + field, "label": np.where(field > 0, "wet", "dry")})
+    pts = points.uniform_sphere(n, seed)
+    field = worlds.smooth_random_field(pts, seed=7, degree=4)
+    return pd.DataFrame({"lon": pts[:, 0], "lat": pts[:, 1], "value": 10 * worlds.climate_gradient(pts) + field, "label": np.where(field > 0, "wet", "dry")})
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +95,8 @@ def test_locfit_regression_beats_constant_and_plots(tables, tmp_path):
 
 
 def test_locfit_multiclass_and_bad_input(tmp_path):
-    pts = synthetic.uniform_sphere(1500, 0)
-    labels = synthetic.checkerboard_classes(pts, n_support=12, n_classes=4)
+    pts = points.uniform_sphere(1500, 0)
+    labels = points.checkerboard_classes(pts, n_support=12, n_classes=4)
     split = lambda s: Split(pts[s], labels[s])  # noqa: E731
     model, report = fit_table(
         split(slice(0, 1000)),
@@ -224,7 +225,7 @@ def test_locbench_tiny_budget_writes_well_formed_tables(tmp_path):
 
 @pytest.mark.parametrize("cv", ["random", "spatial"])
 def test_probe_folds_are_disjoint_and_spatial_folds_hold_out_whole_cells(cv):
-    lonlat = synthetic.uniform_sphere(2000, 3)
+    lonlat = points.uniform_sphere(2000, 3)
     folds = fold_indices(lonlat, 5, cv, seed=0)
     tests = np.concatenate([t for _, t in folds])
     assert len(folds) == 5 and np.array_equal(np.sort(tests), np.arange(2000))  # each row tested exactly once
@@ -241,8 +242,8 @@ def test_probe_folds_are_disjoint_and_spatial_folds_hold_out_whole_cells(cv):
 def test_probe_table_and_smooth_target_prefers_harmonics():
     from satclip.eval.probe import baseline_features
 
-    lonlat = synthetic.uniform_sphere(600, 4)
-    y = synthetic.smooth_random_field(lonlat, seed=1, degree=5)
+    lonlat = points.uniform_sphere(600, 4)
+    y = worlds.smooth_random_field(lonlat, seed=1, degree=5)
     rows = run_probe(baseline_features(lonlat), lonlat, y, task="regression", kind="ridge", cvs=["random"], n_folds=3)
     r2 = {name: np.mean([r["r2"] for r in rows if r["features"] == name]) for name in ("lon/lat", "SH L=10 (untrained)")}
     assert r2["SH L=10 (untrained)"] > 0.95 > r2["lon/lat"]
@@ -276,14 +277,14 @@ def test_plot_embeddings_cli_on_reference_checkpoint(reference, tmp_path):
 
 
 def test_point_sets_and_equal_area_grid():
-    grid = synthetic.ease2_grid(100_000.0)
+    grid = points.ease2_grid(100_000.0)
     assert grid.shape == (347 * 146, 2)
     assert np.allclose(np.sort(grid[:, 1]), -np.sort(grid[:, 1])[::-1])  # symmetric about the equator
-    assert np.abs(synthetic.ease2_inverse(synthetic.ease2_forward(grid)) - grid).max() < 1e-7
+    assert np.abs(points.ease2_inverse(points.ease2_forward(grid)) - grid).max() < 1e-7
     # equal area: cell rows near the equator and near the poles stand for the same area, so the
     # grid's latitudes follow the sphere's area distribution (roughly sin(lat) is uniform)
     assert abs(np.mean(np.abs(np.sin(np.radians(grid[:, 1])))) - 0.5 * 0.99) < 0.02
-    fib = synthetic.fibonacci_lattice(1000)
+    fib = points.fibonacci_lattice(1000)
     assert abs(fib[:, 1].mean()) < 0.1 and np.abs(fib).max(0)[1] < 90
-    labels = synthetic.checkerboard_classes(synthetic.fibonacci_lattice(200))
+    labels = points.checkerboard_classes(points.fibonacci_lattice(200))
     assert np.array_equal(labels, np.arange(200) % 16)  # each support point is its own nearest

@@ -85,7 +85,7 @@ def test_grid_gallery_covers_the_globe() -> None:
 
 def test_land_gallery_keeps_land_only() -> None:
     pytest.importorskip("global_land_mask")
-    from satclip.eval.synthetic import is_land
+    from satclip.eval.points import is_land
 
     land = np.concatenate(list(gl.Gallery.parse("grid:5:land").chunks()))
     assert 0.2 * 72 * 36 < len(land) < 0.4 * 72 * 36 and is_land(land).all()

@@ -23,7 +23,7 @@ from satclip.data.shards import write_shards
 ROOT = Path(__file__).resolve().parents[1]
 KILLER = """
 import os, signal, sys
-from satclip.data import resume, shards
+from satclip.data import resume, tarwriter
 
 point, after = sys.argv[1], int(sys.argv[2])
 if point == "saved":  # right after the progress of the after-th complete shard is saved
@@ -36,7 +36,7 @@ if point == "saved":  # right after the progress of the after-th complete shard 
 
     resume.save = dying
 else:  # in the middle of a shard: after the after-th tar member of the run
-    member, written = shards._TarShards._member, [0]
+    member, written = tarwriter.TarShards._member, [0]
 
     def dying(self, name, data):
         member(self, name, data)
@@ -44,7 +44,7 @@ else:  # in the middle of a shard: after the after-th tar member of the run
         if written[0] == after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    shards._TarShards._member = dying
+    tarwriter.TarShards._member = dying
 from satclip.cli import main
 
 sys.exit(main(sys.argv[3:]))

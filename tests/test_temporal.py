@@ -14,11 +14,12 @@ import satclip
 from satclip.acqtime import day_of_year, parse_time, year_phase
 from satclip.eval.fitting import Split
 from satclip.eval.locfit import fit_table
-from satclip.eval.synthetic import uniform_sphere, uniform_times
+from satclip.eval.points import uniform_sphere
 from satclip.eval.tables import read_table
 from satclip.io.embed import embed_file
 from satclip.io.export import export_location_encoder
 from satclip.location import SphericalHarmonicsTime, build_location_encoder, spherical_harmonics
+from satclip.testing.worlds import uniform_times
 
 T0 = parse_time("2021-06-21T12:00:00Z")
 

@@ -17,7 +17,9 @@ from satclip.geo import great_circle_km
 from satclip.model import MAX_LOGIT_SCALE
 from satclip.train.accumulate import GradCache, split_batch
 from satclip.train.cli import ConfigError, expand_config_bases, main
-from satclip.train.module import SatCLIPModule, WarmupCosine, parameter_groups, retrieval_metrics
+from satclip.train.module import SatCLIPModule
+from satclip.train.optim import WarmupCosine, parameter_groups
+from satclip.train.retrieval import retrieval_metrics
 from satclip.train.synthetic import SyntheticDataModule, synthetic_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -399,9 +401,9 @@ def test_unknown_config_keys_are_errors(capsys: pytest.CaptureFixture) -> None:
     assert "learning_rate" in capsys.readouterr().err
 
 
-def test_init_from_a_released_checkpoint_keeps_its_weights(reference: Path) -> None:
-    module = SatCLIPModule(init_from=str(reference / "satclip-resnet18-l10.ckpt"), freeze_backbone=True)
-    state = torch.load(reference / "satclip-resnet18-l10.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+def test_init_from_a_released_checkpoint_keeps_its_weights(reference_with_image_tower: Path) -> None:
+    module = SatCLIPModule(init_from=str(reference_with_image_tower), freeze_backbone=True)
+    state = torch.load(reference_with_image_tower, map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(module.model.location.nnet.layers[0].weight, state["model.location.nnet.layers.0.weight"])
     assert module.satclip_kwargs["vision"] == "resnet18" and module.satclip_kwargs["freeze_backbone"] is True
     assert math.isclose(float(module.model.logit_scale), float(state["model.logit_scale"]))

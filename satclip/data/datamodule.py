@@ -6,7 +6,8 @@ import lightning.pytorch as L
 import torch
 
 from .loader import StreamLoader
-from .pipeline import build_pipeline, rank_info, seed_int
+from .pipeline import build_pipeline, rank_info
+from .seeds import seed_int
 from .transforms import Augment, finish_batch
 
 

@@ -15,9 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import SkipCounter
-from .pipeline import ShardStream, _ShardWatch, build_pipeline
+from .geotiffs import TIF_SUFFIXES
+from .inputs import collect_tasks
+from .pipeline import ShardStream, build_pipeline
 from .samples import SampleDecoder
-from .shards import TIF_SUFFIXES, collect_tasks
+from .shardplan import ShardWatch
 from .transforms import S2_BANDS
 
 
@@ -34,7 +36,7 @@ class FolderStream(ShardStream):
         super().__init__([t.path for t in tasks], decoder, batch_size, counts={t.path: 1 for t in tasks})
         self.tasks = {t.path: t for t in tasks}
 
-    def _raw_samples(self, shards: Iterator[str], watch: _ShardWatch, counter: SkipCounter) -> Iterator[tuple[dict, int]]:
+    def _raw_samples(self, shards: Iterator[str], watch: ShardWatch, counter: SkipCounter) -> Iterator[tuple[dict, int]]:
         for read, url in enumerate(shards):
             task = self.tasks[url]
             try:

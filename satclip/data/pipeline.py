@@ -17,21 +17,23 @@ import math
 import multiprocessing
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from .collate import Collator, Position
 from .errors import EmptyStreamError, SkipCounter, format_counts
+from .s2index import read_index
 from .samples import Decoded, SampleDecoder, Skip
+from .seeds import seed_int
 from .shardlist import expand_urls, read_manifest
-from .shards import read_index
+from .shardplan import ShardPlan, ShardWatch, shuffled
 from .sharedring import SharedBatchRing
 from .tarstream import iter_shard
-from .transforms import S2_BANDS, ZERO_BANDS_KEY, Augment, flip_draws, flip_view, select_bands, to_reflectance
+from .transforms import S2_BANDS, Augment
 
 
 def rank_info() -> tuple[int, int]:
@@ -44,69 +46,6 @@ def rank_info() -> tuple[int, int]:
 def _worker_info() -> tuple[int, int]:
     info = torch.utils.data.get_worker_info()
     return (info.id, info.num_workers) if info is not None else (0, 1)
-
-
-def _shuffled(items: Iterable, size: int, rng: random.Random) -> Iterator:
-    """A shuffle buffer: fill ``size`` items, then emit a random one for each new item."""
-    buffer: list = []
-    for item in items:
-        if len(buffer) < size:
-            buffer.append(item)
-            continue
-        i = rng.randrange(size)
-        yield buffer[i]
-        buffer[i] = item
-    rng.shuffle(buffer)
-    yield from buffer
-
-
-class _ShardWatch:
-    """Stops a worker that cycles or resamples shards none of which holds a valid sample (it would
-    read forever). A shard is dead once every sample of one read of it failed (or the read had
-    none); all candidates dead before any valid sample is an :class:`EmptyStreamError`. Reads are
-    numbered because the shuffle buffer decodes their samples out of order."""
-
-    def __init__(self, candidates: set[str], cycling: bool, rank: int, counter: SkipCounter) -> None:
-        self.candidates, self.cycling, self.rank, self.counter = candidates, cycling, rank, counter
-        self.seen_valid = False
-        self.sizes: dict[int, tuple[str, int]] = {}
-        self.failures: dict[int, int] = {}
-        self.dead: set[str] = set()
-
-    def read_done(self, read: int, url: str, size: int) -> None:
-        if self.cycling and not self.seen_valid:
-            self.sizes[read] = (url, size)
-            self._check(read)
-
-    def failed(self, read: int) -> None:
-        if self.cycling and not self.seen_valid:
-            self.failures[read] = self.failures.get(read, 0) + 1
-            self._check(read)
-
-    def valid(self) -> None:
-        if not self.seen_valid:
-            self.seen_valid = True
-            self.sizes.clear()
-            self.failures.clear()
-
-    def _check(self, read: int) -> None:
-        if read not in self.sizes or self.failures.get(read, 0) < self.sizes[read][1]:
-            return
-        self.dead.add(self.sizes[read][0])
-        if self.dead >= self.candidates:
-            raise EmptyStreamError(
-                f"rank {self.rank}: none of the {len(self.dead)} shards this worker reads yields a valid sample "
-                f"(skipped: {format_counts(self.counter.counts)}); first: {sorted(self.dead)[0]}. "
-                "The 'satclip.data' warnings above give each cause."
-            )
-
-
-@dataclass
-class Position:
-    """How far one worker is in an epoch: raw samples taken from its (shuffled) stream, batches yielded."""
-
-    raws: int = 0
-    batches: int = 0
 
 
 class ShardStream(IterableDataset):
@@ -200,9 +139,9 @@ class ShardStream(IterableDataset):
             return per_worker * max(1, num_workers)
         if self.counts is None:
             return None
-        total = 0
+        total, plan = 0, self.plan()
         for worker in range(max(1, num_workers)):
-            samples = sum(self.counts[u] for u in self._share(self._ordered(), worker, max(1, num_workers)))
+            samples = sum(self.counts[u] for u in plan.share(plan.ordered(self.epoch), worker, max(1, num_workers)))
             total += math.ceil(samples / self.batch_size)
         return total
 
@@ -219,32 +158,13 @@ class ShardStream(IterableDataset):
 
     # -- iteration
 
-    def _share(self, urls: list[str], worker: int, num_workers: int) -> list[str]:
-        if self.split_by_rank:
-            urls = urls[self.rank :: self.world_size]
-        return urls[worker::num_workers]
+    def plan(self) -> ShardPlan:
+        """Which shards each worker reads (the settings of this stream)."""
+        return ShardPlan(
+            tuple(self.urls), self.resample, self.epoch_length is not None, self.augment is not None, self.split_by_rank, self.rank, self.world_size, self.seed
+        )
 
-    def _ordered(self) -> list[str]:
-        """This epoch's shard order: as given, or, for training without resampling, one shuffled
-        order common to all ranks (so their shares stay disjoint)."""
-        if self.resample or self.augment is None:
-            return self.urls
-        urls = list(self.urls)
-        random.Random(seed_int(self.seed, self.epoch)).shuffle(urls)
-        return urls
-
-    def _shard_plan(self, worker: int, num_workers: int, rng: random.Random) -> tuple[Iterator[str], set[str]]:
-        """(the shards this worker reads, in order; the distinct shards it can ever read)."""
-        if self.resample:
-            return (rng.choice(self.urls) for _ in itertools.count()), set(self.urls)
-        share = self._share(self._ordered(), worker, num_workers)
-        if self.epoch_length is None:
-            return iter(share), set(share)
-        if not share:
-            raise ValueError(f"rank {self.rank} worker {worker} has no shard to cycle ({len(self.urls)} shards)")
-        return itertools.chain.from_iterable(itertools.repeat(share)), set(share)
-
-    def _raw_samples(self, shards: Iterator[str], watch: _ShardWatch, counter: SkipCounter) -> Iterator[tuple[dict, int]]:
+    def _raw_samples(self, shards: Iterator[str], watch: ShardWatch, counter: SkipCounter) -> Iterator[tuple[dict, int]]:
         """(raw sample, read number) of each shard read in turn; tells ``watch`` each read's size."""
         for read, url in enumerate(shards):
             size = 0
@@ -254,7 +174,7 @@ class ShardStream(IterableDataset):
             watch.read_done(read, url, size)
 
     def _decoded(
-        self, raws: Iterator[tuple[dict, int]], watch: _ShardWatch, counter: SkipCounter, position: Position, seeds: tuple[int, ...]
+        self, raws: Iterator[tuple[dict, int]], watch: ShardWatch, counter: SkipCounter, position: Position, seeds: tuple[int, ...]
     ) -> Iterator[Decoded]:
         """Decoded, checked samples; bad ones counted; ``position.raws`` counts the raw samples taken.
         Runs after the shuffle buffer, so samples still waiting in it when the epoch ends are never
@@ -271,66 +191,6 @@ class ShardStream(IterableDataset):
             watch.valid()
             yield sample
 
-    def _batches(self, samples: Iterator[Decoded], counter: SkipCounter, position: Position, seeds: tuple[int, ...]) -> Iterator[dict]:
-        """Batches of ``samples``; batch ``b``'s augmentation draws from its own seed (``seeds`` + ``b``)."""
-        pending: list[Decoded] = []
-        shape: tuple[int, ...] = ()
-        generator = torch.Generator()
-        for sample in samples:
-            size = (len(sample.bands),) + sample.image.shape[1:]
-            shape = shape or size
-            if size != shape:
-                counter.record("shape", "(batch)", sample.key, f"size {sample.image.shape} differs from {shape} (set crop_size)")
-                continue
-            pending.append(sample)
-            if len(pending) == self.batch_size:
-                yield self._assemble(pending, shape, generator.manual_seed(seed_int(*seeds, position.batches)))
-                pending = []
-        if pending:
-            yield self._assemble(pending, shape, generator.manual_seed(seed_int(*seeds, position.batches)))
-
-    def _output(self, shape: tuple[int, ...], dtype: type[np.number]) -> tuple[torch.Tensor, int | None]:
-        """The tensor a batch is written into: a reused shared-memory slot in a worker of a
-        :class:`StreamLoader` (no page faults), else a new numpy-allocated one (numpy asks for
-        transparent huge pages for large arrays: far fewer page faults than torch.empty)."""
-        worker = torch.utils.data.get_worker_info()
-        if self.ring is not None and worker is not None:
-            return self.ring.take(worker.id, shape, torch.from_numpy(np.empty(0, dtype=dtype)).dtype)
-        return torch.from_numpy(np.empty(shape, dtype=dtype)), None
-
-    def _assemble(self, samples: list[Decoded], shape: tuple[int, ...], generator: torch.Generator) -> dict:
-        """Collate samples: uint16 without the all-zero bands (``keep_uint16``; they are inserted
-        on the device by :func:`finish_batch`), or reflectance augmented sample by sample."""
-        lonlat = torch.from_numpy(np.stack([s.lonlat for s in samples]))
-        indices = samples[0].bands
-        extra: dict = {}
-        if self.keep_uint16:
-            kept = indices[indices >= 0]
-            images, slot = self._output((len(samples), len(kept), *shape[1:]), np.uint16)
-            out = images.numpy()
-            for i, sample in enumerate(samples):
-                select_bands(sample.image, sample.bands[sample.bands >= 0], out=out[i])
-            if len(kept) < len(indices):
-                extra[ZERO_BANDS_KEY] = np.flatnonzero(indices < 0).tolist()
-        else:
-            images, slot = self._output((len(samples), *shape), np.float32)
-            scratch = np.empty(shape, dtype=np.uint16)
-            flips = self.augment is not None and self.augment.flips
-            draws = flip_draws(len(samples), generator).T.tolist() if flips else None
-            for i, sample in enumerate(samples):
-                image = sample.image
-                if draws is not None:  # flipping the uint16 view is free; select_bands makes the one copy
-                    image = flip_view(image, *draws[i])
-                one = to_reflectance(torch.from_numpy(select_bands(image, sample.bands, out=scratch)), out=images[i])
-                if self.augment is not None:
-                    images[i] = self.augment.blurred(one[None], generator)[0]
-            if self.augment is not None:
-                lonlat = self.augment.coords(lonlat, generator)
-        if slot is not None:
-            extra["slot"] = slot
-        time = torch.tensor([s.time for s in samples], dtype=torch.float64)
-        return {"image": images, "lonlat": lonlat, "time": time, "key": [s.key for s in samples], **extra}
-
     def _resume_point(self, worker: int, epoch: int) -> Position:
         """Where this worker starts in ``epoch``: after the raw samples and batches a checkpoint
         recorded as consumed (:attr:`resume_at`, set by :class:`StreamLoader`), else at the start."""
@@ -345,11 +205,11 @@ class ShardStream(IterableDataset):
         seeds = (self.seed, self.rank, worker, epoch)
         py_rng = random.Random(seed_int(*seeds))
         counter = SkipCounter(where=f"[rank {self.rank} worker {worker}] ")
-        shards, candidates = self._shard_plan(worker, num_workers, py_rng)
-        watch = _ShardWatch(candidates, self.epoch_length is not None, self.rank, counter)
+        shards, candidates = self.plan().worker_shards(epoch, worker, num_workers, py_rng)
+        watch = ShardWatch(candidates, self.epoch_length is not None, self.rank, counter)
         raws = self._raw_samples(shards, watch, counter)
         if self.shuffle_buffer > 1:
-            raws = _shuffled(raws, self.shuffle_buffer, py_rng)
+            raws = shuffled(raws, self.shuffle_buffer, py_rng)
         position = self._resume_point(worker, epoch)
         if position.raws:  # consumed before the checkpoint: read past them (the shuffle buffer too), not decoded
             for _ in itertools.islice(raws, position.raws):
@@ -357,7 +217,8 @@ class ShardStream(IterableDataset):
             counter.counts = dict.fromkeys(counter.counts, 0)  # the loader restored the totals up to here
             watch.valid()
         limit = self.batches_per_worker(num_workers)
-        batches = self._batches(self._decoded(raws, watch, counter, position, seeds), counter, position, seeds)
+        collator = Collator(self.batch_size, self.augment, self.keep_uint16, self.ring)
+        batches = collator.batches(self._decoded(raws, watch, counter, position, seeds), counter, position, seeds)
         while position.batches != limit and (batch := next(batches, None)) is not None:
             position.batches += 1
             batch["skipped"] = counter.snapshot()
@@ -377,10 +238,6 @@ class ShardStream(IterableDataset):
             f"skipped: {format_counts(counts)}. The 'satclip.data' warnings give each cause"
             + (" (more ranks than shards?)" if self.split_by_rank and self.world_size > len(self.urls) else "")
         )
-
-
-def seed_int(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def build_pipeline(
@@ -444,4 +301,4 @@ def build_pipeline(
     )
 
 
-__all__ = ["ShardStream", "build_pipeline", "rank_info", "seed_int"]
+__all__ = ["ShardStream", "build_pipeline", "rank_info"]

@@ -13,7 +13,9 @@ MANIFEST = "manifest.json"
 MANIFEST_VERSION = 2
 """The manifest format ``satclip shards`` writes. 1 (no ``version`` field): format, payload, dtype,
 bands, shards, samples. 2 adds ``version``, ``with_time`` (samples whose record has a time),
-``skipped`` and ``filtered`` (counts by kind). Readers take any version up to this one."""
+``skipped`` and ``filtered`` (counts by kind). Optional: ``selection`` (Major TOM rows chosen),
+``part`` (one part of a split run) and ``parts`` (a combined set, :mod:`satclip.data.combine`).
+Readers take any version up to this one."""
 
 
 def _is_local(url: str) -> bool:

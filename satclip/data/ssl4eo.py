@@ -103,13 +103,19 @@ class LocationTask:
         return encode_location(self, payload, bands)
 
 
-def location_tasks(files: Sequence[str | Path], season: int | None = None) -> Iterator[LocationTask]:
-    """One task per location of every file, in file and sample order."""
+def location_tasks(files: Sequence[str | Path], season: int | None = None, start: int = 0, stop: int | None = None) -> Iterator[LocationTask]:
+    """One task per location of every file, in file and sample order; only the locations numbered
+    ``[start, stop)`` across the files (a part of a split run, :mod:`satclip.data.partition`)."""
     first: tuple[str, ...] | None = None
+    offset = 0  # the number of the file's first location
     for path in files:
         try:
             group = open_group(path)
             names = tuple(str(b) for b in group["band"][:])
+            count = int(group["sample_id"].shape[0])
+            if offset + count <= start or (stop is not None and offset >= stop):
+                offset += count
+                continue
             ids = np.asarray(group["sample_id"][:]).astype(str)
             lon, lat = np.asarray(group["center_lon"][:], np.float64), np.asarray(group["center_lat"][:], np.float64)
             crs = np.asarray(group["crs"][:]) if "crs" in group else None
@@ -122,7 +128,7 @@ def location_tasks(files: Sequence[str | Path], season: int | None = None) -> It
             first = names
         elif names != first:
             raise ShardInputError(f"{path}: bands {list(names)}, the first file has {list(first)} (one band list per shard set)")
-        for s in range(ids.shape[0]):
+        for s in range(max(start - offset, 0), count if stop is None else min(stop - offset, count)):
             keep = tuple(t for t in range(ids.shape[1]) if season is None or quarter(float(seconds[s, t])) == season)
             if not keep:
                 continue
@@ -137,6 +143,7 @@ def location_tasks(files: Sequence[str | Path], season: int | None = None) -> It
                 crs=f"EPSG:{int(crs[s])}" if crs is not None else None,
                 bands=names,
             )
+        offset += count
 
 
 def count_locations(files: Sequence[str | Path]) -> int:

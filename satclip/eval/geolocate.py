@@ -99,7 +99,7 @@ class Gallery:
         for window in grid.tiles(side):
             lonlat = grid.centres(window)
             if self.land_only:
-                from .synthetic import is_land
+                from .points import is_land
 
                 lonlat = lonlat[is_land(lonlat)]
             if len(lonlat):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..cliargs import add_progress_argument, add_tower_dtype_argument
-from . import synthetic
+from . import points
 from .fitting import Split
 from .locfit import DTYPES, fit_table
 
@@ -56,11 +56,11 @@ RUN_FIELDS = ("task", "pe", "nn", "seed", "accuracy", "epochs", "best_epoch", "s
 def task_data(task: str) -> tuple[Split, Split, Split]:
     """(train, validation, test) splits of a benchmark task."""
     if task == "landocean":
-        make = lambda pts: Split(pts, synthetic.is_land(pts).astype(np.int64))  # noqa: E731
-        return make(synthetic.uniform_sphere(5000, 0)), make(synthetic.uniform_sphere(5000, 1)), make(synthetic.ease2_grid(100_000.0))
+        make = lambda pts: Split(pts, points.is_land(pts).astype(np.int64))  # noqa: E731
+        return make(points.uniform_sphere(5000, 0)), make(points.uniform_sphere(5000, 1)), make(points.ease2_grid(100_000.0))
     if task == "checkerboard":
-        make = lambda pts: Split(pts, synthetic.checkerboard_classes(pts))  # noqa: E731
-        return make(synthetic.uniform_sphere(10_000, 0)), make(synthetic.uniform_sphere(5000, 1)), make(synthetic.fibonacci_lattice(10_000))
+        make = lambda pts: Split(pts, points.checkerboard_classes(pts))  # noqa: E731
+        return make(points.uniform_sphere(10_000, 0)), make(points.uniform_sphere(5000, 1)), make(points.fibonacci_lattice(10_000))
     raise ValueError(f"unknown locbench task {task!r}; choose from {TASKS}")
 
 

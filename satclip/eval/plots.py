@@ -52,7 +52,7 @@ def orthographic_lonlat(size: int, lon0: float, lat0: float) -> tuple[np.ndarray
 
 
 def land_mask(lonlat: np.ndarray) -> np.ndarray:
-    from .synthetic import is_land
+    from .points import is_land
 
     return is_land(lonlat).astype(np.float64)
 

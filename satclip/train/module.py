@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from typing import Any, cast
+from typing import Any
 
 import lightning.pytorch as L
 import torch
@@ -26,85 +26,16 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ..data.datamodule import skip_metrics
-from ..geo import great_circle_km
+from ..io.checkpoints import OWN_FORMAT_VERSION, read_spec
 from ..loss import LOSSES, MatryoshkaLoss, SigLIPLoss, gather_rows, info_nce
 from ..model import SatCLIP
 from .accumulate import GradCache, concat_batches, split_batch
+from .optim import WarmupCosine, WarmupCosineLR, parameter_groups
 from .recipes import DEFAULT_RECIPE, batch_multiplier, resolve_recipe
+from .retrieval import retrieval_metrics
 
-CHECKPOINT_FORMAT = 1
 # SatCLIP constructor arguments that describe the architecture (saved in checkpoints)
 ARCHITECTURE = ("embed_dim", "vision", "in_chans", "location", "location_dtype")
-
-
-class WarmupCosine:
-    """lr multiplier at optimizer step s: linear warm-up over ``warmup_steps``, then cosine from 1 to
-    ``min_ratio`` at ``total_steps`` (constant afterwards). A plain object so checkpoints stay
-    weights_only-loadable (LambdaLR saves its ``__dict__``)."""
-
-    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> None:
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-        self.min_ratio = float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
-    """``LambdaLR`` over a :class:`WarmupCosine` whose restored state keeps only the position
-    (step count, base rates): the schedule's shape (warm-up, total, floor) is always this run's.
-
-    Resuming with another ``max_steps`` therefore continues on the new schedule: the rate at step
-    ``s`` is what the new settings give at ``s``, as if the run had been planned that long (an
-    extended run's cosine is re-stretched from where it stands). The optimizer's current rate is
-    set to it at once, so the first resumed step already uses it."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: WarmupCosine) -> None:
-        super().__init__(optimizer, schedule)
-
-    @property
-    def schedule(self) -> WarmupCosine:
-        return cast(WarmupCosine, self.lr_lambdas[0])
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        shape = dict(vars(self.schedule))
-        super().load_state_dict(state_dict)
-        vars(self.schedule).update(shape)
-        self._last_lr = [base * schedule(self.last_epoch) for schedule, base in zip(self.lr_lambdas, self.base_lrs)]
-        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
-            group["lr"] = lr
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float, location_lr: float | None = None) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices/kernels; none on 1-D parameters (biases, norms, the
-    logit scale) nor on what a timm model lists in ``no_weight_decay()`` (ViT position embedding,
-    class token). Frozen parameters are left out. With ``location_lr``, the parameters under
-    ``location.`` (the location tower) are in two more groups with that learning rate."""
-    skip: set[str] = set()
-    for prefix, module in model.named_modules():
-        if hasattr(module, "no_weight_decay") and callable(module.no_weight_decay):
-            skip |= {f"{prefix}.{name}" if prefix else name for name in module.no_weight_decay()}
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    loc_decay: list[torch.nn.Parameter] = []
-    loc_no_decay: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        own = location_lr is not None and name.startswith("location.")
-        if p.ndim < 2 or name in skip:
-            (loc_no_decay if own else no_decay).append(p)
-        else:
-            (loc_decay if own else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if location_lr is not None:
-        groups += [{"params": loc_decay, "weight_decay": weight_decay, "lr": location_lr}, {"params": loc_no_decay, "weight_decay": 0.0, "lr": location_lr}]
-    return groups
 
 
 def key_ids(keys: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -112,39 +43,6 @@ def key_ids(keys: list[str], device: torch.device | str = "cpu") -> torch.Tensor
     on every rank and run."""
     ids = [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little", signed=True) for k in keys]
     return torch.tensor(ids, dtype=torch.int64, device=device)
-
-
-@torch.no_grad()
-def retrieval_metrics(image: torch.Tensor, location: torch.Tensor, lonlat: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
-    """Image -> location retrieval over a set: for each image, rank all locations by cosine
-    similarity. Returns top-1 / top-5 accuracy (the true location among the first k) and the median
-    great-circle distance (km) between each image's top-1 location and its true one, each next to
-    its chance level (``*_chance``: a ranking at random; the median distance between each point and
-    a random one of the set, from a fixed sample of up to 100,000 pairs)."""
-    n = image.shape[0]
-    k = min(5, n)
-    hits1 = hits5 = 0
-    errors = []
-    for start in range(0, n, chunk):
-        sims = image[start : start + chunk].float() @ location.float().T
-        top = sims.topk(k, dim=1).indices
-        truth = torch.arange(start, start + len(top), device=top.device)
-        hits1 += int((top[:, 0] == truth).sum())
-        hits5 += int((top == truth[:, None]).any(dim=1).sum())
-        errors.append(great_circle_km(lonlat[top[:, 0]].double(), lonlat[truth].double()))
-    generator = torch.Generator().manual_seed(0)
-    pairs = min(100_000, n * n)
-    first, second = torch.randint(n, (pairs,), generator=generator), torch.randint(n, (pairs,), generator=generator)
-    points = lonlat.double().cpu()
-    chance_km = float(great_circle_km(points[first], points[second]).median())
-    return {
-        "top1": hits1 / n,
-        "top5": hits5 / n,
-        "median_km": float(torch.cat(errors).median()),
-        "top1_chance": 1 / n,
-        "top5_chance": k / n,
-        "median_km_chance": chance_km,
-    }
 
 
 class SatCLIPModule(L.LightningModule):
@@ -268,8 +166,6 @@ class SatCLIPModule(L.LightningModule):
     @staticmethod
     def _from_checkpoint(source: str, freeze_backbone: bool, frozen_bn_drift: bool) -> tuple[SatCLIP, dict[str, Any]]:
         """Architecture and weights of a released or own checkpoint (file, URL or hub id)."""
-        from ..io.checkpoints import read_spec
-
         spec = read_spec(source)
         arch = {k: spec.kwargs[k] for k in ARCHITECTURE if k in spec.kwargs}
         model = SatCLIP(**arch, freeze_backbone=freeze_backbone, frozen_bn_drift=frozen_bn_drift)
@@ -483,7 +379,7 @@ class SatCLIPModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Constructor arguments for ``satclip.io.checkpoints`` (plain types only: weights_only loading)."""
         checkpoint["satclip"] = {
-            "format": CHECKPOINT_FORMAT,
+            "format": OWN_FORMAT_VERSION,
             "variant": self.variant,
             "model": dict(self.satclip_kwargs),
             "nonfinite_skipped": self.nonfinite_total,
@@ -500,4 +396,4 @@ class SatCLIPModule(L.LightningModule):
             )
 
 
-__all__ = ["SatCLIPModule", "WarmupCosine", "WarmupCosineLR", "key_ids", "parameter_groups", "retrieval_metrics"]
+__all__ = ["SatCLIPModule", "key_ids"]

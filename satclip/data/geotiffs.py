@@ -1,0 +1,154 @@
+"""GeoTIFF inputs of ``satclip shards``: one task per file of an S2-100K folder or a GeoTIFF folder, or
+per ``*.tif`` member of S2-100K tars, and its encoding (decoded once, checked, with its record)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..acqtime import parse_time
+from . import remote
+from .payload import decode_tif, encode_fast
+from .s2index import IndexTable
+from .sources import Encoded, ShardInputError, sample_record
+from .transforms import S2_BANDS
+
+TIF_SUFFIXES = (".tif", ".tiff")
+TIME_TAGS = ("ACQUISITION_DATETIME", "DATETIME", "TIFFTAG_DATETIME")
+"""GeoTIFF metadata tags read for the acquisition time, first found wins (TIFF's own tag is written
+``YYYY:MM:DD HH:MM:SS``)."""
+SHOWN_NAMES = 5
+"""How many names an error about missing or unlisted files shows."""
+
+
+@dataclass(frozen=True)
+class GeoTiffTask:
+    """One patch to write: ``data`` (bytes read from a tar) or ``path``; ``lonlat`` None = georeference."""
+
+    key: str
+    source: str
+    path: str | None = None
+    data: bytes | None = None
+    lonlat: tuple[float, float] | None = None
+    seconds: float | None = None  # from the index's time column; None or NaN: the GeoTIFF's tags
+
+    def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
+        return Encoded(samples=[encode_sample(self, payload, bands or S2_BANDS)])
+
+
+def _key(relative: str) -> str:
+    """Sample key of a file: its path without the suffix; dots become '_' (WebDataset splits there)."""
+    stem = relative.rsplit(".", 1)[0] if "." in os.path.basename(relative) else relative
+    return stem.replace(".", "_")
+
+
+def folder_tasks(root: Path, table: IndexTable | None) -> list[GeoTiffTask]:
+    """Tasks for an S2-100K folder (with an index) or a plain folder of GeoTIFFs (georeference)."""
+    if table is None:
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in TIF_SUFFIXES and p.is_file())
+        if not files:
+            raise ShardInputError(f"{root}: no index.csv and no GeoTIFF (*.tif, *.tiff) files")
+        return [GeoTiffTask(_key(p.relative_to(root).as_posix()), p.relative_to(root).as_posix(), path=str(p)) for p in files]
+    index, times = table.lonlat, table.times or {}
+    tasks, missing = [], []
+    for name, lonlat in index.items():
+        path = next((p for p in (root / "images" / name, root / name) if p.is_file()), None)
+        if path is None:
+            missing.append(name)
+            continue
+        tasks.append(GeoTiffTask(_key(name), path.relative_to(root).as_posix(), path=str(path), lonlat=lonlat, seconds=times.get(name)))
+    if missing:
+        raise ShardInputError(f"{root}: {len(missing)} of {len(index)} files in the index are missing under {root / 'images'}: {first_names(missing)}")
+    present = (p for folder in (root, root / "images") if folder.is_dir() for p in folder.iterdir())
+    unlisted = sorted(p.name for p in present if p.suffix.lower() in TIF_SUFFIXES and p.is_file() and p.name not in index)
+    if unlisted:
+        raise ShardInputError(f"{root}: {len(unlisted)} GeoTIFFs are not in the index: {first_names(unlisted)}; add them to the index or move them out")
+    return tasks
+
+
+def first_names(names: Sequence[str]) -> str:
+    return ", ".join(names[:SHOWN_NAMES]) + (", ..." if len(names) > SHOWN_NAMES else "")
+
+
+def _open_tar(location: str | Path, stack: contextlib.ExitStack) -> tarfile.TarFile:
+    """A tar (path or URL) open as a stream."""
+    if not remote.is_url(location):
+        return stack.enter_context(tarfile.open(location, "r|*"))
+    raw = stack.enter_context(remote.open_stream(str(location)))
+    stack.enter_context(remote.reading(location))
+    return stack.enter_context(tarfile.open(fileobj=raw, mode="r|*"))
+
+
+def tar_tasks(tars: Sequence[str | Path], table: IndexTable | None) -> Iterator[GeoTiffTask]:
+    """Tasks streamed from S2-100K tar shards (paths or URLs): every ``*.tif`` member; other members are ignored."""
+    for tar_path in tars:
+        try:
+            with contextlib.ExitStack() as stack:
+                tar = _open_tar(tar_path, stack)
+                for member in tar:
+                    name = os.path.basename(member.name)
+                    if not member.isfile() or not name.lower().endswith(TIF_SUFFIXES):
+                        continue
+                    lonlat, seconds = None, None
+                    if table is not None:
+                        if name not in table.lonlat:
+                            raise ShardInputError(f"{tar_path}: member {member.name!r} is not in the index")
+                        lonlat, seconds = table.lonlat[name], (table.times or {}).get(name)
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None  # a regular file member
+                    data = extracted.read()
+                    yield GeoTiffTask(_key(name), f"{remote.name_of(tar_path)}:{member.name}", data=data, lonlat=lonlat, seconds=seconds)
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise ShardInputError(f"{tar_path}: not a readable tar ({type(err).__name__}: {err})") from err
+
+
+def time_from_tags(tags: dict[str, str], source: str) -> float:
+    """Acquisition time (Unix seconds, NaN unknown) from a GeoTIFF's metadata tags (:data:`TIME_TAGS`)."""
+    for tag in TIME_TAGS:
+        text = tags.get(tag)
+        if text:
+            if len(text) >= 19 and text[4] == ":" and text[7] == ":":  # TIFF's YYYY:MM:DD HH:MM:SS
+                text = f"{text[:4]}-{text[5:7]}-{text[8:]}"
+            try:
+                return parse_time(text, f"{source} tag {tag}")
+            except ValueError as err:
+                raise ShardInputError(str(err)) from None
+    return math.nan
+
+
+def encode_sample(task: GeoTiffTask, payload: str, bands: Sequence[str]) -> tuple[str, bytes, dict]:
+    """Decode one GeoTIFF, check it, and return (key, payload bytes, JSON record)."""
+    from rasterio.io import MemoryFile
+
+    from ..geo import lonlat_from_georeference
+
+    data = task.data if task.data is not None else Path(str(task.path)).read_bytes()
+    try:
+        array = decode_tif(data)
+    except ValueError as err:
+        raise ShardInputError(f"{task.source}: {err}") from None
+    if array.shape[0] != len(bands):
+        raise ShardInputError(f"{task.source}: {array.shape[0]} bands, but the band list names {len(bands)}: {list(bands)}")
+    with MemoryFile(data) as memfile, memfile.open() as dataset:
+        crs = dataset.crs.to_string() if dataset.crs else None
+        seconds = task.seconds if task.seconds is not None and not math.isnan(task.seconds) else time_from_tags(dataset.tags(), task.source)
+        if task.lonlat is None:
+            try:
+                lon, lat = lonlat_from_georeference(dataset)
+            except ValueError as err:
+                raise ShardInputError(f"{task.source}: coordinates needed from georeference: {err}") from None
+        else:
+            lon, lat = task.lonlat
+    if not (math.isfinite(lon) and math.isfinite(lat) and abs(lat) <= 90):
+        raise ShardInputError(f"{task.source}: invalid coordinates lon={lon!r}, lat={lat!r}")
+    record = sample_record(lon, lat, seconds, task.source, crs, tuple(bands), array)
+    blob = data if payload == "tif" else encode_fast(array)
+    return task.key, blob, record
+
+
+__all__ = ["TIF_SUFFIXES", "TIME_TAGS", "GeoTiffTask", "encode_sample", "folder_tasks", "tar_tasks", "time_from_tags"]

@@ -1,0 +1,1 @@
+"""What the benchmarks and tests build on and the ``satclip`` commands do not: synthetic worlds (:mod:`.worlds`)."""
