@@ -9,23 +9,18 @@ import pandas as pd
 import pyarrow.csv
 import pytest
 import torch
+from towers import export_tiny_tower
 
 import satclip
 from satclip.cli import main as cli_main
 from satclip.io import embed, tables
-from satclip.io.export import export_location_encoder
-from satclip.location import build_location_encoder
 
 N = 700
 
 
 @pytest.fixture(scope="module")
 def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    enc = build_location_encoder(output_dim=8, legendre_polys=6, dim_hidden=16, num_layers=1)
-    out = tmp_path_factory.mktemp("tower")
-    export_location_encoder(enc, out)
-    return out
+    return export_tiny_tower(tmp_path_factory.mktemp("tower"), output_dim=8, legendre_polys=6, dim_hidden=16)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from towers import export_tiny_tower
 
 import satclip
 from satclip.cli import main as cli_main
 from satclip.io import embed_grid as eg
 from satclip.io.bands import PCAFit, Quantiser
-from satclip.io.export import export_location_encoder
 from satclip.io.grid import Grid
-from satclip.location import build_location_encoder
 
 rasterio = pytest.importorskip("rasterio")
 
@@ -28,11 +27,7 @@ RES = 0.1  # 320 x 240 pixels: 128-pixel tiles, edge tiles included
 
 @pytest.fixture(scope="module")
 def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1)
-    enc = build_location_encoder(output_dim=6, legendre_polys=5, dim_hidden=16, num_layers=1)
-    out = tmp_path_factory.mktemp("tower")
-    export_location_encoder(enc, out)
-    return out
+    return export_tiny_tower(tmp_path_factory.mktemp("tower"), output_dim=6, legendre_polys=5, dim_hidden=16, seed=1)
 
 
 def _expected(tower: Path, lonlat: np.ndarray) -> np.ndarray:
