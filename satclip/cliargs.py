@@ -51,9 +51,8 @@ def add_tower_dtype_argument(parser: argparse.ArgumentParser, *, help: str, defa
 def add_dim_argument(parser: argparse.ArgumentParser, *, old_spelling: bool = False, group: Any = None) -> None:
     """``--dim K``: keep the first K embedding dimensions (``--dims``, deprecated, where it was spelled so)."""
     names = ("--dim", "--dims") if old_spelling else ("--dim",)
-    (group or parser).add_argument(
-        *names, dest="dim", type=int, default=None, help="keep the first K embedding dimensions (Matryoshka-trained towers; docs/matryoshka.md)"
-    )
+    help = "keep the first K embedding dimensions (Matryoshka-trained towers; docs/matryoshka.md)" + ("; --dims: old spelling" if old_spelling else "")
+    (group or parser).add_argument(*names, dest="dim", type=int, default=None, metavar="K", help=help)
 
 
 __all__ = ["add_device_argument", "add_dim_argument", "add_output_arguments", "add_progress_argument", "add_tower_dtype_argument", "check_device"]
