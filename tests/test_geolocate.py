@@ -62,7 +62,7 @@ def test_bad_galleries(spec: str, message: str) -> None:
 def test_an_absurd_grid_gallery_is_refused_at_once() -> None:
     with pytest.raises(
         ValueError,
-        match=r"'grid:0.001': 6.48e\+10 places to embed and rank \(360000 x 180000; about 31.2 days at 24,000 places/s, one CPU thread\), above the limit of 1e\+09.*grid:0.01",
+        match=r"'grid:0.001': 6.48e\+10 places to embed and rank \(360000 x 180000; about 31.2 days at 24,000 points/s, one CPU thread\), above the limit of 1e\+09.*grid:0.01",
     ):
         gl.Gallery.parse("grid:0.001")
     assert gl.Gallery.parse("grid:0.001", max_places=1e11).resolution == 0.001  # the limit can be raised

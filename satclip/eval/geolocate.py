@@ -39,18 +39,8 @@ THRESHOLDS_KM = (25, 200, 750, 2500)
 MAX_GALLERY = 1e9
 """The most places a ``grid:RES`` gallery may have unless ``--max-gallery`` raises it (grid:0.01 has
 6.5e8; grid:0.001, 6.5e10, would take days on any device)."""
-PLACES_PER_SECOND = 24_000
-"""The rate the refusal of a too large gallery quotes: one CPU thread of the released L = 10 float64
-tower (docs/speed.md); a GPU is tens of times faster, the ranking against the images comes on top."""
 GALLERY_CHUNK = 65536
 IMAGE_CHUNK = 1024
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"about {seconds / size:,.3g} {unit}"
-    return f"about {seconds:.2g} seconds"
 
 
 @dataclass
@@ -69,6 +59,8 @@ class Gallery:
         """``grid:RES``, ``grid:RES:land`` or the path of a points file; a grid of more than
         ``max_places`` places is refused before anything is computed."""
         if spec.startswith("grid:"):
+            from ..io.grid import time_estimate
+
             parts = spec.split(":")
             try:
                 resolution = float(parts[1])
@@ -80,7 +72,7 @@ class Gallery:
             if places > max_places:
                 raise ValueError(
                     f"--gallery {spec!r}: {places:.3g} places to embed and rank ({360 / resolution:.6g} x {180 / resolution:.6g}; "
-                    f"{_duration(places / PLACES_PER_SECOND)} at {PLACES_PER_SECOND:,} places/s, one CPU thread), above the "
+                    f"{time_estimate(places)}), above the "
                     f"limit of {max_places:.3g}: use a coarser grid (grid:{resolution * 10:g} has 100x fewer) or a file of "
                     "candidate points; or raise the limit with --max-gallery"
                 )

@@ -30,7 +30,7 @@ from ..location import LocationEncoder
 from ..outputs import refuse_existing
 from .bands import BandMap, PCAFit, Quantiser
 from .embed import embed_array
-from .grid import Grid
+from .grid import Grid, time_estimate
 from .rasters import STORAGE_DTYPES, RasterSpec
 
 FORMATS = {".tif": "cog", ".tiff": "cog", ".zarr": "zarr"}
@@ -83,7 +83,8 @@ def check_size(grid: Grid, bands: int, dtype: str, *, max_gb: float = MAX_GB, at
         count = f"at least {bands} band{'s' if bands > 1 else ''}" if at_least else f"{bands} bands"
         raise ValueError(
             f"the output would be {grid.width} x {grid.height} = {grid.width * grid.height:.3g} pixels x {count} x "
-            f"{np.dtype(dtype).itemsize} bytes ({dtype}) = {_size_text(size)} uncompressed, above the limit of {max_gb:g} GB: "
+            f"{np.dtype(dtype).itemsize} bytes ({dtype}) = {_size_text(size)} uncompressed, above the limit of {max_gb:g} GB "
+            f"(computing it: {time_estimate(grid.width * grid.height)}): "
             "use a coarser --resolution (twice as coarse is 4x smaller), a smaller --bbox, fewer bands (--dim K or --pca K) "
             "or --storage-dtype float16 / int8; or raise the limit with --max-gb"
         )
