@@ -8,7 +8,6 @@ task order (output is the same for any number of workers) and sums the counts in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,8 +70,4 @@ def payload_bytes(array: np.ndarray, payload: str, source: str) -> bytes:
     return encode_fast(array)
 
 
-def valid_lonlat(lon: float, lat: float) -> bool:
-    return math.isfinite(lon) and math.isfinite(lat) and abs(lat) <= 90 and abs(lon) <= 180
-
-
-__all__ = ["SHOWN_PER_KIND", "Encoded", "ShardInputError", "WorkerDiedError", "payload_bytes", "sample_key", "sample_record", "valid_lonlat"]
+__all__ = ["SHOWN_PER_KIND", "Encoded", "ShardInputError", "WorkerDiedError", "payload_bytes", "sample_key", "sample_record"]
