@@ -7,9 +7,10 @@ validates them here, so the error messages are the same everywhere.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that use it: the shard readers' worker processes need only the rule
+    import torch
 
 EARTH_RADIUS_KM = 6371.0088
 LONLAT_RULE = "finite degrees with -90 <= lat <= 90; any finite longitude, wrapped into [-180, 180]"
@@ -30,6 +31,8 @@ def lonlat_problem(lon: float, lat: float) -> str | None:
 
 def wrap_longitude(lon: torch.Tensor) -> torch.Tensor:
     """Wrap longitudes outside [-180, 180] into that range; values inside are left untouched."""
+    import torch
+
     outside = (lon < -180) | (lon > 180)
     if not bool(outside.any()):
         return lon
@@ -47,6 +50,8 @@ def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat", *, with_time: bo
     ``with_time``: the input of a time-aware tower, (N, 3) [lon, lat, t] with t in Unix seconds UTC
     (:mod:`satclip.acqtime`); the same rules for lon/lat, and t must be finite or NaN (unknown).
     """
+    import torch
+
     columns, layout = (3, "[lon, lat, t] (degrees, Unix seconds UTC; t NaN = unknown)") if with_time else (2, "[lon, lat] in degrees")
     if not isinstance(lonlat, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor of shape (N, {columns}), got {type(lonlat).__name__}")
@@ -123,6 +128,8 @@ def validate_bbox(bbox: tuple[float, float, float, float] | list[float], name: s
 
 def great_circle_km(lonlat_a: torch.Tensor, lonlat_b: torch.Tensor) -> torch.Tensor:
     """Haversine distance in km between matching rows of two (N, 2) [lon, lat] degree tensors."""
+    import torch
+
     lon1, lat1 = torch.deg2rad(lonlat_a).unbind(-1)
     lon2, lat2 = torch.deg2rad(lonlat_b).unbind(-1)
     h = torch.sin((lat2 - lat1) / 2) ** 2 + torch.cos(lat1) * torch.cos(lat2) * torch.sin((lon2 - lon1) / 2) ** 2

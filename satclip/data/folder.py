@@ -14,13 +14,13 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .bands import S2_BANDS
 from .errors import SkipCounter
 from .geotiffs import TIF_SUFFIXES
 from .inputs import collect_tasks
 from .pipeline import ShardStream, build_pipeline
 from .samples import SampleDecoder
 from .shardplan import ShardWatch
-from .transforms import S2_BANDS
 
 
 def is_tif_folder(path: str | Path) -> bool:

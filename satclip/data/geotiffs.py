@@ -14,10 +14,10 @@ from pathlib import Path
 from ..acqtime import parse_time
 from ..geo import lonlat_problem
 from . import remote
+from .bands import S2_BANDS
 from .payload import decode_tif, encode_fast
 from .s2index import IndexTable
 from .sources import Encoded, ShardInputError, sample_record
-from .transforms import S2_BANDS
 
 TIF_SUFFIXES = (".tif", ".tiff")
 TIME_TAGS = ("ACQUISITION_DATETIME", "DATETIME", "TIFFTAG_DATETIME")

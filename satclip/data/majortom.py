@@ -38,9 +38,9 @@ from ..acqtime import parse_time
 from ..extras import requires_extra
 from ..geo import valid_lonlat
 from . import remote
+from .bands import S2_BANDS_13
 from .cellselect import PartRows
 from .sources import Encoded, ShardInputError, payload_bytes, sample_key, sample_record
-from .transforms import S2_BANDS_13
 
 META_COLUMNS = ("product_id", "grid_cell", "product_datetime")
 CLOUD_MASK = "cloud_mask"

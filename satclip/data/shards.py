@@ -53,6 +53,7 @@ from typing import TypeVar
 from ..cliargs import add_progress_argument
 from ..columns import add_coordinate_arguments
 from . import resume
+from .bands import S2_BANDS
 from .cellselect import CellFilters
 from .geotiffs import encode_sample, time_from_tags
 from .inputs import Collected, collect_tasks
@@ -64,7 +65,6 @@ from .shardlist import MANIFEST, MANIFEST_VERSION
 from .shardset import check_out, commit
 from .sources import SHOWN_PER_KIND, Encoded, ShardInputError, WorkerDiedError
 from .tarwriter import TarShards
-from .transforms import S2_BANDS
 
 MANIFEST_FORMAT = f"satclip-shards/{MANIFEST_VERSION}"
 T = TypeVar("T")

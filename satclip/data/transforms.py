@@ -29,13 +29,8 @@ import numpy as np
 import torch
 
 from ..geo import wrap_longitude
+from .bands import S2_BANDS, S2_BANDS_13, ZERO_BANDS
 
-S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
-"""Band order of S2-100K patches (12 bands, no B10)."""
-S2_BANDS_13 = S2_BANDS[:10] + ("B10",) + S2_BANDS[10:]
-"""Band order of the 13-band Sentinel-2 backbones (B10 at index 10)."""
-ZERO_BANDS = ("B10",)
-"""Bands that may be synthesised as zeros when the source lacks them (B10, cirrus, is not in L2A)."""
 REFLECTANCE_SCALE = 10000.0
 ZERO_BANDS_KEY = "zero_bands"
 """Batch key of ``keep_uint16`` batches: output indices of the all-zero bands left out of ``image``."""
