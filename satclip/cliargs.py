@@ -14,8 +14,9 @@ from typing import Any
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
-    """``--no-progress``: hide the progress bar (every command that draws one takes it)."""
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    """``--no-progress``: hide the progress bar or progress lines (every command that reports progress takes it;
+    ``satclip fit`` maps it to ``--trainer.enable_progress_bar false``)."""
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar / progress lines (warnings and results still print)")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, *, help: str, required: bool = True, default: str | None = None) -> None:

@@ -122,18 +122,18 @@ def test_resume_skips_rows_already_there(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(harness, "probe_score", lambda *a: calls.append(a) or real_score(*a))
     monkeypatch.setattr(harness, "encoder_features", lambda spec, *a: embedded.append(spec.name) or real_features(spec, *a))
     out = tmp_path / "out"
-    first = harness.run_suite(config, out, progress=lambda s: None)
+    first = harness.run_suite(config, out, progress=None)
     # t: 3 protocols x 2 budgets x 2 probes (no logistic for regression) x 2 seeds; tc: 2 protocols x 2 x 3 x 2; per encoder
     assert len(first) == 2 * (24 + 24)
     folds_fit = len(calls)
     assert folds_fit == 2 * (2 * 2 * 2 * (3 + 3 + 1) + 2 * 3 * 2 * (3 + 1))
     calls.clear(), embedded.clear()
-    again = harness.run_suite(config, out, resume=True, progress=lambda s: None)
+    again = harness.run_suite(config, out, resume=True, progress=None)
     assert calls == [] and embedded == [] and len(again) == len(first)
     kept = pd.read_csv(out / "results.csv")
     lost = (kept["encoder"] == "noise") & (kept["task"] == "t") & (kept["protocol"] == "spatial")
     kept[~lost].to_csv(out / "results.csv", index=False)
-    resumed = harness.run_suite(config, out, resume=True, progress=lambda s: None)
+    resumed = harness.run_suite(config, out, resume=True, progress=None)
     assert embedded == ["noise"] and len(calls) == int(lost.sum()) * 3  # the lost rows only, 3 folds each
     assert len(resumed) == len(first) and len(pd.read_csv(out / "results.csv")) == len(first)
     merge = first.merge(resumed, on=list(harness.KEY), suffixes=("", "_again"))
@@ -143,8 +143,8 @@ def test_resume_skips_rows_already_there(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_worker_processes_give_the_same_rows(tmp_path: Path) -> None:
     config = parse_config(_config(tmp_path, encoders=["sh:3", f"noise={tmp_path / 'emb-{task}.npy'}"], probes=["ridge", "knn", "mlp"], seeds=1))
-    one = harness.run_suite(config, tmp_path / "one", progress=lambda s: None)
-    two = harness.run_suite(config, tmp_path / "two", progress=lambda s: None, jobs=2)
+    one = harness.run_suite(config, tmp_path / "one", progress=None)
+    two = harness.run_suite(config, tmp_path / "two", progress=None, jobs=2)
     assert len(one) == len(two) == 2 * (3 * 2 * 3 + 2 * 2 * 3)
     pd.testing.assert_frame_equal(one.drop(columns="seconds"), two.drop(columns="seconds"))
 
@@ -160,7 +160,7 @@ def test_ridge_numbers_equal_satclip_probe(tmp_path: Path, task: str, target: st
         probes=["ridge"],
         seeds=1,
     )
-    bench = harness.run_suite(parse_config(config), tmp_path / "bench", progress=lambda s: None)
+    bench = harness.run_suite(parse_config(config), tmp_path / "bench", progress=None)
     argv = ["probe", "--data", str(tmp_path / "t.csv"), "--target", target, "--task", task, "--cv", "random", "spatial", "--cell-deg", "20"]
     assert cli_main([*argv, "--folds", "5", "--out", str(tmp_path / "probe")]) == 0
     metric = "r2" if task == "regression" else "accuracy"
@@ -219,7 +219,7 @@ def test_geoclip_is_skipped_when_not_installed(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "geoclip", None)  # import fails
     notes: list[str] = []
     config = parse_config(_config(tmp_path, encoders=["geoclip", "lonlat"], probes=["ridge"], budgets=["all"], seeds=1))
-    rows = harness.run_suite(config, tmp_path / "out", progress=notes.append)
+    rows = harness.run_suite(config, tmp_path / "out", progress=None, note=notes.append)
     assert set(rows["encoder"]) == {"lon/lat"} and any("GeoCLIP skipped: the geoclip package is not installed" in n for n in notes)
 
 
@@ -242,10 +242,10 @@ def test_every_probe_learns_an_informative_feature(probe: str) -> None:
 def test_parquet_results_round_trip_and_resume(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     config = parse_config(_config(tmp_path, encoders=["lonlat", "sh:3"], probes=["ridge"], budgets=[40, "all"], seeds=2, results="results.parquet"))
-    first = harness.run_suite(config, tmp_path / "out", progress=lambda s: None)
+    first = harness.run_suite(config, tmp_path / "out", progress=None)
     stored = pd.read_parquet(tmp_path / "out" / "results.parquet")
     assert len(stored) == len(first) == 2 * (3 * 2 * 2 + 2 * 2 * 2) and set(stored["budget"]) == {"40", "all"}
     assert not list((tmp_path / "out").glob("*.partial"))  # written under a temporary name, then renamed
-    again = harness.run_suite(config, tmp_path / "out", resume=True, progress=lambda s: None)
+    again = harness.run_suite(config, tmp_path / "out", resume=True, progress=None)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), harness.read_results(tmp_path / "out" / "results.parquet"))
     assert len(again) == len(first)

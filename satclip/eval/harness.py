@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
+from ..cliargs import add_progress_argument
 from ..outputs import written_whole
 from .bench_config import BenchConfig, EncoderSpec, TaskSpec, read_config
 from .bench_features import EncoderUnavailable, encoder_features
@@ -144,7 +145,9 @@ def _row(names: tuple[str, str, str], features: np.ndarray, y: np.ndarray, folds
     }
 
 
-def run_suite(config: BenchConfig, out: Path, resume: bool = False, progress: Callable[[str], None] = print, jobs: int = 1) -> pd.DataFrame:
+def run_suite(
+    config: BenchConfig, out: Path, resume: bool = False, progress: Callable[[str], None] | None = print, jobs: int = 1, note: Callable[[str], None] = print
+) -> pd.DataFrame:
     """Run every row of ``config`` not already in ``out``'s results (with ``resume``), ``jobs`` rows at
     a time in worker processes (1: in this one); write the results, the summary and the plot; return
     the results of this configuration."""
@@ -165,7 +168,7 @@ def run_suite(config: BenchConfig, out: Path, resume: bool = False, progress: Ca
             try:
                 features = encoder_features(encoder, task_spec.name, task.split, out / "embeddings")
             except EncoderUnavailable as err:
-                progress(f"{task_spec.name}: {encoder.name} skipped: {err}")
+                note(f"{task_spec.name}: {encoder.name} skipped: {err}")
                 continue
             names = (encoder.name, task_spec.name, task_spec.task)
             y = task.y
@@ -181,12 +184,17 @@ def run_suite(config: BenchConfig, out: Path, resume: bool = False, progress: Ca
             )
             write_results(results, path)
             done.update((r["encoder"], r["task"], r["protocol"], r["budget"], r["probe"], r["seed"]) for r in rows)
-            progress(f"{task_spec.name}: {encoder.name}: {len(rows)} rows in {time.perf_counter() - start:.1f} s")
+            if progress is not None:
+                progress(f"{task_spec.name}: {encoder.name}: {len(rows)} rows in {time.perf_counter() - start:.1f} s")
     mine = results[results["encoder"].isin([e.name for e in config.encoders]) & results["task"].isin([t.name for t in config.tasks])]
     if len(mine):
         write_text(out / "summary.md", summary_markdown(mine, config))
         plot_budgets(mine, config, out / "bench.png")
     return mine
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,6 +204,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="start the results file afresh")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for embedding")
     parser.add_argument("--jobs", type=int, default=1, help="rows fit at a time, in worker processes (each probe uses one thread)")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     torch.set_num_threads(max(1, args.threads))
     start = time.perf_counter()
-    run_suite(config, out, resume=args.resume, progress=lambda s: print(s, flush=True), jobs=args.jobs)
+    run_suite(config, out, resume=args.resume, progress=None if args.no_progress else _say, jobs=args.jobs, note=_say)
     print(f"\n{(out / 'summary.md').read_text() if (out / 'summary.md').is_file() else ''}")
     print(f"results: {path}, summary: {out / 'summary.md'}, plot: {out / 'bench.png'} ({time.perf_counter() - start:.0f} s)")
     return 0

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cliargs import add_output_arguments
+from ..cliargs import add_output_arguments, add_progress_argument
 from ..columns import add_coordinate_arguments
 from ..outputs import refuse_existing, written_whole
 from ..probes import ALPHAS, fold_indices
@@ -217,6 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-invalid", action="store_true", help="leave out rows with bad coordinates or no target (counted) instead of stopping")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baselines", action="store_true", help="skip lon/lat, sin/cos and untrained SH")
+    add_progress_argument(parser)
     add_output_arguments(parser, help="folder for probe_folds.csv and probe.md (default: print only)", required=False)
 
 
@@ -257,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         n_folds=args.folds,
         seed=args.seed,
         cell_deg=args.cell_deg,
-        progress=lambda s: print(f"probing {s}", flush=True),
+        progress=None if args.no_progress else lambda s: print(f"probing {s}", flush=True),
     )
     title = (
         f"{args.target} ({args.task}), {args.probe} probe, {args.folds}-fold CV "

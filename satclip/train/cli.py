@@ -106,6 +106,11 @@ def expand_config_bases(argv: list[str]) -> list[str]:
     return out
 
 
+def no_progress_flag(argv: list[str]) -> list[str]:
+    """``--no-progress`` (the flag every satclip command shares) as Lightning's ``--trainer.enable_progress_bar false``."""
+    return [item for arg in argv for item in (["--trainer.enable_progress_bar", "false"] if arg == "--no-progress" else [arg])]
+
+
 class SatCLIPCLI(LightningCLI):
     """LightningCLI with the satclip trainer defaults (see the module docstring)."""
 
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> SatCLIPCLI:
         SatCLIPModule,
         L.LightningDataModule,
         subclass_mode_data=True,
-        args=["fit", *expand_config_bases(list(argv or []))],
+        args=["fit", *no_progress_flag(expand_config_bases(list(argv or [])))],
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": "satclip", "description": "satclip fit: contrastive pretraining (LightningCLI)"},
