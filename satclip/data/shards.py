@@ -55,14 +55,14 @@ from ..columns import add_coordinate_arguments
 from . import resume
 from .cellselect import CellFilters
 from .geotiffs import encode_sample, time_from_tags
-from .inputs import Collected, collect_tasks
+from .inputs import collect_tasks
 from .ordered_pool import WorkerDied, ordered_map
 from .partition import Part, parse_part
 from .payload import PAYLOAD_EXTENSIONS
 from .s2index import IndexTable, read_index, read_index_table
 from .shardlist import MANIFEST, MANIFEST_VERSION
 from .shardset import check_out, commit
-from .sources import SHOWN_PER_KIND, Encoded, ShardInputError, WorkerDiedError
+from .sources import SHOWN_PER_KIND, Collected, Encoded, ShardInputError, WorkerDiedError
 from .tarwriter import TarShards
 from .transforms import S2_BANDS
 
