@@ -1,5 +1,6 @@
 """GeoTIFF inputs of ``satclip shards``: one task per file of an S2-100K folder or a GeoTIFF folder, or
-per ``*.tif`` member of S2-100K tars, and its encoding (decoded once, checked, with its record)."""
+per ``*.tif`` member of S2-100K tars, and its encoding (decoded once, checked, with its record); the
+two readers (:class:`GeoTiffFolderReader`, :class:`S2TarsReader`) that find them."""
 
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ plus rows skipped as corrupt and patches filtered out, by kind), and the JSON re
 
 A reader is one corpus layout (GeoTIFF folder, S2-100K tars, Major TOM Parquet, SSL4EO-S12 zarr.zip):
 it recognises its inputs and lists their tasks; :data:`satclip.data.inputs.READERS` is the registry
-that :func:`satclip.data.inputs.collect_tasks` walks, in order. A task (one GeoTIFF, one Major TOM cell, one SSL4EO-S12 location) is encoded in a worker process by
+that :func:`satclip.data.inputs.collect_tasks` walks, in order (docs/data.md, "Adding a corpus").
+
+A task (one GeoTIFF, one Major TOM cell, one SSL4EO-S12 location) is encoded in a worker process by
 its ``encode(payload, bands)`` method and gives an :class:`Encoded`; the writer adds the samples in
 task order (output is the same for any number of workers) and sums the counts into the manifest.
 """
@@ -104,7 +106,8 @@ class Reader:
         return False
 
     def collect(self, inputs: Sequence[Location], options: ReadOptions) -> Collected:
-        """The tasks of ``inputs``, each one it :meth:`detect` s."""
+        """The tasks of ``inputs``, every one of them detected by :meth:`detect` (so never called on
+        a reader that detects no file)."""
         raise NotImplementedError(f"{self.name}: reads no files")
 
     def why_not(self, location: Location) -> str | None:
