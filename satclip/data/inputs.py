@@ -79,7 +79,7 @@ def collect_tasks(
             if options.filters.given():
                 raise ShardInputError(f"{one}: row selection (--bbox, --cells, ...) is for Major TOM parts; this folder has none")
             why = next((w for r in READERS if (w := r.why_not(one))), None)
-            raise ShardInputError(f"{one}: {why}")
+            raise ShardInputError(f"{one}: {why}") if why is not None else _unusable(locations)
     reader = next((r for r in readers if all(r.detect(p) for p in locations)), None)
     if reader is not None:
         return reader.collect(locations, options)

@@ -32,7 +32,7 @@ and counted by kind (``skipped``), patches over ``--max-cloud`` are counted in `
 is deterministic: the same inputs give byte-identical shards for any ``--workers``, and a killed
 run resumes to the same bytes (:mod:`satclip.data.resume`).
 
-The parts, one job each: :mod:`.inputs` (which layout, its tasks), :mod:`.s2index` (S2-100K indexes),
+The parts, one job each: :mod:`.inputs` (which layout: the registry of readers, one per layout), :mod:`.s2index` (S2-100K indexes),
 :mod:`.geotiffs` (GeoTIFF tasks and their encoding), :mod:`.majortom` and :mod:`.ssl4eo`,
 :mod:`.tarwriter` (the tars), :mod:`.shardset` (replacing a set atomically); this module runs them and
 is the command line.
