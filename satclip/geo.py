@@ -7,10 +7,25 @@ validates them here, so the error messages are the same everywhere.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 EARTH_RADIUS_KM = 6371.0088
+LONLAT_RULE = "finite degrees with -90 <= lat <= 90; any finite longitude, wrapped into [-180, 180]"
+
+
+def valid_lonlat(lon: Any, lat: Any) -> Any:
+    """The one coordinate rule (:data:`LONLAT_RULE`), elementwise on floats, numpy arrays or torch tensors:
+    True where lat is finite with |lat| <= 90 and lon is finite (any value: longitudes are wrapped)."""
+    return (abs(lat) <= 90) & (abs(lon) < math.inf)  # NaN compares False on both sides
+
+
+def lonlat_problem(lon: float, lat: float) -> str | None:
+    """Why one (lon, lat) pair breaks :data:`LONLAT_RULE`, or None when it is valid."""
+    if valid_lonlat(lon, lat):
+        return None
+    return f"coordinates out of range lon={lon!r}, lat={lat!r} (expected {LONLAT_RULE})"
 
 
 def wrap_longitude(lon: torch.Tensor) -> torch.Tensor:
@@ -22,11 +37,12 @@ def wrap_longitude(lon: torch.Tensor) -> torch.Tensor:
     return torch.where(outside, wrapped, lon)
 
 
-def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat", with_time: bool = False) -> torch.Tensor:
+def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat", *, with_time: bool = False) -> torch.Tensor:
     """Check an (N, 2) [lon, lat] tensor in degrees and return it with longitudes wrapped.
 
-    Raises ``ValueError`` for a wrong shape, non-finite values or |lat| > 90, saying how many
-    rows are bad and showing the first one. Longitudes outside [-180, 180] are wrapped.
+    Raises ``ValueError`` for a wrong shape or rows breaking :data:`LONLAT_RULE` (non-finite values,
+    |lat| > 90), saying how many rows are bad and showing the first one. Longitudes outside
+    [-180, 180] are wrapped.
 
     ``with_time``: the input of a time-aware tower, (N, 3) [lon, lat, t] with t in Unix seconds UTC
     (:mod:`satclip.acqtime`); the same rules for lon/lat, and t must be finite or NaN (unknown).
@@ -62,26 +78,26 @@ def validate_lonlat(lonlat: torch.Tensor, name: str = "lonlat", with_time: bool 
     lo, hi = torch.aminmax(lonlat, dim=0)
     if bool(((lo[1] >= -90) & (hi[1] <= 90) & (lo[0] >= -180) & (hi[0] <= 180)).item()):
         return lonlat
-    bad = ~torch.isfinite(lonlat).all(dim=1)
-    bad |= lonlat[:, 1].abs() > 90
+    bad = ~valid_lonlat(lonlat[:, 0], lonlat[:, 1])
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten()
         first = int(rows[0])
         lon, lat = (float(v) for v in lonlat[first])
         raise ValueError(
             f"{name}: {rows.numel()} of {lonlat.shape[0]} rows are not valid [lon, lat] degrees "
-            f"(non-finite or |lat| > 90); first bad row {first}: lon={lon!r}, lat={lat!r}"
+            f"(non-finite or |lat| > 90; expected {LONLAT_RULE}); first bad row {first}: lon={lon!r}, lat={lat!r}"
         )
     return torch.stack([wrap_longitude(lonlat[:, 0]), lonlat[:, 1]], dim=1)
 
 
-def validate_bbox(bbox: tuple[float, float, float, float] | list[float], name: str = "bbox") -> tuple[float, float, float, float]:
+def validate_bbox(bbox: tuple[float, float, float, float] | list[float], name: str = "bbox", *, crossing: bool = False) -> tuple[float, float, float, float]:
     """Check a (west, south, east, north) box in degrees and return it as floats.
 
     Raises ``ValueError`` naming ``name`` for non-finite values, longitudes outside [-180, 180],
     latitudes outside [-90, 90], south > north (said first: an inverted box is not an antimeridian
     crossing), an empty box, or west > east: a box crossing the antimeridian is rejected (embed it
-    as two boxes, west..180 and -180..east) rather than split silently.
+    as two boxes, west..180 and -180..east) rather than split silently. ``crossing``: a selection box
+    (``satclip shards --bbox``), where west > east is the box across the antimeridian.
     """
     if len(bbox) != 4:
         raise ValueError(f"{name}: expected 4 numbers west south east north, got {len(bbox)}")
@@ -95,7 +111,7 @@ def validate_bbox(bbox: tuple[float, float, float, float] | list[float], name: s
         raise ValueError(f"{text}: latitudes must be in [-90, 90]")
     if south > north:
         raise ValueError(f"{text}: south > north; the order is west south east north (north {south:g}, south {north:g}?)")
-    if west > east:
+    if west > east and not crossing:
         raise ValueError(
             f"{text}: west > east crosses the antimeridian; embed two boxes instead ({west:g}..180 and -180..{east:g}), "
             f"or swap them if you meant west {east:g}, east {west:g}"
@@ -150,4 +166,15 @@ def lonlat_of_pixels(crs, geotransform, cols: list[float], rows: list[float]) ->
     return [float(v) for v in lons], [float(v) for v in lats]
 
 
-__all__ = ["EARTH_RADIUS_KM", "great_circle_km", "lonlat_from_georeference", "lonlat_of_pixels", "validate_bbox", "validate_lonlat", "wrap_longitude"]
+__all__ = [
+    "EARTH_RADIUS_KM",
+    "LONLAT_RULE",
+    "great_circle_km",
+    "lonlat_from_georeference",
+    "lonlat_of_pixels",
+    "lonlat_problem",
+    "valid_lonlat",
+    "validate_bbox",
+    "validate_lonlat",
+    "wrap_longitude",
+]

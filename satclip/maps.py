@@ -5,11 +5,12 @@ training-time world map (:class:`satclip.train.geography.GeographyMetrics`) shar
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .outputs import written_whole
 
 
 def lonlat_grid(resolution: float) -> tuple[np.ndarray, np.ndarray]:
@@ -46,15 +47,14 @@ class PCAFit:
     def save(self, path: str | Path, **info: object) -> Path:
         """Write ``mean``, ``components``, ``explained_variance_ratio`` (and ``info`` as JSON) to an ``.npz``, atomically."""
         path = Path(path)
-        partial = path.with_name(path.name + ".partial.npz")
-        np.savez(
-            partial,
-            mean=self.mean,
-            components=self.components,
-            explained_variance_ratio=self.explained_variance_ratio,
-            info=np.array(json.dumps(info, default=str)),
-        )
-        os.replace(partial, path)
+        with written_whole(path) as partial, partial.open("wb") as f:
+            np.savez(
+                f,
+                mean=self.mean,
+                components=self.components,
+                explained_variance_ratio=self.explained_variance_ratio,
+                info=np.array(json.dumps(info, default=str)),
+            )
         return path
 
     @classmethod

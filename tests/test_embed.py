@@ -9,23 +9,18 @@ import pandas as pd
 import pyarrow.csv
 import pytest
 import torch
+from towers import export_tiny_tower
 
 import satclip
 from satclip.cli import main as cli_main
-from satclip.io import embed
-from satclip.io.export import export_location_encoder
-from satclip.location import build_location_encoder
+from satclip.io import embed, tables
 
 N = 700
 
 
 @pytest.fixture(scope="module")
 def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    enc = build_location_encoder(output_dim=8, legendre_polys=6, dim_hidden=16, num_layers=1)
-    out = tmp_path_factory.mktemp("tower")
-    export_location_encoder(enc, out)
-    return out
+    return export_tiny_tower(tmp_path_factory.mktemp("tower"), output_dim=8, legendre_polys=6, dim_hidden=16)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +44,12 @@ def _expected(tower: Path, lonlat: np.ndarray, dtype: str | None = None) -> np.n
 @pytest.mark.parametrize("fmt_in", [".csv", ".parquet"])
 @pytest.mark.parametrize("fmt_out", [".npy", ".parquet", ".csv"])
 def test_embed_tables_in_chunks(tmp_path: Path, tower: Path, table: pd.DataFrame, fmt_in: str, fmt_out: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embed, "CSV_BLOCK_BYTES", 4096)  # several read chunks for a small file
+    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 4096)  # several read chunks for a small file
     monkeypatch.setattr(embed, "READ_ROWS", 100)
     src = tmp_path / f"coords{fmt_in}"
     table.to_csv(src, index=False) if fmt_in == ".csv" else table.to_parquet(src)
     out = tmp_path / f"emb{fmt_out}"
-    rows = embed.embed_file(satclip.load_location_encoder(tower), src, out, "longitude", "latitude", batch_size=128, progress=False)
+    rows = embed.embed_file(satclip.load_location_encoder(tower), src, out, lon_col="longitude", lat_col="latitude", batch_size=128, progress=False)
     assert rows == N and not out.with_name(out.name + ".partial").exists()
     expected = _expected(tower, table[["longitude", "latitude"]].to_numpy())
     if fmt_out == ".npy":
@@ -92,7 +87,7 @@ def test_cli_embed_npy_float32(tmp_path: Path, tower: Path, table: pd.DataFrame)
 
 
 def test_bad_rows_are_named_with_global_row_numbers(tmp_path: Path, tower: Path, table: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embed, "CSV_BLOCK_BYTES", 4096)  # the bad rows are in later chunks
+    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 4096)  # the bad rows are in later chunks
     bad = table.copy()
     bad.loc[450, "latitude"] = 91.0
     bad.loc[601, "longitude"] = np.nan
@@ -100,7 +95,7 @@ def test_bad_rows_are_named_with_global_row_numbers(tmp_path: Path, tower: Path,
     bad.to_csv(src, index=False)
     out = tmp_path / "e.parquet"
     with pytest.raises(ValueError) as info:
-        embed.embed_file(satclip.load_location_encoder(tower), src, out, "longitude", "latitude", batch_size=100, progress=False)
+        embed.embed_file(satclip.load_location_encoder(tower), src, out, lon_col="longitude", lat_col="latitude", batch_size=100, progress=False)
     message = str(info.value)
     assert "bad.csv" in message and "450 (lon=" in message and "lat=91.0" in message
     assert not out.exists() and not (tmp_path / "e.parquet.partial").exists()
@@ -150,7 +145,7 @@ def test_cli_reports_bad_rows_without_traceback(tmp_path: Path, tower: Path) -> 
 
 
 def test_a_column_that_turns_to_text_late_is_read_as_text(tmp_path: Path, tower: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embed, "CSV_BLOCK_BYTES", 4096)  # the type is inferred from the first block only
+    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 4096)  # the type is inferred from the first block only
     ids = [str(i) for i in range(N)]
     ids[650] = "x650"
     lonlat = np.random.default_rng(0).uniform(-60, 60, (N, 2))
@@ -273,7 +268,7 @@ def test_geoparquet_needs_parquet_and_a_free_geometry_name(tmp_path: Path, tower
     table.assign(geometry="x").to_csv(src, index=False)
     enc = satclip.load_location_encoder(tower)
     with pytest.raises(ValueError, match="--geoparquet writes Parquet"):
-        embed.embed_file(enc, src, tmp_path / "emb.csv", "longitude", "latitude", progress=False, geoparquet=True)
+        embed.embed_file(enc, src, tmp_path / "emb.csv", lon_col="longitude", lat_col="latitude", progress=False, geoparquet=True)
     with pytest.raises(ValueError, match=r"\['geometry'\] clash"):
-        embed.embed_file(enc, src, tmp_path / "emb.parquet", "longitude", "latitude", progress=False, geoparquet=True)
+        embed.embed_file(enc, src, tmp_path / "emb.parquet", lon_col="longitude", lat_col="latitude", progress=False, geoparquet=True)
     assert not (tmp_path / "emb.parquet").exists() and not (tmp_path / "emb.parquet.partial").exists()

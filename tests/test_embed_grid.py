@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from towers import export_tiny_tower
 
 import satclip
 from satclip.cli import main as cli_main
 from satclip.io import embed_grid as eg
 from satclip.io.bands import PCAFit, Quantiser
-from satclip.io.export import export_location_encoder
 from satclip.io.grid import Grid
-from satclip.location import build_location_encoder
 
 rasterio = pytest.importorskip("rasterio")
 
@@ -28,11 +27,7 @@ RES = 0.1  # 320 x 240 pixels: 128-pixel tiles, edge tiles included
 
 @pytest.fixture(scope="module")
 def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1)
-    enc = build_location_encoder(output_dim=6, legendre_polys=5, dim_hidden=16, num_layers=1)
-    out = tmp_path_factory.mktemp("tower")
-    export_location_encoder(enc, out)
-    return out
+    return export_tiny_tower(tmp_path_factory.mktemp("tower"), output_dim=6, legendre_polys=5, dim_hidden=16, seed=1)
 
 
 def _expected(tower: Path, lonlat: np.ndarray) -> np.ndarray:
@@ -232,15 +227,21 @@ def test_cli(tmp_path: Path, tower: Path, capsys: pytest.CaptureFixture) -> None
 def test_sizes_above_the_limit_are_refused_before_anything_is_written(tmp_path: Path, tower: Path, capsys: pytest.CaptureFixture) -> None:
     world = Grid.from_bbox((-180, -90, 180, 90), 0.0001)
     with pytest.raises(
-        ValueError, match=r"3600000 x 1800000 = 6.48e\+12 pixels x 6 bands x 4 bytes \(float32\) = 156 TB uncompressed, above the limit of 100 GB"
+        ValueError,
+        match=r"3600000 x 1800000 = 6.48e\+12 pixels x 6 bands x 4 bytes \(float32\) = 156 TB uncompressed, above the limit of 100 GB \(computing it: about 8.56 years at 24,000 points/s, one CPU thread\)",
     ):
         eg.check_size(world, 6, "float32")
     assert eg.check_size(Grid.from_bbox(BBOX, RES), 6, "int8") == 320 * 240 * 6
-    args = ["embed-grid", "--checkpoint", str(tower), "--bbox", "-180", "-90", "180", "90", "--resolution", "0.0001", "--no-progress"]
-    with pytest.raises(SystemExit, match=r"satclip embed-grid: the output would be .* 6 bands x 2 bytes \(float16\) = 77.8 TB.*--max-gb$"):
-        cli_main([*args, "--output", str(tmp_path / "w.tif"), "--dtype", "float16"])
+    # refused before the checkpoint is read (it does not exist), within a second; the old --output / --dtype spellings work
+    args = ["embed-grid", "--checkpoint", str(tmp_path / "no-such.ckpt"), "--bbox", "-180", "-90", "180", "90", "--resolution", "0.0001", "--no-progress"]
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match=r"satclip embed-grid: the output would be .* at least 1 band x 2 bytes \(float16\) = 13 TB.*--max-gb$"):
+        cli_main([*args, "--out", str(tmp_path / "w.tif"), "--storage-dtype", "float16"])
+    assert time.perf_counter() - start < 1.0
     with pytest.raises(SystemExit, match=r"x 3 bands x 1 bytes \(int8\) = 19.4 TB.*above the limit of 10000 GB"):
         cli_main([*args, "--output", str(tmp_path / "w.zarr"), "--dtype", "int8", "--pca", "3", "--max-gb", "1e4"])
+    with pytest.raises(SystemExit, match=r"x 6 bands x 4 bytes \(float32\) = 156 TB"):
+        cli_main([*args[:2], str(tower), *args[3:], "--out", str(tmp_path / "w.tif"), "--dim", "6"])
     assert list(tmp_path.iterdir()) == []
     grid = ["--bbox", "-20", "-10", "12", "14", "--resolution", "4", "--output", str(tmp_path / "small.tif"), "--no-progress"]
     with pytest.raises(SystemExit, match=r"the output would be 8 x 6 = 48 pixels x 6 bands x 4 bytes \(float32\) = 0.00115 MB.*limit of 1e-06 GB"):

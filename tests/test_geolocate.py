@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,23 @@ def test_bad_galleries(spec: str, message: str) -> None:
 
 
 def test_an_absurd_grid_gallery_is_refused_at_once() -> None:
-    with pytest.raises(ValueError, match=r"'grid:0.001': 6.48e\+10 places to embed and rank \(360000 x 180000\), above the limit of 1e\+09.*grid:0.01"):
+    with pytest.raises(
+        ValueError,
+        match=r"'grid:0.001': 6.48e\+10 places to embed and rank \(360000 x 180000; about 31.2 days at 24,000 points/s, one CPU thread\), above the limit of 1e\+09.*grid:0.01",
+    ):
         gl.Gallery.parse("grid:0.001")
     assert gl.Gallery.parse("grid:0.001", max_places=1e11).resolution == 0.001  # the limit can be raised
     assert gl.Gallery.parse("grid:0.01").resolution == 0.01  # 6.5e8 places: allowed
+
+
+def test_locate_refuses_an_absurd_gallery_before_loading_the_checkpoint(tmp_path: Path) -> None:
+    argv = ["locate", "--checkpoint", str(tmp_path / "no-such.ckpt"), "--images", str(tmp_path), "--gallery", "grid:0.001", "--out", str(tmp_path / "g.csv")]
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match=r"^satclip locate: --gallery 'grid:0.001': 6.48e\+10 places .* raise the limit with --max-gallery$"):
+        cli_main(argv)
+    assert time.perf_counter() - start < 1.0 and list(tmp_path.iterdir()) == []
+    with pytest.raises(SystemExit, match="no-such.ckpt"):  # confirmed with --max-gallery: on to the checkpoint
+        cli_main([*argv, "--max-gallery", "1e11"])
 
 
 def test_grid_gallery_covers_the_globe() -> None:

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..acqtime import SECONDS_PER_DAY, parse_time
 from ..extras import requires_extra
+from ..geo import validate_bbox
 from . import remote
 from .sources import ShardInputError
 
@@ -61,9 +62,10 @@ class CellFilters:
     def check(self) -> None:
         """Raise ShardInputError for a value out of range (before anything is read)."""
         if self.bbox is not None:
-            w, s, e, n = self.bbox
-            if not (all(math.isfinite(v) for v in self.bbox) and -180 <= min(w, e) and max(w, e) <= 180 and -90 <= s <= n <= 90):
-                raise ShardInputError(f"--bbox W S E N: longitudes -180..180, latitudes -90..90 with S <= N; got {list(self.bbox)}")
+            try:
+                validate_bbox(self.bbox, "--bbox W S E N", crossing=True)
+            except ValueError as err:
+                raise ShardInputError(str(err)) from None
         if self.max_cloud_cover is not None and not 0 <= self.max_cloud_cover <= 100:
             raise ShardInputError(f"--max-cloud-cover is a percentage (the index's cloud_cover), 0 to 100; got {self.max_cloud_cover}")
         if self.sample is not None and self.sample < 1:

@@ -21,7 +21,7 @@ SKIP_KINDS = ("shard", "incomplete", "decode", "shape", "coords", "time")
 - ``incomplete``: a sample without an image payload, or with a JSON record that does not parse.
 - ``decode``: the image payload could not be decoded (truncated, not a TIFF, corrupt).
 - ``shape``: wrong band count, or an image smaller than the crop or than its record says.
-- ``coords``: coordinates missing, non-finite, or outside lon [-180, 180] / lat [-90, 90].
+- ``coords``: coordinates missing or breaking :data:`satclip.geo.LONLAT_RULE` (non-finite, |lat| > 90).
 - ``time``: the record's acquisition time is not ISO 8601 text (a missing time is NaN, not a skip).
 """
 

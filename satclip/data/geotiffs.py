@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..acqtime import parse_time
+from ..geo import lonlat_problem
 from . import remote
 from .partition import Units
 from .payload import decode_tif, encode_fast
@@ -148,8 +149,9 @@ def encode_sample(task: GeoTiffTask, payload: str, bands: Sequence[str]) -> tupl
                 raise ShardInputError(f"{task.source}: coordinates needed from georeference: {err}") from None
         else:
             lon, lat = task.lonlat
-    if not (math.isfinite(lon) and math.isfinite(lat) and abs(lat) <= 90):
-        raise ShardInputError(f"{task.source}: invalid coordinates lon={lon!r}, lat={lat!r}")
+    problem = lonlat_problem(lon, lat)
+    if problem:
+        raise ShardInputError(f"{task.source}: {problem}")
     record = sample_record(lon, lat, seconds, task.source, crs, tuple(bands), array)
     blob = data if payload == "tif" else encode_fast(array)
     return task.key, blob, record

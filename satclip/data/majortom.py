@@ -39,22 +39,11 @@ import numpy as np
 
 from ..acqtime import parse_time
 from ..extras import requires_extra
+from ..geo import valid_lonlat
 from . import cellselect, remote
 from .cellselect import CellFilters, PartRows
 from .partition import Units
-from .sources import (
-    Collected,
-    Encoded,
-    FolderUrl,
-    Location,
-    Reader,
-    ReadOptions,
-    ShardInputError,
-    payload_bytes,
-    sample_key,
-    sample_record,
-    valid_lonlat,
-)
+from .sources import Collected, Encoded, FolderUrl, Location, Reader, ReadOptions, ShardInputError, payload_bytes, sample_key, sample_record
 from .transforms import S2_BANDS_13
 
 META_COLUMNS = ("product_id", "grid_cell", "product_datetime")

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..acqtime import parse_time
+from ..geo import lonlat_problem
 from .payload import PAYLOAD_EXTENSIONS, decode
 from .transforms import S2_BANDS, band_indices, crop, crop_offsets, target_bands
 
@@ -49,15 +50,6 @@ class Decoded(NamedTuple):
     lonlat: np.ndarray
     key: str
     time: float
-
-
-def check_lonlat(lon: float, lat: float) -> str | None:
-    """Why (lon, lat) in degrees is not a usable sample coordinate, or None when it is."""
-    if not (math.isfinite(lon) and math.isfinite(lat)):
-        return f"non-finite coordinates lon={lon}, lat={lat}"
-    if abs(lon) > 180 or abs(lat) > 90:
-        return f"coordinates out of range lon={lon}, lat={lat} (expected degrees, lon in [-180, 180], lat in [-90, 90])"
-    return None
 
 
 @dataclass
@@ -167,10 +159,10 @@ class SampleDecoder:
                 raise MissingCoords(f"no json record, no index, and no usable georeference: {exn}") from None
         else:
             raise MissingCoords("no coordinates: no json record, no index, and the payload has no georeference")
-        problem = check_lonlat(lon, lat)
+        problem = lonlat_problem(lon, lat)
         if problem:
             raise Skip("coords", problem)
         return lon, lat
 
 
-__all__ = ["Decoded", "MissingCoords", "SampleDecoder", "Skip", "check_lonlat"]
+__all__ = ["Decoded", "MissingCoords", "SampleDecoder", "Skip"]

@@ -14,7 +14,6 @@ task order (output is the same for any number of workers) and sums the counts in
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,10 +156,6 @@ def payload_bytes(array: np.ndarray, payload: str, source: str) -> bytes:
     return encode_fast(array)
 
 
-def valid_lonlat(lon: float, lat: float) -> bool:
-    return math.isfinite(lon) and math.isfinite(lat) and abs(lat) <= 90 and abs(lon) <= 180
-
-
 __all__ = [
     "SHOWN_PER_KIND",
     "Collected",
@@ -174,5 +169,4 @@ __all__ = [
     "payload_bytes",
     "sample_key",
     "sample_record",
-    "valid_lonlat",
 ]

@@ -25,21 +25,10 @@ import numpy as np
 
 from ..acqtime import SECONDS_PER_DAY, parse_time
 from ..extras import MissingExtraError, requires_extra
+from ..geo import valid_lonlat
 from . import remote
 from .partition import Units
-from .sources import (
-    Collected,
-    Encoded,
-    FolderUrl,
-    Location,
-    Reader,
-    ReadOptions,
-    ShardInputError,
-    payload_bytes,
-    sample_key,
-    sample_record,
-    valid_lonlat,
-)
+from .sources import Collected, Encoded, FolderUrl, Location, Reader, ReadOptions, ShardInputError, payload_bytes, sample_key, sample_record
 
 SUFFIX = ".zarr.zip"
 _UNIT_SECONDS = {"nanoseconds": 1e-9, "microseconds": 1e-6, "milliseconds": 1e-3, "seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": SECONDS_PER_DAY}

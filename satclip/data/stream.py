@@ -24,7 +24,7 @@ from .datamodule import SatCLIPDataModule, skip_metrics
 from .errors import EmptyStreamError
 from .loader import StreamLoader
 from .pipeline import ShardStream, build_pipeline
-from .samples import SampleDecoder, check_lonlat
+from .samples import SampleDecoder
 from .shardlist import expand_urls, read_manifest
 from .tarstream import ShardError, iter_shard, iter_tar
 from .transforms import finish_batch
@@ -37,7 +37,6 @@ __all__ = [
     "ShardStream",
     "StreamLoader",
     "build_pipeline",
-    "check_lonlat",
     "expand_urls",
     "finish_batch",
     "iter_shard",

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io.rasters import move_into_place, partial_path
+from ..outputs import written_whole
 from .bench_config import EncoderSpec
 from .fitting import Split
 from .probe import ENCODERS, load_features, lonlat_features, sh_features, sincos_features
@@ -90,11 +90,8 @@ def encoder_features(spec: EncoderSpec, task_name: str, split: Split, cache: Pat
     if path.is_file():
         return np.load(path)
     feats = _compute(spec, task_name, split)
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(path)
-    with partial.open("wb") as f:
+    with written_whole(path) as partial, partial.open("wb") as f:
         np.save(f, feats)
-    move_into_place(partial, path)
     return feats
 
 

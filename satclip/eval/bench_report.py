@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io.rasters import move_into_place, partial_path
+from ..outputs import written_whole
 from .bench_config import BenchConfig
 
 METRIC_LABEL = {"r2": "R²", "accuracy": "accuracy"}
@@ -79,17 +79,15 @@ def plot_budgets(results: pd.DataFrame, config: BenchConfig, path: Path) -> None
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4) or 1, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    partial = partial_path(path)
-    fig.savefig(partial, format="png", dpi=90)
+    with written_whole(path) as partial:
+        fig.savefig(partial, format="png", dpi=90)
     plt.close(fig)
-    move_into_place(partial, path)
 
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` under a temporary name, then rename it into place."""
-    partial = partial_path(path)
-    partial.write_text(text)
-    move_into_place(partial, path)
+    with written_whole(path) as partial:
+        partial.write_text(text)
 
 
 __all__ = ["aggregate", "budget_label", "plot_budgets", "summary_markdown", "write_text"]

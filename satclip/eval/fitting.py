@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,13 @@ from ..location import LocationEncoder
 from ..location.encoder import with_time_column
 
 KINDS = ("binary", "multiclass", "regression")
+
+
+def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, batch_size: int) -> torch.Tensor:
+    """``fn`` over the rows of ``x``, ``batch_size`` at a time, concatenated: the batched loop of models
+    that are not location towers (predictors, frozen prefixes, GeoCLIP); a tower's is
+    :func:`satclip.io.embed.embed_array`."""
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 @dataclass
@@ -85,7 +93,7 @@ class LocationPredictor(nn.Module):
         x = torch.as_tensor(np.asarray(lonlat, dtype=np.float64))
         if self.tower.takes_time and x.shape[1:] == (2,):
             x = with_time_column(x, None)
-        out = torch.cat([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).double()
+        out = in_batches(self, x, batch_size=batch_size).double()
         self.train(was_training)
         return self._decode(out)
 
@@ -168,7 +176,7 @@ def _prefix(module: nn.Module, lonlat: np.ndarray, batch_size: int = 65536) -> t
         return x
     module.eval()
     with torch.no_grad():
-        return torch.cat([module(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return in_batches(module, x, batch_size=batch_size)
 
 
 def train_predictor(

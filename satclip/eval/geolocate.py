@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cliargs import add_output_arguments, check_device
 from ..geo import EARTH_RADIUS_KM, great_circle_km
+from ..outputs import refuse_existing, written_whole
 
 if TYPE_CHECKING:
     from ..location import LocationEncoder
@@ -54,10 +55,12 @@ class Gallery:
     lat_col: str = "lat"
 
     @classmethod
-    def parse(cls, spec: str, lon_col: str = "lon", lat_col: str = "lat", max_places: float = MAX_GALLERY) -> Gallery:
+    def parse(cls, spec: str, *, lon_col: str = "lon", lat_col: str = "lat", max_places: float = MAX_GALLERY) -> Gallery:
         """``grid:RES``, ``grid:RES:land`` or the path of a points file; a grid of more than
         ``max_places`` places is refused before anything is computed."""
         if spec.startswith("grid:"):
+            from ..io.grid import time_estimate
+
             parts = spec.split(":")
             try:
                 resolution = float(parts[1])
@@ -68,7 +71,8 @@ class Gallery:
             places = (360 / resolution) * (180 / resolution)
             if places > max_places:
                 raise ValueError(
-                    f"--gallery {spec!r}: {places:.3g} places to embed and rank ({360 / resolution:.6g} x {180 / resolution:.6g}), above the "
+                    f"--gallery {spec!r}: {places:.3g} places to embed and rank ({360 / resolution:.6g} x {180 / resolution:.6g}; "
+                    f"{time_estimate(places)}), above the "
                     f"limit of {max_places:.3g}: use a coarser grid (grid:{resolution * 10:g} has 100x fewer) or a file of "
                     "candidate points; or raise the limit with --max-gallery"
                 )
@@ -82,11 +86,11 @@ class Gallery:
         """(n, 2) float64 [lon, lat] chunks of the gallery (about ``size`` points, default GALLERY_CHUNK)."""
         size = size or GALLERY_CHUNK
         if self.path is not None:
-            from ..io.embed import check_coordinates, read_chunks
+            from ..io.tables import check_coordinates, read_chunks
 
-            _, chunks = read_chunks(self.path, self.lon_col, self.lat_col, chunk_rows=size)
+            _, chunks = read_chunks(self.path, lon_col=self.lon_col, lat_col=self.lat_col, chunk_rows=size)
             for start, lonlat, _ in chunks:
-                check_coordinates(lonlat, start, f"gallery {str(self.path)!r}")
+                check_coordinates(lonlat, start=start, source=f"gallery {str(self.path)!r}")
                 yield lonlat
             return
         from ..io.grid import Grid
@@ -138,6 +142,7 @@ def rank_gallery(
     truth: torch.Tensor,
     encoder: LocationEncoder,
     gallery: Gallery,
+    *,
     top_k: int = 5,
     batch_size: int = 8192,
     device: str | torch.device = "cpu",
@@ -225,17 +230,15 @@ def write_guesses(path: Path, keys: list[str], ranking: Ranking) -> None:
         columns[f"lat_{r + 1}"] = ranking.lonlat[:, r, 1].numpy()
         columns[f"score_{r + 1}"] = ranking.scores[:, r].numpy()
     columns["error_km"] = ranking.errors_km().numpy()
-    partial = path.with_name(path.name + ".partial")
-    pacsv.write_csv(pa.table(columns), partial)
-    os.replace(partial, path)
+    with written_whole(path) as partial:
+        pacsv.write_csv(pa.table(columns), partial)
 
 
 def read_image_embeddings(path: Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """(keys, lonlat, embeddings) from a ``satclip embed-images`` Parquet / CSV output."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    from ..io.tables import read_table
 
-    table = pq.read_table(path) if path.suffix.lower() == ".parquet" else pacsv.read_csv(path)
+    table = read_table(path)
     emb_cols = [c for c in table.column_names if c.startswith("emb_")]
     missing = [c for c in ("key", "lon", "lat") if c not in table.column_names]
     if missing or not emb_cols:
@@ -254,7 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-gallery", type=float, default=MAX_GALLERY, help=f"refuse a grid:RES gallery of more places than this (default {MAX_GALLERY:.0e})"
     )
     parser.add_argument("--top-k", type=int, default=5, help="guesses kept per image (default 5)")
-    parser.add_argument("--output", required=True, help="guesses .csv (a <name>.summary.json is written beside it)")
+    add_output_arguments(parser, help="guesses .csv (a <name>.summary.json is written beside it)")
     parser.add_argument("--lon-col", default="lon", help="longitude column of a points gallery")
     parser.add_argument("--lat-col", default="lat", help="latitude column of a points gallery")
     add_image_arguments(parser)
@@ -262,44 +265,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.errors import EmptyStreamError
-    from ..io.embed_images import (
-        check_device,
-        iter_image_embeddings,
-        open_images,
-        report_skips,
-    )
+    from ..io.embed_images import iter_image_embeddings, open_images, report_skips
     from ..io.models import create_model_and_transforms
 
-    check_device("locate", args.device)
-    output = Path(args.output)
+    check_device(args.device)
+    output = Path(args.out)
+    if output.suffix.lower() != ".csv":
+        raise ValueError(f"output {str(output)!r}: name it .csv")
+    summary_path = output.with_name(output.stem + ".summary.json")
+    refuse_existing(output, summary_path, overwrite=args.overwrite)
     skipped: dict[str, int] = {}
+    gallery = Gallery.parse(args.gallery, lon_col=args.lon_col, lat_col=args.lat_col, max_places=args.max_gallery)
     try:
-        if output.suffix.lower() != ".csv":
-            raise ValueError(f"output {str(output)!r}: name it .csv")
-        gallery = Gallery.parse(args.gallery, args.lon_col, args.lat_col, args.max_gallery)
         model, preprocess = create_model_and_transforms(args.checkpoint, device=args.device, crop_size=args.crop_size)
         inputs = preprocess.inputs
         images = Path(args.images)
         if images.is_file() and images.suffix.lower() in (".parquet", ".csv"):
             keys, truth, emb = read_image_embeddings(images)
         else:
-            batches = list(iter_image_embeddings(model, open_images(images, inputs, args.batch_size), args.device, not args.no_progress, skipped))
+            stream = open_images(images, inputs, batch_size=args.batch_size)
+            batches = list(iter_image_embeddings(model, stream, device=args.device, progress=not args.no_progress, skipped=skipped))
             keys = [k for b in batches for k in b.keys]
             truth = torch.from_numpy(np.concatenate([b.lonlat for b in batches]))
             emb = torch.from_numpy(np.concatenate([b.embedding for b in batches]))
-        ranking = rank_gallery(emb, truth, model.location, gallery, args.top_k, device=args.device, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, EmptyStreamError) as err:
+        ranking = rank_gallery(emb, truth, model.location, gallery, top_k=args.top_k, device=args.device, progress=not args.no_progress)
+    except EmptyStreamError as err:
         raise SystemExit(f"satclip locate: {err}") from None
     summary = summarise(ranking)
-    output.parent.mkdir(parents=True, exist_ok=True)
     write_guesses(output, keys, ranking)
-    summary_path = output.with_name(output.stem + ".summary.json")
-    partial = summary_path.with_name(summary_path.name + ".partial")
-    partial.write_text(
-        json.dumps({"checkpoint": str(args.checkpoint), "images": str(args.images), "gallery_spec": args.gallery, **summary, "skipped": skipped}, indent=2)
-        + "\n"
-    )
-    os.replace(partial, summary_path)
+    record = {"checkpoint": str(args.checkpoint), "images": str(args.images), "gallery_spec": args.gallery, **summary, "skipped": skipped}
+    with written_whole(summary_path) as partial:
+        partial.write_text(json.dumps(record, indent=2) + "\n")
     print(summary_text(summary) + f"\n\nwrote {output} and {summary_path}{report_skips(skipped)}")
     return 0
 

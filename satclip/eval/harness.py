@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
-from ..io.rasters import move_into_place, partial_path
+from ..outputs import written_whole
 from .bench_config import BenchConfig, EncoderSpec, TaskSpec, read_config
 from .bench_features import EncoderUnavailable, encoder_features
 from .bench_probes import probe_score
@@ -51,17 +51,17 @@ class Task:
 
 def load_task(spec: TaskSpec, protocols: list[Protocol]) -> Task:
     """Read a task's table (bad rows are an error naming them) and its hold-out columns."""
+    from ..io.tables import read_table as read_arrow
     from .tables import read_table
 
-    split = read_table(spec.path, spec.target, spec.lon_col, spec.lat_col, None, False, spec.time_col)
+    split = read_table(spec.path, spec.target, lon_col=spec.lon_col, lat_col=spec.lat_col, time_col=spec.time_col)
     columns = {}
     for protocol in protocols:
         if protocol.kind == "holdout" and protocol.column:
-            path = Path(spec.path)
-            frame = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path, dtype=str, keep_default_na=False)
-            if protocol.column not in frame.columns:
-                raise ValueError(f"task {spec.name!r} ({spec.path}): protocol {protocol.name!r} needs column {protocol.column!r}; it has {list(frame.columns)}")
-            columns[protocol.column] = frame[protocol.column].astype(str).to_numpy()
+            table = read_arrow(spec.path, text=[protocol.column])
+            if protocol.column not in table.column_names:
+                raise ValueError(f"task {spec.name!r} ({spec.path}): protocol {protocol.name!r} needs column {protocol.column!r}; it has {table.column_names}")
+            columns[protocol.column] = np.array([str(v) for v in table.column(protocol.column).to_pylist()])
     return Task(spec, split, columns)
 
 
@@ -79,12 +79,11 @@ def read_results(path: Path) -> pd.DataFrame:
 
 def write_results(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` under a temporary name and rename it over ``path``."""
-    partial = partial_path(path)
-    if path.suffix == ".parquet":
-        frame.to_parquet(partial, index=False)
-    else:
-        frame.to_csv(partial, index=False)
-    move_into_place(partial, path)
+    with written_whole(path) as partial:
+        if path.suffix == ".parquet":
+            frame.to_parquet(partial, index=False)
+        else:
+            frame.to_csv(partial, index=False)
 
 
 def score_folds(features: np.ndarray, y: np.ndarray, folds: Folds, task: str, probe: str, budget: int | None, seed: int) -> dict[str, float]:
@@ -192,7 +191,7 @@ def run_suite(config: BenchConfig, out: Path, resume: bool = False, progress: Ca
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML suite: encoders, tasks, protocols, budgets, probes, seeds (configs/bench/default.yaml)")
-    parser.add_argument("--out", help="output folder (default: the config's 'out')")
+    parser.add_argument("--out", "--output", dest="out", help="output folder (default: the config's 'out'; --output: old spelling)")
     parser.add_argument("--resume", action="store_true", help="keep the results file and run only the rows it lacks")
     parser.add_argument("--overwrite", action="store_true", help="start the results file afresh")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for embedding")

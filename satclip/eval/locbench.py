@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cliargs import add_progress_argument
+from ..cliargs import add_progress_argument, add_tower_dtype_argument
 from . import points
 from .fitting import Split
 from .locfit import DTYPES, fit_table
@@ -175,9 +175,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per encoding x network")
     parser.add_argument("--max-epochs", type=int, default=500)
     parser.add_argument("--patience", type=int, default=30)
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    add_tower_dtype_argument(parser, help="precision of the fitted towers (default: float32)", default="float32")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--out", default="locbench-out", help="output folder: runs.csv, table.csv, table.md")
+    parser.add_argument(
+        "--out",
+        "--output",
+        dest="out",
+        default="locbench-out",
+        help="output folder: runs.csv, table.csv, table.md; a rerun adds only the runs runs.csv lacks (--output: old spelling)",
+    )
     add_progress_argument(parser)
 
 
@@ -203,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         out,
         max_epochs=args.max_epochs,
         patience=args.patience,
-        dtype=DTYPES[args.dtype],
+        dtype=DTYPES[args.tower_dtype],
         progress=not args.no_progress,
     )
     print((out / "table.md").read_text())

@@ -35,9 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cliargs import add_output_arguments, add_tower_dtype_argument
 from ..columns import add_coordinate_arguments
 from ..location import NETWORKS, POSITIONAL_ENCODINGS, LocationEncoder, build_location_encoder, with_last_affine
 from ..location.registry import hyperparameter_names
+from ..outputs import refuse_existing, written_whole
 from .fitting import LocationPredictor, Split, evaluate, infer_kind, train_predictor
 from .tables import read_table
 
@@ -244,22 +246,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-epochs", type=int, default=500)
     parser.add_argument("--patience", type=int, default=30, help="epochs without a better validation loss before stopping")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    add_tower_dtype_argument(parser, help="precision of the fitted tower (default: float32)", default="float32")
     parser.add_argument("--init-from", help="fine-tune the location tower of this checkpoint / hub id / export (adds a linear head)")
     parser.add_argument("--freeze-tower", action="store_true", help="with --init-from: train only the head")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: these networks are small)")
-    parser.add_argument("--out", default="locfit-out", help="output folder (metrics.json, model/, prediction.png)")
+    add_output_arguments(parser, help="output folder: metrics.json, model/, prediction.png (default: locfit-out)", required=False, default="locfit-out")
     parser.add_argument("--plot", action="store_true", help="also write prediction.png: the predicted field with the training points")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.freeze_tower and not args.init_from:
         raise SystemExit("satclip locfit: --freeze-tower needs --init-from (a pretrained tower to freeze)")
+    out = Path(args.out)
+    refuse_existing(out / "metrics.json", out / "model", overwrite=args.overwrite)
     torch.set_num_threads(args.threads)
     takes_time = bool(getattr(POSITIONAL_ENCODINGS.get(args.pe), "takes_time", False)) if not args.init_from else None
     if args.time_col and takes_time is False:
         raise SystemExit(f"satclip locfit: --time-col {args.time_col!r}: --pe {args.pe} takes no time; use --pe sphericalharmonics_time")
-    read = lambda p: read_table(p, args.target, args.lon_col, args.lat_col, args.crs, args.drop_invalid, args.time_col)  # noqa: E731
+
+    def read(path: str) -> Split:
+        return read_table(path, args.target, lon_col=args.lon_col, lat_col=args.lat_col, crs=args.crs, drop_invalid=args.drop_invalid, time_col=args.time_col)
+
     train, val = read(args.train), read(args.val)
     test = read(args.test) if args.test else None
     overrides = {
@@ -292,17 +299,17 @@ def run(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs,
         patience=args.patience,
         seed=args.seed,
-        dtype=DTYPES[args.dtype],
+        dtype=DTYPES[args.tower_dtype],
     )
     report["settings"].update(target=args.target, train=args.train, val=args.val, test=args.test)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report["model"] = save_predictor(model, out)
     if args.plot:
         from .plots import plot_prediction
 
         plot_prediction(model, train, out / "prediction.png", title=f"{args.target}: {report['settings']['pe']} x {report['settings']['nn']}")
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
+    with written_whole(out / "metrics.json") as partial:
+        partial.write_text(json.dumps(report, indent=2, default=str))
     shown = report["test"] if report["test"] is not None else report["val"]
     print(
         json.dumps(

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..cliargs import add_output_arguments
 from ..maps import PCAColours, lonlat_grid
+from ..outputs import refuse_existing, written_whole
 
 if TYPE_CHECKING:
     from ..location import LocationEncoder
@@ -116,8 +118,8 @@ def plot_embedding_map(
         gax.set_axis_off()
     fig.suptitle(title, fontsize=11)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
+    with written_whole(out) as partial:
+        fig.savefig(partial, dpi=DPI, format=out.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
     return out
 
@@ -176,7 +178,7 @@ def model_title(source: str, encoder: torch.nn.Module) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, hub id or exported location tower")
-    parser.add_argument("--out", default="embeddings.png", help="PNG to write")
+    add_output_arguments(parser, help="PNG to write (default: embeddings.png)", required=False, default="embeddings.png")
     parser.add_argument("--resolution", type=float, default=1.0, help="grid spacing in degrees (default 1.0)")
     parser.add_argument("--globe", action="store_true", help="add an orthographic globe view")
     parser.add_argument("--globe-center", type=float, nargs=2, default=(10.0, 30.0), metavar=("LON", "LAT"))
@@ -186,6 +188,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import load_location_encoder
 
+    refuse_existing(args.out, overwrite=args.overwrite)
     encoder = load_location_encoder(args.checkpoint)
     out = plot_embedding_map(
         encoder,

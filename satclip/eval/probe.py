@@ -26,8 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cliargs import add_output_arguments
 from ..columns import add_coordinate_arguments
+from ..outputs import refuse_existing, written_whole
 from ..probes import ALPHAS, fold_indices
+from .fitting import in_batches
 
 
 def lonlat_features(lonlat: np.ndarray) -> np.ndarray:
@@ -63,7 +66,7 @@ def geoclip_features(lonlat: np.ndarray, batch_size: int = 8192) -> np.ndarray:
     encoder = LocationEncoder().eval()
     latlon = torch.as_tensor(np.ascontiguousarray(lonlat[:, ::-1]), dtype=torch.float32)  # GeoCLIP takes [lat, lon]
     with torch.no_grad():
-        return torch.cat([encoder(latlon[i : i + batch_size]).double() for i in range(0, len(latlon), batch_size)]).numpy()
+        return in_batches(encoder, latlon, batch_size=batch_size).double().numpy()
 
 
 ENCODERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {"geoclip": ("GeoCLIP", geoclip_features)}
@@ -214,7 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-invalid", action="store_true", help="leave out rows with bad coordinates or no target (counted) instead of stopping")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baselines", action="store_true", help="skip lon/lat, sin/cos and untrained SH")
-    parser.add_argument("--out", help="folder for probe_folds.csv and probe.md")
+    add_output_arguments(parser, help="folder for probe_folds.csv and probe.md (default: print only)", required=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -224,8 +227,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.checkpoint or args.features or args.encoder) and args.no_baselines:
         raise SystemExit("satclip probe: nothing to probe: give --checkpoint, --features or --encoder, or drop --no-baselines")
+    if args.out:
+        refuse_existing(Path(args.out) / "probe_folds.csv", Path(args.out) / "probe.md", overwrite=args.overwrite)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    table = read_table(args.data, args.target, args.lon_col, args.lat_col, args.crs, args.drop_invalid)
+    table = read_table(args.data, args.target, lon_col=args.lon_col, lat_col=args.lat_col, crs=args.crs, drop_invalid=args.drop_invalid)
     y = table.y.astype(np.float64) if args.task == "regression" else table.y
     features: dict[str, np.ndarray] = {}
     for ckpt in args.checkpoint:
@@ -262,11 +267,11 @@ def run(args: argparse.Namespace) -> int:
     text = f"{title}\n\n{summary_table(rows, args.task)}\n"
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "probe_folds.csv").open("w", newline="") as f:
+        with written_whole(out / "probe_folds.csv") as partial, partial.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        (out / "probe.md").write_text(text)
+        with written_whole(out / "probe.md") as partial:
+            partial.write_text(text)
     print(text)
     return 0

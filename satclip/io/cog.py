@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..outputs import move_into_place, partial_path, remove
 from .grid import Window
-from .rasters import RasterSpec, move_into_place, partial_path, remove
+from .rasters import RasterSpec
 
 COMPRESS = "deflate"  # the COG: every GeoTIFF reader has it
 STAGE_COMPRESS = "zstd"  # staging files, read once: fast at level 1

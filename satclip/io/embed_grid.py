@@ -2,9 +2,9 @@
 
 Each pixel holds the embedding of its centre (see :mod:`.grid`). The grid streams tile by tile
 (``--tile`` x ``--tile`` pixels; memory is bounded by one tile of output plus one batch of the
-tower, whatever the extent); ``--dims K`` keeps the first K dimensions and ``--pca K`` stores the
+tower, whatever the extent); ``--dim K`` keeps the first K dimensions and ``--pca K`` stores the
 first K principal components fitted on a regular sample of the grid (the fit is saved beside the
-output as ``<name>.pca.npz``); ``--dtype int8`` quantises with a per-band scale and offset from
+output as ``<name>.pca.npz``); ``--storage-dtype int8`` quantises with a per-band scale and offset from
 the same sample (:class:`.bands.Quantiser`). A bbox crossing the antimeridian is rejected: embed
 it as two boxes. The output appears only when complete, and replaces an existing one only with
 ``overwrite``. Before anything is computed the output's size (pixels x bands x bytes, uncompressed)
@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..cliargs import add_progress_argument
+from ..cliargs import add_device_argument, add_dim_argument, add_output_arguments, add_progress_argument, add_tower_dtype_argument, check_device
 from ..location import LocationEncoder
+from ..outputs import refuse_existing
 from .bands import BandMap, PCAFit, Quantiser
 from .embed import embed_array
-from .grid import Grid
+from .grid import Grid, time_estimate
 from .rasters import STORAGE_DTYPES, RasterSpec
 
 FORMATS = {".tif": "cog", ".tiff": "cog", ".zarr": "zarr"}
@@ -73,18 +74,36 @@ def _size_text(size: float) -> str:
     return f"{size / {'PB': 1e15, 'TB': 1e12, 'GB': 1e9, 'MB': 1e6}[unit]:,.3g} {unit}"
 
 
-def check_size(grid: Grid, bands: int, dtype: str, max_gb: float = MAX_GB) -> int:
+def check_size(grid: Grid, bands: int, dtype: str, *, max_gb: float = MAX_GB, at_least: bool = False) -> int:
     """The output's uncompressed size in bytes; a :class:`ValueError` saying how to make it smaller
-    when it is above ``max_gb`` gigabytes."""
+    when it is above ``max_gb`` gigabytes. ``at_least``: ``bands`` is a lower bound (the tower is not
+    loaded yet), said so in the message."""
     size = grid.width * grid.height * bands * np.dtype(dtype).itemsize
     if size > max_gb * 1e9:
+        count = f"at least {bands} band{'s' if bands > 1 else ''}" if at_least else f"{bands} bands"
         raise ValueError(
-            f"the output would be {grid.width} x {grid.height} = {grid.width * grid.height:.3g} pixels x {bands} bands x "
-            f"{np.dtype(dtype).itemsize} bytes ({dtype}) = {_size_text(size)} uncompressed, above the limit of {max_gb:g} GB: "
-            "use a coarser --resolution (twice as coarse is 4x smaller), a smaller --bbox, fewer bands (--dims K or --pca K) "
-            "or --dtype float16 / int8; or raise the limit with --max-gb"
+            f"the output would be {grid.width} x {grid.height} = {grid.width * grid.height:.3g} pixels x {count} x "
+            f"{np.dtype(dtype).itemsize} bytes ({dtype}) = {_size_text(size)} uncompressed, above the limit of {max_gb:g} GB "
+            f"(computing it: {time_estimate(grid.width * grid.height)}): "
+            "use a coarser --resolution (twice as coarse is 4x smaller), a smaller --bbox, fewer bands (--dim K or --pca K) "
+            "or --storage-dtype float16 / int8; or raise the limit with --max-gb"
         )
     return size
+
+
+def check_output(
+    output: str | Path, grid: Grid, *, bands: int | None, dtype: str, pca: int | None = None, overwrite: bool = False, max_gb: float = MAX_GB
+) -> None:
+    """Everything about ``output`` that can be refused before a tower is loaded: its format, its
+    storage ``dtype``, an existing file (or ``.pca.npz``) without ``overwrite``, and its size
+    (:func:`check_size`; ``bands`` None: not known before the tower is loaded, at least 1)."""
+    output = Path(output)
+    if output.suffix.lower() not in FORMATS:
+        raise ValueError(f"output {str(output)!r}: unsupported format {output.suffix or '(no extension)'!r}; use .tif or .zarr")
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"--storage-dtype: expected one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+    refuse_existing(output, pca_path(output) if pca is not None else None, overwrite=overwrite)
+    check_size(grid, bands or 1, dtype, max_gb=max_gb, at_least=bands is None)
 
 
 def _embed(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int, device: str | torch.device) -> np.ndarray:
@@ -111,17 +130,10 @@ def embed_grid(
     """Embed every pixel centre of ``grid`` into ``output`` (.tif COG or .zarr); see the module docstring."""
     from tqdm import tqdm
 
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"--dtype: expected one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     output = Path(output)
-    if output.suffix.lower() not in FORMATS:
-        raise ValueError(f"output {str(output)!r}: unsupported format {output.suffix or '(no extension)'!r}; use .tif or .zarr")
-    existing = [p for p in (output, pca_path(output) if pca is not None else None) if p is not None and (p.exists() or p.is_symlink())]
-    if existing and not overwrite:
-        raise ValueError(f"{existing[0]} already exists; pass --overwrite to replace it")
-    check_size(grid, pca or dims or encoder.output_dim, dtype, max_gb)
+    check_output(output, grid, bands=pca or dims or encoder.output_dim, dtype=dtype, pca=pca, overwrite=overwrite, max_gb=max_gb)
     start = time.perf_counter()
     encoder = encoder.to(device).eval()
     band_map = BandMap(encoder.output_dim, dims=dims)
@@ -175,18 +187,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="degrees; whole pixels; west <= east (a box across the antimeridian is rejected: make two)",
     )
     parser.add_argument("--resolution", type=float, required=True, help="pixel size in degrees (e.g. 0.1)")
-    parser.add_argument("--output", required=True, help=".tif (Cloud-Optimised GeoTIFF) or .zarr (xarray-readable store)")
+    add_output_arguments(parser, help=".tif (Cloud-Optimised GeoTIFF) or .zarr (xarray-readable store); with --pca also <name>.pca.npz")
     reduce = parser.add_mutually_exclusive_group()
-    reduce.add_argument("--dims", type=int, help="keep the first K embedding dimensions")
+    add_dim_argument(parser, old_spelling=True, group=reduce)
     reduce.add_argument("--pca", type=int, help="store the first K principal components (fit saved as <name>.pca.npz)")
-    parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32", help="storage type (int8: per-band scale and offset)")
+    parser.add_argument(
+        "--storage-dtype",
+        "--dtype",
+        dest="storage_dtype",
+        choices=STORAGE_DTYPES,
+        default="float32",
+        help="type of the stored values (int8: per-band scale and offset; --dtype: old spelling)",
+    )
     parser.add_argument("--tile", type=int, default=256, help="tile / chunk size in pixels (default 256)")
     parser.add_argument("--sample", type=int, default=SAMPLE, help="pixels sampled for --pca and int8 ranges (default 65536)")
     parser.add_argument("--batch-size", type=int, default=8192, help="points per forward pass (default 8192)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--tower-dtype", choices=("float32", "float64"), default=None, help="precision of the tower (default: the checkpoint's)")
+    add_device_argument(parser)
+    add_tower_dtype_argument(parser, help="precision of the tower (default: the checkpoint's)", old_spelling=False)
     add_progress_argument(parser)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (and its .pca.npz)")
     parser.add_argument(
         "--max-gb", type=float, default=MAX_GB, help=f"refuse an output above this many GB uncompressed, pixels x bands x bytes (default {MAX_GB:g})"
     )
@@ -195,18 +213,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .checkpoints import load_location_encoder
 
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"satclip embed-grid: --device {args.device}: no CUDA device is available here (use --device cpu)")
+    check_device(args.device)
     try:
         grid = Grid.from_bbox(args.bbox, args.resolution)
+        check_output(args.out, grid, bands=args.pca or args.dim, dtype=args.storage_dtype, pca=args.pca, overwrite=args.overwrite, max_gb=args.max_gb)
         encoder = load_location_encoder(args.checkpoint, device=args.device, dtype=args.tower_dtype)
         result = embed_grid(
             encoder,
-            args.output,
+            args.out,
             grid,
-            dims=args.dims,
+            dims=args.dim,
             pca=args.pca,
-            dtype=args.dtype,
+            dtype=args.storage_dtype,
             tile=args.tile,
             batch_size=args.batch_size,
             device=args.device,
@@ -220,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"satclip embed-grid: {err}") from None
     rate = result.pixels / max(result.seconds, 1e-9)
     print(
-        f"wrote {result.pixels} pixels x {result.bands} bands ({args.dtype}) to {result.path} in {result.seconds:.1f} s ({rate:,.0f} px/s)"
+        f"wrote {result.pixels} pixels x {result.bands} bands ({args.storage_dtype}) to {result.path} in {result.seconds:.1f} s ({rate:,.0f} px/s)"
         + (f"; {result.clipped} int8 values clipped" if result.clipped else "")
         + (f"; PCA fit in {result.pca_path}" if result.pca_path else "")
     )

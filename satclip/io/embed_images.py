@@ -11,7 +11,6 @@ Unusable samples are skipped, counted by kind and reported.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..cliargs import add_progress_argument
+from ..cliargs import add_device_argument, add_output_arguments, add_progress_argument, check_device
+from ..outputs import refuse_existing, written_whole
 from .models import ImageInputs, create_model_and_transforms
+from .tables import check_format
 
 if TYPE_CHECKING:
     from ..data.pipeline import ShardStream
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 OUTPUT_FORMATS = (".parquet", ".csv")
 
 
-def open_images(source: str | Path, inputs: ImageInputs, batch_size: int = 32) -> ShardStream:
+def open_images(source: str | Path, inputs: ImageInputs, *, batch_size: int = 32) -> ShardStream:
     """The evaluation stream of ``source`` (shards or a GeoTIFF folder) for ``inputs``."""
     from ..data.folder import eval_stream
 
@@ -47,7 +48,7 @@ class ImageBatch:
 
 
 def iter_image_embeddings(
-    model: SatCLIP, stream: ShardStream, device: str | torch.device = "cpu", progress: bool = True, skipped: dict[str, int] | None = None
+    model: SatCLIP, stream: ShardStream, *, device: str | torch.device = "cpu", progress: bool = True, skipped: dict[str, int] | None = None
 ) -> Iterator[ImageBatch]:
     """Embed every sample of ``stream`` in order; ``skipped`` (if given) receives the skip counts by kind."""
     from tqdm import tqdm
@@ -69,40 +70,32 @@ def iter_image_embeddings(
 
 
 def embed_images(
-    model: SatCLIP, stream: ShardStream, output: str | Path, device: str | torch.device = "cpu", progress: bool = True
+    model: SatCLIP, stream: ShardStream, output: str | Path, *, device: str | torch.device = "cpu", progress: bool = True, overwrite: bool = False
 ) -> tuple[int, dict[str, int]]:
-    """Write the image embeddings of ``stream`` to ``output`` (.parquet / .csv); returns (rows, skip counts)."""
+    """Write the image embeddings of ``stream`` to ``output`` (.parquet / .csv); returns (rows, skip counts).
+    An existing ``output`` is an :class:`satclip.outputs.OutputExistsError` unless ``overwrite``."""
     import pyarrow as pa
 
-    from .embed import TableWriter, _suffix
+    from .writers import TableWriter
 
     output = Path(output)
-    fmt = _suffix(output, OUTPUT_FORMATS, "output")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
+    fmt = check_format(output, OUTPUT_FORMATS, "output")
+    refuse_existing(output, overwrite=overwrite)
     skipped: dict[str, int] = {}
     writer: Any = None
     rows = 0
-    try:
-        for batch in iter_image_embeddings(model, stream, device, progress, skipped):
-            if writer is None:
-                writer = TableWriter(partial, fmt, batch.embedding.shape[1])
-            carried = pa.table({"key": batch.keys, "lon": batch.lonlat[:, 0], "lat": batch.lonlat[:, 1]})
-            writer.write(rows, batch.embedding, carried)
-            rows += len(batch.keys)
-        writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, output)
+    with written_whole(output) as partial:
+        try:
+            for batch in iter_image_embeddings(model, stream, device=device, progress=progress, skipped=skipped):
+                if writer is None:
+                    writer = TableWriter(partial, fmt, batch.embedding.shape[1])
+                carried = pa.table({"key": batch.keys, "lon": batch.lonlat[:, 0], "lat": batch.lonlat[:, 1]})
+                writer.write(rows, batch.embedding, carried)
+                rows += len(batch.keys)
+        finally:
+            if writer is not None:
+                writer.close()
     return rows, skipped
-
-
-def check_device(command: str, device: str) -> None:
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"satclip {command}: --device {device}: no CUDA device is available here (use --device cpu)")
 
 
 def add_image_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,13 +103,13 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="SatCLIP checkpoint file, hub id or https URL (with its image tower)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per forward pass (default 32)")
     parser.add_argument("--crop-size", type=int, default=None, help="centre crop in pixels (default: the checkpoint's, else 224)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_device_argument(parser)
     add_progress_argument(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="shards (a folder with manifest.json or *.tar, a brace pattern) or a folder of GeoTIFFs")
-    parser.add_argument("--output", required=True, help=".parquet or .csv: key, lon, lat, emb_0..emb_{D-1}")
+    add_output_arguments(parser, help=".parquet or .csv: key, lon, lat, emb_0..emb_{D-1}")
     add_image_arguments(parser)
 
 
@@ -127,23 +120,18 @@ def report_skips(skipped: dict[str, int]) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..data.errors import EmptyStreamError
 
-    check_device("embed-images", args.device)
+    check_device(args.device)
+    check_format(Path(args.out), OUTPUT_FORMATS, "output")
+    refuse_existing(args.out, overwrite=args.overwrite)
     try:
-        _suffix_check(args.output)
         model, preprocess = create_model_and_transforms(args.checkpoint, device=args.device, crop_size=args.crop_size)
         inputs = preprocess.inputs
-        stream = open_images(args.input, inputs, args.batch_size)
-        rows, skipped = embed_images(model, stream, args.output, args.device, not args.no_progress)
-    except (ValueError, FileNotFoundError, EmptyStreamError) as err:
+        stream = open_images(args.input, inputs, batch_size=args.batch_size)
+        rows, skipped = embed_images(model, stream, args.out, device=args.device, progress=not args.no_progress, overwrite=args.overwrite)
+    except EmptyStreamError as err:
         raise SystemExit(f"satclip embed-images: {err}") from None
     print(
-        f"wrote {rows} image embeddings to {args.output} (bands {inputs.bands or 'S2-100K'}"
+        f"wrote {rows} image embeddings to {args.out} (bands {inputs.bands or 'S2-100K'}"
         f"{' + zero B10' if inputs.insert_b10 else ''}, {inputs.crop_size} px centre crop){report_skips(skipped)}"
     )
     return 0
-
-
-def _suffix_check(output: str) -> None:
-    from .embed import _suffix
-
-    _suffix(Path(output), OUTPUT_FORMATS, "output")

@@ -31,12 +31,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cliargs import add_dim_argument, add_output_arguments, add_tower_dtype_argument
 from ..extras import requires_extra
 from ..hubfiles import push_folder
 from ..location import LocationEncoder, SphericalHarmonics
 from ..location.harmonics import graph_spherical_harmonics
-from ..location.serialization import EXPORT_CONFIG, export_config, write_config, write_weights
+from ..location.serialization import EXPORT_CONFIG, EXPORT_WEIGHTS, export_config, write_config, write_weights
 from ..location.temporal import space_time_product, temporal_terms
+from ..outputs import refuse_existing
 from .checkpoints import load_location_encoder
 from .onnx_formats import (
     BENCH_THREADS,
@@ -234,7 +236,7 @@ def export_location_encoder(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, hub id (microsoft/SatCLIP-ResNet18-L10), https URL or export directory")
-    parser.add_argument("--out", required=True, help="output directory")
+    add_output_arguments(parser, help="output directory (an existing export in it is replaced only with --overwrite)")
     parser.add_argument("--onnx", action="store_true", help=f"also write {ONNX_FILE} (in the export's dtype; its error and points/s go to config.json)")
     parser.add_argument(
         "--onnx-precision",
@@ -249,8 +251,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--onnx-threads", type=int, default=BENCH_THREADS, metavar="N", help="ONNX Runtime threads for the points/s in config.json (default: %(default)s)"
     )
     parser.add_argument("--torchscript", action="store_true", help=f"also write {TORCHSCRIPT_FILE}")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the exported tower (default: the checkpoint's)")
-    parser.add_argument("--dim", type=int, default=None, help="keep the first DIM embedding dimensions (for Matryoshka-trained towers; see docs/matryoshka.md)")
+    add_tower_dtype_argument(parser, help="precision of the exported tower (default: the checkpoint's)")
+    add_dim_argument(parser)
     parser.add_argument(
         "--push-to-hub",
         metavar="REPO",
@@ -260,7 +262,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    encoder = load_location_encoder(args.checkpoint, dtype=args.dtype, dim=args.dim)
+    refuse_existing(*(Path(args.out) / name for name in (EXPORT_CONFIG, EXPORT_WEIGHTS)), overwrite=args.overwrite)
+    encoder = load_location_encoder(args.checkpoint, dtype=args.tower_dtype, dim=args.dim)
     config = export_location_encoder(
         encoder,
         args.out,

@@ -15,6 +15,16 @@ import numpy as np
 from ..geo import validate_bbox
 
 WHOLE_PIXEL_TOLERANCE = 1e-6  # in pixels: a box must span a whole number of pixels to this precision
+POINTS_PER_SECOND = 24_000
+"""The rate that refusals of too large grids quote: one CPU thread of the released L = 10 float64
+tower (docs/speed.md); a GPU is tens of times faster."""
+
+
+def time_estimate(points: float) -> str:
+    """``about 31.2 days at 24,000 points/s, one CPU thread`` for ``points`` embeddings (:data:`POINTS_PER_SECOND`)."""
+    seconds = points / POINTS_PER_SECOND
+    size, unit = next(((s, u) for u, s in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)) if seconds >= s), (1, "seconds"))
+    return f"about {seconds / size:,.3g} {unit} at {POINTS_PER_SECOND:,} points/s, one CPU thread"
 
 
 @dataclass(frozen=True)

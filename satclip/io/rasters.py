@@ -7,10 +7,7 @@ result into place in ``close()``; ``abort()`` removes the temporary output.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -58,24 +55,4 @@ class RasterSpec:
         return values.astype(self.dtype)
 
 
-def partial_path(path: Path) -> Path:
-    """The temporary name an output is written under before it is renamed into place."""
-    return path.with_name(path.name + ".partial")
-
-
-def remove(path: Path) -> None:
-    """Remove a file or a directory tree, if present."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def move_into_place(partial: Path, path: Path) -> None:
-    """Rename a finished ``partial`` (file or directory) to ``path``, replacing what was there."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    os.replace(partial, path)
-
-
-__all__ = ["EPSG_4326_WKT", "STORAGE_DTYPES", "RasterSpec", "move_into_place", "partial_path", "remove"]
+__all__ = ["EPSG_4326_WKT", "STORAGE_DTYPES", "RasterSpec"]

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..outputs import move_into_place, partial_path, remove
 from .grid import Window
-from .rasters import EPSG_4326_WKT, RasterSpec, move_into_place, partial_path, remove
+from .rasters import EPSG_4326_WKT, RasterSpec
 
 
 def _zarr() -> Any:

@@ -25,7 +25,6 @@ validation; about a second for two tables of a few thousand rows on 2 CPU cores.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +37,12 @@ from lightning.pytorch.callbacks import Callback
 
 from ..columns import find_coordinate_columns
 from ..geo import validate_lonlat
-from ..location import spherical_harmonics
+from ..io.embed import embed_array
+from ..io.tables import numbers, read_table
+from ..location import LocationEncoder, spherical_harmonics
 from ..maps import PCAColours, lonlat_grid
 from ..model import location_tower
+from ..outputs import written_whole
 from ..probes import fold_indices, ridge_scores
 
 CVS = ("random", "spatial")
@@ -73,22 +75,20 @@ class _Loaded:
 def read_probe_table(table: ProbeTable, max_rows: int, n_folds: int, cell_deg: float, seed: int) -> _Loaded:
     """Read, check and (beyond ``max_rows``) subsample a probe table, and cut its CV folds once."""
     import pyarrow.compute as pc
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
 
     path = Path(table.path)
     if not path.is_file():
         raise FileNotFoundError(f"geography.tables: {table.path!r} is not a file (paths are relative to the folder satclip fit runs in)")
     try:
-        data = pq.read_table(path) if path.suffix in (".parquet", ".pq") else pcsv.read_csv(path)
-    except Exception as err:  # pyarrow raises ArrowInvalid / OSError subclasses
-        raise ValueError(f"geography.tables: {path} is not a readable {'Parquet' if path.suffix in ('.parquet', '.pq') else 'CSV'} table: {err}") from None
+        data = read_table(path)
+    except ValueError as err:
+        raise ValueError(f"geography.tables: {err}") from None
     lon_col, lat_col = find_coordinate_columns(data.column_names, table.lon_col, table.lat_col, None, where=str(path))
     if table.target not in data.column_names:
         raise ValueError(f"geography.tables: {path} has no target column {table.target!r}; it has {data.column_names}")
     target = data.column(table.target)
     keep = pc.is_valid(target).to_numpy(zero_copy_only=False)
-    lonlat = np.stack([data.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in (lon_col, lat_col)], axis=1)[keep]
+    lonlat = np.stack([numbers(data.column(c)) for c in (lon_col, lat_col)], axis=1)[keep]
     y = target.to_numpy(zero_copy_only=False)[keep]
     validate_lonlat(torch.from_numpy(lonlat), name=f"geography.tables {path} ({lon_col}, {lat_col})")
     task = table.task or _infer_task(y)
@@ -109,16 +109,11 @@ def _infer_task(y: np.ndarray) -> str:
     return "regression"
 
 
-@torch.no_grad()
-def tower_features(tower: torch.nn.Module, lonlat: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-    """(N, D) float64 embeddings of a location tower (``SatCLIP.encode_location`` or a
-    ``LocationEncoder``) for (N, 2) [lon, lat], in batches, in the tower's own dtype."""
-    encode = getattr(tower, "encode_location", tower)
-    param = next(tower.parameters())
-    points = torch.as_tensor(lonlat, dtype=param.dtype if param.is_floating_point() else torch.float64, device=param.device)
-    with torch.autocast(device_type=param.device.type, enabled=False):
-        parts = [encode(points[i : i + batch_size]).double().cpu() for i in range(0, len(points), batch_size)]
-    return torch.cat(parts).numpy()
+def tower_features(tower: torch.nn.Module, lonlat: np.ndarray, *, batch_size: int = 65536) -> np.ndarray:
+    """(N, D) float64 embeddings of a location tower (a ``SatCLIP``'s ``location`` or a
+    ``LocationEncoder``) for (N, 2) [lon, lat]: :func:`satclip.io.embed.embed_array` on the tower's device."""
+    encoder = cast(LocationEncoder, getattr(tower, "location", tower))
+    return embed_array(encoder, lonlat, batch_size, next(encoder.parameters()).device, dtype=np.float64)
 
 
 class GeographyMetrics(Callback):
@@ -235,11 +230,8 @@ class GeographyMetrics(Callback):
                 logger.log_image(key="geo/map", images=[image], step=step)
         from PIL import Image
 
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"map-step={step}.png"
-        partial = target.with_name(f".{target.name}.partial")
-        Image.fromarray(image).save(partial, format="PNG")
-        os.replace(partial, target)
+        with written_whole(folder / f"map-step={step}.png") as partial:
+            Image.fromarray(image).save(partial, format="PNG")
 
 
 __all__ = ["GeographyMetrics", "ProbeTable", "read_probe_table", "tower_features"]
