@@ -250,6 +250,10 @@ def test_unreachable_missing_and_stalled_urls_fail_fast_naming_the_url(served, t
         write_shards([f"{base}/nowhere.parquet"], tmp_path / "b", progress=False)
     with pytest.raises(ShardInputError, match=re.escape(f"{base}/s2/data/shard-00009.tar does not exist")):
         write_shards([f"{base}/s2/data/shard-00009.tar"], tmp_path / "b", progress=False)
+    (root / "nothing").mkdir(exist_ok=True)
+    found = "no Major TOM metadata.parquet, SSL4EO-S12 .zarr.zip files or tars found (a server that lists no folder: give the files)"
+    with pytest.raises(ShardInputError, match=f"^{re.escape(f'{base}/nothing: {found}')}$"):
+        write_shards([f"{base}/nothing"], tmp_path / "b", progress=False)
     monkeypatch.setattr(remote, "TIMEOUT_S", 1.0)
     with socket.socket() as silent:  # accepts connections (the backlog) and never answers
         silent.bind(("127.0.0.1", 0))

@@ -1,5 +1,6 @@
 """GeoTIFF inputs of ``satclip shards``: one task per file of an S2-100K folder or a GeoTIFF folder, or
-per ``*.tif`` member of S2-100K tars, and its encoding (decoded once, checked, with its record)."""
+per ``*.tif`` member of S2-100K tars, and its encoding (decoded once, checked, with its record); the
+two readers (:class:`GeoTiffFolderReader`, :class:`S2TarsReader`) that find them."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ from ..acqtime import parse_time
 from ..geo import lonlat_problem
 from . import remote
 from .bands import S2_BANDS
+from .partition import Units
 from .payload import decode_tif, encode_fast
-from .s2index import IndexTable
-from .sources import Encoded, ShardInputError, sample_record
+from .s2index import INDEX_NAMES, IndexTable, read_index_table
+from .sources import Collected, Encoded, FolderUrl, Location, Reader, ReadOptions, ShardInputError, sample_record
 
 TIF_SUFFIXES = (".tif", ".tiff")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 TIME_TAGS = ("ACQUISITION_DATETIME", "DATETIME", "TIFFTAG_DATETIME")
 """GeoTIFF metadata tags read for the acquisition time, first found wins (TIFF's own tag is written
 ``YYYY:MM:DD HH:MM:SS``)."""
 SHOWN_NAMES = 5
 """How many names an error about missing or unlisted files shows."""
+NO_TIFS = "no index.csv and no GeoTIFF (*.tif, *.tiff) files"
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def folder_tasks(root: Path, table: IndexTable | None) -> list[GeoTiffTask]:
     if table is None:
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in TIF_SUFFIXES and p.is_file())
         if not files:
-            raise ShardInputError(f"{root}: no index.csv and no GeoTIFF (*.tif, *.tiff) files")
+            raise ShardInputError(f"{root}: {NO_TIFS}")
         return [GeoTiffTask(_key(p.relative_to(root).as_posix()), p.relative_to(root).as_posix(), path=str(p)) for p in files]
     index, times = table.lonlat, table.times or {}
     tasks, missing = [], []
@@ -153,4 +157,89 @@ def encode_sample(task: GeoTiffTask, payload: str, bands: Sequence[str]) -> tupl
     return task.key, blob, record
 
 
-__all__ = ["TIF_SUFFIXES", "TIME_TAGS", "GeoTiffTask", "encode_sample", "folder_tasks", "tar_tasks", "time_from_tags"]
+def _folder_index(root: Path) -> Path | None:
+    return next((root / name for name in INDEX_NAMES if (root / name).is_file()), None)
+
+
+def _has_tifs(root: Path) -> bool:
+    return any(p.suffix.lower() in TIF_SUFFIXES for p in root.rglob("*"))
+
+
+def _table(index: Location | None, options: ReadOptions) -> IndexTable | None:
+    return read_index_table(index, **(options.index_columns or {})) if index is not None else None
+
+
+class GeoTiffFolderReader(Reader):
+    """An S2-100K folder (its index and ``images/``) or a folder of GeoTIFFs (local), split by file."""
+
+    name = "a GeoTIFF folder"
+    suffixes = TIF_SUFFIXES
+
+    def whole(self, location: Location, options: ReadOptions) -> Collected | None:
+        if not isinstance(location, Path) or not location.is_dir():
+            return None
+        index = Path(options.index) if options.index is not None else _folder_index(location)
+        if index is None and not _has_tifs(location):
+            return None
+        tasks = folder_tasks(location, _table(index, options))
+        return Collected(tasks, len(tasks), units=Units("patches", len(tasks), lambda a, b: Collected(tasks[a:b], b - a)))
+
+    def why_not(self, location: Location) -> str | None:
+        return NO_TIFS if isinstance(location, Path) and location.is_dir() else None
+
+
+class S2TarsReader(Reader):
+    """S2-100K tars (files, or a folder, local or a URL, holding them, possibly in ``data/``) with the
+    index given or beside them, split by whole tar files (their members are only known by reading them)."""
+
+    name = f"tar files ({', '.join(TAR_SUFFIXES)})"
+    suffixes = TAR_SUFFIXES
+    in_folder_url = "tars"
+
+    def whole(self, location: Location, options: ReadOptions) -> Collected | None:
+        index = options.index
+        if isinstance(location, FolderUrl):
+            tars = [u for u in remote.glob(remote.join(location, "data", "*")) + remote.glob(remote.join(location, "*")) if u.endswith(TAR_SUFFIXES)]
+            if not tars:
+                return None
+            in_data = [u for u in tars if u.startswith(remote.join(location, "data") + "/")]
+            if index is None:
+                index = next((remote.join(location, n) for n in INDEX_NAMES if remote.exists(remote.join(location, n))), None)
+            return self._collected(in_data or tars, _table(index, options))
+        if not isinstance(location, Path) or not location.is_dir():
+            return None
+        data = location / "data"
+        folder = data if data.is_dir() and any(p.name.endswith(TAR_SUFFIXES) for p in data.iterdir()) else location
+        found = sorted(p for p in folder.iterdir() if p.name.endswith(TAR_SUFFIXES))
+        if not found or _has_tifs(location):
+            return None
+        return self._collected(found, _table(index if index is not None else _folder_index(location), options))
+
+    def detect(self, location: Location) -> bool:
+        return str(location).endswith(TAR_SUFFIXES) and (isinstance(location, str) or location.is_file())
+
+    def collect(self, inputs: Sequence[Location], options: ReadOptions) -> Collected:
+        return self._collected(inputs, _table(options.index, options))
+
+    @staticmethod
+    def _collected(tars: Sequence[Location], table: IndexTable | None) -> Collected:
+        return Collected(tar_tasks(tars, table), None, units=Units("tar files", len(tars), lambda a, b: Collected(tar_tasks(tars[a:b], table), None)))
+
+
+FOLDER_READER = GeoTiffFolderReader()
+TARS_READER = S2TarsReader()
+
+__all__ = [
+    "FOLDER_READER",
+    "TAR_SUFFIXES",
+    "TARS_READER",
+    "GeoTiffFolderReader",
+    "S2TarsReader",
+    "TIF_SUFFIXES",
+    "TIME_TAGS",
+    "GeoTiffTask",
+    "encode_sample",
+    "folder_tasks",
+    "tar_tasks",
+    "time_from_tags",
+]

@@ -1,133 +1,51 @@
 """Which input ``satclip shards`` was given (the layouts in :mod:`satclip.data.shards`), and its tasks:
-one per GeoTIFF, Major TOM row or SSL4EO-S12 location, in the order they are written."""
+one per GeoTIFF, Major TOM row or SSL4EO-S12 location, in the order they are written.
+
+:data:`READERS` is the registry of the layouts (each a :class:`~satclip.data.sources.Reader`), in
+the order they are tried: one input given alone is offered to each as a whole (a folder, a folder
+URL, Major TOM's ``metadata.parquet``), then the inputs as files to the first that detects them all.
+Adding a corpus is adding its reader module and its entry here.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-from . import cellselect, majortom, remote, ssl4eo
-from .cellselect import CellFilters, PartRows
-from .geotiffs import SHOWN_NAMES, TIF_SUFFIXES, folder_tasks, tar_tasks
-from .partition import Units
-from .s2index import INDEX_NAMES, IndexTable, read_index_table
-from .sources import ShardInputError
+from . import remote
+from .cellselect import CellFilters
+from .geotiffs import FOLDER_READER, SHOWN_NAMES, TARS_READER
+from .majortom import READER as MAJORTOM
+from .sources import Collected, FolderUrl, Location, Reader, ReadOptions, ShardInputError
+from .ssl4eo import READER as SSL4EO
 
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-
-
-@dataclass
-class Collected:
-    """The tasks of the inputs (streamed where possible), their number if known cheaply, what one is."""
-
-    tasks: Iterable
-    total: int | None
-    unit: str = "patch"
-    in_flight: int = 16
-    selection: dict | None = None
-    """Major TOM: what the metadata filters selected and how (the manifest's ``selection``)."""
-    after: Callable[[int], Iterable] | None = None
-    """The tasks after the first n, without reading those (a resumed run); None: read and skip them."""
-    units: Units | None = None
-    """How the tasks split into the parts of a split run (:mod:`satclip.data.partition`); None: a part already."""
-
-    def tasks_after(self, n: int) -> Iterable:
-        return self.after(n) if self.after is not None and n else itertools.islice(self.tasks, n, None)
+READERS: tuple[Reader, ...] = (MAJORTOM, SSL4EO, TARS_READER, FOLDER_READER)
+"""The input layouts, in the order they are tried (a folder: Major TOM parts first, a GeoTIFF folder last)."""
 
 
-def _folder_index(root: Path) -> Path | None:
-    return next((root / name for name in INDEX_NAMES if (root / name).is_file()), None)
+def _either(kinds: Sequence[str], last: str) -> str:
+    return f"{', '.join(kinds[:-1])}{last}{kinds[-1]}" if len(kinds) > 1 else "".join(kinds)
 
 
-def _majortom_parts(given: Sequence[str | Path], root: str | None, index: str | Path | None, filters: CellFilters) -> tuple[list[PartRows], dict | None]:
-    """The Major TOM parts (and row groups) to read and the manifest's selection record (None: no
-    selection, every row of ``given``). ``root``: a remote dataset folder (parts in its ``images/``);
-    ``given``: the parts themselves; neither: ``index`` is the input and names the parts (``parquet_url``)."""
-    metadata = index if index is not None else (remote.join(root, majortom.METADATA_FILE) if root is not None else None)
-    if root is None and given and not filters.given():
-        return [PartRows(str(p)) for p in given], None
-    if metadata is None:
-        raise ShardInputError(
-            "selecting Major TOM rows (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) needs its metadata.parquet: give the dataset folder or --index"
-        )
-    if root is not None:
-        part_location: Callable[[str], str | None] = lambda url: remote.join(root, "images", remote.name_of(url))  # noqa: E731
-    elif given:
-        by_name = {remote.name_of(p): str(p) for p in given}
-        part_location = lambda url: by_name.get(remote.name_of(url))  # noqa: E731
-    else:
-        base = str(metadata)[: -len(majortom.METADATA_FILE)]
-        part_location = lambda url: url if remote.is_url(url) or os.path.isabs(url) else base + url  # noqa: E731
-    parts, record = cellselect.select(metadata, filters, part_location)
-    if not parts:
-        raise ShardInputError(f"the selection keeps no row of {metadata} (rows: {record['rows_in_index']}, after each filter: {record['rows_after']})")
-    return parts, record
+def _location(given: str | Path) -> Location:
+    """A path, a URL, or a :class:`FolderUrl` (a URL whose name ends in no reader's file suffix nor an index's ``.csv``)."""
+    text = str(given)
+    if not remote.is_url(text):
+        return Path(given)
+    return FolderUrl(text) if not text.rstrip("/").endswith((".csv", *(s for r in READERS for s in r.suffixes))) else text
 
 
-def _listed(tasks: list) -> Collected:
-    """A list of GeoTIFF tasks, split by task."""
-    return Collected(tasks, len(tasks), units=Units("patches", len(tasks), lambda a, b: Collected(tasks[a:b], b - a)))
-
-
-def _rows(tasks_from: Callable[[int], Iterable], start: int, stop: int, selection: dict | None) -> Collected:
-    """Major TOM rows ``[start, stop)``; ``tasks_from(n)``: the tasks after the first n rows, which it skips without reading them."""
-    n = stop - start
-    return Collected(
-        itertools.islice(tasks_from(start), n),
-        n,
-        "cell",
-        2,
-        selection,
-        lambda done: itertools.islice(tasks_from(start + done), n - done),
+def _unusable(locations: Sequence[Location]) -> ShardInputError:
+    """The error for inputs that no reader takes: what they may be, and which are not usable (why, when a reader says)."""
+    bad = [p for p in locations if not any(r.detect(p) for r in READERS)] or list(locations)
+    why = {p: None if isinstance(p, Path) and p.is_dir() else next((w for r in READERS if (w := r.why_not(p))), None) for p in bad[:SHOWN_NAMES]}
+    listed = "; ".join(f"{p}" + (f" ({why[p]})" if why[p] else "") for p in bad[:SHOWN_NAMES])
+    files = [r.name for r in READERS if r.in_folder_url is not None]
+    local = "".join(f"; {r.name}: a local path" for r in READERS if r.in_folder_url is None)
+    return ShardInputError(
+        f"expected one folder, {_either(files, ', or ')} (paths or URLs{local}), one kind at a time; not usable: {listed}"
+        f"{' ...' if len(bad) > SHOWN_NAMES else ''}"
     )
-
-
-def _majortom_collected(parts: list[PartRows], selection: dict | None, bands: Sequence[str] | None, patch_size: int, max_cloud: float | None) -> Collected:
-    if max_cloud is not None and not 0 <= max_cloud <= 1:
-        raise ShardInputError(f"--max-cloud is a fraction of a patch's pixels, 0 to 1; got {max_cloud}")
-    tasks_from = lambda skip: majortom.cell_tasks(parts, bands, patch_size, max_cloud, skip=skip)  # noqa: E731
-    rows = majortom.count_rows(parts)
-    return dataclasses.replace(_rows(tasks_from, 0, rows, selection), units=Units("cells", rows, lambda a, b: _rows(tasks_from, a, b, selection)))
-
-
-def _ssl4eo_collected(paths: Sequence[str | Path], season: int | None) -> Collected:
-    count = ssl4eo.count_locations(paths)
-    part = lambda a, b: Collected(ssl4eo.location_tasks(paths, season, a, b), b - a, "location", 4)  # noqa: E731
-    return Collected(ssl4eo.location_tasks(paths, season), count, "location", 4, units=Units("locations", count, part))
-
-
-def _tars_collected(paths: Sequence[str | Path], table: IndexTable | None) -> Collected:
-    """S2-100K tars, split by whole tar files (their members are only known by reading them)."""
-    return Collected(tar_tasks(paths, table), None, units=Units("tar files", len(paths), lambda a, b: Collected(tar_tasks(paths[a:b], table), None)))
-
-
-def _is_remote_folder(url: str) -> bool:
-    return not url.rstrip("/").endswith((".parquet", ".csv", *TIF_SUFFIXES, *TAR_SUFFIXES, ssl4eo.SUFFIX))
-
-
-def _remote_folder(url: str, index: str | Path | None, filters: CellFilters) -> tuple[str, list[str], str | Path | None]:
-    """What a folder URL holds: ("majortom", [], index) when its ``metadata.parquet`` is Major TOM's
-    (or row selection asks for it), else ("ssl4eo", files, None) or ("tars", tars, index: given, else
-    its ``index.csv`` / ``metadata.parquet``) found by listing (over HTTP(S): the server's HTML links)."""
-    metadata = remote.join(url, majortom.METADATA_FILE)
-    if filters.given() or (remote.exists(metadata) and cellselect.is_index(metadata)):
-        return "majortom", [], index
-    found = remote.glob(remote.join(url, "**", f"*{ssl4eo.SUFFIX}"))
-    if found:
-        return "ssl4eo", found, None
-    tars = [u for u in remote.glob(remote.join(url, "data", "*")) + remote.glob(remote.join(url, "*")) if u.endswith(TAR_SUFFIXES)]
-    if not tars:
-        raise ShardInputError(
-            f"{url}: no Major TOM metadata.parquet, SSL4EO-S12 {ssl4eo.SUFFIX} files or tars found (a server that lists no folder: give the files)"
-        )
-    in_data = [u for u in tars if u.startswith(remote.join(url, "data") + "/")]
-    if index is None:
-        index = next((remote.join(url, n) for n in INDEX_NAMES if remote.exists(remote.join(url, n))), None)
-    return "tars", in_data or tars, index
 
 
 def collect_tasks(
@@ -141,63 +59,33 @@ def collect_tasks(
     select: CellFilters | None = None,
 ) -> Collected:
     """Work out the input layout (module docstring) and return its tasks."""
-    filters = select or CellFilters()
-    filters.check()
-    locations: list[str | Path] = [str(p) if remote.is_url(str(p)) else Path(p) for p in inputs]
+    options = ReadOptions(select or CellFilters(), index, index_columns, bands, patch_size, max_cloud, season)
+    options.filters.check()
+    locations = [_location(p) for p in inputs]
     for p in locations:
         if isinstance(p, Path) and not p.exists():
             raise ShardInputError(f"input {p} does not exist")
+    readers = [r for r in READERS if r.selects_rows or not options.filters.given()]
     one = locations[0] if len(locations) == 1 else None
-    if isinstance(one, str) and _is_remote_folder(one):
-        kind, found, index = _remote_folder(one, index, filters)
-        if kind == "majortom":
-            return _majortom_collected(*_majortom_parts([], one, index, filters), bands, patch_size, max_cloud)
-        locations = list(found)
-    if one is not None and remote.name_of(one) == majortom.METADATA_FILE and index is None:
-        return _majortom_collected(*_majortom_parts([], None, one, filters), bands, patch_size, max_cloud)
-    paths = locations
-    if isinstance(one, Path) and one.is_dir():
-        root = one
-        parts = majortom.parts_in(root)
-        if parts:
-            if index is None and (root / majortom.METADATA_FILE).is_file():
-                index = root / majortom.METADATA_FILE
-            return _majortom_collected(*_majortom_parts(parts, None, index, filters), bands, patch_size, max_cloud)
-        if filters.given():
-            raise ShardInputError(f"{root}: row selection (--bbox, --cells, ...) is for Major TOM parts; this folder has none")
-        if ssl4eo.files_in(root):
-            paths = list(ssl4eo.files_in(root))
-        else:
-            tar_dir = root / "data" if (root / "data").is_dir() and any(p.name.endswith(TAR_SUFFIXES) for p in (root / "data").iterdir()) else root
-            tars = sorted(p for p in tar_dir.iterdir() if p.name.endswith(TAR_SUFFIXES))
-            has_tifs = any(p.suffix.lower() in TIF_SUFFIXES for p in root.rglob("*"))
-            parquet = sorted(p for folder in (root, root / "images") if folder.is_dir() for p in folder.glob("*.parquet") if p.name != majortom.METADATA_FILE)
-            if parquet and not tars and not has_tifs:  # not an S2-100K folder with a Parquet index either
-                raise ShardInputError(f"{root}: {len(parquet)} .parquet file(s) but no Major TOM part; {parquet[0]} is {majortom.not_a_part(parquet[0])}")
-            if tars and not has_tifs:
-                paths = list(tars)
-                index = index if index is not None else _folder_index(root)
-            else:
-                index_path = Path(index) if index is not None else _folder_index(root)
-                table = read_index_table(index_path, **(index_columns or {})) if index_path is not None else None
-                return _listed(folder_tasks(root, table))
-    if all(majortom.is_majortom(p) for p in paths):
-        return _majortom_collected(*_majortom_parts(paths, None, index, filters), bands, patch_size, max_cloud)
-    if filters.given():
+    if one is not None:
+        for each in readers:
+            collected = each.whole(one, options)
+            if collected is not None:
+                return collected
+        if isinstance(one, FolderUrl):
+            found = _either([r.in_folder_url for r in READERS if r.in_folder_url is not None], " or ")
+            raise ShardInputError(f"{one}: no {found} found (a server that lists no folder: give the files)")
+        if isinstance(one, Path) and one.is_dir():
+            if options.filters.given():
+                raise ShardInputError(f"{one}: row selection (--bbox, --cells, ...) is for Major TOM parts; this folder has none")
+            why = next((w for r in READERS if (w := r.why_not(one))), None)
+            raise ShardInputError(f"{one}: {why}") if why is not None else _unusable(locations)
+    reader = next((r for r in readers if all(r.detect(p) for p in locations)), None)
+    if reader is not None:
+        return reader.collect(locations, options)
+    if options.filters.given():
         raise ShardInputError("row selection (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) is for Major TOM parts")
-    if all(ssl4eo.is_ssl4eo(p) for p in paths):
-        return _ssl4eo_collected(paths, season)
-    not_tars = [p for p in paths if not (str(p).endswith(TAR_SUFFIXES) and (isinstance(p, str) or p.is_file()))]
-    if not_tars:
-        why = {p: majortom.not_a_part(p) if isinstance(p, Path) and p.is_file() and p.suffix == ".parquet" else None for p in not_tars}
-        listed = "; ".join(f"{p}" + (f" ({why[p]})" if why[p] else "") for p in not_tars[:SHOWN_NAMES])
-        raise ShardInputError(
-            f"expected one folder, tar files ({', '.join(TAR_SUFFIXES)}), Major TOM Parquet parts or its metadata.parquet, or SSL4EO-S12 "
-            f"{ssl4eo.SUFFIX} files (paths or URLs; a GeoTIFF folder: a local path), one kind at a time; not usable: {listed}"
-            f"{' ...' if len(not_tars) > SHOWN_NAMES else ''}"
-        )
-    table = read_index_table(index, **(index_columns or {})) if index is not None else None
-    return _tars_collected(paths, table)
+    raise _unusable(locations)
 
 
-__all__ = ["TAR_SUFFIXES", "Collected", "collect_tasks"]
+__all__ = ["READERS", "collect_tasks"]

@@ -26,9 +26,12 @@ parse, or is a number: never guessed to be Unix seconds), ``georeference`` (no C
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
+import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +40,11 @@ import numpy as np
 from ..acqtime import parse_time
 from ..extras import requires_extra
 from ..geo import valid_lonlat
-from . import remote
+from . import cellselect, remote
 from .bands import S2_BANDS_13
-from .cellselect import PartRows
-from .sources import Encoded, ShardInputError, payload_bytes, sample_key, sample_record
+from .cellselect import CellFilters, PartRows
+from .partition import Units
+from .sources import Collected, Encoded, FolderUrl, Location, Reader, ReadOptions, ShardInputError, payload_bytes, sample_key, sample_record
 
 META_COLUMNS = ("product_id", "grid_cell", "product_datetime")
 CLOUD_MASK = "cloud_mask"
@@ -337,4 +341,105 @@ def encode_cell(task: CellTask, payload: str) -> Encoded:
     return out
 
 
-__all__ = ["CellTask", "cell_tasks", "count_rows", "encode_cell", "is_majortom", "not_a_part", "parts_in", "patch_offsets", "source_bands", "to_10m"]
+def _selected_parts(given: Sequence[Location], root: str | None, index: Location | None, filters: CellFilters) -> tuple[list[PartRows], dict | None]:
+    """The parts (and row groups) to read and the manifest's selection record (None: no selection,
+    every row of ``given``). ``root``: a remote dataset folder (parts in its ``images/``); ``given``:
+    the parts themselves; neither: ``index`` is the input and names the parts (``parquet_url``)."""
+    metadata = index if index is not None else (remote.join(root, METADATA_FILE) if root is not None else None)
+    if root is None and given and not filters.given():
+        return [PartRows(str(p)) for p in given], None
+    if metadata is None:
+        raise ShardInputError(
+            "selecting Major TOM rows (--bbox, --region, --start/--end, --max-cloud-cover, --cells, --sample) needs its metadata.parquet: give the dataset folder or --index"
+        )
+    if root is not None:
+        part_location: Callable[[str], str | None] = lambda url: remote.join(root, "images", remote.name_of(url))  # noqa: E731
+    elif given:
+        by_name = {remote.name_of(p): str(p) for p in given}
+        part_location = lambda url: by_name.get(remote.name_of(url))  # noqa: E731
+    else:
+        base = str(metadata)[: -len(METADATA_FILE)]
+        part_location = lambda url: url if remote.is_url(url) or os.path.isabs(url) else base + url  # noqa: E731
+    parts, record = cellselect.select(metadata, filters, part_location)
+    if not parts:
+        raise ShardInputError(f"the selection keeps no row of {metadata} (rows: {record['rows_in_index']}, after each filter: {record['rows_after']})")
+    return parts, record
+
+
+def _rows(tasks_from: Callable[[int], Iterable], start: int, stop: int, selection: dict | None) -> Collected:
+    """Rows ``[start, stop)``; ``tasks_from(n)``: the tasks after the first n rows, which it skips without reading them."""
+    n = stop - start
+    return Collected(
+        itertools.islice(tasks_from(start), n),
+        n,
+        "cell",
+        2,
+        selection,
+        lambda done: itertools.islice(tasks_from(start + done), n - done),
+    )
+
+
+class MajorTomReader(Reader):
+    """Major TOM parts (files), the dataset folder (local or a URL) or its ``metadata.parquet``, split by row."""
+
+    name = f"Major TOM Parquet parts or its {METADATA_FILE}"
+    suffixes = (".parquet",)
+    in_folder_url = f"Major TOM {METADATA_FILE}"
+    selects_rows = True
+
+    def whole(self, location: Location, options: ReadOptions) -> Collected | None:
+        if isinstance(location, FolderUrl):
+            metadata = remote.join(location, METADATA_FILE)
+            if options.filters.given() or (remote.exists(metadata) and cellselect.is_index(metadata)):
+                return self._collected(_selected_parts([], location, options.index, options.filters), options)
+            return None
+        if remote.name_of(location) == METADATA_FILE and options.index is None:
+            return self._collected(_selected_parts([], None, location, options.filters), options)
+        parts = parts_in(location) if isinstance(location, Path) and location.is_dir() else []
+        if not parts:
+            return None
+        index = options.index
+        if index is None and (Path(location) / METADATA_FILE).is_file():
+            index = Path(location) / METADATA_FILE
+        return self._collected(_selected_parts(parts, None, index, options.filters), options)
+
+    def detect(self, location: Location) -> bool:
+        return is_majortom(location)
+
+    def collect(self, inputs: Sequence[Location], options: ReadOptions) -> Collected:
+        return self._collected(_selected_parts(inputs, None, options.index, options.filters), options)
+
+    def why_not(self, location: Location) -> str | None:
+        if not isinstance(location, Path):
+            return None
+        if location.is_file():
+            return not_a_part(location) if location.suffix == ".parquet" else None
+        found = sorted(p for folder in (location, location / "images") if folder.is_dir() for p in folder.glob("*.parquet") if p.name != METADATA_FILE)
+        return f"{len(found)} .parquet file(s) but no Major TOM part; {found[0]} is {not_a_part(found[0])}" if found else None
+
+    @staticmethod
+    def _collected(selected: tuple[list[PartRows], dict | None], options: ReadOptions) -> Collected:
+        parts, selection = selected
+        if options.max_cloud is not None and not 0 <= options.max_cloud <= 1:
+            raise ShardInputError(f"--max-cloud is a fraction of a patch's pixels, 0 to 1; got {options.max_cloud}")
+        tasks_from = lambda skip: cell_tasks(parts, options.bands, options.patch_size, options.max_cloud, skip=skip)  # noqa: E731
+        rows = count_rows(parts)
+        return dataclasses.replace(_rows(tasks_from, 0, rows, selection), units=Units("cells", rows, lambda a, b: _rows(tasks_from, a, b, selection)))
+
+
+READER = MajorTomReader()
+
+__all__ = [
+    "READER",
+    "MajorTomReader",
+    "CellTask",
+    "cell_tasks",
+    "count_rows",
+    "encode_cell",
+    "is_majortom",
+    "not_a_part",
+    "parts_in",
+    "patch_offsets",
+    "source_bands",
+    "to_10m",
+]

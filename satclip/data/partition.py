@@ -36,7 +36,7 @@ class Part:
 @dataclass(frozen=True)
 class Units:
     """What a run is split by: ``count`` units, ``name`` (plural: "cells"); ``tasks_of(start, stop)`` gives the
-    tasks of units ``[start, stop)`` (a :class:`~satclip.data.inputs.Collected`)."""
+    tasks of units ``[start, stop)`` (a :class:`~satclip.data.sources.Collected`)."""
 
     name: str
     count: int

@@ -32,7 +32,7 @@ and counted by kind (``skipped``), patches over ``--max-cloud`` are counted in `
 is deterministic: the same inputs give byte-identical shards for any ``--workers``, and a killed
 run resumes to the same bytes (:mod:`satclip.data.resume`).
 
-The parts, one job each: :mod:`.inputs` (which layout, its tasks), :mod:`.s2index` (S2-100K indexes),
+The parts, one job each: :mod:`.inputs` (which layout: the registry of readers, one per layout), :mod:`.s2index` (S2-100K indexes),
 :mod:`.geotiffs` (GeoTIFF tasks and their encoding), :mod:`.majortom` and :mod:`.ssl4eo`,
 :mod:`.tarwriter` (the tars), :mod:`.shardset` (replacing a set atomically); this module runs them and
 is the command line.
@@ -56,14 +56,14 @@ from . import resume
 from .bands import S2_BANDS
 from .cellselect import CellFilters
 from .geotiffs import encode_sample, time_from_tags
-from .inputs import Collected, collect_tasks
+from .inputs import collect_tasks
 from .ordered_pool import WorkerDied, ordered_map
 from .partition import Part, parse_part
 from .payload import PAYLOAD_EXTENSIONS
 from .s2index import IndexTable, read_index, read_index_table
 from .shardlist import MANIFEST, MANIFEST_VERSION
 from .shardset import check_out, commit
-from .sources import SHOWN_PER_KIND, Encoded, ShardInputError, WorkerDiedError
+from .sources import SHOWN_PER_KIND, Collected, Encoded, ShardInputError, WorkerDiedError
 from .tarwriter import TarShards
 
 MANIFEST_FORMAT = f"satclip-shards/{MANIFEST_VERSION}"

@@ -27,7 +27,8 @@ from ..acqtime import SECONDS_PER_DAY, parse_time
 from ..extras import MissingExtraError, requires_extra
 from ..geo import valid_lonlat
 from . import remote
-from .sources import Encoded, ShardInputError, payload_bytes, sample_key, sample_record
+from .partition import Units
+from .sources import Collected, Encoded, FolderUrl, Location, Reader, ReadOptions, ShardInputError, payload_bytes, sample_key, sample_record
 
 SUFFIX = ".zarr.zip"
 _UNIT_SECONDS = {"nanoseconds": 1e-9, "microseconds": 1e-6, "milliseconds": 1e-3, "seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": SECONDS_PER_DAY}
@@ -192,4 +193,41 @@ def encode_location(task: LocationTask, payload: str, bands: Sequence[str] | Non
     return out
 
 
-__all__ = ["LocationTask", "cf_seconds", "count_locations", "encode_location", "files_in", "is_ssl4eo", "location_tasks", "open_group", "quarter"]
+class Ssl4eoReader(Reader):
+    """SSL4EO-S12 ``*.zarr.zip`` files (or a folder, local or a URL, holding them), split by location."""
+
+    name = f"SSL4EO-S12 {SUFFIX} files"
+    suffixes = (SUFFIX,)
+    in_folder_url = f"SSL4EO-S12 {SUFFIX} files"
+
+    def whole(self, location: Location, options: ReadOptions) -> Collected | None:
+        if isinstance(location, FolderUrl):
+            found: Sequence[Location] = remote.glob(remote.join(location, "**", f"*{SUFFIX}"))
+        else:
+            found = files_in(location) if isinstance(location, Path) and location.is_dir() else []
+        return self.collect(found, options) if found else None
+
+    def detect(self, location: Location) -> bool:
+        return is_ssl4eo(location)
+
+    def collect(self, inputs: Sequence[Location], options: ReadOptions) -> Collected:
+        count = count_locations(inputs)
+        part = lambda a, b: Collected(location_tasks(inputs, options.season, a, b), b - a, "location", 4)  # noqa: E731
+        return Collected(location_tasks(inputs, options.season), count, "location", 4, units=Units("locations", count, part))
+
+
+READER = Ssl4eoReader()
+
+__all__ = [
+    "READER",
+    "Ssl4eoReader",
+    "LocationTask",
+    "cf_seconds",
+    "count_locations",
+    "encode_location",
+    "files_in",
+    "is_ssl4eo",
+    "location_tasks",
+    "open_group",
+    "quarter",
+]
