@@ -14,9 +14,9 @@ every variant alike:
   threads: the machine's peak FLOP rate, against which the towers' useful FLOP rate (2 x (L^2 x 512 +
   512 x 512 + 512 x 256) per point) is given;
 - ``features only: satclip float64`` / ``float32`` against ``features only: sphericart float64`` / ``float32``:
-  ``spherical_harmonics`` of each batch (validation, unit vectors, convention) against sphericart's own
-  ``compute`` on the same points' unit vectors, precomputed, in that dtype (sphericart's float32 runs its
-  recurrence in float32; satclip computes in float64 and casts);
+  ``spherical_harmonics`` of each batch (validation, unit vectors, convention) against sphericart alone on
+  the same points' unit vectors, precomputed, in that dtype, both into a preallocated output
+  (sphericart's float32 runs its recurrence in float32; satclip computes in float64 and casts);
 - ``reference-style``: the reference's approach, over ``--ref-points`` points: one generated closed
   form expression per harmonic (expanded polynomial in cos(theta) with float64 coefficients, times
   (1 - cos^2)^(|m|/2) and cos/sin(m phi)), evaluated harmonic by harmonic and stacked, then the same
@@ -226,17 +226,28 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
     bound64, bound32 = gemm_bound(enc64, feats64, args.batch_size), gemm_bound(enc32, feats64.float(), args.batch_size)
     calc = sphericart.SphericalHarmonics(L - 1)
 
+    # Both write each batch into a preallocated output (sphericart's wrapper without its allocation): a fresh
+    # 8192 x 1600 output per batch would time the allocator's page faults (they vary by 10x with its state)
+    features = {d: np.empty((args.batch_size, L * L), dtype=d) for d in (np.float64, np.float32)}
+
     def sphericart_alone(dtype):
         def prepare(x):
-            xyz = unit_vectors(x, dtype)
-            return lambda: [calc.compute(xyz[i : i + args.batch_size]) for i in range(0, xyz.shape[0], args.batch_size)]
+            xyz, out = unit_vectors(x, dtype), features[dtype]
+            return lambda: [
+                calc._compute_numpy(xyz[i : i + args.batch_size], out[: xyz[i : i + args.batch_size].shape[0]], None, None)
+                for i in range(0, xyz.shape[0], args.batch_size)
+            ]
 
         return prepare
 
+    def satclip_features(dtype):
+        out = torch.from_numpy(features[dtype])
+        return lambda x: batched(lambda b: spherical_harmonics(b, L, out=out[: b.shape[0]]), x, args.batch_size)
+
     peaks = {"float64": peak_matmul(args.peak_size, torch.float64), "float32": peak_matmul(args.peak_size, torch.float32)}
     variants = {
-        "features only: satclip float64": (per_round, lambda x: batched(lambda b: spherical_harmonics(b, L), x, args.batch_size)),
-        "features only: satclip float32": (per_round, lambda x: batched(lambda b: spherical_harmonics(b, L, dtype=torch.float32), x, args.batch_size)),
+        "features only: satclip float64": (per_round, satclip_features(np.float64)),
+        "features only: satclip float32": (per_round, satclip_features(np.float32)),
         "features only: sphericart float64": (per_round, sphericart_alone(np.float64)),
         "features only: sphericart float32": (per_round, sphericart_alone(np.float32)),
         "features only: reference-style": (ref_per_round, lambda x: batched(lambda b: reference_style_harmonics(b, L), x, args.batch_size)),
