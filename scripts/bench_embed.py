@@ -65,6 +65,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--file-test", action="store_true", help="also check that `satclip embed` memory stays flat")
     p.add_argument("--rows", type=int, default=1_000_000, help="rows of the --file-test CSV (default 1M)")
     p.add_argument("--peak-size", type=int, default=2048, help="side of the square matrix product giving the peak FLOP rate (default 2048)")
+    p.add_argument("--features-only", action="store_true", help="time only the harmonics against sphericart alone")
     p.add_argument("--profile", action="store_true", help="time each stage of the chunk pipeline on one thread instead (--points per stage)")
     return p.parse_args()
 
@@ -167,6 +168,9 @@ def gemm_bound(encoder, feats, batch_size: int):
     return run
 
 
+FEATURE_POINTS = 10  # the harmonics take ~1% of the tower's time: ten times the points, so that a round is not a few ms
+
+
 def tower_flops(L: int) -> int:
     """Useful floating-point operations per point of the released shape: the three matrix products."""
     return 2 * (L * L * 512 + 512 * 512 + 512 * 256)
@@ -246,10 +250,10 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
 
     peaks = {"float64": peak_matmul(args.peak_size, torch.float64), "float32": peak_matmul(args.peak_size, torch.float32)}
     variants = {
-        "features only: satclip float64": (per_round, satclip_features(np.float64)),
-        "features only: satclip float32": (per_round, satclip_features(np.float32)),
-        "features only: sphericart float64": (per_round, sphericart_alone(np.float64)),
-        "features only: sphericart float32": (per_round, sphericart_alone(np.float32)),
+        "features only: satclip float64": (FEATURE_POINTS * per_round, satclip_features(np.float64)),
+        "features only: satclip float32": (FEATURE_POINTS * per_round, satclip_features(np.float32)),
+        "features only: sphericart float64": (FEATURE_POINTS * per_round, sphericart_alone(np.float64)),
+        "features only: sphericart float32": (FEATURE_POINTS * per_round, sphericart_alone(np.float32)),
         "features only: reference-style": (ref_per_round, lambda x: batched(lambda b: reference_style_harmonics(b, L), x, args.batch_size)),
         "GEMM bound float64": (per_round, lambda x: bound64()),
         "GEMM bound float32": (per_round, lambda x: bound32()),
@@ -270,6 +274,14 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
             with_compiled_sine(lambda: embed_array(enc32, random_lonlat(size), args.batch_size))
     if args.no_reference:
         variants = {k: v for k, v in variants.items() if "reference" not in k}
+    if args.features_only:
+        variants, peaks = {k: v for k, v in variants.items() if k.startswith("features only: s")}, {}
+    warm = random_lonlat(min(args.batch_size, 1000), seed=1)  # first calls: sphericart's library and calculators
+    for name, (_, fn) in variants.items():
+        if name.startswith("features only: s"):
+            run = fn(warm)
+            if callable(run):
+                run()
     seconds: dict[str, list[float]] = {k: [] for k in [*variants, *(f"peak matmul {d}" for d in peaks)]}
     for r in range(args.rounds):
         for name, (n, fn) in variants.items():
@@ -284,6 +296,8 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
             seconds[f"peak matmul {d}"].append(timed(peak) / flops)
     rates = {k: 1.0 / statistics.median(v) for k, v in seconds.items()}
     rates.update({f"spread {k}": (max(v) - min(v)) / statistics.median(v) for k, v in seconds.items()})
+    if args.features_only:
+        return rates
 
     check = random_lonlat(min(20_000, args.points), seed=7)
     e64, e32 = embed_array(enc64, check, args.batch_size), embed_array(enc32, check, args.batch_size)
@@ -315,6 +329,11 @@ def report(L: int, rates: dict[str, float], threads: int) -> list[dict[str, obje
             f"        {name:<34} {rate:12.0f} {1e5 / rate:11.2f} {f'{rate / ref:.2f}' if ref else '-':>12} "
             f"{f'{rate / bound:.2f}' if bound else '-':>13} {peak:>8} {spread:>7}"
         )
+    if "float32 max abs diff" not in rates:  # --features-only
+        return [
+            {"L": L, "dtype": d, "threads": threads, "harmonics": rates[f"features only: satclip {d}"] / rates[f"features only: sphericart {d}"]}
+            for d in ("float64", "float32")
+        ]
     print(
         f"        float32 vs float64: max abs diff {rates['float32 max abs diff']:.2e} "
         f"(relative to max |emb|: {rates['float32 max rel diff']:.2e}); chunked vs plain path: float64 "
@@ -350,7 +369,7 @@ def summary(rows: list[dict[str, object]]) -> None:
     print("\n| L | dtype | threads | " + " | ".join(SUMMARY_COLUMNS.values()) + " |")
     print("|---|---|---|" + "---|" * len(SUMMARY_COLUMNS))
     for r in sorted(rows, key=lambda r: (r["L"], r["dtype"] != "float64", r["threads"])):
-        cells = [f"{float(r[k]):.1f}" if k == "peak GFLOP/s" else f"{float(r[k]):.2f}" for k in SUMMARY_COLUMNS]  # type: ignore[arg-type]
+        cells = ["-" if k not in r else f"{float(r[k]):.1f}" if k == "peak GFLOP/s" else f"{float(r[k]):.2f}" for k in SUMMARY_COLUMNS]  # type: ignore[arg-type]
         print(f"| {r['L']} | {r['dtype']} | {r['threads']} | " + " | ".join(cells) + " |")
 
 

@@ -83,7 +83,7 @@ def test_ablation_refuses_a_step_count_per_batch_size_that_does_not_match() -> N
 def _tiny_embed_args(**kw):
     import argparse
 
-    base = dict(points=256, ref_points=64, rounds=2, batch_size=64, no_reference=True, compile=False, peak_size=64, degrees=[2])
+    base = dict(points=256, ref_points=64, rounds=2, batch_size=64, no_reference=True, compile=False, peak_size=64, degrees=[2], features_only=False)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -117,6 +117,15 @@ def test_embed_benchmark_reports_the_peak_fraction_and_the_sphericart_ratio_per_
     bench_embed.summary(rows)
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 |")]
     assert len(table) == 2 and len(table[0].split("|")) == 3 + len(bench_embed.SUMMARY_COLUMNS) + 2
+
+
+def test_embed_benchmark_features_only_times_the_harmonics_against_sphericart(one_torch_thread) -> None:
+    import bench_embed
+
+    rates = bench_embed.bench_degree(3, _tiny_embed_args(features_only=True))
+    assert {k for k in rates if not k.startswith("spread")} == {f"features only: {w} {d}" for w in ("satclip", "sphericart") for d in ("float64", "float32")}
+    rows = bench_embed.report(3, rates, threads=1)
+    assert [set(r) for r in rows] == [{"L", "dtype", "threads", "harmonics"}] * 2 and all(float(r["harmonics"]) > 0 for r in rows)
 
 
 def test_embed_profile_times_every_stage_of_the_pipeline(capsys, one_torch_thread) -> None:
