@@ -166,13 +166,29 @@ def test_out_float64_direct_and_strided(engine, threads, monkeypatch):
     pts = torch.rand(300, 2, dtype=torch.float64) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
     expected = spherical_harmonics(pts, 12, engine=engine)
     monkeypatch.setattr(H, "_TORCH_CHUNK", 7)  # several recurrence chunks
-    monkeypatch.setattr(H, "_SPHERICART_BLOCK", 64 * 144 + 1)  # several sphericart blocks (single-threaded path)
+    monkeypatch.setattr(H, "_BLOCK_FEATURES", 64 * 144 + 1)  # several sphericart blocks per thread
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    if engine == "sphericart":
-        monkeypatch.setattr(H._sphericart_calculator(12), "_omp_num_threads", threads)
     direct = torch.full((300, 144), float("nan"), dtype=torch.float64)
     assert spherical_harmonics(pts, 12, out=direct, engine=engine) is direct
     strided = torch.full((144, 300), float("nan"), dtype=torch.float64).T  # not C-contiguous: goes through a buffer
     spherical_harmonics(pts, 12, out=strided, engine=engine)
     torch.testing.assert_close(direct, expected, rtol=0, atol=0)
     torch.testing.assert_close(strided, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("convention", ["satclip", "orthonormal", "closed-form"])
+def test_float32_out_is_the_float64_result_rounded(convention, threads, monkeypatch):
+    """sphericart writes a float32 ``out`` block by block (scaled and cast from float64 in cache): the float64 values, rounded."""
+    if _sphericart is None:
+        pytest.skip("sphericart not installed")
+    import satclip.location.harmonics as H
+
+    pts = torch.rand(300, 2, dtype=torch.float64) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
+    pts[:2] = torch.tensor([[10.0, 90.0], [-170.0, -90.0]])  # the poles
+    expected = spherical_harmonics(pts, 12, convention, engine="torch").float()
+    monkeypatch.setattr(H, "_BLOCK_FEATURES", 64 * 144 + 1)  # several blocks per thread
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    out = torch.full((300, 144), float("nan"), dtype=torch.float32)
+    assert spherical_harmonics(pts, 12, convention, out=out, engine="sphericart") is out
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-7)

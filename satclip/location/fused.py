@@ -3,7 +3,7 @@
 Why: embedding coordinates is bound by the tower's matrix products, and the plain path (harmonics
 of the whole batch, then one layer at a time) adds full-size passes over intermediate arrays that
 no longer fit the cache (a cast, the bias, the factor w0, the sine). Here the rows are taken
-``CHUNK_ROWS`` at a time: the chunk's harmonics (float64, cast to the tower's dtype), then each
+``CHUNK_ROWS`` at a time: the chunk's harmonics (computed in float64, in the tower's dtype), then each
 layer's matrix product with its bias in one call (``addmm``), then w0 and the sine in place; the
 last layer writes straight into the output. The satclip convention's factor pi on the m = 0
 harmonics is folded into the first layer's weights once per call. With several torch threads each
@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from .harmonics import SphericalHarmonics, empty_output, fill_harmonics, m0_columns
 from .networks import SirenNet
+from .parts import run_in_parts
 
 CHUNK_ROWS = 512  # rows per chunk: a chunk's float64 hidden layer (512 x 512) is 2 MB, one core's L2 here
 COMPILE_ENV = "SATCLIP_TORCH_COMPILE"
@@ -105,33 +105,24 @@ def siren_harmonics_forward(posenc: SphericalHarmonics, nnet: SirenNet, lonlat: 
     if parts < 2:
         _forward_rows(weights, biases, w0s, out, rows, compiled, _chunk_features(posenc, convention, lonlat, dtype, rows))
         return out
-    bounds = [n * i // parts for i in range(parts + 1)]
 
     def work(start: int, stop: int) -> None:
-        torch.set_num_threads(1)  # this Python thread's own OpenMP/MKL setting
-        with torch.inference_mode():
-            features = _chunk_features(posenc, convention, lonlat[start:stop], dtype, rows)
-            _forward_rows(weights, biases, w0s, out[start:stop], rows, compiled, features)
+        features = _chunk_features(posenc, convention, lonlat[start:stop], dtype, rows)
+        _forward_rows(weights, biases, w0s, out[start:stop], rows, compiled, features)
 
-    try:
-        with ThreadPoolExecutor(parts) as pool:
-            for done in [pool.submit(work, a, b) for a, b in zip(bounds, bounds[1:])]:
-                done.result()
-    finally:
-        torch.set_num_threads(threads)  # the process default, which a worker's setting also moved
+    run_in_parts(n, parts, work)
     return out
 
 
 def _chunk_features(posenc: SphericalHarmonics, convention: str, lonlat: torch.Tensor, dtype: torch.dtype, rows: int) -> Callable[[int, int], torch.Tensor]:
-    """``features(start, stop)``: the harmonics of those rows of ``lonlat`` (float64, in ``convention``) in ``dtype``,
-    written into buffers of ``rows`` rows that every chunk reuses."""
+    """``features(start, stop)``: the harmonics of those rows of ``lonlat`` (computed in float64, in ``convention``)
+    in ``dtype``, written into a buffer of ``rows`` rows that every chunk reuses (sphericart casts while in cache)."""
     L = posenc.legendre_polys
-    feats64 = torch.empty(min(rows, max(lonlat.shape[0], 1)), L * L, dtype=torch.float64)
-    feats = feats64 if dtype == torch.float64 else torch.empty(feats64.shape, dtype=dtype)
+    feats = torch.empty(min(rows, max(lonlat.shape[0], 1)), L * L, dtype=dtype)
 
     def features(start: int, stop: int) -> torch.Tensor:
-        fill_harmonics(lonlat[start:stop], L, convention, posenc.engine, feats64[: stop - start])
-        return feats64[: stop - start] if feats is feats64 else feats[: stop - start].copy_(feats64[: stop - start])
+        fill_harmonics(lonlat[start:stop], L, convention, posenc.engine, feats[: stop - start])
+        return feats[: stop - start]
 
     return features
 

@@ -24,15 +24,19 @@ Two engines compute the same numbers (both tested against high-precision values 
 
 from __future__ import annotations
 
+import ctypes
 import math
 import threading
+from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..geo import validate_lonlat
+from .parts import run_in_parts
 from .registry import register_encoding
 
 try:  # optional fast CPU engine
@@ -43,7 +47,7 @@ except ImportError:  # pragma: no cover - exercised only where sphericart is abs
 CONVENTIONS = ("satclip", "orthonormal", "closed-form")
 ENGINES = ("auto", "torch", "sphericart")
 _TORCH_CHUNK = 4096  # points per chunk for the torch recurrence on CPU (keeps a chunk's output in cache)
-_SPHERICART_BLOCK = 1 << 19  # features per sphericart call (4 MB) when the m = 0 columns need the factor pi
+_BLOCK_FEATURES = 1 << 17  # features per sphericart block (1 MB of float64, one L2): in cache while it is scaled / cast
 _CHUNK_ELEMENTS = 1 << 24  # features per float64 buffer (128 MB) when the output is not C-contiguous float64
 
 
@@ -117,61 +121,100 @@ def m0_columns(L: int) -> np.ndarray:
     return np.arange(L) * (np.arange(L) + 1)
 
 
-_calculators = threading.local()  # sphericart calculators keep scratch buffers: one per thread and L
+_calculators = threading.local()  # sphericart calculators keep scratch buffers: one per thread, L and thread count
 
 
-def _sphericart_calculator(L: int):
-    """This thread's sphericart calculator for degree < L (a calculator is not safe to share between threads)."""
+@cache
+def _sphericart_c() -> tuple[ctypes.CDLL | None, Callable[..., None]]:
+    """sphericart's own OpenMP runtime (its wheel bundles a copy of libgomp, separate from torch's; None if
+    not found) and its C function ``sphericart_spherical_harmonics_compute_array`` taking plain addresses:
+    sphericart's Python wrapper spends ~4 us per call building ctypes pointers, ~2 ns per point at L = 10."""
+    bundled = sorted((Path(_sphericart.__file__).parent.parent / "sphericart.libs").glob("libgomp*.so*"))
+    library = ctypes.CDLL(_sphericart.SphericalHarmonics(0)._lib._name)
+    compute = library.sphericart_spherical_harmonics_compute_array
+    compute.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+    compute.restype = None
+    return (ctypes.CDLL(str(bundled[0])) if bundled else None), compute
+
+
+def _sphericart_calculator(L: int, threads: int) -> Callable[[np.ndarray, np.ndarray], None]:
+    """``compute(xyz, out)`` for this thread: sphericart's harmonics of degree < L of C-contiguous float64
+    (n, 3) ``xyz`` into C-contiguous float64 (n, L*L) ``out``, on ``threads`` OpenMP threads.
+
+    A calculator is not safe to share between threads, and it sizes its scratch buffers for the
+    OpenMP team of its creation, so the team size (this thread's setting in sphericart's runtime,
+    which torch's ``set_num_threads`` does not reach) is set before it is made and before each use.
+    """
+    openmp, compute = _sphericart_c()
+    if openmp is not None:
+        openmp.omp_set_num_threads(threads)
     mine = _calculators.__dict__.setdefault("by_degree", {})
-    if L not in mine:
-        mine[L] = _sphericart.SphericalHarmonics(L - 1)
-    return mine[L]
+    if (L, threads) not in mine:
+        calc = _sphericart.SphericalHarmonics(L - 1)
+        handle = calc._calculator
+
+        def run(xyz: np.ndarray, out: np.ndarray, calc=calc) -> None:  # calc: kept alive with its handle
+            compute(handle, xyz.ctypes.data, xyz.size, out.ctypes.data, out.size)
+
+        mine[L, threads] = run
+    return mine[L, threads]
+
+
+def _unit_vectors(lonlat: torch.Tensor, convention: str) -> np.ndarray:
+    """(n, 3) float64 unit vectors of (n, 2) float64 [lon, lat] degrees in the sphericart frame of ``convention``.
+
+    theta = lat + 90 deg (from the south pole), phi = lon + 180 deg: (-cos(lat) cos(lon),
+    -cos(lat) sin(lon), -sin(lat)); the Condon-Shortley phase (-1)^m equals a further half turn in
+    phi: (cos(lat) cos(lon), cos(lat) sin(lon), -sin(lat)). Computed on contiguous rows (lon, lat)
+    with two trigonometric calls, cos(lat) taken directly (exact next to the poles).
+    """
+    angles = lonlat.t().mul(-math.pi / 180.0)  # (2, n) negated radians: cos, and -sin, of lon and lat
+    cos_a = torch.cos(angles)
+    sin_a = angles.sin_()
+    x, y = cos_a[0].mul_(cos_a[1]), sin_a[0].mul_(cos_a[1])  # cos(lat) cos(lon), -cos(lat) sin(lon)
+    (x if convention != "closed-form" else y).neg_()
+    return torch.stack([x, y, sin_a[1]], 1).numpy()
 
 
 def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.Tensor) -> None:
-    """Write the (n, L*L) features of CPU points into ``out`` (C-contiguous float64) with sphericart.
+    """Write the (n, L*L) features of CPU points into ``out`` (C-contiguous float64 or float32) with sphericart.
 
-    sphericart gives the orthonormal real harmonics without Condon-Shortley phase of a unit vector.
+    sphericart gives the orthonormal real harmonics without Condon-Shortley phase of a unit vector;
+    the conventions are reached through the vector (:func:`_unit_vectors`) and, for "satclip", the
+    factor pi on the m = 0 columns. That factor (and a cast to float32, through a float64 scratch
+    block) is applied ``_BLOCK_FEATURES`` features at a time, while the block is in cache. With
+    several torch threads the rows are split into one contiguous part per thread, each run by a
+    single-threaded calculator in its own Python thread (sphericart releases the GIL): one OpenMP
+    region per block would stall on oversubscribed cores.
     """
-    # Unit vector at theta = lat + 90 deg (from the south pole), phi = lon + 180 deg:
-    # (sign cos(lat) cos(lon), sign cos(lat) sin(lon), -sin(lat)) with sign = -1; the
-    # Condon-Shortley phase (-1)^m equals a further half turn in phi, i.e. sign = +1.
-    sign = 1.0 if convention == "closed-form" else -1.0
-    angles = lonlat * (-math.pi / 180.0)  # negated radians: two trig calls give cos and -sin of both
-    cos_a, sin_a = torch.cos(angles), torch.sin(angles)
-    xyz = torch.empty(lonlat.shape[0], 3, dtype=torch.float64)
-    torch.mul(cos_a[:, 1], cos_a[:, 0], out=xyz[:, 0]).mul_(sign)
-    torch.mul(cos_a[:, 1], sin_a[:, 0], out=xyz[:, 1]).mul_(-sign)
-    xyz[:, 2] = sin_a[:, 1]
-    points = xyz.numpy()
-    calc, target = _sphericart_calculator(L), out.numpy()
-    fill = getattr(calc, "_compute_numpy", None)  # writes into a given array: no second copy of the output
+    m0 = m0_columns(L) if convention == "satclip" else None
+    target, n = out.numpy(), lonlat.shape[0]
+    block = max(64, _BLOCK_FEATURES // (L * L))
+    rows = n if (m0 is None and target.dtype == np.float64) else block  # nothing to do per block: one call
 
-    def compute(rows: slice) -> None:
-        if fill is None:  # pragma: no cover - sphericart versions without it
-            target[rows] = calc.compute(points[rows])
-        else:
-            fill(points[rows], target[rows], None, None)
+    def work(start: int, stop: int) -> None:
+        _sphericart_rows(_unit_vectors(lonlat[start:stop], convention), L, m0, target[start:stop], rows)
 
-    if convention != "satclip":
-        compute(slice(None))
-        return
-    m0 = m0_columns(L)
-    if getattr(calc, "_omp_num_threads", 2) > 1:
-        # One call, i.e. one OpenMP parallel region: many short regions stall badly when the cores
-        # are oversubscribed (other processes, data-loader workers). Then pi on the m = 0 columns.
-        compute(slice(None))
-        for column in m0:
-            target[:, column] *= math.pi
-        return
-    # Single-threaded: the factor pi is applied block by block while the block is still in cache.
-    step = max(64, _SPHERICART_BLOCK // (L * L))
-    for start in range(0, points.shape[0], step):
-        rows = slice(start, start + step)
-        compute(rows)
-        block = target[rows]
-        for column in m0:
-            block[:, column] *= math.pi
+    parts = min(torch.get_num_threads(), n // (2 * block))
+    if parts < 2:
+        work(0, n)
+    else:
+        run_in_parts(n, parts, work)
+
+
+def _sphericart_rows(xyz: np.ndarray, L: int, m0: np.ndarray | None, target: np.ndarray, rows: int) -> None:
+    """sphericart on one thread over ``rows``-row blocks of ``xyz`` into ``target``, the columns ``m0``
+    (None: none) of each block then multiplied by pi and the block cast while in cache."""
+    compute = _sphericart_calculator(L, 1)
+    scratch = None if target.dtype == np.float64 else np.empty((min(rows, len(xyz)), L * L))
+    for start in range(0, len(xyz), rows):
+        block = target[start : start + rows]
+        values = block if scratch is None else scratch[: len(block)]
+        compute(xyz[start : start + rows], values)
+        if m0 is not None:
+            values[:, m0] *= math.pi  # one gather, multiply and scatter: ~10x fewer calls than column by column
+        if values is not block:
+            np.copyto(block, values)
 
 
 def _engine_for(device: torch.device, engine: str) -> str:
@@ -185,13 +228,24 @@ def _engine_for(device: torch.device, engine: str) -> str:
 
 
 def fill_harmonics(lonlat: torch.Tensor, L: int, convention: str, engine: str, out: torch.Tensor) -> None:
-    """Write the float64 features of already validated (n, 2) float64 points into a C-contiguous float64
+    """Write the features of already validated (n, 2) float64 points into a C-contiguous float64 or float32
     ``out`` on their device (``engine`` as in :func:`spherical_harmonics`): for callers that validated once."""
-    _engine_fill(lonlat, L, convention, _engine_for(lonlat.device, engine), out)
+    engine = _engine_for(lonlat.device, engine)
+    if _fills_directly(out, engine):
+        _engine_fill(lonlat, L, convention, engine, out)
+    else:
+        buffer = torch.empty(out.shape, dtype=torch.float64, device=out.device)
+        _engine_fill(lonlat, L, convention, engine, buffer)
+        out.copy_(buffer)
+
+
+def _fills_directly(out: torch.Tensor, engine: str) -> bool:
+    """Whether an engine writes ``out`` itself: C-contiguous float64, or float32 on CPU for sphericart (cast block by block)."""
+    return out.is_contiguous() and (out.dtype == torch.float64 or (out.dtype == torch.float32 and engine == "sphericart"))
 
 
 def _engine_fill(lonlat: torch.Tensor, L: int, convention: str, engine: str, out: torch.Tensor) -> None:
-    """Write float64 features into a C-contiguous float64 ``out`` on the points' device."""
+    """Write the features into an ``out`` on the points' device that :func:`_fills_directly` accepts."""
     if engine == "sphericart":
         _sphericart_fill(lonlat, L, convention, out)
         return
@@ -226,8 +280,8 @@ def spherical_harmonics(
 
     Returns (N, L*L), computed in float64 whatever the input and cast to ``dtype`` (default float64,
     or ``out.dtype``). ``out`` may be a preallocated (N, L*L) tensor to fill, e.g. a memory map: a
-    C-contiguous float64 one is written directly, any other in chunks through a float64 buffer of at
-    most ~128 MB. ``engine``: "auto" (sphericart on CPU when installed, else torch), "torch" or
+    C-contiguous float64 one (or float32 one, with the sphericart engine) is written directly, any
+    other in chunks through a float64 buffer of at most ~128 MB. ``engine``: "auto" (sphericart on CPU when installed, else torch), "torch" or
     "sphericart". Not differentiable in the coordinates.
     """
     if convention not in CONVENTIONS:
@@ -243,7 +297,7 @@ def spherical_harmonics(
     elif out.shape != (n, L * L):
         raise ValueError(f"out must have shape {(n, L * L)}, got {tuple(out.shape)}")
     with torch.no_grad():
-        if out.dtype == torch.float64 and out.is_contiguous() and out.device == lonlat.device:
+        if _fills_directly(out, engine) and out.device == lonlat.device:
             _engine_fill(lonlat, L, convention, engine, out)
             return out
         step = max(1, _CHUNK_ELEMENTS // (L * L))
