@@ -23,8 +23,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+_OTHERS: set[int] = set()
+"""Children this process had before the test (left by earlier tests of the session, e.g. joblib's workers)."""
+
+
+@pytest.fixture(autouse=True)
+def _children_before() -> None:
+    _OTHERS.clear()
+    _OTHERS.update(_workers(os.getpid()))
+
+
 def _workers(pid: int) -> list[int]:
-    """The pool workers among the children of ``pid`` (not multiprocessing's resource tracker)."""
+    """The pool workers among the children of ``pid`` (not multiprocessing's resource tracker, nor the
+    children this process had before the test)."""
     kids = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -34,7 +45,7 @@ def _workers(pid: int) -> list[int]:
     alive = []
     for kid in kids:
         try:
-            if b"resource_tracker" not in Path(f"/proc/{kid}/cmdline").read_bytes():
+            if kid not in _OTHERS and b"resource_tracker" not in Path(f"/proc/{kid}/cmdline").read_bytes():
                 alive.append(kid)
         except FileNotFoundError:
             pass

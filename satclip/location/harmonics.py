@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import threading
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -121,9 +120,6 @@ def m0_columns(L: int) -> np.ndarray:
     return np.arange(L) * (np.arange(L) + 1)
 
 
-_calculators = threading.local()  # sphericart calculators keep scratch buffers: one per thread, L and thread count
-
-
 @cache
 def _sphericart_c() -> tuple[ctypes.CDLL | None, Callable[..., None]]:
     """sphericart's own OpenMP runtime (its wheel bundles a copy of libgomp, separate from torch's; None if
@@ -138,26 +134,25 @@ def _sphericart_c() -> tuple[ctypes.CDLL | None, Callable[..., None]]:
 
 
 def _sphericart_calculator(L: int, threads: int) -> Callable[[np.ndarray, np.ndarray], None]:
-    """``compute(xyz, out)`` for this thread: sphericart's harmonics of degree < L of C-contiguous float64
-    (n, 3) ``xyz`` into C-contiguous float64 (n, L*L) ``out``, on ``threads`` OpenMP threads.
+    """``compute(xyz, out)``: sphericart's harmonics of degree < L of C-contiguous float64 (n, 3) ``xyz``
+    into C-contiguous float64 (n, L*L) ``out``, on ``threads`` OpenMP threads, for one call's blocks.
 
-    A calculator is not safe to share between threads, and it sizes its scratch buffers for the
-    OpenMP team of its creation, so the team size (this thread's setting in sphericart's runtime,
-    which torch's ``set_num_threads`` does not reach) is set before it is made and before each use.
+    The calculator is made for each call (7-11 us, against milliseconds per call) and used by this
+    thread only: a calculator keeps scratch buffers sized for the OpenMP team of its creation, and
+    calculators kept across calls corrupted the heap when commands with other thread settings ran
+    in one process (locfit then probe in one test session). The team size, this thread's setting in
+    sphericart's own runtime (which torch's ``set_num_threads`` does not reach), is set before it is made.
     """
     openmp, compute = _sphericart_c()
     if openmp is not None:
         openmp.omp_set_num_threads(threads)
-    mine = _calculators.__dict__.setdefault("by_degree", {})
-    if (L, threads) not in mine:
-        calc = _sphericart.SphericalHarmonics(L - 1)
-        handle = calc._calculator
+    calc = _sphericart.SphericalHarmonics(L - 1)
+    handle = calc._calculator
 
-        def run(xyz: np.ndarray, out: np.ndarray, calc=calc) -> None:  # calc: kept alive with its handle
-            compute(handle, xyz.ctypes.data, xyz.size, out.ctypes.data, out.size)
+    def run(xyz: np.ndarray, out: np.ndarray, calc=calc) -> None:  # calc: kept alive with its handle
+        compute(handle, xyz.ctypes.data, xyz.size, out.ctypes.data, out.size)
 
-        mine[L, threads] = run
-    return mine[L, threads]
+    return run
 
 
 def _unit_vectors(lonlat: torch.Tensor, convention: str) -> np.ndarray:
