@@ -7,7 +7,7 @@ L = ``--degree``, SIREN 2 x 512, 256 outputs; random weights). Then, each in its
 ``OMP_NUM_THREADS`` = ``--threads``:
 
 - ``satclip embed`` (the real CLI) for every input x output pair; wall time and the process's peak
-  resident memory (``ru_maxrss`` from ``os.wait4``);
+  resident memory (VmHWM from /proc, polled every 20 ms);
 - ``tower alone``: the same tower on the same points, read from an ``.npy`` memory map and embedded
   in the CLI's chunks (``satclip.io.embed.READ_ROWS`` rows, ``embed_array`` in ``--batch-size``
   batches, results discarded), timed around the embedding only;
@@ -75,20 +75,36 @@ def write_inputs(folder: Path, n: int) -> dict[str, Path]:
     return paths
 
 
+def _vm_hwm(pid: int) -> int:
+    """VmHWM (the peak resident memory of the process's current image, in bytes) from /proc, 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def run_child(cmd: list[str], threads: int) -> tuple[float, int, str]:
-    """Run ``cmd``; (wall seconds, its peak resident memory in bytes, its stdout). Raises with its stderr if it fails."""
+    """Run ``cmd``; (wall seconds, its peak resident memory in bytes, its stdout). Raises with its stderr if it fails.
+
+    The peak is VmHWM polled every 20 ms: a child's ``ru_maxrss`` (wait4, RUSAGE_CHILDREN) also counts the
+    parent's own peak, which Linux records when the child replaces its image (exec)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage (ru_maxrss in KiB on Linux)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _vm_hwm(proc.pid))
+            time.sleep(0.02)
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if proc.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.read()[-2000:]}")
-        return wall, int(usage.ru_maxrss) * 1024, out.read()
+        return wall, peak, out.read()
 
 
 def embed_cmd(tower: Path, source: Path, output: Path, extra: list[str], args: argparse.Namespace) -> list[str]:

@@ -160,10 +160,10 @@ def _unit_vectors(lonlat: torch.Tensor, convention: str) -> np.ndarray:
 
     theta = lat + 90 deg (from the south pole), phi = lon + 180 deg: (-cos(lat) cos(lon),
     -cos(lat) sin(lon), -sin(lat)); the Condon-Shortley phase (-1)^m equals a further half turn in
-    phi: (cos(lat) cos(lon), cos(lat) sin(lon), -sin(lat)). Computed on contiguous rows (lon, lat)
-    with two trigonometric calls, cos(lat) taken directly (exact next to the poles).
+    phi: (cos(lat) cos(lon), cos(lat) sin(lon), -sin(lat)). Two trigonometric calls over the whole
+    (n, 2) block (lon and lat together, dense), cos(lat) taken directly (exact next to the poles).
     """
-    angles = lonlat.t().mul(-math.pi / 180.0)  # (2, n) negated radians: cos, and -sin, of lon and lat
+    angles = lonlat.t().mul(-math.pi / 180.0)  # (2, n) view of negated radians: cos, and -sin, of lon and lat
     cos_a = torch.cos(angles)
     sin_a = angles.sin_()
     x, y = cos_a[0].mul_(cos_a[1]), sin_a[0].mul_(cos_a[1])  # cos(lat) cos(lon), -cos(lat) sin(lon)
