@@ -133,19 +133,20 @@ def _sphericart_c() -> tuple[ctypes.CDLL | None, Callable[..., None]]:
     return (ctypes.CDLL(str(bundled[0])) if bundled else None), compute
 
 
-def _sphericart_calculator(L: int, threads: int) -> Callable[[np.ndarray, np.ndarray], None]:
+def _sphericart_calculator(L: int) -> Callable[[np.ndarray, np.ndarray], None]:
     """``compute(xyz, out)``: sphericart's harmonics of degree < L of C-contiguous float64 (n, 3) ``xyz``
-    into C-contiguous float64 (n, L*L) ``out``, on ``threads`` OpenMP threads, for one call's blocks.
+    into C-contiguous float64 (n, L*L) ``out``, on one OpenMP thread (parallelism is one Python thread
+    per part of the rows, :mod:`satclip.location.parts`), for one call's blocks.
 
     The calculator is made for each call (7-11 us, against milliseconds per call) and used by this
     thread only: a calculator keeps scratch buffers sized for the OpenMP team of its creation, and
     calculators kept across calls corrupted the heap when commands with other thread settings ran
-    in one process (locfit then probe in one test session). The team size, this thread's setting in
+    in one process (locfit then probe in one test session). The team size of one, this thread's setting in
     sphericart's own runtime (which torch's ``set_num_threads`` does not reach), is set before it is made.
     """
     openmp, compute = _sphericart_c()
     if openmp is not None:
-        openmp.omp_set_num_threads(threads)
+        openmp.omp_set_num_threads(1)
     calc = _sphericart.SphericalHarmonics(L - 1)
     handle = calc._calculator
 
@@ -200,7 +201,7 @@ def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
 def _sphericart_rows(xyz: np.ndarray, L: int, m0: np.ndarray | None, target: np.ndarray, rows: int) -> None:
     """sphericart on one thread over ``rows``-row blocks of ``xyz`` into ``target``, the columns ``m0``
     (None: none) of each block then multiplied by pi and the block cast while in cache."""
-    compute = _sphericart_calculator(L, 1)
+    compute = _sphericart_calculator(L)
     scratch = None if target.dtype == np.float64 else np.empty((min(rows, len(xyz)), L * L))
     for start in range(0, len(xyz), rows):
         block = target[start : start + rows]
