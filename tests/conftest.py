@@ -1,12 +1,13 @@
 """Shared fixtures: the reference implementation's outputs (../shared/reference, ``SATCLIP_SHARED``
 overrides the path; else the repository's subset of them in data/reference, so the location tower,
-harmonics and checkpoint tests need no ../shared; only the image tower's skip without it), 20 real
+harmonics, checkpoint and image-tower tests need no ../shared), 20 real
 Sentinel-2 sample patches (../shared's, else 20 built from the repository's 8 in data/sample: the
 stream and shard tests need no ../shared), a small released-format checkpoint made here, and a
 huggingface_hub cache the test fills."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,37 +26,44 @@ BUNDLE = ROOT / "data" / "reference"
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
-    """../shared/reference, else data/reference: the same file names, fewer rows, no image tower (its README)."""
+    """../shared/reference, else data/reference: the same file names, fewer rows (its README)."""
     folder = SHARED / "reference"
     return folder if folder.is_dir() else BUNDLE
 
 
 @pytest.fixture(scope="session")
-def reference_image_tower() -> Path:
-    """../shared/reference, whose checkpoint holds the image tower (45 MB, not in data/reference); skips without it."""
+def reference_image_tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the reference checkpoint whole (its 45 MB image tower included) and the image tower's
+    input and output: ../shared/reference, else one rebuilt from data/reference byte for byte
+    (:mod:`satclip.testing.reference`; the location files hold the bundle's rows)."""
+    import shutil
+
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from satclip.testing.reference import VISUAL, model_input, rebuild_visual
+
     folder = SHARED / "reference"
-    if not folder.is_dir():
-        pytest.skip("the reference checkpoint's image tower (45 MB) is in ../shared/reference only, which is not beside the repository")
-    return folder
+    if folder.is_dir():
+        return folder
+    out = tmp_path_factory.mktemp("reference-whole")
+    ckpt = torch.load(BUNDLE / "satclip-resnet18-l10.ckpt", map_location="cpu", weights_only=True)
+    digest = json.loads((BUNDLE / "sources.json").read_text())["visual_digest"]
+    visual = rebuild_visual(load_file(BUNDLE / "visual_trained.safetensors"), digest)
+    ckpt["state_dict"].update({VISUAL + k: v for k, v in visual.items()})
+    torch.save(ckpt, out / "satclip-resnet18-l10.ckpt")
+    with np.load(BUNDLE / "img_input_224_dn.npz") as archive:
+        np.save(out / "img_input_224.npy", model_input(archive["dn"]))
+    for name in ("img_emb_satclip-resnet18-l10.npy", "coords.npy", "loc_emb_satclip-resnet18-l10.npy"):
+        shutil.copyfile(BUNDLE / name, out / name)
+    return out
 
 
 @pytest.fixture(scope="session")
-def reference_with_image_tower(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference checkpoint with an image tower: ../shared's as it is; data/reference's has none, so
-    there a seeded timm resnet18 (13 bands, 256 outputs, the released ``moco_resnet18`` tower) fills ``model.visual.*``."""
-    import timm
-    import torch
-
-    path = reference / "satclip-resnet18-l10.ckpt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if any(k.startswith("model.visual.") for k in ckpt["state_dict"]):
-        return path
-    torch.manual_seed(0)
-    visual = timm.create_model("resnet18", pretrained=False, in_chans=13, num_classes=256).state_dict()
-    ckpt["state_dict"].update({f"model.visual.{k}": v for k, v in visual.items()})
-    out = tmp_path_factory.mktemp("reference-full") / path.name
-    torch.save(ckpt, out)
-    return out
+def reference_with_image_tower(reference_image_tower: Path) -> Path:
+    """The reference checkpoint with its image tower (``model.visual.*``), as released checkpoints are."""
+    return reference_image_tower / "satclip-resnet18-l10.ckpt"
 
 
 @pytest.fixture(scope="session")

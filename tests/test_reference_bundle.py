@@ -1,4 +1,5 @@
-"""data/reference, the subset of ../shared/reference the tests use without it: its rows, its sources, its checkpoint."""
+"""data/reference, the subset of ../shared/reference the tests use without it: its rows, its sources, its
+checkpoint, and the image tower and input rebuilt from it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import json
 from importlib import resources
 
 import numpy as np
+import pytest
 import torch
 from conftest import BUNDLE, SHARED
+from safetensors.torch import load_file
 
 import satclip
+from satclip.testing.reference import VISUAL, digital_numbers, model_input, rebuild_visual, state_digest, trained_part
 
 SOURCES = json.loads((BUNDLE / "sources.json").read_text())
 CKPT = "satclip-resnet18-l10.ckpt"
@@ -67,3 +71,44 @@ def test_bundle_is_a_subset_of_shared_when_present() -> None:
     assert ours["hyper_parameters"] == full["hyper_parameters"]
     kept = {k: v for k, v in full["state_dict"].items() if not k.startswith("model.visual.")}
     assert sorted(ours["state_dict"]) == sorted(kept) and all(torch.equal(ours["state_dict"][k], v) for k, v in kept.items())
+
+
+def test_rebuilt_image_tower_is_the_recorded_one_and_refuses_another() -> None:
+    trained = load_file(BUNDLE / "visual_trained.safetensors")
+    assert all(k in ("fc.weight", "fc.bias") or k.endswith((".running_mean", ".running_var", ".num_batches_tracked")) for k in trained)
+    assert sum(v.numel() for v in trained.values()) == 140_948
+    visual = rebuild_visual(trained, SOURCES["visual_digest"])
+    assert len(visual) == 122 and sum(v.numel() for v in visual.values()) == 11_348_820
+    assert trained_part(visual).keys() == trained.keys()
+    moved = {**trained, "fc.bias": trained["fc.bias"] + 1e-7}
+    with pytest.raises(ValueError, match="rebuilt from data/reference is not the reference's"):
+        rebuild_visual(moved, SOURCES["visual_digest"])
+    rng = torch.get_rng_state()
+    rebuild_visual(trained, SOURCES["visual_digest"])
+    assert torch.equal(torch.get_rng_state(), rng)  # the seed-0 initialisation leaves the caller's random state alone
+
+
+def test_image_input_round_trips_through_its_digital_numbers() -> None:
+    with np.load(BUNDLE / "img_input_224_dn.npz") as archive:
+        dn = archive["dn"]
+    assert dn.dtype == np.uint16 and dn.shape == (3, 12, 224, 224)
+    image = model_input(dn)
+    assert image.dtype == np.float32 and image.shape == (3, 13, 224, 224) and not image[:, 10].any()
+    assert np.array_equal(digital_numbers(image), dn)
+    with pytest.raises(ValueError, match="not uint16 reflectance"):
+        digital_numbers(-image)
+
+
+def test_rebuilt_image_tower_and_input_are_shared_byte_for_byte_when_present() -> None:
+    """With ../shared (CI): the rebuilt tower is the 45 MB original tensor for tensor, the input the original array."""
+    reference = SHARED / "reference"
+    if not reference.is_dir():
+        return
+    state = torch.load(reference / CKPT, map_location="cpu", weights_only=True)["state_dict"]
+    original = {k[len(VISUAL) :]: v for k, v in state.items() if k.startswith(VISUAL)}
+    rebuilt = rebuild_visual(load_file(BUNDLE / "visual_trained.safetensors"), SOURCES["visual_digest"])
+    assert state_digest(original) == SOURCES["visual_digest"]
+    assert sorted(rebuilt) == sorted(original) and all(torch.equal(rebuilt[k], v) and rebuilt[k].dtype == v.dtype for k, v in original.items())
+    with np.load(BUNDLE / "img_input_224_dn.npz") as archive:
+        assert np.array_equal(model_input(archive["dn"]), np.load(reference / "img_input_224.npy"))
+    assert np.array_equal(np.load(BUNDLE / "img_emb_satclip-resnet18-l10.npy"), np.load(reference / "img_emb_satclip-resnet18-l10.npy"))
