@@ -12,8 +12,9 @@ import torch
 from towers import export_tiny_tower
 
 import satclip
+from satclip import tables
 from satclip.cli import main as cli_main
-from satclip.io import embed, tables
+from satclip.io import embed
 
 N = 700
 

@@ -224,6 +224,20 @@ def test_remote_tars_and_index_give_the_local_bytes_with_the_index_time(served, 
         assert json.loads(sample["json"])["time"] == by_fn[f"{key}.tif"]
 
 
+def test_remote_csv_index_reads_as_the_local_one_and_a_bad_one_names_the_url(served):
+    from satclip.data.shards import read_index_table
+
+    server, base, root = served
+    table = pq.read_table(root / "s2" / "metadata.parquet")
+    with (root / "s2" / "index.csv").open("w") as f:
+        f.write("lat,fn,lon\n" + "".join(f"{la},{fn},{lo}\n" for fn, lo, la in zip(*(table.column(c).to_pylist() for c in ("fn", "lon", "lat")))))
+    assert read_index_table(f"{base}/s2/index.csv") == read_index_table(root / "s2" / "metadata.parquet")
+    (root / "s2" / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ShardInputError, match=rf"^index {re.escape(base)}/s2/broken.parquet: not a readable Parquet file") as caught:
+        read_index_table(f"{base}/s2/broken.parquet")
+    assert "satclip-index-" not in str(caught.value)
+
+
 def test_remote_ssl4eo_and_s2_100k_folders_give_the_local_bytes(served, tmp_path):
     """Folder URLs listed over HTTP (the server's HTML links), SSL4EO-S12 read by the spawned workers from the URL."""
     server, base, root = served

@@ -127,9 +127,10 @@ def test_bad_index(tmp_path):
         "no_lat.csv": (["fn", "lon"], [["a.tif", 1.0]], r"no latitude column found among \['fn', 'lon'\]"),
         "no_fn.csv": (["name", "lon", "lat"], [["a.tif", 1.0, 2.0]], r"missing column\(s\) \['fn'\]"),
         "two_lon.csv": (["fn", "lon", "Longitude", "lat"], [["a.tif", 1.0, 1.0, 2.0]], r"more than one longitude column: \['lon', 'Longitude'\]"),
-        "text.csv": (["fn", "lon", "lat"], [["a.tif", "east", 1.0]], r"line 2 \('a.tif'\).*not numbers"),
+        "text.csv": (["fn", "lon", "lat"], [["a.tif", "east", 1.0]], r"line 2 \('a.tif'\): lon='east', lat=1.0: not numbers"),
         "lat95.csv": (["fn", "lon", "lat"], [["a.tif", 1.0, 2.0], ["b.tif", 3.0, 95.0]], r"1 of 2 rows.*first bad row 1"),
-        "nan.csv": (["fn", "lon", "lat"], [["a.tif", "nan", 2.0]], r"non-finite"),
+        "nan.csv": (["fn", "lon", "lat"], [["a.tif", "nan", 2.0]], r"lon=None, lat=2.0: not numbers \(an empty cell"),  # Arrow reads nan as empty
+        "inf.csv": (["fn", "lon", "lat"], [["a.tif", "inf", 2.0]], r"non-finite"),
         "twice.csv": (["fn", "lon", "lat"], [["a.tif", 1, 2], ["images/a.tif", 1, 2]], r"'a.tif' is listed more than once"),
         "empty.csv": (["fn", "lon", "lat"], [], r"no rows"),
     }
@@ -167,7 +168,7 @@ def test_index_time_column_lands_in_the_records(s2_sample, index, tmp_path):
             else:
                 assert "time" not in record
     bad = _write_index(tmp_path / "bad.csv", ["fn", "lon", "lat", "time"], [[names[0], 1.0, 2.0, "last tuesday"]])
-    with pytest.raises(ShardInputError, match=r"bad.csv line 2 \('patch_.*'\): time: 'last tuesday' is not an ISO 8601 date"):
+    with pytest.raises(ShardInputError, match=r"bad.csv column 'time' data row 0: 'last tuesday' is not an ISO 8601 date"):
         read_index_table(bad)
     with pytest.raises(ShardInputError, match=r"no time column 'when' \(--time-col\)"):
         read_index_table(both, time_col="when")

@@ -3,15 +3,17 @@ and acquisition time."""
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..acqtime import parse_time
+import numpy as np
+
 from ..columns import CoordinateColumnsError, find_coordinate_columns, find_time_column
+from ..tables import numbers, read_table, time_seconds
 from . import remote
 from .sources import ShardInputError
 
@@ -19,26 +21,33 @@ INDEX_NAMES = ("index.csv", "metadata.parquet")
 """An S2-100K folder's index, in the order looked for."""
 
 
-def _index_rows(path: str | Path) -> tuple[list[str], Iterator[tuple[int, dict]]]:
-    """Column names and (line, row) of an index (a path or URL): CSV text, or Parquet (values as
-    text; line = row + 2)."""
-    if str(path).endswith(".parquet"):
+def _index_table(path: str | Path) -> Any:
+    """The index (a path or URL) as a ``pyarrow.Table`` through the one table reader
+    (:func:`satclip.tables.read_table`; ``fn`` as text). A URL is fetched whole to a temporary file
+    first: an index is a few MB (S2-100K's 100k rows)."""
+    if not remote.is_url(path):
         try:
-            with remote.parquet_file(path) as parquet, remote.reading(path):
-                table = parquet.read()
-        except OSError as err:
-            raise ShardInputError(f"index {path}: not a readable Parquet file ({err})") from err
-        columns = {name: table.column(name).to_pylist() for name in table.column_names}
-        rows = ({name: "" if v[i] is None else str(v[i]) for name, v in columns.items()} for i in range(table.num_rows))
-        return list(table.column_names), enumerate(rows, start=2)
-    if remote.is_url(path):
-        with remote.open_stream(str(path)) as raw, remote.reading(path):
-            text = raw.read().decode()
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        return list(reader.fieldnames or []), iter(list(enumerate(reader, start=2)))
-    with Path(path).open(newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), iter(list(enumerate(reader, start=2)))
+            return read_table(path, text=("fn",))
+        except ValueError as err:
+            raise ShardInputError(f"index {err}") from None
+    local_dir = tempfile.mkdtemp(prefix="satclip-index-")
+    local = Path(local_dir) / ("index.parquet" if str(path).endswith(".parquet") else "index.csv")
+    try:
+        with remote.open_stream(str(path)) as raw, remote.reading(path), local.open("wb") as out:
+            shutil.copyfileobj(raw, out)
+        try:
+            return read_table(local, text=("fn",))
+        except ValueError as err:
+            raise ShardInputError(f"index {str(err).replace(repr(str(local)), str(path))}") from None
+    finally:
+        shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def _not_numbers(column: Any, values: np.ndarray) -> np.ndarray:
+    """Rows of ``column`` (read as ``values`` by :func:`satclip.tables.numbers`) that are empty or text
+    that is no number (a ``nan`` is a number, for the coordinate check to call non-finite)."""
+    raw = column.to_pylist()
+    return np.array([bool(np.isnan(v)) and (r is None or (isinstance(r, str) and r.strip().lower() != "nan")) for v, r in zip(values, raw)], dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,8 @@ def read_index_table(
         path = Path(path)
         if not path.is_file():
             raise ShardInputError(f"index {path} does not exist")
-    fields, rows = _index_rows(path)
+    index = _index_table(path)
+    fields = list(index.column_names)
     if "fn" not in fields:
         raise ShardInputError(f"index {path}: missing column(s) ['fn']; found {fields}")
     try:
@@ -80,31 +90,32 @@ def read_index_table(
         when = find_time_column(fields, time_col, where=f"index {path}")
     except CoordinateColumnsError as err:
         raise ShardInputError(str(err)) from None
-    names, coords, seconds = [], [], []
-    for line, row in rows:
-        try:
-            coords.append((float(row[lon]), float(row[lat])))
-        except (TypeError, ValueError):
-            raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {lon}={row[lon]!r}, {lat}={row[lat]!r} are not numbers") from None
-        if when is not None:
-            try:
-                seconds.append(parse_time(row[when] or "", when))
-            except ValueError as err:
-                raise ShardInputError(f"index {path} line {line} ({row['fn']!r}): {err}") from None
-        names.append(os.path.basename(row["fn"]))
-    if not names:
+    if index.num_rows == 0:
         raise ShardInputError(f"index {path} has no rows")
+    names = [os.path.basename("" if v is None else str(v)) for v in index.column("fn").to_pylist()]
+    lons, lats = numbers(index.column(lon)), numbers(index.column(lat))
+    bad = _not_numbers(index.column(lon), lons) | _not_numbers(index.column(lat), lats)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        shown = f"{lon}={index.column(lon)[row].as_py()!r}, {lat}={index.column(lat)[row].as_py()!r}"
+        raise ShardInputError(f"index {path} line {row + 2} ({names[row]!r}): {shown}: not numbers (an empty cell or text)")
+    seconds = None
+    if when is not None:
+        try:
+            seconds = time_seconds(index.column(when), name=when, where=f"index {path}")
+        except ValueError as err:
+            raise ShardInputError(str(err)) from None
     seen: set[str] = set()
     for name in names:
         if name in seen:
             raise ShardInputError(f"index {path}: file {name!r} is listed more than once")
         seen.add(name)
     try:
-        lonlat = validate_lonlat(torch.tensor(coords, dtype=torch.float64), name=f"index {path} (data rows from 0)")
+        lonlat = validate_lonlat(torch.from_numpy(np.stack([lons, lats], axis=1)), name=f"index {path} (data rows from 0)")
     except ValueError as err:
         raise ShardInputError(str(err)) from None
     table = {name: (float(lon), float(lat)) for name, (lon, lat) in zip(names, lonlat.tolist())}
-    return IndexTable(table, dict(zip(names, seconds)) if when is not None else None, when)
+    return IndexTable(table, dict(zip(names, seconds.tolist())) if seconds is not None else None, when)
 
 
 def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:

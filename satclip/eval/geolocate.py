@@ -86,7 +86,7 @@ class Gallery:
         """(n, 2) float64 [lon, lat] chunks of the gallery (about ``size`` points, default GALLERY_CHUNK)."""
         size = size or GALLERY_CHUNK
         if self.path is not None:
-            from ..io.tables import check_coordinates, read_chunks
+            from ..tables import check_coordinates, read_chunks
 
             _, chunks = read_chunks(self.path, lon_col=self.lon_col, lat_col=self.lat_col, chunk_rows=size)
             for start, lonlat, _ in chunks:
@@ -236,7 +236,7 @@ def write_guesses(path: Path, keys: list[str], ranking: Ranking) -> None:
 
 def read_image_embeddings(path: Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """(keys, lonlat, embeddings) from a ``satclip embed-images`` Parquet / CSV output."""
-    from ..io.tables import read_table
+    from ..tables import read_table
 
     table = read_table(path)
     emb_cols = [c for c in table.column_names if c.startswith("emb_")]

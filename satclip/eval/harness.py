@@ -52,7 +52,7 @@ class Task:
 
 def load_task(spec: TaskSpec, protocols: list[Protocol]) -> Task:
     """Read a task's table (bad rows are an error naming them) and its hold-out columns."""
-    from ..io.tables import read_table as read_arrow
+    from ..tables import read_table as read_arrow
     from .tables import read_table
 
     split = read_table(spec.path, spec.target, lon_col=spec.lon_col, lat_col=spec.lat_col, time_col=spec.time_col)

@@ -24,17 +24,17 @@ def read_table(
 ) -> Split:
     """Read a CSV/Parquet table as a ``Split`` (targets zero when ``target`` is None).
 
-    The file is read by :func:`satclip.io.tables.read_table` (a CSV column of numbers that turns to
+    The file is read by :func:`satclip.tables.read_table` (a CSV column of numbers that turns to
     text is text); coordinate columns are found by :func:`satclip.columns.find_coordinate_columns`
     unless named. Rows with a missing or non-numeric coordinate, one breaking
     :data:`satclip.geo.LONLAT_RULE` or a missing target are an error naming them, or with
     ``drop_invalid`` left out and counted (``Split.dropped``). ``time_col``: acquisition times for a
-    time-aware tower (:func:`satclip.io.tables.time_seconds`: ISO 8601 text, timestamps or Unix
+    time-aware tower (:func:`satclip.tables.time_seconds`: ISO 8601 text, timestamps or Unix
     seconds; empty = unknown, kept; text that is no time is an error naming the row)."""
     import pyarrow.compute as pc
 
-    from ..io.tables import MAX_BAD_ROWS_SHOWN, invalid_coordinates, numbers, time_seconds
-    from ..io.tables import read_table as read_arrow
+    from ..tables import MAX_BAD_ROWS_SHOWN, invalid_coordinates, numbers, time_seconds
+    from ..tables import read_table as read_arrow
 
     path = Path(path)
     table = read_arrow(path)

@@ -1,6 +1,6 @@
 """``satclip embed``: embed the coordinates of a CSV, Parquet or NPY file with a location tower.
 
-Streaming: the input is read in chunks (:func:`satclip.io.tables.read_chunks`), each chunk is
+Streaming: the input is read in chunks (:func:`satclip.tables.read_chunks`), each chunk is
 embedded in batches (:func:`embed_array`, the one batched-embedding loop) and written straight out
 (:mod:`satclip.io.writers`: ``.npy`` rows in place, Parquet row groups, CSV appends), so memory stays
 flat however many rows there are. Row order is kept; for CSV/Parquet inputs every non-coordinate
@@ -32,8 +32,8 @@ from ..columns import add_coordinate_arguments
 from ..extras import requires_extra
 from ..location import LocationEncoder
 from ..outputs import refuse_existing, written_whole
+from ..tables import ColumnTypeChanged, check_coordinates, check_format, read_chunks
 from .checkpoints import load_location_encoder
-from .tables import ColumnTypeChanged, check_coordinates, check_format, read_chunks
 from .writers import OUTPUT_FORMATS, open_writer
 
 READ_ROWS = 65536  # rows per Parquet / NPY read chunk (and per output write)

@@ -21,8 +21,8 @@ import torch
 
 from ..cliargs import add_device_argument, add_output_arguments, add_progress_argument, check_device
 from ..outputs import refuse_existing, written_whole
+from ..tables import check_format
 from .models import ImageInputs, create_model_and_transforms
-from .tables import check_format
 
 if TYPE_CHECKING:
     from ..data.pipeline import ShardStream

@@ -38,12 +38,12 @@ from lightning.pytorch.callbacks import Callback
 from ..columns import find_coordinate_columns
 from ..geo import validate_lonlat
 from ..io.embed import embed_array
-from ..io.tables import numbers, read_table
 from ..location import LocationEncoder, spherical_harmonics
 from ..maps import PCAColours, lonlat_grid
 from ..model import location_tower
 from ..outputs import written_whole
 from ..probes import fold_indices, ridge_scores
+from ..tables import numbers, read_table
 
 CVS = ("random", "spatial")
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ..acqtime import parse_time
-from ..columns import find_coordinate_columns
-from ..geo import LONLAT_RULE, valid_lonlat
+from .acqtime import parse_time
+from .columns import find_coordinate_columns
+from .geo import LONLAT_RULE, valid_lonlat
 
 INPUT_FORMATS = (".csv", ".parquet", ".npy")
 PARQUET = (".parquet", ".pq")
