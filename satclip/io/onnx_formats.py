@@ -4,10 +4,14 @@ point set against the float64 tower and refused when its error exceeds a documen
 - ``fp32``: the float32 graph of :func:`satclip.io.export.export_onnx` (harmonics in float64, network in float32).
 - ``fp16``: that graph through ``onnxruntime.transformers.float16`` with ``keep_io_types``: input float64
   (the harmonics stay float64), network float16, output float32.
-- ``int8``: ``onnxruntime.quantization.quantize_dynamic``: int8 weights (per tensor, symmetric), uint8
-  activations quantised at run time, on the MatMul / Gemm nodes after the first. The first layer reads
+- ``int8``: ``onnxruntime.quantization.quantize_dynamic``: 8-bit weights (uint8, asymmetric per tensor),
+  uint8 activations quantised at run time, on the MatMul / Gemm nodes after the first. Weights are
+  unsigned because the file is checked on one CPU and run on others: with int8 weights, ONNX Runtime
+  multiplies through an instruction that saturates 16-bit sums (VPMADDUBSW) on x86 CPUs with AVX2 but
+  not VNNI, and the same file that met its bound where it was exported errs by a quarter of the
+  embedding scale there (measured, see docs/models.md); uint8 x uint8 has no such path. The first layer reads
   the harmonics and, in a SIREN, scales its output by w0 = 30 before the sine, so it stays float32
-  (quantising it too triples the error); the harmonics stay float64.
+  (quantising it too quadruples the error); the harmonics stay float64.
 
 The error is the max / mean absolute difference to the float64 PyTorch tower on
 :func:`check_points`; the bound (:data:`ERROR_BOUNDS`) is relative to the embedding's scale, the
@@ -92,7 +96,8 @@ def convert_fp16(src: Path, dst: Path) -> Path:
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
-    """``dst``: the float32 graph ``src`` with its MatMul / Gemm nodes but the first dynamically quantised to int8."""
+    """``dst``: the float32 graph ``src`` with its MatMul / Gemm nodes but the first dynamically quantised to
+    8 bits (uint8 weights and activations: no saturating kernel on any x86 CPU, see the module docstring)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -100,7 +105,7 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     first = next(node.name for node in onnx.load(str(src)).graph.node if node.op_type in ops)
     # the quantiser rewrites Gemm as MatMul "<name>_MatMul" + Add before matching names
     with _quiet_logging():
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(ops), nodes_to_exclude=[first, f"{first}_MatMul"])
+        quantize_dynamic(src, dst, weight_type=QuantType.QUInt8, op_types_to_quantize=list(ops), nodes_to_exclude=[first, f"{first}_MatMul"])
     return dst
 
 
