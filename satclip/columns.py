@@ -34,7 +34,7 @@ def _crs_is_degrees(crs: str | None, where: str) -> bool:
     return True
 
 
-def _pick(columns: Sequence[str], names: tuple[str, ...], axis: str, where: str) -> str | None:
+def _pick(columns: Sequence[str], names: tuple[str, ...], *, axis: str, where: str) -> str | None:
     found = [c for c in columns if c.strip().lower() in names]
     if len(found) > 1:
         raise CoordinateColumnsError(f"{where}: more than one {axis} column: {found}; choose one with --{axis[:3]}-col")
@@ -44,6 +44,7 @@ def _pick(columns: Sequence[str], names: tuple[str, ...], axis: str, where: str)
 def find_coordinate_columns(
     columns: Sequence[str],
     lon_col: str | None = None,
+    *,
     lat_col: str | None = None,
     crs: str | None = None,
     where: str = "table",
@@ -54,8 +55,8 @@ def find_coordinate_columns(
         if given is not None and given not in columns:
             raise CoordinateColumnsError(f"{where}: no column {given!r}; it has {columns}")
     degrees_xy = _crs_is_degrees(crs, where)
-    lon = lon_col or _pick(columns, LON_NAMES + (XY[:1] if degrees_xy else ()), "longitude", where)
-    lat = lat_col or _pick(columns, LAT_NAMES + (XY[1:] if degrees_xy else ()), "latitude", where)
+    lon = lon_col or _pick(columns, LON_NAMES + (XY[:1] if degrees_xy else ()), axis="longitude", where=where)
+    lat = lat_col or _pick(columns, LAT_NAMES + (XY[1:] if degrees_xy else ()), axis="latitude", where=where)
     if lon is None or lat is None:
         axis = "longitude" if lon is None else "latitude"
         xy = [c for c in columns if c.strip().lower() in XY]
@@ -67,7 +68,7 @@ def find_coordinate_columns(
     return lon, lat
 
 
-def find_time_column(columns: Sequence[str], time_col: str | None = None, where: str = "table") -> str | None:
+def find_time_column(columns: Sequence[str], time_col: str | None = None, *, where: str = "table") -> str | None:
     """The acquisition-time column of a table: ``time_col`` (must exist), else the one of
     :data:`TIME_NAMES` it has, else None (no time)."""
     columns = list(columns)

@@ -156,11 +156,11 @@ def lonlat_from_georeference(path_or_dataset) -> tuple[float, float]:
     dataset = path_or_dataset
     if dataset.crs is None or dataset.transform.is_identity:
         raise ValueError(f"{dataset.name}: no georeference (CRS {dataset.crs}, transform {tuple(dataset.transform)[:6]})")
-    (lon,), (lat,) = lonlat_of_pixels(dataset.crs, dataset.transform, [dataset.width / 2], [dataset.height / 2])
+    (lon,), (lat,) = lonlat_of_pixels(dataset.crs, dataset.transform, cols=[dataset.width / 2], rows=[dataset.height / 2])
     return lon, lat
 
 
-def lonlat_of_pixels(crs, geotransform, cols: list[float], rows: list[float]) -> tuple[list[float], list[float]]:
+def lonlat_of_pixels(crs, geotransform, *, cols: list[float], rows: list[float]) -> tuple[list[float], list[float]]:
     """WGS84 (lons, lats) in degrees of pixel coordinates (``cols``, ``rows``; 0.5 is a first pixel's
     centre) of a raster with ``crs`` and affine ``geotransform``: the centre of every cut patch,
     and through :func:`lonlat_from_georeference` of every whole raster, is transformed here."""

@@ -68,7 +68,7 @@ class MissingWeightsError(FileNotFoundError):
     """A weight file that is neither local nor cached and cannot be fetched now (or a path that does not exist)."""
 
 
-def offline_error(what: str, fetch: str, place: str, reason: str) -> MissingWeightsError:
+def offline_error(what: str, fetch: str, *, place: str, reason: str) -> MissingWeightsError:
     """The one offline message: what is missing, why, which URL to fetch and where to put the file."""
     return MissingWeightsError(
         f"{what} is not in the local cache and {reason} (offline). "
@@ -77,7 +77,7 @@ def offline_error(what: str, fetch: str, place: str, reason: str) -> MissingWeig
     )
 
 
-def verify_sha256(path: Path, sha256: str | None, source: str) -> Path:
+def verify_sha256(path: Path, sha256: str | None, *, source: str) -> Path:
     """``path`` when its sha256 starts with ``sha256`` (a full digest, or torch.hub's 8+ hex prefix); None: not checked."""
     if sha256 is None:
         return path
@@ -90,19 +90,19 @@ def verify_sha256(path: Path, sha256: str | None, source: str) -> Path:
     return path
 
 
-def _cached(repo_id: str, filename: str, revision: str | None) -> Path | None:
+def _cached(repo_id: str, filename: str, *, revision: str | None) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(repo_id, filename, revision=revision)
     return Path(found) if isinstance(found, str) else None
 
 
-def fetch(repo_id: str, filenames: tuple[str, ...], revision: str | None = None, what: str | None = None) -> list[Path]:
+def fetch(repo_id: str, filenames: tuple[str, ...], *, revision: str | None = None, what: str | None = None) -> list[Path]:
     """Local paths of ``filenames`` of the model repository ``repo_id`` at ``revision``, cached or downloaded.
 
     ``what`` names the request in the offline error (default: the files and the repository).
     """
-    paths = [_cached(repo_id, name, revision) for name in filenames]
+    paths = [_cached(repo_id, name, revision=revision) for name in filenames]
     missing = [name for name, path in zip(filenames, paths) if path is None]
     if not missing:
         return [p for p in paths if p is not None]
@@ -114,17 +114,17 @@ def fetch(repo_id: str, filenames: tuple[str, ...], revision: str | None = None,
         raise offline_error(
             what or f"hub {'files' if len(missing) > 1 else 'file'} {listed} of repository {repo_id!r}",
             " and ".join(f"{endpoint()}/{repo_id}/resolve/{rev}/{name}" for name in missing),
-            f"{folder}/snapshots/<revision>/ with {folder}/refs/main holding <revision> "
+            place=f"{folder}/snapshots/<revision>/ with {folder}/refs/main holding <revision> "
             f"(`hf download {repo_id} {' '.join(missing)}{' --revision ' + revision if revision else ''}` does this; "
             f"the cache is {cache_dir()})",
-            reason,
+            reason=reason,
         )
     from huggingface_hub import hf_hub_download
 
     return [Path(hf_hub_download(repo_id, name, revision=revision)) for name in filenames]
 
 
-def push_folder(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False) -> str:
+def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
     """Upload ``folder`` (an export) to the Hub model repository ``repo_id``, creating it; returns its URL."""
     from huggingface_hub import HfApi, get_token
 

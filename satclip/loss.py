@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 
 def _distributed() -> bool:
@@ -34,6 +35,7 @@ class _GatherRows(torch.autograd.Function):
     """
 
     @staticmethod
+    @override
     def forward(ctx, x: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
         biggest = max(sizes)
         padded = x.new_zeros((biggest, *x.shape[1:]))
@@ -65,7 +67,7 @@ def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return _GatherRows.apply(x, counts, rank), sum(counts[:rank])
 
 
-def false_negatives(ids: torch.Tensor | None, all_ids: torch.Tensor | None, offset: int) -> torch.Tensor | None:
+def false_negatives(ids: torch.Tensor | None, all_ids: torch.Tensor | None, *, offset: int) -> torch.Tensor | None:
     """(b, N) boolean mask of the pairs (local row i, global row j != i + offset) with the same id,
     or None when there are no ids or no such pair."""
     if ids is None:
@@ -80,6 +82,7 @@ def false_negatives(ids: torch.Tensor | None, all_ids: torch.Tensor | None, offs
 def info_nce(
     image: torch.Tensor,
     location: torch.Tensor,
+    *,
     logit_scale: torch.Tensor,
     all_image: torch.Tensor | None = None,
     all_location: torch.Tensor | None = None,
@@ -100,7 +103,7 @@ def info_nce(
     labels = torch.arange(image.shape[0], device=image.device) + offset
     logits_image = logit_scale * image @ all_location.T
     logits_location = logit_scale * location @ all_image.T
-    mask = false_negatives(ids, all_ids, offset)
+    mask = false_negatives(ids, all_ids, offset=offset)
     if mask is not None:
         logits_image = logits_image.masked_fill(mask, float("-inf"))
         logits_location = logits_location.masked_fill(mask, float("-inf"))
@@ -110,6 +113,7 @@ def info_nce(
 def sigmoid_pairs(
     image: torch.Tensor,
     location: torch.Tensor,
+    *,
     logit_scale: torch.Tensor,
     logit_bias: torch.Tensor,
     all_location: torch.Tensor | None = None,
@@ -131,7 +135,7 @@ def sigmoid_pairs(
     sign = torch.full_like(logits, -1.0)
     sign[rows, rows + offset] = 1.0
     terms = F.logsigmoid(sign * logits)
-    mask = false_negatives(ids, all_ids, offset)
+    mask = false_negatives(ids, all_ids, offset=offset)
     if mask is not None:
         terms = terms.masked_fill(mask, 0.0)
     return -terms.sum() / (all_location.shape[0] if total is None else total)
@@ -157,13 +161,16 @@ class InfoNCELoss(nn.Module):
         super().__init__()
         self.gather = gather
 
+    @override
     def forward(self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-        _check_features(image, location, ids)
+        _check_features(image, location, ids=ids)
         if not self.gather:
-            return info_nce(image, location, logit_scale, ids=ids)
+            return info_nce(image, location, logit_scale=logit_scale, ids=ids)
         all_image, offset = gather_rows(image)
         all_location, _ = gather_rows(location)
-        loss = info_nce(image, location, logit_scale, all_image, all_location, offset, ids, _gather_ids(ids))
+        loss = info_nce(
+            image, location, logit_scale=logit_scale, all_image=all_image, all_location=all_location, offset=offset, ids=ids, all_ids=_gather_ids(ids)
+        )
         if all_image.shape[0] == image.shape[0]:
             return loss
         # weight this rank's mean by its share of the global batch, so that the mean over ranks
@@ -186,13 +193,16 @@ class SigLIPLoss(nn.Module):
         self.gather = gather
         self.logit_bias = nn.Parameter(torch.tensor(float(bias_init)))
 
+    @override
     def forward(self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-        _check_features(image, location, ids)
+        _check_features(image, location, ids=ids)
         bias = self.logit_bias.to(image.dtype)
         if not self.gather:
-            return sigmoid_pairs(image, location, logit_scale, bias, ids=ids)
+            return sigmoid_pairs(image, location, logit_scale=logit_scale, logit_bias=bias, ids=ids)
         all_location, offset = gather_rows(location)
-        loss = sigmoid_pairs(image, location, logit_scale, bias, all_location, offset, ids, _gather_ids(ids))
+        loss = sigmoid_pairs(
+            image, location, logit_scale=logit_scale, logit_bias=bias, all_location=all_location, offset=offset, ids=ids, all_ids=_gather_ids(ids)
+        )
         if all_location.shape[0] == image.shape[0]:
             return loss
         return loss * dist.get_world_size()
@@ -209,7 +219,7 @@ class MatryoshkaLoss(nn.Module):
     dimension in ``dims`` to train the full embedding too.
     """
 
-    def __init__(self, base: nn.Module, dims: list[int] | tuple[int, ...], weights: list[float] | tuple[float, ...] | None = None) -> None:
+    def __init__(self, base: nn.Module, dims: list[int] | tuple[int, ...], *, weights: list[float] | tuple[float, ...] | None = None) -> None:
         super().__init__()
         dims = [int(d) for d in dims]
         if not dims or any(d < 1 for d in dims) or any(a >= b for a, b in zip(dims, dims[1:])):
@@ -220,8 +230,9 @@ class MatryoshkaLoss(nn.Module):
         self.base = base
         self.dims, self.weights = dims, weights
 
+    @override
     def forward(self, image: torch.Tensor, location: torch.Tensor, logit_scale: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-        _check_features(image, location, ids)
+        _check_features(image, location, ids=ids)
         if self.dims[-1] > image.shape[1]:
             raise ValueError(f"matryoshka_dims {self.dims} go beyond the features' {image.shape[1]} dimensions")
         terms = [
@@ -230,7 +241,7 @@ class MatryoshkaLoss(nn.Module):
         return torch.stack(terms).sum()
 
 
-def _check_features(image: torch.Tensor, location: torch.Tensor, ids: torch.Tensor | None) -> None:
+def _check_features(image: torch.Tensor, location: torch.Tensor, *, ids: torch.Tensor | None) -> None:
     if image.shape != location.shape or image.ndim != 2:
         raise ValueError(f"image and location features must both be (batch, dim); got {tuple(image.shape)} and {tuple(location.shape)}")
     if ids is not None and tuple(ids.shape) != (image.shape[0],):

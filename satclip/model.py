@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from .location import LocationEncoder, build_location_encoder
 from .location.encoder import with_time_column
@@ -23,7 +24,7 @@ DEFAULT_LOCATION: dict[str, Any] = {"pe": "sphericalharmonics", "nn": "siren", "
 """The released Siren(SH) L=10 tower; a ``location`` dict overrides these keys."""
 
 
-def location_tower(embed_dim: int = 256, location: dict[str, Any] | None = None, location_dtype: str = "float64") -> LocationEncoder:
+def location_tower(embed_dim: int = 256, location: dict[str, Any] | None = None, *, location_dtype: str = "float64") -> LocationEncoder:
     """A freshly initialised location tower of ``SatCLIP``'s architecture (``DEFAULT_LOCATION`` updated with ``location``)."""
     return build_location_encoder(output_dim=embed_dim, dtype=getattr(torch, location_dtype), **{**DEFAULT_LOCATION, **(location or {})})
 
@@ -42,6 +43,7 @@ class SatCLIP(nn.Module):
         self,
         embed_dim: int = 256,
         vision: str = "resnet18",
+        *,
         in_chans: int = 13,
         vision_weights: str | Path | None = None,
         freeze_backbone: bool = False,
@@ -52,8 +54,8 @@ class SatCLIP(nn.Module):
         super().__init__()
         self.freeze_backbone = freeze_backbone
         self.frozen_bn_drift = frozen_bn_drift
-        self.visual = build_image_encoder(vision, in_chans, embed_dim, vision_weights, freeze_backbone)
-        self.location = location_tower(embed_dim, location, location_dtype)
+        self.visual = build_image_encoder(vision, in_chans, embed_dim=embed_dim, weights=vision_weights, freeze_backbone=freeze_backbone)
+        self.location = location_tower(embed_dim, location, location_dtype=location_dtype)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def train(self, mode: bool = True) -> SatCLIP:
@@ -81,6 +83,7 @@ class SatCLIP(nn.Module):
         """exp(logit_scale), clamped at 100 as in CLIP."""
         return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
 
+    @override
     def forward(self, image: torch.Tensor, lonlat: torch.Tensor, time: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """L2-normalised image and location embeddings (float32) and the logit scale."""
         img = F.normalize(self.encode_image(image).float(), dim=-1)

@@ -49,7 +49,7 @@ class PretrainedWeights:
         return f"hf-hub:{self.repo_id}/{self.filename}"
 
 
-def _release(vision: str, legendre_polys: int, revision: str | None = None) -> PretrainedWeights:
+def _release(vision: str, legendre_polys: int, *, revision: str | None = None) -> PretrainedWeights:
     name = f"satclip-{VISION[vision].lower()}-l{legendre_polys}"
     return PretrainedWeights(name, f"microsoft/SatCLIP-{VISION[vision]}-L{legendre_polys}", name + ".ckpt", vision, legendre_polys, revision)
 
@@ -92,7 +92,7 @@ class BackboneWeights:
         return f"hf-hub:{self.repo_id}/{self.filename}"
 
 
-def _ssl4eo(vision: str, file_hash: str, revision: str) -> BackboneWeights:
+def _ssl4eo(vision: str, file_hash: str, *, revision: str) -> BackboneWeights:
     name = f"{vision}_sentinel2_all_moco"
     return BackboneWeights(name, vision, f"torchgeo/{name}", f"{name}-{file_hash}.pth", revision, file_hash)
 
@@ -100,9 +100,9 @@ def _ssl4eo(vision: str, file_hash: str, revision: str) -> BackboneWeights:
 BACKBONES: dict[str, BackboneWeights] = {
     w.name: w
     for w in (
-        _ssl4eo("resnet18", "59bfdff9", "5b8cddc9a14f3844350b7f40b85bcd32aed75918"),
-        _ssl4eo("resnet50", "df8b932e", "da4f3c9dbe09272eb902f3b37f46635fa4726879"),
-        _ssl4eo("vit_small_patch16_224", "67c9032d", "1cb683f6c14739634cdfaaceb076529adf898c74"),
+        _ssl4eo("resnet18", "59bfdff9", revision="5b8cddc9a14f3844350b7f40b85bcd32aed75918"),
+        _ssl4eo("resnet50", "df8b932e", revision="da4f3c9dbe09272eb902f3b37f46635fa4726879"),
+        _ssl4eo("vit_small_patch16_224", "67c9032d", revision="1cb683f6c14739634cdfaaceb076529adf898c74"),
     )
 }
 

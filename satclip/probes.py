@@ -17,7 +17,7 @@ import numpy as np
 ALPHAS = np.logspace(-4, 4, 17)
 
 
-def fold_indices(lonlat: np.ndarray, n_folds: int, cv: str, seed: int = 0, cell_deg: float = 10.0) -> list[tuple[np.ndarray, np.ndarray]]:
+def fold_indices(lonlat: np.ndarray, n_folds: int, *, cv: str, seed: int = 0, cell_deg: float = 10.0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) index pairs. ``random``: shuffled k-fold. ``spatial``: whole lon/lat cells per fold.
 
     Spatial folds are balanced by size: cells are shuffled, then assigned largest first to the fold
@@ -64,7 +64,7 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
     return (train - mean) / std, (test - mean) / std
 
 
-def ridge_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, alphas: np.ndarray = ALPHAS) -> tuple[np.ndarray, float]:
+def ridge_predict(x_train: np.ndarray, y_train: np.ndarray, *, x_test: np.ndarray, alphas: np.ndarray = ALPHAS) -> tuple[np.ndarray, float]:
     """Ridge regression of (n, k) targets with an unpenalised intercept, alpha picked from ``alphas``
     by the exact leave-one-out squared error on the training rows (first of equal minima); returns
     the test predictions and the alpha. Inputs are used as given (standardise them first)."""
@@ -95,7 +95,7 @@ def ridge_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, 
     return (x_test - x_mean) @ coef + y_mean, alpha
 
 
-def ridge_scores(features: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], task: str) -> list[float]:
+def ridge_scores(features: np.ndarray, y: np.ndarray, *, folds: list[tuple[np.ndarray, np.ndarray]], task: str) -> list[float]:
     """Per-fold test score of the ridge probe: R² for ``task="regression"`` (1 - MSE / variance of the
     test targets), accuracy for ``"classification"`` (one-vs-rest ridge on -1/+1 targets; two classes:
     one column, the sign decides)."""
@@ -108,13 +108,13 @@ def ridge_scores(features: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarr
         if task == "regression":
             target = y[train_idx].astype(np.float64)
             mean, std = target.mean(), target.std() or 1.0
-            pred, _ = ridge_predict(x_train, ((target - mean) / std)[:, None], x_test)
+            pred, _ = ridge_predict(x_train, ((target - mean) / std)[:, None], x_test=x_test)
             truth = y[test_idx].astype(np.float64)
             scores.append(1.0 - float(np.mean((pred[:, 0] * std + mean - truth) ** 2)) / float(np.var(truth)))
         else:
             classes, codes = np.unique(y[train_idx], return_inverse=True)
             onehot = np.where(codes[:, None] == np.arange(len(classes)), 1.0, -1.0)
-            pred, _ = ridge_predict(x_train, onehot[:, 1:] if len(classes) == 2 else onehot, x_test)
+            pred, _ = ridge_predict(x_train, onehot[:, 1:] if len(classes) == 2 else onehot, x_test=x_test)
             chosen = (pred[:, 0] > 0).astype(np.int64) if len(classes) == 2 else pred.argmax(1)
             scores.append(float(np.mean(classes[chosen] == y[test_idx])))
     return scores

@@ -64,7 +64,7 @@ def checked_load(load: Callable[[], Any], path: str | os.PathLike) -> Any:
         raise _unreadable(path, err) from None
 
 
-def load_weights(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False, opener: Callable[[], IO[bytes]] | None = None) -> Any:
+def load_weights(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False, opener: Callable[[], IO[bytes]] | None = None) -> Any:
     """``torch.load(path, weights_only=True)`` with the errors sorted as above.
 
     ``mmap`` memory-maps a local file (tensors are read when used); ``opener`` gives a binary file

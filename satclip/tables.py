@@ -35,7 +35,7 @@ MAX_BAD_ROWS_SHOWN = 10
 Chunk = tuple[int, np.ndarray, Any]  # (first global row, (n, 2) [lon, lat] or (n, 3) [lon, lat, t] float64, carried columns or None)
 
 
-def check_format(path: Path, allowed: tuple[str, ...], what: str) -> str:
+def check_format(path: Path, allowed: tuple[str, ...], *, what: str) -> str:
     """``path``'s lower-case suffix; a ``ValueError`` naming ``what`` and ``path`` when it is not in ``allowed``."""
     suffix = path.suffix.lower()
     if suffix not in allowed:
@@ -83,12 +83,12 @@ def _npy_chunks(path: Path, chunk_rows: int) -> tuple[int, Iterator[Chunk]]:
 class ColumnTypeChanged(ValueError):
     """A CSV column's values stop fitting the type Arrow inferred from the file's first block."""
 
-    def __init__(self, path: Path, column: str, err: Exception) -> None:
+    def __init__(self, path: Path, column: str, *, err: Exception) -> None:
         super().__init__(f"{str(path)!r}: column {column!r} changes type after the first rows: {err}")
         self.column = column
 
 
-def _arrow_batches(path: Path, suffix: str, chunk_rows: int, columns: list[str] | None = None, text: Sequence[str] = ()) -> tuple[Any, Iterator[Any]]:
+def _arrow_batches(path: Path, suffix: str, *, chunk_rows: int, columns: list[str] | None = None, text: Sequence[str] = ()) -> tuple[Any, Iterator[Any]]:
     """(schema, record batches) of a CSV or Parquet file; CSV columns in ``text`` are read as text."""
     if suffix in PARQUET:
         import pyarrow.parquet as pq
@@ -119,7 +119,7 @@ def _csv_batches(path: Path, reader: Any) -> Iterator[Any]:
         found = re.search(r"CSV column #(\d+): (?:Row #\d+: )?CSV conversion error", str(err))
         if found is None:
             raise ValueError(f"{str(path)!r}: not a readable CSV: {err}") from None
-        raise ColumnTypeChanged(path, _csv_header(path)[int(found.group(1))], err) from None
+        raise ColumnTypeChanged(path, _csv_header(path)[int(found.group(1))], err=err) from None
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -129,16 +129,16 @@ def _csv_header(path: Path) -> list[str]:
         return next(csv.reader(f), [])
 
 
-def _count_rows(path: Path, suffix: str, lat_col: str) -> int:
+def _count_rows(path: Path, suffix: str, *, lat_col: str) -> int:
     if suffix in PARQUET:
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(path).metadata.num_rows
-    _, batches = _arrow_batches(path, suffix, 0, [lat_col])
+    _, batches = _arrow_batches(path, suffix, chunk_rows=0, columns=[lat_col])
     return sum(batch.num_rows for batch in batches)
 
 
-def _column(batch: Any, name: str, path: Path) -> np.ndarray:
+def _column(batch: Any, name: str, *, path: Path) -> np.ndarray:
     import pyarrow as pa
 
     try:
@@ -174,6 +174,7 @@ def time_seconds(column: Any, *, name: str, where: str, start: int = 0) -> np.nd
 def _table_chunks(
     path: Path,
     suffix: str,
+    *,
     lon_col: str | None,
     lat_col: str | None,
     crs: str | None,
@@ -183,8 +184,8 @@ def _table_chunks(
 ) -> tuple[int, Iterator[Chunk]]:
     import pyarrow as pa
 
-    schema, batches = _arrow_batches(path, suffix, chunk_rows, text=text)
-    lon, lat = find_coordinate_columns(schema.names, lon_col, lat_col, crs, where=repr(str(path)))
+    schema, batches = _arrow_batches(path, suffix, chunk_rows=chunk_rows, text=text)
+    lon, lat = find_coordinate_columns(schema.names, lon_col, lat_col=lat_col, crs=crs, where=repr(str(path)))
     if lon == lat:
         raise ValueError(f"{str(path)!r}: the longitude and latitude columns are both {lon!r}; name two columns (--lon-col, --lat-col)")
     if time_col is not None and time_col not in schema.names:
@@ -194,7 +195,7 @@ def _table_chunks(
         return ValueError(f"{change} (coordinates must be numbers)") if change.column in (lon, lat) else change
 
     try:
-        total = _count_rows(path, suffix, lat)
+        total = _count_rows(path, suffix, lat_col=lat)
     except ColumnTypeChanged as change:
         raise coordinates_must_be_numbers(change) from None
     if total == 0:
@@ -204,7 +205,7 @@ def _table_chunks(
         start = 0
         try:
             for batch in batches:
-                coords = [_column(batch, lon, path), _column(batch, lat, path)]
+                coords = [_column(batch, lon, path=path), _column(batch, lat, path=path)]
                 if time_col is not None:
                     coords.append(time_seconds(batch.column(time_col), name=time_col, where=repr(str(path)), start=start))
                 lonlat = np.stack(coords, axis=1)
@@ -233,14 +234,14 @@ def read_chunks(
     other column a :class:`ColumnTypeChanged`. ``time_col``: (n, 3) [lon, lat, t] chunks, t in Unix
     seconds (NaN empty; the column is also carried)."""
     path = Path(path)
-    suffix = check_format(path, INPUT_FORMATS, "input")
+    suffix = check_format(path, INPUT_FORMATS, what="input")
     if not path.is_file():
         raise FileNotFoundError(f"input {str(path)!r}: no such file")
     if suffix == ".npy":
         if time_col is not None:
             raise ValueError(f"input {str(path)!r}: --time-col names a table column; an .npy input holds the time as a third column")
         return _npy_chunks(path, chunk_rows)
-    return _table_chunks(path, suffix, lon_col, lat_col, crs, chunk_rows, text, time_col)
+    return _table_chunks(path, suffix, lon_col=lon_col, lat_col=lat_col, crs=crs, chunk_rows=chunk_rows, text=text, time_col=time_col)
 
 
 def read_table(path: str | Path, *, text: Sequence[str] = ()) -> Any:
@@ -257,7 +258,7 @@ def read_table(path: str | Path, *, text: Sequence[str] = ()) -> Any:
     suffix = path.suffix.lower() if path.suffix.lower() in PARQUET else ".csv"
     as_text = list(text)
     while True:
-        schema, batches = _arrow_batches(path, suffix, 1 << 16, text=as_text)
+        schema, batches = _arrow_batches(path, suffix, chunk_rows=1 << 16, text=as_text)
         try:
             return pa.Table.from_batches(list(batches), schema=schema)
         except ColumnTypeChanged as change:

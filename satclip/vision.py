@@ -23,8 +23,8 @@ def resolve_image_weights(source: str | Path) -> Path:
     entry = get_backbone(text)
     if entry is not None:
         what = f"image-backbone weights {entry.name!r} (file {entry.filename!r} of {entry.repo_id!r} at revision {entry.revision})"
-        (path,) = fetch(entry.repo_id, (entry.filename,), entry.revision, what)
-        return verify_sha256(path, entry.sha256, f"image-backbone weights {entry.name!r}")
+        (path,) = fetch(entry.repo_id, (entry.filename,), revision=entry.revision, what=what)
+        return verify_sha256(path, entry.sha256, source=f"image-backbone weights {entry.name!r}")
     if text.startswith(HF_HUB_PREFIX):
         parts = text.removeprefix(HF_HUB_PREFIX).split("/")
         if len(parts) != 3 or not all(parts):
@@ -82,6 +82,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
 def build_image_encoder(
     name: str = "resnet18",
     in_chans: int = 13,
+    *,
     embed_dim: int = 256,
     weights: str | Path | None = None,
     freeze_backbone: bool = False,

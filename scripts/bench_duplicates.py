@@ -35,7 +35,7 @@ def worker_keys(shards: int, per_shard: int, buffer: int, seed: int) -> Iterator
     rng = random.Random(seed)
     reads = (rng.randrange(shards) for _ in itertools.count())
     raws = ((s, i) for s in reads for i in range(per_shard))
-    return shuffled(raws, buffer, rng) if buffer > 1 else raws
+    return shuffled(raws, buffer, rng=rng) if buffer > 1 else raws
 
 
 def duplicate_rate(

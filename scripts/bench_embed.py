@@ -257,21 +257,24 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
         "features only: reference-style": (ref_per_round, lambda x: batched(lambda b: reference_style_harmonics(b, L), x, args.batch_size)),
         "GEMM bound float64": (per_round, lambda x: bound64()),
         "GEMM bound float32": (per_round, lambda x: bound32()),
-        "satclip float64": (per_round, lambda x: embed_array(enc64, x, args.batch_size)),
-        "satclip float32": (per_round, lambda x: embed_array(enc32, x, args.batch_size)),
+        "satclip float64": (per_round, lambda x: embed_array(enc64, x, batch_size=args.batch_size)),
+        "satclip float32": (per_round, lambda x: embed_array(enc32, x, batch_size=args.batch_size)),
         "satclip tower call float64": (per_round, lambda x: batched(enc64, x, args.batch_size)),
         "satclip tower call float32": (per_round, lambda x: batched(enc32, x, args.batch_size)),
         "plain path float64": (per_round, lambda x: plain_embed(enc64, x, args.batch_size)),
         "plain path float32": (per_round, lambda x: plain_embed(enc32, x, args.batch_size)),
-        "satclip torch-engine float64": (per_round, lambda x: embed_array(enc_torch, x, args.batch_size)),
+        "satclip torch-engine float64": (per_round, lambda x: embed_array(enc_torch, x, batch_size=args.batch_size)),
         "reference-style float64": (ref_per_round, lambda x: reference_style_embed(enc64, x, args.batch_size)),
     }
     if args.compile:  # the chunked path with its optional torch.compile'd sine (satclip.location.fused)
         for dtype, enc in (("float64", enc64), ("float32", enc32)):
-            variants[f"satclip compiled sine {dtype}"] = (per_round, lambda x, enc=enc: with_compiled_sine(lambda: embed_array(enc, x, args.batch_size)))
+            variants[f"satclip compiled sine {dtype}"] = (
+                per_round,
+                lambda x, enc=enc: with_compiled_sine(lambda: embed_array(enc, x, batch_size=args.batch_size)),
+            )
         for size in (args.batch_size + 1, 3):  # compile before timing (a full chunk and a short one)
-            with_compiled_sine(lambda: embed_array(enc64, random_lonlat(size), args.batch_size))
-            with_compiled_sine(lambda: embed_array(enc32, random_lonlat(size), args.batch_size))
+            with_compiled_sine(lambda: embed_array(enc64, random_lonlat(size), batch_size=args.batch_size))
+            with_compiled_sine(lambda: embed_array(enc32, random_lonlat(size), batch_size=args.batch_size))
     if args.no_reference:
         variants = {k: v for k, v in variants.items() if "reference" not in k}
     if args.features_only:
@@ -300,7 +303,7 @@ def bench_degree(L: int, args: argparse.Namespace) -> dict[str, float]:
         return rates
 
     check = random_lonlat(min(20_000, args.points), seed=7)
-    e64, e32 = embed_array(enc64, check, args.batch_size), embed_array(enc32, check, args.batch_size)
+    e64, e32 = embed_array(enc64, check, batch_size=args.batch_size), embed_array(enc32, check, batch_size=args.batch_size)
     p64, p32 = plain_embed(enc64, check, args.batch_size), plain_embed(enc32, check, args.batch_size)
     rates["float64 max abs diff to the plain path"] = float(np.abs(e64 - p64).max())
     rates["float32 max abs diff to the plain path"] = float(np.abs(e32 - p32).max())
@@ -410,7 +413,7 @@ def profile(args: argparse.Namespace) -> None:
             stages: dict[str, list[float]] = {k: [] for k in ("tower", "validation", "harmonics", "products", "sines", "result copy", "peak")}
             for r in range(args.rounds):
                 x = torch.from_numpy(random_lonlat(args.points, seed=r))
-                stages["tower"].append(timed(lambda: embed_array(enc, x.numpy(), args.batch_size)) / args.points)
+                stages["tower"].append(timed(lambda: embed_array(enc, x.numpy(), batch_size=args.batch_size)) / args.points)
                 spent = dict.fromkeys(("validation", "harmonics", "products", "sines", "result copy"), 0.0)
                 result = np.empty((args.points, 256), dtype=tower_out.numpy().dtype)
                 for b in range(0, args.points, args.batch_size):
@@ -421,7 +424,7 @@ def profile(args: argparse.Namespace) -> None:
                     for c in range(0, batch.shape[0], rows):
                         chunk = batch[c : c + rows]
                         t0 = time.perf_counter()
-                        fill_harmonics(chunk, L, "orthonormal", "auto", feats[: chunk.shape[0]])
+                        fill_harmonics(chunk, L, convention="orthonormal", engine="auto", out=feats[: chunk.shape[0]])
                         h = feats[: chunk.shape[0]]
                         spent["harmonics"] += time.perf_counter() - t0
                         for i, (w, bias, out) in enumerate(zip(weights, biases, hidden)):
@@ -431,7 +434,7 @@ def profile(args: argparse.Namespace) -> None:
                             spent["products"] += t1 - t0
                             h = out[: h.shape[0]]
                             if i < len(layers) - 1:
-                                fused._sine_(h, float(layers[i].w0), None)
+                                fused._sine_(h, float(layers[i].w0), compiled=None)
                                 spent["sines"] += time.perf_counter() - t1
                     t0 = time.perf_counter()  # embed_array's copy of the batch into its result (that result's first touch)
                     torch.from_numpy(result[b : b + batch.shape[0]]).copy_(tower_out[: batch.shape[0]])
@@ -556,14 +559,14 @@ def device_bench(args: argparse.Namespace) -> None:
                 variants["tower, torch.compile'd network"] = lambda: nnet(gpu.posenc(x).to(dtype))
             host = random_lonlat(min(args.points, 1 << 20), seed=3)
             check = random_lonlat(20_000, seed=7)
-            diff = float(np.abs(embed_array(gpu, check, 4096, dev).astype(np.float64) - embed_array(cpu, check, 4096)).max())
+            diff = float(np.abs(embed_array(gpu, check, batch_size=4096, device=dev).astype(np.float64) - embed_array(cpu, check, batch_size=4096)).max())
             failed |= diff > limit
             label_dtype = str(dtype).removeprefix("torch.")
             with torch.inference_mode():
                 print(f"| {L} | {label_dtype} | GEMM bound | {bound:.3g} | 1.00 | - | - |")
                 rates = {label: timed_steps(fn) for label, fn in variants.items()}
             start = time.perf_counter()
-            embed_array(gpu, host, args.batch_size, dev)  # numpy in, numpy out: the transfers included
+            embed_array(gpu, host, batch_size=args.batch_size, device=dev)  # numpy in, numpy out: the transfers included
             rates[f"embed_array, {host.shape[0]} points from and to host memory"] = host.shape[0] / (time.perf_counter() - start)
             for label, rate in rates.items():
                 print(f"| {L} | {label_dtype} | {label} | {rate:.3g} | {rate / bound:.2f} | {diff:.1e} | {limit:.0e} |")

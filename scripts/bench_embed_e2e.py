@@ -139,7 +139,7 @@ def tower_only(tower: str, npy: str, dtype: str, batch_size: int) -> None:
     lonlat = np.load(npy, mmap_mode="r")
     start = time.perf_counter()
     for i in range(0, lonlat.shape[0], READ_ROWS):
-        embed_array(encoder, np.asarray(lonlat[i : i + READ_ROWS]), batch_size)
+        embed_array(encoder, np.asarray(lonlat[i : i + READ_ROWS]), batch_size=batch_size)
     print(f"{time.perf_counter() - start:.6f}")
 
 

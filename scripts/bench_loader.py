@@ -82,8 +82,8 @@ class ReferenceFiles(Dataset):
             image = dataset.read()
         lonlat = torch.tensor(self.lonlat[i], dtype=torch.float64)
         if not self.augment:
-            top, left = crop_offsets(image.shape[1], image.shape[2], CROP, self.rng)
-            image = np.ascontiguousarray(select_bands(crop(image, CROP, top, left), self.bands))
+            top, left = crop_offsets(image.shape[1], image.shape[2], size=CROP, rng=self.rng)
+            image = np.ascontiguousarray(select_bands(crop(image, CROP, top=top, left=left), self.bands))
             return {"image": torch.from_numpy(image), "lonlat": lonlat}
         image = image.astype(np.float32) / 10000.0
         image = np.concatenate([image[:10], np.zeros_like(image[:1]), image[10:]])

@@ -63,7 +63,7 @@ def baseline(folders: list[Path], size: int) -> int:
             with rasterio.open(folder / f"{band}.tif") as src:
                 bands.append(src.read(1, out_shape=shape, resampling=Resampling.nearest))
         cell = np.stack(bands)
-        for top, left in patch_offsets(*shape, size):
+        for top, left in patch_offsets(*shape, size=size):
             np.ascontiguousarray(cell[:, top : top + size, left : left + size])
             patches += 1
     return patches

@@ -256,13 +256,13 @@ def learning_curve(
     rng = np.random.default_rng(seed)
     out: dict[tuple[str, str, str], list[float]] = {}
     for cv in ("random", "spatial"):
-        for train_idx, test_idx in fold_indices(lonlat, 5, cv, seed, cell_deg=10.0):
+        for train_idx, test_idx in fold_indices(lonlat, 5, cv=cv, seed=seed, cell_deg=10.0):
             for n in [*labels, None]:
                 idx = train_idx if n is None or n >= len(train_idx) else rng.choice(train_idx, n, replace=False)
                 for name, x in features.items():
-                    model = make_probe(probe, task, seed).fit(x[idx], y[idx])
+                    model = make_probe(probe, task, seed=seed).fit(x[idx], y[idx])
                     key = (name, cv, "all" if n is None else str(n))
-                    out.setdefault(key, []).append(score(task, y[test_idx], model.predict(x[test_idx]))[metric])
+                    out.setdefault(key, []).append(score(task, y[test_idx], y_pred=model.predict(x[test_idx]))[metric])
     return {k: np.array(v) for k, v in out.items()}
 
 
@@ -359,8 +359,8 @@ def retrieval_report(checkpoint: Path, world: SyntheticWorld, n: int, size: int,
         when = None if times is None else torch.from_numpy(times)
         loc = torch.nn.functional.normalize(model.encode_location(torch.from_numpy(lonlat), when).float(), dim=-1)
     coords = torch.from_numpy(lonlat)
-    got = retrieval_metrics(img, loc, coords)
-    chance = retrieval_metrics(img, loc[torch.randperm(n, generator=torch.Generator().manual_seed(seed))], coords)
+    got = retrieval_metrics(img, loc, lonlat=coords)
+    chance = retrieval_metrics(img, loc[torch.randperm(n, generator=torch.Generator().manual_seed(seed))], lonlat=coords)
     rows = [("pretrained", got), ("chance (locations shuffled)", {**chance, "top1": 1 / n, "top5": min(5, n) / n})]
     lines = [
         f"\n## Image -> location retrieval: {n} held-out patches among their {n} locations\n",

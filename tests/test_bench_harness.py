@@ -67,19 +67,19 @@ def test_buffered_exclusion_keeps_test_points_beyond_the_buffer(lonlat: np.ndarr
 def test_within_km_matches_great_circle_distances(lonlat: np.ndarray) -> None:
     points, centres = lonlat[:200], lonlat[200:260]
     expected = _min_km(points, centres) <= 1000.0
-    assert np.array_equal(within_km(points, centres, 1000.0, chunk=37), expected) and 0 < expected.sum() < len(points)
+    assert np.array_equal(within_km(points, centres, km=1000.0, chunk=37), expected) and 0 < expected.sum() < len(points)
 
 
 def test_holdout_column_and_budgets() -> None:
     values = np.array(["train", "test", "train", "test", "train"])
-    [(train, test)] = protocol_folds(Protocol("h", "holdout", column="split"), np.zeros((5, 2)), 0, values)
+    [(train, test)] = protocol_folds(Protocol("h", "holdout", column="split"), np.zeros((5, 2)), seed=0, column=values)
     assert train.tolist() == [0, 2, 4] and test.tolist() == [1, 3]
     with pytest.raises(ValueError, match="needs both test rows"):
-        protocol_folds(Protocol("h", "holdout", column="split"), np.zeros((5, 2)), 0, np.array(["train"] * 5))
+        protocol_folds(Protocol("h", "holdout", column="split"), np.zeros((5, 2)), seed=0, column=np.array(["train"] * 5))
     rows = np.arange(100, 200)
-    subset = budget_subset(rows, 30, np.random.default_rng(5))
-    assert len(subset) == 30 and set(subset) <= set(rows) and np.array_equal(subset, budget_subset(rows, 30, np.random.default_rng(5)))
-    assert budget_subset(rows, None, np.random.default_rng(0)) is rows and budget_subset(rows, 500, np.random.default_rng(0)) is rows
+    subset = budget_subset(rows, 30, rng=np.random.default_rng(5))
+    assert len(subset) == 30 and set(subset) <= set(rows) and np.array_equal(subset, budget_subset(rows, 30, rng=np.random.default_rng(5)))
+    assert budget_subset(rows, None, rng=np.random.default_rng(0)) is rows and budget_subset(rows, 500, rng=np.random.default_rng(0)) is rows
 
 
 def _table(path: Path, n: int = 300, seed: int = 0) -> Path:
@@ -119,8 +119,8 @@ def test_resume_skips_rows_already_there(tmp_path: Path, monkeypatch: pytest.Mon
     calls: list[tuple] = []
     embedded: list[str] = []
     real_score, real_features = harness.probe_score, harness.encoder_features
-    monkeypatch.setattr(harness, "probe_score", lambda *a: calls.append(a) or real_score(*a))
-    monkeypatch.setattr(harness, "encoder_features", lambda spec, *a: embedded.append(spec.name) or real_features(spec, *a))
+    monkeypatch.setattr(harness, "probe_score", lambda *a, **k: calls.append(a) or real_score(*a, **k))
+    monkeypatch.setattr(harness, "encoder_features", lambda spec, *a, **k: embedded.append(spec.name) or real_features(spec, *a, **k))
     out = tmp_path / "out"
     first = harness.run_suite(config, out, progress=None)
     # t: 3 protocols x 2 budgets x 2 probes (no logistic for regression) x 2 seeds; tc: 2 protocols x 2 x 3 x 2; per encoder
@@ -232,11 +232,13 @@ def test_every_probe_learns_an_informative_feature(probe: str) -> None:
     features = np.stack([signal, rng.normal(size=400)], axis=1)
     train, test = np.arange(300), np.arange(300, 400)
     classes = np.where(signal > 0, "a", "b")
-    assert probe_score(probe, "classification", features, classes, train, test, 0) > 0.9
+    assert probe_score(probe, "classification", features=features, y=classes, train=train, test=test, seed=0) > 0.9
     if probe != "logistic":
-        assert probe_score(probe, "regression", features, 3 * signal + 1, train, test, 0) > 0.8
+        assert probe_score(probe, "regression", features=features, y=3 * signal + 1, train=train, test=test, seed=0) > 0.8
     one_class = np.where(np.arange(400) < 300, "a", np.where(signal > 0, "a", "b"))  # training rows hold only "a"
-    assert probe_score(probe, "classification", features, one_class, train, test, 0) == pytest.approx(np.mean(one_class[test] == "a"))
+    assert probe_score(probe, "classification", features=features, y=one_class, train=train, test=test, seed=0) == pytest.approx(
+        np.mean(one_class[test] == "a")
+    )
 
 
 def test_parquet_results_round_trip_and_resume(tmp_path: Path) -> None:

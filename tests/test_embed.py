@@ -50,7 +50,7 @@ def test_embed_tables_in_chunks(tmp_path: Path, tower: Path, table: pd.DataFrame
     src = tmp_path / f"coords{fmt_in}"
     table.to_csv(src, index=False) if fmt_in == ".csv" else table.to_parquet(src)
     out = tmp_path / f"emb{fmt_out}"
-    rows = embed.embed_file(satclip.load_location_encoder(tower), src, out, lon_col="longitude", lat_col="latitude", batch_size=128, progress=False)
+    rows = embed.embed_file(satclip.load_location_encoder(tower), src, output=out, lon_col="longitude", lat_col="latitude", batch_size=128, progress=False)
     assert rows == N and not out.with_name(out.name + ".partial").exists()
     expected = _expected(tower, table[["longitude", "latitude"]].to_numpy())
     if fmt_out == ".npy":
@@ -96,7 +96,7 @@ def test_bad_rows_are_named_with_global_row_numbers(tmp_path: Path, tower: Path,
     bad.to_csv(src, index=False)
     out = tmp_path / "e.parquet"
     with pytest.raises(ValueError) as info:
-        embed.embed_file(satclip.load_location_encoder(tower), src, out, lon_col="longitude", lat_col="latitude", batch_size=100, progress=False)
+        embed.embed_file(satclip.load_location_encoder(tower), src, output=out, lon_col="longitude", lat_col="latitude", batch_size=100, progress=False)
     message = str(info.value)
     assert "bad.csv" in message and "450 (lon=" in message and "lat=91.0" in message
     assert not out.exists() and not (tmp_path / "e.parquet.partial").exists()
@@ -105,26 +105,26 @@ def test_bad_rows_are_named_with_global_row_numbers(tmp_path: Path, tower: Path,
 def test_bad_inputs(tmp_path: Path, tower: Path, table: pd.DataFrame) -> None:
     enc = satclip.load_location_encoder(tower)
     table.to_csv(tmp_path / "c.csv", index=False)
-    assert embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "auto.npy", progress=False) == len(table)  # longitude/latitude found
+    assert embed.embed_file(enc, tmp_path / "c.csv", output=tmp_path / "auto.npy", progress=False) == len(table)  # longitude/latitude found
     table.assign(lon=0.0).to_csv(tmp_path / "two.csv", index=False)
     with pytest.raises(ValueError, match=r"two.csv'?: more than one longitude column: \['longitude', 'lon'\]; choose one with --lon-col"):
-        embed.embed_file(enc, tmp_path / "two.csv", tmp_path / "e.npy", progress=False)
+        embed.embed_file(enc, tmp_path / "two.csv", output=tmp_path / "e.npy", progress=False)
     with pytest.raises(ValueError, match=r"no column 'LON'"):
-        embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "e.npy", lon_col="LON", progress=False)
+        embed.embed_file(enc, tmp_path / "c.csv", output=tmp_path / "e.npy", lon_col="LON", progress=False)
     np.save(tmp_path / "three.npy", np.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"takes no time \(a static tower\): give \(N, 2\) \[lon, lat\]"):
-        embed.embed_file(enc, tmp_path / "three.npy", tmp_path / "e.npy", progress=False)
+        embed.embed_file(enc, tmp_path / "three.npy", output=tmp_path / "e.npy", progress=False)
     np.save(tmp_path / "four.npy", np.zeros((4, 4)))
     with pytest.raises(ValueError, match=r"expected an \(N, 2\) array .* got shape \(4, 4\)"):
-        embed.embed_file(enc, tmp_path / "four.npy", tmp_path / "e.npy", progress=False)
+        embed.embed_file(enc, tmp_path / "four.npy", output=tmp_path / "e.npy", progress=False)
     with pytest.raises(ValueError, match="unsupported format '.txt'"):
-        embed.embed_file(enc, tmp_path / "c.csv", tmp_path / "e.txt", progress=False)
+        embed.embed_file(enc, tmp_path / "c.csv", output=tmp_path / "e.txt", progress=False)
     with pytest.raises(FileNotFoundError, match="no such file"):
-        embed.embed_file(enc, tmp_path / "missing.csv", tmp_path / "e.npy", progress=False)
+        embed.embed_file(enc, tmp_path / "missing.csv", output=tmp_path / "e.npy", progress=False)
     text = tmp_path / "text.csv"
     pd.DataFrame({"lon": ["a", "b"], "lat": [1.0, 2.0]}).to_csv(text, index=False)
     with pytest.raises(ValueError, match="column 'lon' is not numeric"):
-        embed.embed_file(enc, text, tmp_path / "e.npy", progress=False)
+        embed.embed_file(enc, text, output=tmp_path / "e.npy", progress=False)
 
 
 def test_python_api_shape(tower: Path) -> None:
@@ -153,16 +153,16 @@ def test_a_column_that_turns_to_text_late_is_read_as_text(tmp_path: Path, tower:
     pd.DataFrame({"id": ids, "lon": lonlat[:, 0], "lat": lonlat[:, 1]}).to_csv(tmp_path / "late.csv", index=False)
     for fmt in (".csv", ".parquet"):
         out = tmp_path / f"emb{fmt}"
-        assert embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "late.csv", out, progress=False) == N
+        assert embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "late.csv", output=out, progress=False) == N
         got = pd.read_parquet(out) if fmt == ".parquet" else pd.read_csv(out, dtype={"id": str})
         assert got["id"].tolist() == ids
     pd.DataFrame({"lon": [str(v) for v in lonlat[:, 0]][:-1] + ["east"], "lat": lonlat[:, 1]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match=r"bad.csv'.*column 'lon' changes type .*coordinates must be numbers"):
-        embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "bad.csv", tmp_path / "bad.npy", progress=False)
+        embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "bad.csv", output=tmp_path / "bad.npy", progress=False)
     # coordinate columns found by name (not given) are coordinates too, also the latitude the row count reads
     pd.DataFrame({"Longitude": lonlat[:, 0], "Latitude": [str(v) for v in lonlat[:, 1]][:-1] + ["north"]}).to_csv(tmp_path / "found.csv", index=False)
     with pytest.raises(ValueError, match=r"found.csv'.*column 'Latitude' changes type .*coordinates must be numbers"):
-        embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "found.csv", tmp_path / "found.npy", progress=False)
+        embed.embed_file(satclip.load_location_encoder(tower), tmp_path / "found.csv", output=tmp_path / "found.npy", progress=False)
 
 
 def test_empty_header_only_and_same_column_inputs_are_named(tmp_path: Path, tower: Path) -> None:
@@ -170,11 +170,11 @@ def test_empty_header_only_and_same_column_inputs_are_named(tmp_path: Path, towe
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text("id,lon,lat\n")
     with pytest.raises(ValueError, match=r"empty.csv'.*not a readable CSV"):
-        embed.embed_file(enc, tmp_path / "empty.csv", tmp_path / "e.npy", progress=False)
+        embed.embed_file(enc, tmp_path / "empty.csv", output=tmp_path / "e.npy", progress=False)
     with pytest.raises(ValueError, match=r"header.csv'.*no data rows"):
-        embed.embed_file(enc, tmp_path / "header.csv", tmp_path / "e.npy", progress=False)
+        embed.embed_file(enc, tmp_path / "header.csv", output=tmp_path / "e.npy", progress=False)
     with pytest.raises(ValueError, match=r"longitude and latitude columns are both 'lat'"):
-        embed.embed_file(enc, tmp_path / "header.csv", tmp_path / "e.npy", lon_col="lat", progress=False)
+        embed.embed_file(enc, tmp_path / "header.csv", output=tmp_path / "e.npy", lon_col="lat", progress=False)
 
 
 def test_cli_device_errors_are_one_line(tmp_path: Path, tower: Path) -> None:
@@ -269,7 +269,7 @@ def test_geoparquet_needs_parquet_and_a_free_geometry_name(tmp_path: Path, tower
     table.assign(geometry="x").to_csv(src, index=False)
     enc = satclip.load_location_encoder(tower)
     with pytest.raises(ValueError, match="--geoparquet writes Parquet"):
-        embed.embed_file(enc, src, tmp_path / "emb.csv", lon_col="longitude", lat_col="latitude", progress=False, geoparquet=True)
+        embed.embed_file(enc, src, output=tmp_path / "emb.csv", lon_col="longitude", lat_col="latitude", progress=False, geoparquet=True)
     with pytest.raises(ValueError, match=r"\['geometry'\] clash"):
-        embed.embed_file(enc, src, tmp_path / "emb.parquet", lon_col="longitude", lat_col="latitude", progress=False, geoparquet=True)
+        embed.embed_file(enc, src, output=tmp_path / "emb.parquet", lon_col="longitude", lat_col="latitude", progress=False, geoparquet=True)
     assert not (tmp_path / "emb.parquet").exists() and not (tmp_path / "emb.parquet.partial").exists()

@@ -48,7 +48,9 @@ def _read_tif(path: Path) -> np.ndarray:
 
 def _run(tower: Path, out: Path, **kw) -> eg.GridResult:
     grid = Grid.from_bbox(BBOX, RES)
-    return eg.embed_grid(satclip.load_location_encoder(tower), out, grid, tile=kw.pop("tile", 128), batch_size=kw.pop("batch_size", 5000), progress=False, **kw)
+    return eg.embed_grid(
+        satclip.load_location_encoder(tower), out, grid=grid, tile=kw.pop("tile", 128), batch_size=kw.pop("batch_size", 5000), progress=False, **kw
+    )
 
 
 def test_grid_geometry() -> None:
@@ -189,7 +191,7 @@ def test_streams_one_tile_and_one_batch_at_a_time(tmp_path: Path, tower: Path, m
     blocks, batches = [], []
     write, embed = cog.COGWriter.write, eg.embed_array
     monkeypatch.setattr(cog.COGWriter, "write", lambda self, w, block: (blocks.append(block.shape), write(self, w, block)))
-    monkeypatch.setattr(eg, "embed_array", lambda enc, lonlat, *a: (batches.append(len(lonlat)), embed(enc, lonlat, *a))[1])
+    monkeypatch.setattr(eg, "embed_array", lambda enc, lonlat, **k: (batches.append(len(lonlat)), embed(enc, lonlat, **k))[1])
     _run(tower, tmp_path / "emb.tif", batch_size=1000)
     assert len(blocks) == 6 and all(k == 6 and h <= 128 and w <= 128 for k, h, w in blocks)  # 3 x 2 tiles, edges smaller
     assert max(batches) <= 1000 and sum(batches) == 320 * 240
@@ -230,8 +232,8 @@ def test_sizes_above_the_limit_are_refused_before_anything_is_written(tmp_path: 
         ValueError,
         match=r"3600000 x 1800000 = 6.48e\+12 pixels x 6 bands x 4 bytes \(float32\) = 156 TB uncompressed, above the limit of 100 GB \(computing it: about 8.56 years at 24,000 points/s, one CPU thread\)",
     ):
-        eg.check_size(world, 6, "float32")
-    assert eg.check_size(Grid.from_bbox(BBOX, RES), 6, "int8") == 320 * 240 * 6
+        eg.check_size(world, 6, dtype="float32")
+    assert eg.check_size(Grid.from_bbox(BBOX, RES), 6, dtype="int8") == 320 * 240 * 6
     # refused before the checkpoint is read (it does not exist), within a second; the old --output / --dtype spellings work
     args = ["embed-grid", "--checkpoint", str(tmp_path / "no-such.ckpt"), "--bbox", "-180", "-90", "180", "90", "--resolution", "0.0001", "--no-progress"]
     start = time.perf_counter()
@@ -283,6 +285,6 @@ def test_sigterm_and_ctrl_c_remove_the_staging_files(tmp_path: Path, tower: Path
 def test_released_checkpoint_grid(tmp_path: Path, reference: Path) -> None:
     ckpt = reference / "satclip-resnet18-l10.ckpt"
     grid = Grid.from_bbox((-180, -90, 180, 90), 10.0)
-    eg.embed_grid(satclip.load_location_encoder(ckpt), tmp_path / "world.tif", grid, progress=False)
+    eg.embed_grid(satclip.load_location_encoder(ckpt), tmp_path / "world.tif", grid=grid, progress=False)
     rows, cols, lonlat = _sampled_pixels(grid, 50)
     np.testing.assert_allclose(_read_tif(tmp_path / "world.tif")[:, rows, cols].T, _expected(ckpt, lonlat), rtol=0, atol=1e-6)

@@ -56,7 +56,7 @@ def test_folder_and_shards_match_encode_image(tmp_path: Path, checkpoint: Path) 
     model, preprocess = satclip.create_model_and_transforms(checkpoint)
     inputs = preprocess.inputs
     assert inputs == ImageInputs(None, True, 224) and not model.training
-    rows, skipped = ei.embed_images(model, ei.open_images(SAMPLE, inputs, batch_size=3), tmp_path / "folder.parquet", progress=False)
+    rows, skipped = ei.embed_images(model, ei.open_images(SAMPLE, inputs, batch_size=3), output=tmp_path / "folder.parquet", progress=False)
     assert rows == len(files) and skipped == {}
     out = pd.read_parquet(tmp_path / "folder.parquet")
     assert list(out["key"]) == [fn.removesuffix(".tif") for fn in index["fn"]]  # input order kept

@@ -282,10 +282,10 @@ def test_chunked_inference_path_equals_the_plain_path(legendre_polys, engine, n)
     enc32 = enc32.float()
     x = _points(n, seed=n) + torch.tensor([360.0, 0.0])  # longitudes to wrap: validated once, as in the plain path
     with torch.inference_mode():
-        assert fused.applies(enc64.posenc, enc64.nnet, x) and fused.applies(enc32.posenc, enc32.nnet, x)
+        assert fused.applies(enc64.posenc, enc64.nnet, lonlat=x) and fused.applies(enc32.posenc, enc32.nnet, lonlat=x)
         plain64 = enc64.nnet(enc64.posenc(x))
         got64, got32 = enc64(x), enc32(x)
-        got64_small = fused.siren_harmonics_forward(enc64.posenc, enc64.nnet, x, chunk_rows=7)
+        got64_small = fused.siren_harmonics_forward(enc64.posenc, enc64.nnet, lonlat=x, chunk_rows=7)
     assert got64.shape == (n, 16) and got64.dtype == torch.float64 and got32.dtype == torch.float32
     torch.testing.assert_close(got64, plain64, atol=1e-12, rtol=0)
     torch.testing.assert_close(got64_small, plain64, atol=1e-12, rtol=0)
@@ -299,13 +299,13 @@ def test_chunked_path_only_for_inference_of_a_harmonics_siren():
     enc = build_location_encoder(legendre_polys=3, dim_hidden=8, output_dim=4)
     x = _points(5)
     with torch.no_grad():
-        assert not fused.applies(enc.posenc, enc.nnet, x)  # training mode (dropout)
+        assert not fused.applies(enc.posenc, enc.nnet, lonlat=x)  # training mode (dropout)
         enc.eval()
-        assert fused.applies(enc.posenc, enc.nnet, x)
-    assert not fused.applies(enc.posenc, enc.nnet, x)  # gradients wanted: the autograd path
+        assert fused.applies(enc.posenc, enc.nnet, lonlat=x)
+    assert not fused.applies(enc.posenc, enc.nnet, lonlat=x)  # gradients wanted: the autograd path
     other = build_location_encoder("spherec+", "siren", frequency_num=2, dim_hidden=8, output_dim=4).eval()
     with torch.no_grad():
-        assert not fused.applies(other.posenc, other.nnet, x)
+        assert not fused.applies(other.posenc, other.nnet, lonlat=x)
     y = enc(x.requires_grad_(False))
     y.sum().backward()  # the plain path keeps gradients to the weights
     assert enc.nnet.layers[0].weight.grad is not None
@@ -331,7 +331,7 @@ def test_threaded_inference_path_equals_the_plain_path_and_keeps_the_thread_sett
     x = _points(3001, seed=3)
     with _torch_threads(3), torch.inference_mode():
         plain = enc.nnet(enc.posenc(x))
-        threaded = fused.siren_harmonics_forward(enc.posenc, enc.nnet, x, chunk_rows=100)  # 3 parts of 1000 rows
+        threaded = fused.siren_harmonics_forward(enc.posenc, enc.nnet, lonlat=x, chunk_rows=100)  # 3 parts of 1000 rows
         assert torch.get_num_threads() == 3
     torch.testing.assert_close(threaded, plain, atol=1e-12, rtol=0)
 
@@ -346,4 +346,4 @@ def test_threaded_inference_at_the_released_degree_is_right_on_every_row():
     with _torch_threads(2), torch.inference_mode():
         plain = enc.nnet(enc.posenc(x))
         for _ in range(3):
-            torch.testing.assert_close(fused.siren_harmonics_forward(enc.posenc, enc.nnet, x, chunk_rows=64), plain, atol=1e-12, rtol=0)
+            torch.testing.assert_close(fused.siren_harmonics_forward(enc.posenc, enc.nnet, lonlat=x, chunk_rows=64), plain, atol=1e-12, rtol=0)

@@ -101,7 +101,7 @@ def test_locfit_multiclass_and_bad_input(tmp_path):
     model, report = fit_table(
         split(slice(0, 1000)),
         split(slice(1000, 1250)),
-        split(slice(1250, None)),
+        test=split(slice(1250, None)),
         task="classification",
         nn_name="linear",
         overrides={"legendre_polys": 6, "lr": 0.05},
@@ -177,7 +177,7 @@ def test_commands_end_with_a_one_line_error(argv):
 
 
 def test_tuned_hparams_from_the_authors_table():
-    row = tuned_hparams("landocean", "sphericalharmonics", "siren")
+    row = tuned_hparams("landocean", "sphericalharmonics", nn_name="siren")
     assert row == {
         "legendre_polys": 10,
         "dim_hidden": 64,
@@ -185,10 +185,10 @@ def test_tuned_hparams_from_the_authors_table():
         "lr": pytest.approx(0.0001421671897373),
         "weight_decay": pytest.approx(0.0036709986823345),
     }
-    assert tuned_hparams("checkerboard", "spherec+", "siren")["frequency_num"] == 16  # spelled spherecplus in the table
-    assert tuned_hparams("landocean", "sphericalharmonics", "nope") is None
-    assert resolve_settings("multiclass", "sphericalharmonics", "siren")["hparams"]["legendre_polys"] == 15
-    reg = resolve_settings("regression", "sphericalharmonics", "siren", overrides={"legendre_polys": 12, "lr": None})
+    assert tuned_hparams("checkerboard", "spherec+", nn_name="siren")["frequency_num"] == 16  # spelled spherecplus in the table
+    assert tuned_hparams("landocean", "sphericalharmonics", nn_name="nope") is None
+    assert resolve_settings("multiclass", "sphericalharmonics", nn_name="siren")["hparams"]["legendre_polys"] == 15
+    reg = resolve_settings("regression", "sphericalharmonics", nn_name="siren", overrides={"legendre_polys": 12, "lr": None})
     assert reg["source"] == "defaults" and reg["hparams"] == {"legendre_polys": 12} and reg["lr"] == 1e-3
 
 
@@ -210,7 +210,7 @@ def test_finetune_reference_tower_frozen_and_unfrozen(reference, tables, tmp_pat
 
 
 def test_locbench_tiny_budget_writes_well_formed_tables(tmp_path):
-    runs = run_bench("checkerboard", ["sphericalharmonics", "wrap"], ["linear", "siren"], 1, tmp_path, max_epochs=2, progress=False)
+    runs = run_bench("checkerboard", ["sphericalharmonics", "wrap"], networks=["linear", "siren"], seeds=1, out=tmp_path, max_epochs=2, progress=False)
     assert len(runs) == 4 and all(0 <= float(r["accuracy"]) <= 100 for r in runs)
     with (tmp_path / "table.csv").open() as f:
         table = list(csv.reader(f))
@@ -220,13 +220,15 @@ def test_locbench_tiny_budget_writes_well_formed_tables(tmp_path):
     md = (tmp_path / "table.md").read_text().splitlines()
     assert md[2] == "| encoding | linear | siren |" and len(md) == 6
     # a second call resumes: nothing new is run
-    assert len(run_bench("checkerboard", ["sphericalharmonics", "wrap"], ["linear", "siren"], 1, tmp_path, max_epochs=2, progress=False)) == 4
+    assert (
+        len(run_bench("checkerboard", ["sphericalharmonics", "wrap"], networks=["linear", "siren"], seeds=1, out=tmp_path, max_epochs=2, progress=False)) == 4
+    )
 
 
 @pytest.mark.parametrize("cv", ["random", "spatial"])
 def test_probe_folds_are_disjoint_and_spatial_folds_hold_out_whole_cells(cv):
     lonlat = points.uniform_sphere(2000, 3)
-    folds = fold_indices(lonlat, 5, cv, seed=0)
+    folds = fold_indices(lonlat, 5, cv=cv, seed=0)
     tests = np.concatenate([t for _, t in folds])
     assert len(folds) == 5 and np.array_equal(np.sort(tests), np.arange(2000))  # each row tested exactly once
     for train, test in folds:
@@ -236,7 +238,7 @@ def test_probe_folds_are_disjoint_and_spatial_folds_hold_out_whole_cells(cv):
             cells = spatial_cells(lonlat, 10.0)
             assert not set(cells[train]) & set(cells[test])
     with pytest.raises(ValueError, match="cells hold points"):
-        fold_indices(np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), 3, "spatial")
+        fold_indices(np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), 3, cv="spatial")
 
 
 def test_probe_table_and_smooth_target_prefers_harmonics():
@@ -244,7 +246,7 @@ def test_probe_table_and_smooth_target_prefers_harmonics():
 
     lonlat = points.uniform_sphere(600, 4)
     y = worlds.smooth_random_field(lonlat, seed=1, degree=5)
-    rows = run_probe(baseline_features(lonlat), lonlat, y, task="regression", kind="ridge", cvs=["random"], n_folds=3)
+    rows = run_probe(baseline_features(lonlat), lonlat, y=y, task="regression", kind="ridge", cvs=["random"], n_folds=3)
     r2 = {name: np.mean([r["r2"] for r in rows if r["features"] == name]) for name in ("lon/lat", "SH L=10 (untrained)")}
     assert r2["SH L=10 (untrained)"] > 0.95 > r2["lon/lat"]
     table = summary_table(rows, "regression").splitlines()

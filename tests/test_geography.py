@@ -38,14 +38,14 @@ def test_numpy_ridge_scores_equal_satclip_probes_scikit_learn_ridge(cv: str) -> 
     x = rng.normal(size=(n, 30))
     x[:, 4] = 2.0  # a constant column
     x[:, 5] = 3 * x[:, 6]  # and a collinear one
-    folds = fold_indices(lonlat, 5, cv, seed=1)
+    folds = fold_indices(lonlat, 5, cv=cv, seed=1)
     y = 2 * x[:, 0] + np.sin(x[:, 1]) + 0.3 * rng.normal(size=n)
-    ours = ridge_scores(x, y, folds, "regression")
-    theirs = [r["r2"] for r in probe_features(x, y, folds, "regression")]
+    ours = ridge_scores(x, y, folds=folds, task="regression")
+    theirs = [r["r2"] for r in probe_features(x, y, folds=folds, task="regression")]
     np.testing.assert_allclose(ours, theirs, atol=1e-9)
     for labels in ((x[:, 0] > 0).astype(int), np.where(x[:, 1] > 0.5, "b", np.where(x[:, 0] > 0, "a", "c"))):
-        ours = ridge_scores(x, labels, folds, "classification")
-        theirs = [r["accuracy"] for r in probe_features(x, labels, folds, "classification")]
+        ours = ridge_scores(x, labels, folds=folds, task="classification")
+        theirs = [r["accuracy"] for r in probe_features(x, labels, folds=folds, task="classification")]
         assert ours == theirs
 
 
@@ -133,17 +133,17 @@ def test_a_recipe_overlay_switches_a_released_variant(capsys: pytest.CaptureFixt
 
 
 def test_probe_tables_are_read_checked_and_named_in_errors(tmp_path: Path) -> None:
-    table = read_probe_table(ProbeTable("data/probes/land-ocean.csv", "land"), 500, 5, 10.0, 0)
+    table = read_probe_table(ProbeTable("data/probes/land-ocean.csv", "land"), 500, n_folds=5, cell_deg=10.0, seed=0)
     assert (table.name, table.task, table.lonlat.shape, set(np.unique(table.y))) == ("land-ocean", "classification", (500, 2), {0, 1})
-    assert read_probe_table(ProbeTable("data/probes/air-temperature.csv", "meanT"), 5000, 5, 10.0, 0).task == "regression"
+    assert read_probe_table(ProbeTable("data/probes/air-temperature.csv", "meanT"), 5000, n_folds=5, cell_deg=10.0, seed=0).task == "regression"
     with pytest.raises(FileNotFoundError, match=r"geography.tables: 'nowhere.csv' is not a file"):
-        read_probe_table(ProbeTable("nowhere.csv", "y"), 100, 5, 10.0, 0)
+        read_probe_table(ProbeTable("nowhere.csv", "y"), 100, n_folds=5, cell_deg=10.0, seed=0)
     with pytest.raises(ValueError, match=r"has no target column 'temp'; it has \['lon', 'lat', 'meanT', 'meanP'\]"):
-        read_probe_table(ProbeTable("data/probes/air-temperature.csv", "temp"), 100, 5, 10.0, 0)
+        read_probe_table(ProbeTable("data/probes/air-temperature.csv", "temp"), 100, n_folds=5, cell_deg=10.0, seed=0)
     bad = tmp_path / "bad.csv"
     bad.write_text("lon,lat,y\n0,95,1\n1,2,3\n")
     with pytest.raises(ValueError, match="bad.csv"):
-        read_probe_table(ProbeTable(str(bad), "y"), 100, 2, 10.0, 0)
+        read_probe_table(ProbeTable(str(bad), "y"), 100, n_folds=2, cell_deg=10.0, seed=0)
     with pytest.raises(ValueError, match="geography.map_every_n_validations must be >= 0"):
         GeographyMetrics(map_every_n_validations=-1)
 

@@ -35,7 +35,7 @@ def test_streamed_ranking_finds_the_truth_and_counts_chance_exactly(tmp_path: Pa
         images = encoder(torch.from_numpy(points[::7])).float()  # image embeddings that point at their own location
     monkeypatch.setattr(gl, "GALLERY_CHUNK", 37)  # several gallery chunks ...
     monkeypatch.setattr(gl, "IMAGE_CHUNK", 5)  # ... and image chunks
-    ranking = gl.rank_gallery(images, truth, encoder, gl.Gallery.parse(str(tmp_path / "gallery.npy")), top_k=3, progress=False)
+    ranking = gl.rank_gallery(images, truth, encoder=encoder, gallery=gl.Gallery.parse(str(tmp_path / "gallery.npy")), top_k=3, progress=False)
     assert ranking.gallery_size == 300 and ranking.scores.shape == (len(truth), 3)
     np.testing.assert_allclose(ranking.lonlat[:, 0].numpy(), points[::7], atol=1e-12)  # top-1 = the true point
     assert (ranking.scores[:, 0] > 0.9999).all() and (ranking.scores[:, :-1] >= ranking.scores[:, 1:]).all()

@@ -73,17 +73,17 @@ def test_engines_agree_for_all_conventions():
     g = torch.Generator().manual_seed(0)
     pts = torch.stack([torch.rand(3000, generator=g) * 360 - 180, torch.rand(3000, generator=g) * 180 - 90], 1).double()
     for conv in ("satclip", "orthonormal", "closed-form"):
-        a = spherical_harmonics(pts, 30, conv, engine="torch")
-        b = spherical_harmonics(pts, 30, conv, engine="sphericart")
+        a = spherical_harmonics(pts, 30, convention=conv, engine="torch")
+        b = spherical_harmonics(pts, 30, convention=conv, engine="sphericart")
         assert (a - b).abs().max() <= 1e-11, conv
 
 
 def test_conventions_relations():
     pts = torch.tensor([[10.0, 20.0], [-150.0, -60.0], [80.0, 5.0]], dtype=torch.float64)
     L = 6
-    sat = spherical_harmonics(pts, L, "satclip")
-    orth = spherical_harmonics(pts, L, "orthonormal")
-    cf = spherical_harmonics(pts, L, "closed-form")
+    sat = spherical_harmonics(pts, L, convention="satclip")
+    orth = spherical_harmonics(pts, L, convention="orthonormal")
+    cf = spherical_harmonics(pts, L, convention="closed-form")
     for l in range(L):
         for m in range(-l, l + 1):
             c = l * l + l + m
@@ -104,7 +104,7 @@ def test_orthonormal_basis_by_quadrature():
     lon = np.linspace(-180, 180, nphi, endpoint=False)
     LON, LAT = np.meshgrid(lon, lat)
     W = np.repeat(weights, nphi) * (2 * np.pi / nphi)
-    Y = spherical_harmonics(torch.from_numpy(np.stack([LON.ravel(), LAT.ravel()], 1)), L, "orthonormal").numpy()
+    Y = spherical_harmonics(torch.from_numpy(np.stack([LON.ravel(), LAT.ravel()], 1)), L, convention="orthonormal").numpy()
     gram = (Y * W[:, None]).T @ Y
     np.testing.assert_allclose(gram, np.eye(L * L), atol=1e-12)
 
@@ -186,9 +186,9 @@ def test_float32_out_is_the_float64_result_rounded(convention, threads, monkeypa
 
     pts = torch.rand(300, 2, dtype=torch.float64) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
     pts[:2] = torch.tensor([[10.0, 90.0], [-170.0, -90.0]])  # the poles
-    expected = spherical_harmonics(pts, 12, convention, engine="torch").float()
+    expected = spherical_harmonics(pts, 12, convention=convention, engine="torch").float()
     monkeypatch.setattr(H, "_BLOCK_FEATURES", 64 * 144 + 1)  # several blocks per thread
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     out = torch.full((300, 144), float("nan"), dtype=torch.float32)
-    assert spherical_harmonics(pts, 12, convention, out=out, engine="sphericart") is out
+    assert spherical_harmonics(pts, 12, convention=convention, out=out, engine="sphericart") is out
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-7)

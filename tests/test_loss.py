@@ -66,8 +66,8 @@ def test_without_a_process_group_gather_is_the_identity() -> None:
 def test_local_rows_against_global_batch_sum_to_the_global_loss() -> None:
     img, loc = _features(n=8)
     scale = torch.tensor(5.0)
-    parts = [info_nce(img[i : i + 4], loc[i : i + 4], scale, img, loc, offset=i) for i in (0, 4)]
-    assert torch.allclose(sum(parts) / 2, info_nce(img, loc, scale), atol=1e-6)
+    parts = [info_nce(img[i : i + 4], loc[i : i + 4], logit_scale=scale, all_image=img, all_location=loc, offset=i) for i in (0, 4)]
+    assert torch.allclose(sum(parts) / 2, info_nce(img, loc, logit_scale=scale), atol=1e-6)
 
 
 SIZES = ["4,4", "5,3"]  # rows per rank: equal, and uneven (a short last batch)
@@ -139,7 +139,7 @@ def test_duplicate_ids_are_not_negatives() -> None:
     bias = torch.tensor(-3.0)
     sign = 2 * torch.eye(6) - 1
     terms = F.logsigmoid(sign * (logits + bias)).masked_fill(mask, 0.0)
-    assert torch.allclose(sigmoid_pairs(img, loc, scale, bias, ids=ids), -terms.sum() / 6, atol=1e-6)
+    assert torch.allclose(sigmoid_pairs(img, loc, logit_scale=scale, logit_bias=bias, ids=ids), -terms.sum() / 6, atol=1e-6)
     with pytest.raises(ValueError, match=r"ids must be one per row, shape \(6,\); got \(5,\)"):
         InfoNCELoss()(img, loc, scale, ids[:5])
 
@@ -190,7 +190,7 @@ def test_matryoshka_trains_the_leading_dimensions_only_up_to_its_largest_prefix(
 )
 def test_matryoshka_rejects_bad_dims_and_weights(dims: list[int], weights: list[float] | None, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        MatryoshkaLoss(InfoNCELoss(), dims, weights)
+        MatryoshkaLoss(InfoNCELoss(), dims, weights=weights)
     img, loc = _features(n=4, d=16)
     with pytest.raises(ValueError, match=r"matryoshka_dims \[8, 32\] go beyond the features' 16 dimensions"):
         MatryoshkaLoss(InfoNCELoss(), [8, 32])(img, loc, torch.tensor(1.0))

@@ -84,13 +84,13 @@ def test_features_of_the_whole_table_follow_drop_invalid(tmp_path: Path, table: 
     assert split.dropped == 2 and split.kept is not None and split.kept.sum() == N - 2
     whole = np.arange(N, dtype=np.float64)[:, None] * [1.0, -1.0]  # row i's features: i, -i
     np.save(tmp_path / "whole.npy", whole)
-    _, feats = probe.load_features(f"w={tmp_path / 'whole.npy'}", N - 2, split.kept)
+    _, feats = probe.load_features(f"w={tmp_path / 'whole.npy'}", N - 2, kept=split.kept)
     np.testing.assert_array_equal(feats[:, 0], np.delete(np.arange(N), [3, 7]))  # the kept rows, in order
     np.save(tmp_path / "kept.npy", feats)
-    np.testing.assert_array_equal(probe.load_features(f"k={tmp_path / 'kept.npy'}", N - 2, split.kept)[1], feats)
+    np.testing.assert_array_equal(probe.load_features(f"k={tmp_path / 'kept.npy'}", N - 2, kept=split.kept)[1], feats)
     np.save(tmp_path / "odd.npy", whole[:100])
     with pytest.raises(ValueError, match=r"expected \(238, D\) rows in the table's order \(2 of its 240 rows were dropped by --drop-invalid"):
-        probe.load_features(f"o={tmp_path / 'odd.npy'}", N - 2, split.kept)
+        probe.load_features(f"o={tmp_path / 'odd.npy'}", N - 2, kept=split.kept)
 
 
 def test_geoclip_gets_lat_lon(tmp_path: Path, table: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

@@ -31,8 +31,8 @@ class NpyTask:
 
     def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
         array = np.load(self.path)
-        record = sample_record(*self.lonlat, float("nan"), Path(self.path).name, None, bands or BANDS, array)
-        return Encoded(samples=[(sample_key(Path(self.path).stem), payload_bytes(array, payload, self.path), record)])
+        record = sample_record(*self.lonlat, seconds=float("nan"), source=Path(self.path).name, crs=None, bands=bands or BANDS, array=array)
+        return Encoded(samples=[(sample_key(Path(self.path).stem), payload_bytes(array, payload, source=self.path), record)])
 
 
 class NpyReader(Reader):

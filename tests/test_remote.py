@@ -143,7 +143,7 @@ def test_every_filter_selects_exactly_the_expected_cells(served, tmp_path):
     by_row = {(remote.name_of(u), int(r)): c for u, r, c in zip(meta["parquet_url"], meta["parquet_row"], cell)}
 
     def chosen(**kw) -> list[str]:
-        parts, record = select(f"{url}/metadata.parquet", CellFilters(**kw), lambda u: u)
+        parts, record = select(f"{url}/metadata.parquet", CellFilters(**kw), part_location=lambda u: u)
         picked = [by_row[(remote.name_of(p.location), g)] for p in parts for g in p.row_groups or ()]
         assert record["rows_selected"] == len(picked)
         return sorted(picked)
@@ -177,13 +177,13 @@ def test_every_filter_selects_exactly_the_expected_cells(served, tmp_path):
     assert chosen(max_cloud_cover=10, start="2020-02-01") == [cell[1], cell[5]]
     listed = tmp_path / "cells.txt"
     listed.write_text(f"{cell[0]}, {cell[4]} 99U_99R\n")
-    parts, record = select(f"{url}/metadata.parquet", CellFilters(cells=str(listed)), lambda u: u)
+    parts, record = select(f"{url}/metadata.parquet", CellFilters(cells=str(listed)), part_location=lambda u: u)
     assert record["cells_not_in_index"] == {"count": 1, "first": ["99U_99R"]} and record["rows_selected"] == 2
     one = chosen(sample=3, seed=7)
     assert len(one) == 3 and chosen(sample=3, seed=7) == one and set(one) <= set(cell)
     assert {tuple(chosen(sample=3, seed=s)) for s in range(8)} != {tuple(one)}  # the seed matters
     assert chosen(sample=2, seed=1, max_cloud_cover=10) != [] and set(chosen(sample=2, seed=1, max_cloud_cover=10)) <= {cell[0], cell[1], cell[5]}
-    _, record = select(f"{url}/metadata.parquet", CellFilters(max_cloud_cover=30, sample=2, seed=3), lambda u: u)
+    _, record = select(f"{url}/metadata.parquet", CellFilters(max_cloud_cover=30, sample=2, seed=3), part_location=lambda u: u)
     assert record["filters"] == {"max_cloud_cover": 30, "sample": 2, "seed": 3} and record["rows_after"] == {"max_cloud_cover": 4, "sample": 2}
 
 

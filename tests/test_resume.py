@@ -121,13 +121,13 @@ def test_a_resumed_major_tom_run_does_not_read_the_cells_written(cells, monkeypa
     from satclip.data.majortom import cell_tasks, parts_in
 
     parts = [PartRows(str(p)) for p in parts_in(cells)]
-    every = list(cell_tasks(parts, None, 256, None))
+    every = list(cell_tasks(parts, None, patch_size=256, max_cloud=None))
     read = []
     original = pq.ParquetFile.read_row_group
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, group, **kw: read.append(group) or original(self, group, **kw))
     for skip in range(len(every) + 1):
         read.clear()
-        assert list(cell_tasks(parts, None, 256, None, skip=skip)) == every[skip:]
+        assert list(cell_tasks(parts, None, patch_size=256, max_cloud=None, skip=skip)) == every[skip:]
         assert len(read) == len(every) - skip  # one row per row group: only the rows not yet written are read
 
 
@@ -143,10 +143,10 @@ def test_a_resumed_run_still_knows_the_rows_it_skipped_for_duplicates(cells, tmp
     rows = [majortom_row(patches[i], f"{i}U_{20 + i}R") for i in range(2)]
     root = write_majortom(tmp_path / "dup", [rows, [rows[0]]])  # part 2 repeats part 1's first row
     parts = [PartRows(str(p)) for p in parts_in(root)]
-    every = list(cell_tasks(parts, None, 256, None))
+    every = list(cell_tasks(parts, None, patch_size=256, max_cloud=None))
     assert [t.duplicate_of for t in every] == [None, None, "part_00001.parquet:row 0"]
     read = []
     original = pq.ParquetFile.read_row_group
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, group, **kw: read.append(group) or original(self, group, **kw))
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups", lambda self, groups, **kw: read.extend(groups) or original(self, groups[0], **kw))
-    assert list(cell_tasks(parts, None, 256, None, skip=2)) == every[2:] and len(read) == 1
+    assert list(cell_tasks(parts, None, patch_size=256, max_cloud=None, skip=2)) == every[2:] and len(read) == 1

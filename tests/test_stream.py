@@ -373,32 +373,32 @@ def test_datamodule_from_a_lightningcli_config():
 
 def test_a_slot_is_reused_only_after_its_batch_is_dropped():
     ring = SharedBatchRing(num_workers=1, slots=2)
-    first, a = ring.take(0, (2, 3), torch.uint16)
-    second, b = ring.take(0, (2, 3), torch.uint16)
+    first, a = ring.take(0, (2, 3), dtype=torch.uint16)
+    second, b = ring.take(0, (2, 3), dtype=torch.uint16)
     assert {a, b} == {0, 1} and first.is_shared() and first.dtype == torch.uint16
-    extra, none = ring.take(0, (2, 3), torch.uint16)  # both busy: a new segment, not a slot
+    extra, none = ring.take(0, (2, 3), dtype=torch.uint16)  # both busy: a new segment, not a slot
     assert none is None and extra.is_shared() and extra.data_ptr() not in (first.data_ptr(), second.data_ptr())
     arrived = first.clone()  # the main process's own mapping of slot a (another process in real use)
     ring.received(a, arrived)
     view = arrived[1]
     ring.poll()
-    assert ring.take(0, (2, 3), torch.uint16)[1] is None  # a view still holds slot a's batch
+    assert ring.take(0, (2, 3), dtype=torch.uint16)[1] is None  # a view still holds slot a's batch
     pointer = first.data_ptr()
     del arrived, view
     gc.collect()
     ring.poll()
-    again, slot = ring.take(0, (1, 3), torch.uint16)  # smaller batches fit the same buffer
+    again, slot = ring.take(0, (1, 3), dtype=torch.uint16)  # smaller batches fit the same buffer
     assert slot == a and again.data_ptr() == pointer and again.shape == (1, 3)
 
 
 def test_new_epoch_frees_what_the_consumer_does_not_hold():
     ring = SharedBatchRing(num_workers=2, slots=1)
-    _, a = ring.take(0, (4,), torch.float32)
-    _, b = ring.take(1, (4,), torch.float32)  # sent, then discarded unread by the DataLoader
+    _, a = ring.take(0, (4,), dtype=torch.float32)
+    _, b = ring.take(1, (4,), dtype=torch.float32)  # sent, then discarded unread by the DataLoader
     held = torch.zeros(4)  # what the consumer holds of slot a
     ring.received(a, held)
     ring.new_epoch()
-    assert ring.take(1, (4,), torch.float32)[1] == b and ring.take(0, (4,), torch.float32)[1] is None
+    assert ring.take(1, (4,), dtype=torch.float32)[1] == b and ring.take(0, (4,), dtype=torch.float32)[1] is None
 
 
 def test_new_shared_and_bad_arguments():

@@ -150,7 +150,7 @@ def test_embed_time_column(tmp_path: Path) -> None:
     table = tmp_path / "points.csv"
     table.write_text("id,lon,lat,when\na,10,45,2021-06-21T12:00:00Z\nb,10,-45,\nc,5,6,2021-06-21\nd,7,8,1624276800\n")
     out = tmp_path / "emb.csv"
-    assert embed_file(tower, table, out, time_col="when", progress=False) == 4
+    assert embed_file(tower, table, output=out, time_col="when", progress=False) == 4
     got = pd.read_csv(out)
     assert list(got.columns[:2]) == ["id", "when"]  # the time column is carried
     times = [T0, math.nan, parse_time("2021-06-21"), 1624276800.0]
@@ -159,10 +159,10 @@ def test_embed_time_column(tmp_path: Path) -> None:
         assert np.allclose(got[[f"emb_{i}" for i in range(6)]].to_numpy(), tower(x).numpy(), atol=1e-12)
     static = build_location_encoder("sphericalharmonics", "siren", output_dim=6, legendre_polys=4, dim_hidden=16)
     with pytest.raises(ValueError, match="takes no time"):
-        embed_file(static, table, tmp_path / "x.csv", time_col="when", progress=False)
+        embed_file(static, table, output=tmp_path / "x.csv", time_col="when", progress=False)
     table.write_text("lon,lat,when\n10,45,2021-06-21\n10,-45,last summer\n")
     with pytest.raises(ValueError, match=r"column 'when' data row 1: 'last summer' is not an ISO 8601"):
-        embed_file(tower, table, tmp_path / "y.csv", time_col="when", progress=False)
+        embed_file(tower, table, output=tmp_path / "y.csv", time_col="when", progress=False)
     assert not (tmp_path / "y.csv").exists()
 
 
@@ -181,7 +181,7 @@ def test_locfit_reads_times_and_a_time_aware_tower_fits_a_hemispheric_season(tmp
         _, report = fit_table(
             train,
             val,
-            test,
+            test=test,
             task="regression",
             pe=pe,
             nn_name="siren",

@@ -56,7 +56,7 @@ def test_gradcache_gradient_equals_the_full_batch_gradient() -> None:
     full = [p.grad.clone() for p in params]
     module.zero_grad()
 
-    cache = GradCache(module.encode, module.model.temperature_scale, module.loss_fn)
+    cache = GradCache(module.encode, module.model.temperature_scale, loss_fn=module.loss_fn)
     micro = split_batch(batch, 5)  # 5 + 5 + 2 rows
     assert [len(m["lonlat"]) for m in micro] == [5, 5, 2]
     loss = cache.forward(micro)
@@ -80,12 +80,12 @@ def test_gradcache_with_the_loss_parameters_and_duplicate_ids_equals_the_full_ba
     ids = module.sample_ids(batch["key"])
     params = [p for p in module.parameters() if p.requires_grad]
     image, location = module.encode(batch)
-    module.contrastive_loss(image, location, module.temperature_scale(), ids).backward()
+    module.contrastive_loss(image, location, scale=module.temperature_scale(), ids=ids).backward()
     full = [p.grad.clone() for p in params]
     module.zero_grad()
     loss_params = list(module.loss_fn.parameters())
     assert len(loss_params) == (1 if loss == "siglip" else 0)
-    cache = GradCache(module.encode, module.temperature_scale, lambda i, l, s: module.contrastive_loss(i, l, s, ids), loss_params)
+    cache = GradCache(module.encode, module.temperature_scale, loss_fn=lambda i, l, s: module.contrastive_loss(i, l, scale=s, ids=ids), loss_params=loss_params)
     cache.forward(split_batch(batch, 5))
     cache.backward()
     assert max(float((p.grad - g).abs().max()) for p, g in zip(params, full)) <= 1e-6
@@ -102,7 +102,7 @@ def test_gradcache_replays_the_random_state_for_dropout() -> None:
 
     x = torch.randn(8, 6)
     scale = torch.tensor(3.0)
-    cache = GradCache(encode, lambda: scale, lambda a, b, s: (s * a @ b.T).logsumexp(1).mean())
+    cache = GradCache(encode, lambda: scale, loss_fn=lambda a, b, s: (s * a @ b.T).logsumexp(1).mean())
     torch.manual_seed(1)
     cache.forward([x[:4], x[4:]])
     cache.backward()
@@ -143,13 +143,13 @@ def test_retrieval_metrics() -> None:
     torch.manual_seed(0)
     feats = torch.nn.functional.normalize(torch.randn(20, 8), dim=-1)
     lonlat = synthetic_batch(20)["lonlat"]
-    perfect = retrieval_metrics(feats, feats, lonlat, chunk=7)
+    perfect = retrieval_metrics(feats, feats, lonlat=lonlat, chunk=7)
     assert {k: perfect[k] for k in ("top1", "top5", "median_km")} == {"top1": 1.0, "top5": 1.0, "median_km": 0.0}
     assert (perfect["top1_chance"], perfect["top5_chance"]) == (1 / 20, 5 / 20)
     pairs = great_circle_km(lonlat.double()[:, None].expand(20, 20, 2).reshape(-1, 2), lonlat.double()[None].expand(20, 20, 2).reshape(-1, 2))
     assert abs(perfect["median_km_chance"] - float(pairs.median())) < 0.05 * float(pairs.median())  # a sample of all pairs
     feats[1] = torch.nn.functional.normalize(feats[0] + 0.01 * feats[1], dim=0)  # 0 and 1 nearly alike
-    swapped = retrieval_metrics(feats, feats[[1, 0, *range(2, 20)]], lonlat)  # their locations exchanged
+    swapped = retrieval_metrics(feats, feats[[1, 0, *range(2, 20)]], lonlat=lonlat)  # their locations exchanged
     assert swapped["top1"] == pytest.approx(18 / 20) and swapped["top5"] == 1.0
 
 
@@ -411,10 +411,10 @@ def test_init_from_a_released_checkpoint_keeps_its_weights(reference_with_image_
 
 def test_trainer_flags_are_handed_to_the_module_and_conflicts_named() -> None:
     module = tiny_module()
-    module.set_trainer_flags(0.5, "value", 4)
+    module.set_trainer_flags(0.5, "value", accumulate_grad_batches=4)
     assert (module.hparams.gradient_clip_val, module.hparams.gradient_clip_algorithm, module.hparams.accumulate_batches) == (0.5, "value", 4)
     with pytest.raises(ValueError, match=r"trainer.accumulate_grad_batches=2 conflicts with model.accumulate_batches=4"):
-        module.set_trainer_flags(None, None, 2)
+        module.set_trainer_flags(None, None, accumulate_grad_batches=2)
 
 
 # ----------------------------------------------------------------------------- exact resume

@@ -60,14 +60,14 @@ def test_reflectance_is_dn_over_10000():
 
 
 def test_crops():
-    assert crop_offsets(256, 256, 224) == (16, 16)  # centre, as torchvision's CenterCrop
+    assert crop_offsets(256, 256, size=224) == (16, 16)  # centre, as torchvision's CenterCrop
     image = np.arange(256 * 256).reshape(1, 256, 256)
-    assert crop(image, 224, 16, 16)[0, 0, 0] == 16 * 256 + 16
+    assert crop(image, 224, top=16, left=16)[0, 0, 0] == 16 * 256 + 16
     rng = np.random.default_rng(0)
-    offsets = {crop_offsets(256, 250, 224, rng) for _ in range(200)}
+    offsets = {crop_offsets(256, 250, size=224, rng=rng) for _ in range(200)}
     assert all(0 <= t <= 32 and 0 <= left <= 26 for t, left in offsets) and len(offsets) > 50
     with pytest.raises(ValueError, match="smaller than the crop size 224"):
-        crop_offsets(200, 256, 224)
+        crop_offsets(200, 256, size=224)
 
 
 def test_flips_are_per_sample_and_both_happen():
@@ -85,31 +85,31 @@ def test_gaussian_blur_matches_torchvision_and_keeps_constants():
     images = torch.rand(3, 13, 20, 24, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([0.3, 1.0, 2.0])
     for k in (3, 5, 7):  # reflected edges for every tap distance
-        out = gaussian_blur(images, sigma, k)
+        out = gaussian_blur(images, sigma, kernel_size=k)
         for i, s in enumerate(sigma.tolist()):
             expected = tvf.gaussian_blur(images[i : i + 1], [k, k], [s, s])
             torch.testing.assert_close(out[i : i + 1], expected, atol=1e-6, rtol=1e-5)
     flat = torch.full((2, 4, 8, 8), 0.25)
     torch.testing.assert_close(gaussian_blur(flat, torch.tensor([0.5, 1.5])), flat)
     with pytest.raises(ValueError, match="reflect padding of 3 needs more than 3 pixels"):
-        gaussian_blur(torch.ones(1, 1, 3, 8), torch.tensor([1.0]), 7)
+        gaussian_blur(torch.ones(1, 1, 3, 8), torch.tensor([1.0]), kernel_size=7)
 
 
 def test_jitter_modes():
     lonlat = torch.zeros(20000, 2, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
-    ref = jitter_lonlat(lonlat, 0.01, "reference", gen)
+    ref = jitter_lonlat(lonlat, 0.01, mode="reference", generator=gen)
     assert ref.dtype == torch.float64
     assert (ref >= 0).all() and (ref < 0.01).all()  # one-sided: every point moves north-east
-    sym = jitter_lonlat(lonlat, 0.01, "symmetric", gen)
+    sym = jitter_lonlat(lonlat, 0.01, mode="symmetric", generator=gen)
     assert (sym.abs() < 0.01).all() and (sym < 0).any(dim=0).all()
     assert sym.mean(dim=0).abs().max() < 2e-4  # centred (std of the mean ~4e-5)
     edge = torch.tensor([[179.999, 89.999], [-179.999, -89.999]], dtype=torch.float64)
-    moved = jitter_lonlat(edge, 0.01, "symmetric", torch.Generator().manual_seed(3))
+    moved = jitter_lonlat(edge, 0.01, mode="symmetric", generator=torch.Generator().manual_seed(3))
     assert (moved[:, 0].abs() <= 180).all() and (moved[:, 1].abs() <= 90).all()
     torch.testing.assert_close(jitter_lonlat(edge, 0.0), edge)
     with pytest.raises(ValueError, match="'north' is not one of"):
-        jitter_lonlat(edge, 0.01, "north")
+        jitter_lonlat(edge, 0.01, mode="north")
 
 
 def test_finish_batch_eval_and_train():
@@ -119,7 +119,7 @@ def test_finish_batch_eval_and_train():
     plain = finish_batch(batch)
     torch.testing.assert_close(plain["image"], dn.float() / 10000)
     assert plain["lonlat"] is lonlat and plain["key"] == list("abcd")
-    augmented = finish_batch(batch, Augment(blur=False, jitter=0.5), torch.Generator().manual_seed(0))
+    augmented = finish_batch(batch, Augment(blur=False, jitter=0.5), generator=torch.Generator().manual_seed(0))
     assert augmented["image"].shape == (4, 13, 8, 8) and augmented["image"].dtype == torch.float32
     assert not torch.equal(augmented["lonlat"], lonlat) and (augmented["lonlat"] - lonlat).abs().max() < 0.5
     # flips only permute pixels: per-image sums are unchanged
@@ -152,7 +152,7 @@ def test_uint16_batch_finished_on_the_gpu_matches_the_cpu():
     gpu = finish_batch({**batch, "image": batch["image"].cuda(), "lonlat": batch["lonlat"].cuda()})["image"]
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=0)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    out = finish_batch({**batch, "image": batch["image"].cuda(), "lonlat": batch["lonlat"].cuda()}, Augment(), gen)
+    out = finish_batch({**batch, "image": batch["image"].cuda(), "lonlat": batch["lonlat"].cuda()}, Augment(), generator=gen)
     assert out["image"].dtype == torch.float32 and out["image"].is_cuda and out["lonlat"].dtype == torch.float64
 
 
@@ -164,7 +164,7 @@ def test_training_augmentation_keeps_each_patch_band_mean_levels() -> None:
     images = levels[:, :, None, None].expand(2, 3, 16, 16).to(torch.uint16).contiguous()
     batch = {"image": images, "lonlat": torch.zeros(2, 2, dtype=torch.float64), "zero_bands": [1]}
     augment = Augment(flips=True, blur=True, jitter=0.0)
-    out = finish_batch(batch, augment, torch.Generator().manual_seed(0))["image"]
+    out = finish_batch(batch, augment, generator=torch.Generator().manual_seed(0))["image"]
     expected = torch.stack([levels[:, 0], torch.zeros(2), levels[:, 1], levels[:, 2]], dim=1).float() / 10000
     assert torch.allclose(out.mean(dim=(2, 3)), expected, rtol=0, atol=1e-6)
     assert torch.allclose(out.amin(dim=(2, 3)), out.amax(dim=(2, 3)), rtol=0, atol=1e-6)  # still constant

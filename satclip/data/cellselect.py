@@ -160,7 +160,7 @@ def read_region(location: str):
     return region
 
 
-def _times(values: list, start: str | None, end: str | None, where: str) -> np.ndarray:
+def _times(values: list, start: str | None, *, end: str | None, where: str) -> np.ndarray:
     """Whether each ``timestamp`` is within [start, end] (a date alone as end: that whole day)."""
     lo = parse_time(start, "--start") if start is not None else -math.inf
     whole_day = end is not None and len(end.strip()) == 10
@@ -175,7 +175,7 @@ def _times(values: list, start: str | None, end: str | None, where: str) -> np.n
     return keep
 
 
-def _filter_masks(filters: CellFilters, index: dict[str, list], where: str) -> list[tuple[str, Callable[[], np.ndarray]]]:
+def _filter_masks(filters: CellFilters, index: dict[str, list], *, where: str) -> list[tuple[str, Callable[[], np.ndarray]]]:
     """(name, mask) of each filter given, in the order applied (masks computed lazily)."""
     steps: list[tuple[str, Callable[[], np.ndarray]]] = []
     lonlat = lambda: (np.asarray(index["centre_lon"], np.float64), np.asarray(index["centre_lat"], np.float64))  # noqa: E731
@@ -198,14 +198,14 @@ def _filter_masks(filters: CellFilters, index: dict[str, list], where: str) -> l
 
         steps.append(("region", in_region))
     if filters.start is not None or filters.end is not None:
-        steps.append(("time", lambda: _times(index["timestamp"], filters.start, filters.end, where)))
+        steps.append(("time", lambda: _times(index["timestamp"], filters.start, end=filters.end, where=where)))
     if filters.max_cloud_cover is not None:
         limit = filters.max_cloud_cover
         steps.append(("max_cloud_cover", lambda: np.asarray([c is not None and float(c) <= limit for c in index["cloud_cover"]], bool)))
     return steps
 
 
-def select(index_location: str | Path, filters: CellFilters, part_location: Callable[[str], str | None]) -> tuple[list[PartRows], dict]:
+def select(index_location: str | Path, filters: CellFilters, *, part_location: Callable[[str], str | None]) -> tuple[list[PartRows], dict]:
     """The parts and row groups the filters select from a Major TOM index, and the manifest's
     ``selection`` record. ``part_location(parquet_url)``: where to read that part (None: not among
     the inputs; its rows are dropped, counted as ``among_inputs``, before ``sample``)."""
@@ -216,7 +216,7 @@ def select(index_location: str | Path, filters: CellFilters, part_location: Call
     keep = np.ones(total, bool)
     after: dict[str, int] = {}
     record: dict = {"index": where, "filters": filters.described(), "rows_in_index": total}
-    for name, mask in _filter_masks(filters, index, where):
+    for name, mask in _filter_masks(filters, index, where=where):
         keep &= mask()
         after[name] = int(keep.sum())
     if filters.cells is not None:

@@ -27,10 +27,10 @@ class Position:
 class Collator:
     """Collates one worker's samples into batches of ``batch_size`` (the last one may be short)."""
 
-    def __init__(self, batch_size: int, augment: Augment | None, keep_uint16: bool, ring: SharedBatchRing | None) -> None:
+    def __init__(self, batch_size: int, augment: Augment | None, *, keep_uint16: bool, ring: SharedBatchRing | None) -> None:
         self.batch_size, self.augment, self.keep_uint16, self.ring = batch_size, augment, keep_uint16, ring
 
-    def batches(self, samples: Iterator[Decoded], counter: SkipCounter, position: Position, seeds: tuple[int, ...]) -> Iterator[dict]:
+    def batches(self, samples: Iterator[Decoded], counter: SkipCounter, *, position: Position, seeds: tuple[int, ...]) -> Iterator[dict]:
         """Batches of ``samples``; batch ``b``'s augmentation draws from its own seed (``seeds`` + ``b``)."""
         pending: list[Decoded] = []
         shape: tuple[int, ...] = ()
@@ -39,14 +39,14 @@ class Collator:
             size = (len(sample.bands),) + sample.image.shape[1:]
             shape = shape or size
             if size != shape:
-                counter.record("shape", "(batch)", sample.key, f"size {sample.image.shape} differs from {shape} (set crop_size)")
+                counter.record("shape", "(batch)", key=sample.key, cause=f"size {sample.image.shape} differs from {shape} (set crop_size)")
                 continue
             pending.append(sample)
             if len(pending) == self.batch_size:
-                yield self.assemble(pending, shape, generator.manual_seed(seed_int(*seeds, position.batches)))
+                yield self.assemble(pending, shape, generator=generator.manual_seed(seed_int(*seeds, position.batches)))
                 pending = []
         if pending:
-            yield self.assemble(pending, shape, generator.manual_seed(seed_int(*seeds, position.batches)))
+            yield self.assemble(pending, shape, generator=generator.manual_seed(seed_int(*seeds, position.batches)))
 
     def _output(self, shape: tuple[int, ...], dtype: type[np.number]) -> tuple[torch.Tensor, int | None]:
         """The tensor a batch is written into: a reused shared-memory slot in a worker of a
@@ -54,10 +54,10 @@ class Collator:
         transparent huge pages for large arrays: far fewer page faults than torch.empty)."""
         worker = torch.utils.data.get_worker_info()
         if self.ring is not None and worker is not None:
-            return self.ring.take(worker.id, shape, torch.from_numpy(np.empty(0, dtype=dtype)).dtype)
+            return self.ring.take(worker.id, shape, dtype=torch.from_numpy(np.empty(0, dtype=dtype)).dtype)
         return torch.from_numpy(np.empty(shape, dtype=dtype)), None
 
-    def assemble(self, samples: list[Decoded], shape: tuple[int, ...], generator: torch.Generator) -> dict:
+    def assemble(self, samples: list[Decoded], shape: tuple[int, ...], *, generator: torch.Generator) -> dict:
         """Collate samples: uint16 without the all-zero bands (``keep_uint16``; they are inserted
         on the device by :func:`finish_batch`), or reflectance augmented sample by sample."""
         lonlat = torch.from_numpy(np.stack([s.lonlat for s in samples]))
@@ -79,7 +79,7 @@ class Collator:
             for i, sample in enumerate(samples):
                 image = sample.image
                 if draws is not None:  # flipping the uint16 view is free; select_bands makes the one copy
-                    image = flip_view(image, *draws[i])
+                    image = flip_view(image, horizontal=draws[i][0], vertical=draws[i][1])
                 one = to_reflectance(torch.from_numpy(select_bands(image, sample.bands, out=scratch)), out=images[i])
                 if self.augment is not None:
                     images[i] = self.augment.blurred(one[None], generator)[0]

@@ -129,7 +129,7 @@ def _sum(counts: Sequence[dict[str, int]]) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
-def combine_parts(folders: Sequence[str | Path], out: str | Path, overwrite: bool = False) -> dict:
+def combine_parts(folders: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> dict:
     """Combine the finished parts of one split run (in any order) into one shard set in ``out``; return its manifest."""
     if not folders:
         raise ShardInputError("no part given")
@@ -190,7 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        manifest = combine_parts(args.parts, args.out, args.overwrite)
+        manifest = combine_parts(args.parts, args.out, overwrite=args.overwrite)
     except ShardInputError as err:
         print(f"satclip combine-shards: error: {err}", file=sys.stderr)
         return 2

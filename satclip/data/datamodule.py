@@ -29,6 +29,7 @@ class SatCLIPDataModule(L.LightningDataModule):
         self,
         train_urls: str | list[str] | None = None,
         val_urls: str | list[str] | None = None,
+        *,
         batch_size: int = 256,
         val_batch_size: int | None = None,
         num_workers: int = 4,
@@ -107,7 +108,7 @@ class SatCLIPDataModule(L.LightningDataModule):
         if self._generator is None or self._generator.device != device:
             rank, _ = self._ranks()
             self._generator = torch.Generator(device=device).manual_seed(seed_int(self.hparams.seed, rank, 1))
-        return finish_batch(batch, self.augment, self._generator)
+        return finish_batch(batch, self.augment, generator=self._generator)
 
 
 def skip_metrics(batch: dict, prefix: str = "data/skipped_") -> dict[str, float]:

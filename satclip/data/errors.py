@@ -38,7 +38,7 @@ class SkipCounter:
     """Counts skips by kind and logs them: the first ``first`` of each kind, then one summary
     line per kind at most every ``interval`` seconds (a corrupt shard can hold thousands)."""
 
-    def __init__(self, where: str = "", first: int = 5, interval: float = 60.0) -> None:
+    def __init__(self, where: str = "", first: int = 5, *, interval: float = 60.0) -> None:
         self.where = where
         self.first = first
         self.interval = interval
@@ -46,7 +46,7 @@ class SkipCounter:
         self._last_log = dict.fromkeys(SKIP_KINDS, 0.0)
         self._unlogged = dict.fromkeys(SKIP_KINDS, 0)
 
-    def record(self, kind: str, url: str, key: str | None, cause: object) -> None:
+    def record(self, kind: str, url: str, *, key: str | None, cause: object) -> None:
         """Count one skip of ``kind`` in shard ``url`` (sample ``key``, None for a whole shard)."""
         if kind not in self.counts:
             raise ValueError(f"unknown skip kind {kind!r}; expected one of {SKIP_KINDS}")

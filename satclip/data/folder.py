@@ -32,24 +32,24 @@ def is_tif_folder(path: str | Path) -> bool:
 class FolderStream(ShardStream):
     """A :class:`ShardStream` whose "shards" are GeoTIFF files of one sample each."""
 
-    def __init__(self, tasks: Sequence, decoder: SampleDecoder, batch_size: int) -> None:
-        super().__init__([t.path for t in tasks], decoder, batch_size, counts={t.path: 1 for t in tasks})
+    def __init__(self, tasks: Sequence, decoder: SampleDecoder, *, batch_size: int) -> None:
+        super().__init__([t.path for t in tasks], decoder, batch_size=batch_size, counts={t.path: 1 for t in tasks})
         self.tasks = {t.path: t for t in tasks}
 
-    def _raw_samples(self, shards: Iterator[str], watch: ShardWatch, counter: SkipCounter) -> Iterator[tuple[dict, int]]:
+    def _raw_samples(self, shards: Iterator[str], watch: ShardWatch, *, counter: SkipCounter) -> Iterator[tuple[dict, int]]:
         for read, url in enumerate(shards):
             task = self.tasks[url]
             try:
                 data = Path(url).read_bytes()
             except OSError as err:
-                counter.record("shard", url, task.key, f"unreadable: {err}")
-                watch.read_done(read, url, 0)
+                counter.record("shard", url, key=task.key, cause=f"unreadable: {err}")
+                watch.read_done(read, url, size=0)
                 continue
             raw = {"__key__": task.key, "__url__": url, "tif": data}
             if task.lonlat is not None:
                 raw["json"] = json.dumps({"lon": task.lonlat[0], "lat": task.lonlat[1]}).encode()
             yield raw, read
-            watch.read_done(read, url, 1)
+            watch.read_done(read, url, size=1)
 
 
 def eval_stream(
@@ -70,7 +70,7 @@ def eval_stream(
         decoder = SampleDecoder(
             crop_size=crop_size, bands=tuple(bands) if bands else None, insert_b10=insert_b10, source_bands=S2_BANDS, require_coords=require_coords
         )
-        return FolderStream(list(tasks), decoder, batch_size)
+        return FolderStream(list(tasks), decoder, batch_size=batch_size)
     stream = build_pipeline(
         str(source), batch_size=batch_size, train=False, split_by_rank=False, crop_size=crop_size, bands=bands, insert_b10=insert_b10, rank=0, world_size=1
     )

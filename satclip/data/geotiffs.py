@@ -43,7 +43,7 @@ class GeoTiffTask:
     seconds: float | None = None  # from the index's time column; None or NaN: the GeoTIFF's tags
 
     def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
-        return Encoded(samples=[encode_sample(self, payload, bands or S2_BANDS)])
+        return Encoded(samples=[encode_sample(self, payload, bands=bands or S2_BANDS)])
 
 
 def _key(relative: str) -> str:
@@ -126,7 +126,7 @@ def time_from_tags(tags: dict[str, str], source: str) -> float:
     return math.nan
 
 
-def encode_sample(task: GeoTiffTask, payload: str, bands: Sequence[str]) -> tuple[str, bytes, dict]:
+def encode_sample(task: GeoTiffTask, payload: str, *, bands: Sequence[str]) -> tuple[str, bytes, dict]:
     """Decode one GeoTIFF, check it, and return (key, payload bytes, JSON record)."""
     from rasterio.io import MemoryFile
 
@@ -152,7 +152,7 @@ def encode_sample(task: GeoTiffTask, payload: str, bands: Sequence[str]) -> tupl
     problem = lonlat_problem(lon, lat)
     if problem:
         raise ShardInputError(f"{task.source}: {problem}")
-    record = sample_record(lon, lat, seconds, task.source, crs, tuple(bands), array)
+    record = sample_record(lon, lat, seconds=seconds, source=task.source, crs=crs, bands=tuple(bands), array=array)
     blob = data if payload == "tif" else encode_fast(array)
     return task.key, blob, record
 

@@ -51,6 +51,7 @@ def _unusable(locations: Sequence[Location]) -> ShardInputError:
 def collect_tasks(
     inputs: Sequence[str | Path],
     index: str | Path | None = None,
+    *,
     index_columns: dict[str, str | None] | None = None,
     bands: Sequence[str] | None = None,
     patch_size: int = 256,

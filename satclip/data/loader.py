@@ -41,6 +41,7 @@ class StreamLoader:
         self,
         dataset: ShardStream,
         num_workers: int = 0,
+        *,
         pin_memory: bool = False,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,

@@ -34,7 +34,7 @@ class WorkerDied(RuntimeError):
     """A worker process ended before the jobs did (killed, out of memory, a crash): its ``pid``,
     ``how`` (``killed by SIGKILL``, ``exit status 1``) and the number of results ``done`` by then."""
 
-    def __init__(self, pid: int | None, how: str, done: int) -> None:
+    def __init__(self, pid: int | None, how: str, *, done: int) -> None:
         super().__init__(f"worker process {pid} died ({how}) after {done} results")
         self.pid, self.how, self.done = pid, how, done
 
@@ -43,7 +43,7 @@ class RemoteTraceback(Exception):
     """The traceback of an error raised in a worker (attached as the error's ``__cause__``)."""
 
 
-def _serve(fn: Callable, tasks: Connection, results: Connection) -> None:
+def _serve(fn: Callable, tasks: Connection, *, results: Connection) -> None:
     """Worker loop: a thread receives jobs (so the parent's sends never wait on this worker's
     work), the main thread runs them in order and sends ``(ok, value, traceback text)`` back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -75,10 +75,10 @@ def _died(process, done: int) -> WorkerDied:
     process.join(1)
     code = process.exitcode
     how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
-    return WorkerDied(process.pid, how, done)
+    return WorkerDied(process.pid, how, done=done)
 
 
-def ordered_map(fn: Callable[[T], R], jobs: Iterable[T], workers: int, ahead: int = 16) -> Generator[R, None, None]:
+def ordered_map(fn: Callable[[T], R], jobs: Iterable[T], *, workers: int, ahead: int = 16) -> Generator[R, None, None]:
     """``map(fn, jobs)`` in ``workers`` spawned processes, results in input order, at most
     ``ahead * workers`` jobs sent ahead of the one yielded (bounds what is read ahead).
 
@@ -93,8 +93,8 @@ def ordered_map(fn: Callable[[T], R], jobs: Iterable[T], workers: int, ahead: in
     failed = True
     try:
         with _sigint_ignored():  # inherited through exec: a Ctrl-C while a worker starts up prints nothing there
-            _start(ctx, fn, workers, processes, senders, receivers)
-        yield from _run(jobs, processes, senders, receivers, ahead * workers)
+            _start(ctx, fn, workers=workers, processes=processes, senders=senders, receivers=receivers)
+        yield from _run(jobs, processes, senders=senders, receivers=receivers, window=ahead * workers)
         failed = False
     finally:
         for conn in senders + receivers:
@@ -120,18 +120,18 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _start(ctx, fn: Callable, workers: int, processes: list, senders: list[Connection], receivers: list[Connection]) -> None:
+def _start(ctx, fn: Callable, *, workers: int, processes: list, senders: list[Connection], receivers: list[Connection]) -> None:
     """Start ``workers`` processes serving ``fn``, each with its own task and result pipe."""
     for _ in range(workers):
         task_out, task_in = ctx.Pipe(duplex=False)
         result_out, result_in = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=_serve, args=(fn, task_out, result_in), daemon=True)
+        process = ctx.Process(target=_serve, args=(fn, task_out), kwargs={"results": result_in}, daemon=True)
         try:
             process.start()
         except OSError as err:  # it died before it read its start-up data
             task_in.close()
             result_out.close()
-            raise WorkerDied(None, f"at start-up: {err}", 0) from None
+            raise WorkerDied(None, f"at start-up: {err}", done=0) from None
         finally:
             task_out.close()
             result_in.close()
@@ -140,7 +140,7 @@ def _start(ctx, fn: Callable, workers: int, processes: list, senders: list[Conne
         receivers.append(result_out)
 
 
-def _run(jobs: Iterable[T], processes: list, senders: list[Connection], receivers: list[Connection], window: int) -> Iterator:
+def _run(jobs: Iterable[T], processes: list, *, senders: list[Connection], receivers: list[Connection], window: int) -> Iterator:
     """The dispatch loop of :func:`ordered_map`: jobs to the least busy worker, results reordered."""
     todo: Iterator[T] | None = iter(jobs)
     queued: list[deque[int]] = [deque() for _ in processes]  # per worker, the job numbers it holds

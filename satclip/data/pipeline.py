@@ -74,6 +74,7 @@ class ShardStream(IterableDataset):
         self,
         urls: Sequence[str],
         decoder: SampleDecoder,
+        *,
         batch_size: int,
         augment: Augment | None = None,
         resample: bool = False,
@@ -141,7 +142,7 @@ class ShardStream(IterableDataset):
             return None
         total, plan = 0, self.plan()
         for worker in range(max(1, num_workers)):
-            samples = sum(self.counts[u] for u in plan.share(plan.ordered(self.epoch), worker, max(1, num_workers)))
+            samples = sum(self.counts[u] for u in plan.share(plan.ordered(self.epoch), worker, num_workers=max(1, num_workers)))
             total += math.ceil(samples / self.batch_size)
         return total
 
@@ -164,17 +165,17 @@ class ShardStream(IterableDataset):
             tuple(self.urls), self.resample, self.epoch_length is not None, self.augment is not None, self.split_by_rank, self.rank, self.world_size, self.seed
         )
 
-    def _raw_samples(self, shards: Iterator[str], watch: ShardWatch, counter: SkipCounter) -> Iterator[tuple[dict, int]]:
+    def _raw_samples(self, shards: Iterator[str], watch: ShardWatch, *, counter: SkipCounter) -> Iterator[tuple[dict, int]]:
         """(raw sample, read number) of each shard read in turn; tells ``watch`` each read's size."""
         for read, url in enumerate(shards):
             size = 0
             for raw in iter_shard(url, counter):
                 size += 1
                 yield raw, read
-            watch.read_done(read, url, size)
+            watch.read_done(read, url, size=size)
 
     def _decoded(
-        self, raws: Iterator[tuple[dict, int]], watch: ShardWatch, counter: SkipCounter, position: Position, seeds: tuple[int, ...]
+        self, raws: Iterator[tuple[dict, int]], watch: ShardWatch, *, counter: SkipCounter, position: Position, seeds: tuple[int, ...]
     ) -> Iterator[Decoded]:
         """Decoded, checked samples; bad ones counted; ``position.raws`` counts the raw samples taken.
         Runs after the shuffle buffer, so samples still waiting in it when the epoch ends are never
@@ -185,7 +186,7 @@ class ShardStream(IterableDataset):
             try:
                 sample = self.decoder(raw, rng)
             except Skip as skip:
-                counter.record(skip.kind, raw["__url__"], raw["__key__"], skip)
+                counter.record(skip.kind, raw["__url__"], key=raw["__key__"], cause=skip)
                 watch.failed(read)
                 continue
             watch.valid()
@@ -205,11 +206,11 @@ class ShardStream(IterableDataset):
         seeds = (self.seed, self.rank, worker, epoch)
         py_rng = random.Random(seed_int(*seeds))
         counter = SkipCounter(where=f"[rank {self.rank} worker {worker}] ")
-        shards, candidates = self.plan().worker_shards(epoch, worker, num_workers, py_rng)
-        watch = ShardWatch(candidates, self.epoch_length is not None, self.rank, counter)
-        raws = self._raw_samples(shards, watch, counter)
+        shards, candidates = self.plan().worker_shards(epoch, worker, num_workers=num_workers, rng=py_rng)
+        watch = ShardWatch(candidates, self.epoch_length is not None, rank=self.rank, counter=counter)
+        raws = self._raw_samples(shards, watch, counter=counter)
         if self.shuffle_buffer > 1:
-            raws = shuffled(raws, self.shuffle_buffer, py_rng)
+            raws = shuffled(raws, self.shuffle_buffer, rng=py_rng)
         position = self._resume_point(worker, epoch)
         if position.raws:  # consumed before the checkpoint: read past them (the shuffle buffer too), not decoded
             for _ in itertools.islice(raws, position.raws):
@@ -217,8 +218,8 @@ class ShardStream(IterableDataset):
             counter.counts = dict.fromkeys(counter.counts, 0)  # the loader restored the totals up to here
             watch.valid()
         limit = self.batches_per_worker(num_workers)
-        collator = Collator(self.batch_size, self.augment, self.keep_uint16, self.ring)
-        batches = collator.batches(self._decoded(raws, watch, counter, position, seeds), counter, position, seeds)
+        collator = Collator(self.batch_size, self.augment, keep_uint16=self.keep_uint16, ring=self.ring)
+        batches = collator.batches(self._decoded(raws, watch, counter=counter, position=position, seeds=seeds), counter, position=position, seeds=seeds)
         while position.batches != limit and (batch := next(batches, None)) is not None:
             position.batches += 1
             batch["skipped"] = counter.snapshot()
@@ -287,7 +288,7 @@ def build_pipeline(
     return ShardStream(
         shards,
         decoder,
-        batch_size,
+        batch_size=batch_size,
         augment=(augment or Augment()) if train else None,
         resample=resample and train,
         epoch_length=epoch_length if train else None,

@@ -61,7 +61,7 @@ class IndexTable:
 
 
 def read_index_table(
-    path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None, time_col: str | None = None
+    path: str | Path, lon_col: str | None = None, *, lat_col: str | None = None, crs: str | None = None, time_col: str | None = None
 ) -> IndexTable:
     """Read an S2-100K index, ``index.csv`` or (as published now) ``metadata.parquet``.
 
@@ -86,7 +86,7 @@ def read_index_table(
     if "fn" not in fields:
         raise ShardInputError(f"index {path}: missing column(s) ['fn']; found {fields}")
     try:
-        lon, lat = find_coordinate_columns(fields, lon_col, lat_col, crs, where=f"index {path}")
+        lon, lat = find_coordinate_columns(fields, lon_col, lat_col=lat_col, crs=crs, where=f"index {path}")
         when = find_time_column(fields, time_col, where=f"index {path}")
     except CoordinateColumnsError as err:
         raise ShardInputError(str(err)) from None
@@ -118,9 +118,9 @@ def read_index_table(
     return IndexTable(table, dict(zip(names, seconds.tolist())) if seconds is not None else None, when)
 
 
-def read_index(path: str | Path, lon_col: str | None = None, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:
+def read_index(path: str | Path, lon_col: str | None = None, *, lat_col: str | None = None, crs: str | None = None) -> dict[str, tuple[float, float]]:
     """File name (basename of ``fn``) -> (lon, lat) degrees of an S2-100K index (:func:`read_index_table`)."""
-    return read_index_table(path, lon_col, lat_col, crs).lonlat
+    return read_index_table(path, lon_col, lat_col=lat_col, crs=crs).lonlat
 
 
 __all__ = ["INDEX_NAMES", "IndexTable", "read_index", "read_index_table"]

@@ -73,12 +73,12 @@ class SampleDecoder:
 
     def __post_init__(self) -> None:
         self._plans: dict[tuple[str, ...], np.ndarray] = {}
-        self.output_bands = target_bands(self.source_bands, self.bands, self.insert_b10)
+        self.output_bands = target_bands(self.source_bands, self.bands, insert_b10=self.insert_b10)
         self._plan(self.source_bands)  # a bad band list fails here, not in the workers
 
     def _plan(self, source: tuple[str, ...]) -> np.ndarray:
         if source not in self._plans:
-            target = target_bands(source, self.bands, self.insert_b10)
+            target = target_bands(source, self.bands, insert_b10=self.insert_b10)
             if target != self.output_bands:
                 raise Skip("shape", f"bands {list(source)} give {list(target)}, other samples {list(self.output_bands)}")
             self._plans[source] = band_indices(source, target)
@@ -97,17 +97,17 @@ class SampleDecoder:
         except Exception as exn:  # noqa: BLE001 - PayloadError, or anything GDAL raises on garbage
             raise Skip("decode", f"{ext}: {exn}") from None
         source = tuple(meta.get("bands") or self.source_bands)
-        self._check_shape(image, source, meta)
+        self._check_shape(image, source, meta=meta)
         try:
-            lonlat = np.array(self._lonlat(key, ext, raw, meta), dtype=np.float64)
+            lonlat = np.array(self._lonlat(key, ext, raw=raw, meta=meta), dtype=np.float64)
         except MissingCoords:
             if self.require_coords:
                 raise
             lonlat = np.full(2, np.nan)
         time = self._time(meta)
         if self.crop_size is not None:
-            top, left = crop_offsets(image.shape[1], image.shape[2], self.crop_size, rng)
-            image = crop(image, self.crop_size, top, left)
+            top, left = crop_offsets(image.shape[1], image.shape[2], size=self.crop_size, rng=rng)
+            image = crop(image, self.crop_size, top=top, left=left)
         return Decoded(image, self._plan(source), lonlat, key, time)
 
     @staticmethod
@@ -132,7 +132,7 @@ class SampleDecoder:
             raise Skip("incomplete", f"json record is a {type(meta).__name__}, expected an object")
         return meta
 
-    def _check_shape(self, image: np.ndarray, source: tuple[str, ...], meta: dict) -> None:
+    def _check_shape(self, image: np.ndarray, source: tuple[str, ...], *, meta: dict) -> None:
         if image.dtype != np.uint16:
             raise Skip("shape", f"dtype {image.dtype}, expected uint16 digital numbers")
         if image.ndim != 3 or image.shape[0] != len(source):
@@ -142,7 +142,7 @@ class SampleDecoder:
         if self.crop_size is not None and min(image.shape[1:]) < self.crop_size:
             raise Skip("shape", f"size {image.shape[1]}x{image.shape[2]} is smaller than the crop {self.crop_size}")
 
-    def _lonlat(self, key: str, ext: str, raw: dict, meta: dict) -> tuple[float, float]:
+    def _lonlat(self, key: str, ext: str, *, raw: dict, meta: dict) -> tuple[float, float]:
         if "lon" in meta or "lat" in meta:
             lon, lat = _to_float(meta.get("lon")), _to_float(meta.get("lat"))
         elif self.index is not None:

@@ -12,7 +12,7 @@ from .errors import EmptyStreamError, SkipCounter, format_counts
 from .seeds import seed_int
 
 
-def shuffled(items: Iterable, size: int, rng: random.Random) -> Iterator:
+def shuffled(items: Iterable, size: int, *, rng: random.Random) -> Iterator:
     """A shuffle buffer: fill ``size`` items, then emit a random one for each new item."""
     buffer: list = []
     for item in items:
@@ -32,14 +32,14 @@ class ShardWatch:
     none); all candidates dead before any valid sample is an :class:`EmptyStreamError`. Reads are
     numbered because the shuffle buffer decodes their samples out of order."""
 
-    def __init__(self, candidates: set[str], cycling: bool, rank: int, counter: SkipCounter) -> None:
+    def __init__(self, candidates: set[str], cycling: bool, *, rank: int, counter: SkipCounter) -> None:
         self.candidates, self.cycling, self.rank, self.counter = candidates, cycling, rank, counter
         self.seen_valid = False
         self.sizes: dict[int, tuple[str, int]] = {}
         self.failures: dict[int, int] = {}
         self.dead: set[str] = set()
 
-    def read_done(self, read: int, url: str, size: int) -> None:
+    def read_done(self, read: int, url: str, *, size: int) -> None:
         if self.cycling and not self.seen_valid:
             self.sizes[read] = (url, size)
             self._check(read)
@@ -80,7 +80,7 @@ class ShardPlan:
     world_size: int
     seed: int
 
-    def share(self, urls: Sequence[str], worker: int, num_workers: int) -> list[str]:
+    def share(self, urls: Sequence[str], worker: int, *, num_workers: int) -> list[str]:
         """This worker's part of ``urls``: every ``world_size``-th from the rank (if split by rank), then every ``num_workers``-th."""
         if self.split_by_rank:
             urls = urls[self.rank :: self.world_size]
@@ -94,11 +94,11 @@ class ShardPlan:
             random.Random(seed_int(self.seed, epoch)).shuffle(urls)
         return urls
 
-    def worker_shards(self, epoch: int, worker: int, num_workers: int, rng: random.Random) -> tuple[Iterator[str], set[str]]:
+    def worker_shards(self, epoch: int, worker: int, *, num_workers: int, rng: random.Random) -> tuple[Iterator[str], set[str]]:
         """(the shards this worker reads, in order; the distinct shards it can ever read)."""
         if self.resample:
             return (rng.choice(self.urls) for _ in itertools.count()), set(self.urls)
-        share = self.share(self.ordered(epoch), worker, num_workers)
+        share = self.share(self.ordered(epoch), worker, num_workers=num_workers)
         if not self.cycling:
             return iter(share), set(share)
         if not share:

@@ -77,7 +77,7 @@ def _encode_star(job: tuple) -> Encoded:
     return task.encode(payload, bands)
 
 
-def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int, in_flight: int = 16) -> Generator[R, None, None]:
+def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], *, workers: int, in_flight: int = 16) -> Generator[R, None, None]:
     """``map(fn, jobs)``, in ``workers`` spawned processes when > 1 (:func:`.ordered_pool.ordered_map`:
     results in input order, at most ``in_flight * workers`` jobs ahead, which bounds the bytes read
     ahead from tars). The first error, in a job, in reading ``jobs`` or a worker dying in any phase
@@ -87,7 +87,7 @@ def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int, in_fl
         yield from map(fn, jobs)
         return
     try:
-        yield from ordered_map(fn, jobs, workers, in_flight)
+        yield from ordered_map(fn, jobs, workers=workers, ahead=in_flight)
     except WorkerDied as err:
         raise WorkerDiedError(
             f"an encoding worker process ({err.pid}) died ({err.how}) after {err.done} inputs were encoded: killed, out of memory, "
@@ -98,6 +98,7 @@ def encode_in_order(fn: Callable[[T], R], jobs: Iterable[T], workers: int, in_fl
 def _write_set(
     collected: Collected,
     folder: Path,
+    *,
     samples_per_shard: int,
     payload: str,
     bands: tuple[str, ...] | None,
@@ -112,7 +113,7 @@ def _write_set(
     manifest (``out`` names the progress bar)."""
     from tqdm import tqdm
 
-    writer = TarShards(folder, samples_per_shard, payload)
+    writer = TarShards(folder, samples_per_shard, payload=payload)
     first_task, first_sample, skipped, filtered = 0, 0, {}, {}
     if state is not None:
         writer.restore(state["writer"])
@@ -120,11 +121,11 @@ def _write_set(
         log.warning("satclip shards: resuming %s after %d complete shards (%d %ss done)", out, len(writer.shards), first_task, collected.unit)
     jobs = ((task, payload, bands) for task in collected.tasks_after(first_task))
     with tqdm(total=collected.total, initial=first_task, unit=collected.unit, desc=f"shards -> {out}", disable=not progress) as bar:
-        with contextlib.closing(encode_in_order(_encode_star, jobs, workers, collected.in_flight)) as results:
+        with contextlib.closing(encode_in_order(_encode_star, jobs, workers=workers, in_flight=collected.in_flight)) as results:
             for task, encoded in enumerate(results, start=first_task):
                 done = first_sample if task == first_task else 0
                 for sample, (key, blob, record) in enumerate(encoded.samples[done:], start=done + 1):
-                    if writer.add(key, blob, record):
+                    if writer.add(key, blob, record=record):
                         saved = {"task": task, "sample": sample, "skipped": skipped, "filtered": filtered, "writer": writer.state()}
                         resume.save(folder, {"fingerprint": run, **saved})
                 for kind, source, cause in encoded.skipped:
@@ -191,7 +192,7 @@ def write_shards(
         raise ShardInputError(f"--samples-per-shard, --workers and --patch-size must be >= 1, got {samples_per_shard}, {workers} and {patch_size}")
     if season is not None and season not in (1, 2, 3, 4):
         raise ShardInputError(f"--season is a quarter of the year, 1 to 4; got {season}")
-    collected = collect_tasks(inputs, index, index_columns, bands, patch_size, max_cloud, season, select)
+    collected = collect_tasks(inputs, index, index_columns=index_columns, bands=bands, patch_size=patch_size, max_cloud=max_cloud, season=season, select=select)
     out = Path(out)
     check_out(out, overwrite)
     from .. import __version__
@@ -217,7 +218,18 @@ def write_shards(
     temp = resume.partial_folder(out)  # the old set stays in place until this one is complete
     state = resume.prepare(temp, run)
     try:
-        manifest = _write_set(collected, temp, samples_per_shard, payload, tuple(bands) if bands else None, workers, progress, out, run, state)
+        manifest = _write_set(
+            collected,
+            temp,
+            samples_per_shard=samples_per_shard,
+            payload=payload,
+            bands=tuple(bands) if bands else None,
+            workers=workers,
+            progress=progress,
+            out=out,
+            run=run,
+            state=state,
+        )
         if split is not None:
             manifest["part"] = split
         elif not manifest["shards"]:

@@ -51,7 +51,7 @@ class SharedBatchRing:
 
     # -- worker side
 
-    def take(self, worker: int, shape: Sequence[int], dtype: torch.dtype) -> tuple[torch.Tensor, int | None]:
+    def take(self, worker: int, shape: Sequence[int], *, dtype: torch.dtype) -> tuple[torch.Tensor, int | None]:
         """(a shared-memory tensor to fill, its slot id); slot None: no free slot, a new segment."""
         nbytes = torch.Size(shape).numel() * dtype.itemsize
         for slot in range(worker * self.slots, (worker + 1) * self.slots):

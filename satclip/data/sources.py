@@ -125,7 +125,7 @@ class Encoded:
     filtered: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def skip(cls, kind: str, source: str, cause: str) -> Encoded:
+    def skip(cls, kind: str, source: str, *, cause: str) -> Encoded:
         return cls(skipped=[(kind, source, cause)])
 
 
@@ -134,7 +134,7 @@ def sample_key(text: str) -> str:
     return text.replace(".", "_")
 
 
-def sample_record(lon: float, lat: float, seconds: float, source: str, crs: str | None, bands: tuple[str, ...], array: np.ndarray, **extra: object) -> dict:
+def sample_record(lon: float, lat: float, *, seconds: float, source: str, crs: str | None, bands: tuple[str, ...], array: np.ndarray, **extra: object) -> dict:
     """The JSON record of one sample: {lon, lat, [time, doy], source, crs, bands, shape, dtype, **extra}."""
     return {
         "lon": lon,
@@ -149,7 +149,7 @@ def sample_record(lon: float, lat: float, seconds: float, source: str, crs: str 
     }
 
 
-def payload_bytes(array: np.ndarray, payload: str, source: str) -> bytes:
+def payload_bytes(array: np.ndarray, payload: str, *, source: str) -> bytes:
     """``array`` as a payload: ``s2c`` always works; ``tif`` is only possible where the source is one GeoTIFF."""
     if payload != "s2c":
         raise ShardInputError(f"{source}: payload {payload!r} keeps a source GeoTIFF's bytes; this input is assembled from several, use --payload s2c")

@@ -65,7 +65,7 @@ def open_group(location: str | Path):
         raise ShardInputError(f"{location}: not a readable SSL4EO-S12 v1.1 zarr.zip ({type(err).__name__}: {err})") from None
 
 
-def cf_seconds(values: np.ndarray, attrs: dict, name: str) -> np.ndarray:
+def cf_seconds(values: np.ndarray, attrs: dict, *, name: str) -> np.ndarray:
     """CF-encoded times (``units`` "<unit> since <date>") -> Unix seconds (NaN for NaT / fill)."""
     units = str(attrs.get("units", ""))
     unit, sep, epoch = units.partition(" since ")
@@ -101,10 +101,10 @@ class LocationTask:
     bands: tuple[str, ...]
 
     def encode(self, payload: str, bands: tuple[str, ...] | None) -> Encoded:
-        return encode_location(self, payload, bands)
+        return encode_location(self, payload, bands=bands)
 
 
-def location_tasks(files: Sequence[str | Path], season: int | None = None, start: int = 0, stop: int | None = None) -> Iterator[LocationTask]:
+def location_tasks(files: Sequence[str | Path], season: int | None = None, *, start: int = 0, stop: int | None = None) -> Iterator[LocationTask]:
     """One task per location of every file, in file and sample order; only the locations numbered
     ``[start, stop)`` across the files (a part of a split run, :mod:`satclip.data.partition`)."""
     first: tuple[str, ...] | None = None
@@ -120,7 +120,7 @@ def location_tasks(files: Sequence[str | Path], season: int | None = None, start
             ids = np.asarray(group["sample_id"][:]).astype(str)
             lon, lat = np.asarray(group["center_lon"][:], np.float64), np.asarray(group["center_lat"][:], np.float64)
             crs = np.asarray(group["crs"][:]) if "crs" in group else None
-            seconds = cf_seconds(group["time_"][:], group["time_"].attrs.asdict(), f"{path}: time_")
+            seconds = cf_seconds(group["time_"][:], group["time_"].attrs.asdict(), name=f"{path}: time_")
         except (ShardInputError, MissingExtraError):
             raise
         except Exception as err:  # noqa: BLE001 - zip, zarr, key and network errors: say which file and what
@@ -162,7 +162,7 @@ def _group(path: str):
     return _OPEN[path]
 
 
-def encode_location(task: LocationTask, payload: str, bands: Sequence[str] | None) -> Encoded:
+def encode_location(task: LocationTask, payload: str, *, bands: Sequence[str] | None) -> Encoded:
     """Read the task's timestamps exactly as stored; bad ones give counted skips."""
     out = Encoded()
     names = task.bands if bands is None else tuple(bands)
@@ -188,8 +188,8 @@ def encode_location(task: LocationTask, payload: str, bands: Sequence[str] | Non
                 continue
             array = array.astype(np.uint16)
         array = np.ascontiguousarray(array)
-        record = sample_record(lon, lat, seconds, where, task.crs, names, array, stored_dtype=str(stored.dtype))
-        out.samples.append((key, payload_bytes(array, payload, task.source), record))
+        record = sample_record(lon, lat, seconds=seconds, source=where, crs=task.crs, bands=names, array=array, stored_dtype=str(stored.dtype))
+        out.samples.append((key, payload_bytes(array, payload, source=task.source), record))
     return out
 
 
@@ -212,7 +212,7 @@ class Ssl4eoReader(Reader):
 
     def collect(self, inputs: Sequence[Location], options: ReadOptions) -> Collected:
         count = count_locations(inputs)
-        part = lambda a, b: Collected(location_tasks(inputs, options.season, a, b), b - a, "location", 4)  # noqa: E731
+        part = lambda a, b: Collected(location_tasks(inputs, options.season, start=a, stop=b), b - a, "location", 4)  # noqa: E731
         return Collected(location_tasks(inputs, options.season), count, "location", 4, units=Units("locations", count, part))
 
 

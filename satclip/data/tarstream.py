@@ -126,7 +126,7 @@ def iter_shard(url: str, counter: SkipCounter) -> Iterator[dict]:
     try:
         source = gopen(url, "rb")
     except Exception as exn:  # noqa: BLE001 - any failure to open a shard is data, not a bug
-        counter.record("shard", url, None, f"cannot open: {exn!r}")
+        counter.record("shard", url, key=None, cause=f"cannot open: {exn!r}")
         return
     stream = gzip.GzipFile(fileobj=source) if url.endswith((".gz", ".tgz")) else source
     current: dict | None = None
@@ -150,7 +150,7 @@ def iter_shard(url: str, counter: SkipCounter) -> Iterator[dict]:
         complete = current if current is not None and failed and failed[0] != current["__key__"] else None
         closing, closed = _close(source), True
         cause = f"{exn}" + (f"; {closing}" if closing else "")
-        counter.record("shard", url, failed[0] if failed and complete else key, f"{cause} (rest of shard skipped)")
+        counter.record("shard", url, key=failed[0] if failed and complete else key, cause=f"{cause} (rest of shard skipped)")
         if complete is not None:
             yield complete  # the truncation hit the next sample's first member: this one is whole
     finally:

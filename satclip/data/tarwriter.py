@@ -22,7 +22,7 @@ def shard_name(number: int) -> str:
 class TarShards:
     """Writes samples into ``shard-%06d.tar`` files of ``per_shard`` samples in ``out``."""
 
-    def __init__(self, out: Path, per_shard: int, payload: str) -> None:
+    def __init__(self, out: Path, per_shard: int, *, payload: str) -> None:
         self.out, self.per_shard, self.payload = out, per_shard, payload
         self.shards: list[dict] = []
         self.dtype: str | None = None
@@ -32,7 +32,7 @@ class TarShards:
         self._tar: tarfile.TarFile | None = None
         self._keys: set[str] = set()
 
-    def add(self, key: str, blob: bytes, record: dict) -> bool:
+    def add(self, key: str, blob: bytes, *, record: dict) -> bool:
         """Write one sample; True when it completed a shard."""
         if key in self._keys:
             raise ShardInputError(f"two inputs give the same sample key {key!r} (second: {record['source']})")

@@ -37,7 +37,7 @@ ZERO_BANDS_KEY = "zero_bands"
 JITTER_MODES = ("symmetric", "reference")
 
 
-def target_bands(source: Sequence[str], bands: Sequence[str] | None = None, insert_b10: bool = False) -> tuple[str, ...]:
+def target_bands(source: Sequence[str], bands: Sequence[str] | None = None, *, insert_b10: bool = False) -> tuple[str, ...]:
     """The band list the model sees: ``bands`` (default: the source order), with an all-zero B10
     inserted at index 10 when ``insert_b10`` and it is not already there."""
     target = list(bands if bands is not None else source)
@@ -57,7 +57,7 @@ def band_indices(source: Sequence[str], target: Sequence[str]) -> np.ndarray:
     return np.array([index.get(b, -1) for b in target], dtype=np.int64)
 
 
-def select_bands(image: np.ndarray, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def select_bands(image: np.ndarray, indices: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     """Reorder the bands (axis -3) of a (..., C, H, W) array into a new array (or ``out``);
     index -1 gives an all-zero band. Works on strided views (crops) without an extra copy."""
     if out is None:
@@ -70,7 +70,7 @@ def select_bands(image: np.ndarray, indices: np.ndarray, out: np.ndarray | None 
     return out
 
 
-def crop_offsets(height: int, width: int, size: int, rng: np.random.Generator | None = None) -> tuple[int, int]:
+def crop_offsets(height: int, width: int, *, size: int, rng: np.random.Generator | None = None) -> tuple[int, int]:
     """(top, left) of a ``size`` crop: uniform random with ``rng``, else the centre (as
     torchvision's ``CenterCrop``: ``round((H - size) / 2)``)."""
     if height < size or width < size:
@@ -80,7 +80,7 @@ def crop_offsets(height: int, width: int, size: int, rng: np.random.Generator | 
     return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
 
 
-def crop(image: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
+def crop(image: np.ndarray, size: int, *, top: int, left: int) -> np.ndarray:
     """The ``size`` x ``size`` window at (top, left) of a (..., H, W) array."""
     return image[..., top : top + size, left : left + size]
 
@@ -99,22 +99,22 @@ def to_reflectance(images: torch.Tensor, out: torch.Tensor | None = None) -> tor
     return images.to(torch.float32).div_(REFLECTANCE_SCALE)
 
 
-def flip_draws(n: int, generator: torch.Generator | None = None, p: float = 0.5, device=None) -> torch.Tensor:
+def flip_draws(n: int, generator: torch.Generator | None = None, *, p: float = 0.5, device=None) -> torch.Tensor:
     """(2, n) booleans: flip image i horizontally (row 0) and, independently, vertically (row 1),
     each with probability p."""
     return torch.rand(2, n, generator=generator, device=device) < p
 
 
-def flip_view(image: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
+def flip_view(image: np.ndarray, *, horizontal: bool, vertical: bool) -> np.ndarray:
     """A flipped view (no copy) of a (..., H, W) array: the loader workers flip the uint16 crop
     for free, before the one copy into the batch."""
     return image[..., :: -1 if vertical else 1, :: -1 if horizontal else 1]
 
 
-def random_flips(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
+def random_flips(images: torch.Tensor, generator: torch.Generator | None = None, *, p: float = 0.5) -> torch.Tensor:
     """Flip each image of a (B, C, H, W) batch horizontally and, independently, vertically, each
     with probability p. In place; returns ``images``."""
-    draws = flip_draws(images.shape[0], generator, p, images.device)
+    draws = flip_draws(images.shape[0], generator, p=p, device=images.device)
     for dim, flip in zip((-1, -2), draws):
         index = flip.nonzero().flatten()
         if index.numel():
@@ -122,7 +122,7 @@ def random_flips(images: torch.Tensor, generator: torch.Generator | None = None,
     return images
 
 
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, *, kernel_size: int = 3) -> torch.Tensor:
     """Blur each image of a float (B, C, H, W) batch with its own sigma (shape (B,)): separable
     kernel, reflect padding, as torchvision's ``gaussian_blur``. Shifted multiply-adds rather than
     a grouped convolution: several times faster on CPU, and as fast on GPU."""
@@ -131,10 +131,10 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int = 
     x = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - kernel_size // 2
     kernel = torch.exp(-0.5 * (x / sigma.to(images).view(-1, 1)) ** 2)
     kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (B, k)
-    return _convolve_axis(_convolve_axis(images, kernel, -1), kernel, -2)
+    return _convolve_axis(_convolve_axis(images, kernel, dim=-1), kernel, dim=-2)
 
 
-def _convolve_axis(images: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
+def _convolve_axis(images: torch.Tensor, kernel: torch.Tensor, *, dim: int) -> torch.Tensor:
     """Convolve along ``dim`` with reflect padding, without materialising the padded copy: each tap
     adds a shifted slice, and the few mirrored edge rows/columns are added separately."""
     b, k = kernel.shape
@@ -152,7 +152,7 @@ def _convolve_axis(images: torch.Tensor, kernel: torch.Tensor, dim: int) -> torc
     return out
 
 
-def jitter_lonlat(lonlat: torch.Tensor, radius: float, mode: str = "symmetric", generator: torch.Generator | None = None) -> torch.Tensor:
+def jitter_lonlat(lonlat: torch.Tensor, radius: float, *, mode: str = "symmetric", generator: torch.Generator | None = None) -> torch.Tensor:
     """Add a random offset (degrees) to each [lon, lat] row of a (B, 2) tensor.
 
     ``symmetric``: U(-radius, radius) on lon and on lat. ``reference``: U(0, radius), as the
@@ -198,11 +198,11 @@ class Augment:
             return images
         lo, hi = self.blur_sigma
         sigma = lo + (hi - lo) * torch.rand(images.shape[0], generator=generator, device=images.device)
-        return gaussian_blur(images, sigma, self.blur_kernel)
+        return gaussian_blur(images, sigma, kernel_size=self.blur_kernel)
 
     def coords(self, lonlat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Coordinate jitter of ``self.jitter`` degrees (see :func:`jitter_lonlat`)."""
-        return jitter_lonlat(lonlat, self.jitter, self.jitter_mode, generator)
+        return jitter_lonlat(lonlat, self.jitter, mode=self.jitter_mode, generator=generator)
 
 
 def insert_zero_bands(images: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
@@ -223,7 +223,7 @@ def insert_zero_bands(images: torch.Tensor, positions: Sequence[int]) -> torch.T
     return out
 
 
-def finish_batch(batch: dict, augment: Augment | None = None, generator: torch.Generator | None = None) -> dict:
+def finish_batch(batch: dict, augment: Augment | None = None, *, generator: torch.Generator | None = None) -> dict:
     """Turn a batch of digital numbers into model input: reflectance float32 with the all-zero
     bands listed under ``zero_bands`` inserted (``keep_uint16`` batches leave them out: fewer bytes
     between processes), then ``augment`` (training; None at evaluation). The device path of

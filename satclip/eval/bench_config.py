@@ -180,14 +180,14 @@ def _budget(value: Any, where: str) -> int | None:
     return value
 
 
-def _entries(raw: dict[str, Any], key: str, where: str) -> list[Any]:
+def _entries(raw: dict[str, Any], key: str, *, where: str) -> list[Any]:
     value = raw.get(key)
     if not isinstance(value, list) or not value:
         raise ValueError(f"{where}: {key!r} must be a non-empty list")
     return value
 
 
-def _unique(names: list[str], what: str, where: str) -> None:
+def _unique(names: list[str], what: str, *, where: str) -> None:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(f"{where}: {what} names must differ; repeated: {repeated}")
@@ -201,12 +201,12 @@ def parse_config(raw: Any, where: str = "config") -> BenchConfig:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    encoders = [parse_encoder(e, f"{where}: encoders[{i}]") for i, e in enumerate(_entries(raw, "encoders", where))]
-    tasks = [_task(t, f"{where}: tasks[{i}]") for i, t in enumerate(_entries(raw, "tasks", where))]
-    protocols = [_protocol(p, f"{where}: protocols[{i}]") for i, p in enumerate(_entries(raw, "protocols", where))]
-    _unique([e.name for e in encoders], "encoder", where)
-    _unique([t.name for t in tasks], "task", where)
-    _unique([p.name for p in protocols], "protocol", where)
+    encoders = [parse_encoder(e, f"{where}: encoders[{i}]") for i, e in enumerate(_entries(raw, "encoders", where=where))]
+    tasks = [_task(t, f"{where}: tasks[{i}]") for i, t in enumerate(_entries(raw, "tasks", where=where))]
+    protocols = [_protocol(p, f"{where}: protocols[{i}]") for i, p in enumerate(_entries(raw, "protocols", where=where))]
+    _unique([e.name for e in encoders], "encoder", where=where)
+    _unique([t.name for t in tasks], "task", where=where)
+    _unique([p.name for p in protocols], "protocol", where=where)
     for task in tasks:
         missing = sorted(set(task.protocols or ()) - {p.name for p in protocols})
         if missing:

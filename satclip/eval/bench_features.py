@@ -47,7 +47,7 @@ def untrained_like(source: str) -> torch.nn.Module:
         return build_location_encoder(**trained.config, dtype=trained.dtype).eval()
 
 
-def _compute(spec: EncoderSpec, task_name: str, split: Split) -> np.ndarray:
+def _compute(spec: EncoderSpec, task_name: str, *, split: Split) -> np.ndarray:
     from .. import load_location_encoder
     from ..io.embed import embed_array
 
@@ -82,14 +82,14 @@ def cache_key(spec: EncoderSpec, split: Split) -> str:
     return digest.hexdigest()[:20]
 
 
-def encoder_features(spec: EncoderSpec, task_name: str, split: Split, cache: Path | None) -> np.ndarray:
+def encoder_features(spec: EncoderSpec, task_name: str, *, split: Split, cache: Path | None) -> np.ndarray:
     """(rows, D) float64 features of ``split`` by ``spec``; tower outputs are read from / written to ``cache``."""
     if cache is None or spec.kind not in ("checkpoint", "untrained", "geoclip"):
-        return _compute(spec, task_name, split)
+        return _compute(spec, task_name, split=split)
     path = cache / f"{cache_key(spec, split)}.npy"
     if path.is_file():
         return np.load(path)
-    feats = _compute(spec, task_name, split)
+    feats = _compute(spec, task_name, split=split)
     with written_whole(path) as partial, partial.open("wb") as f:
         np.save(f, feats)
     return feats

@@ -26,18 +26,18 @@ def applies(kind: str, task: str) -> bool:
     return not (kind == "logistic" and task == "regression")
 
 
-def probe_score(kind: str, task: str, features: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int) -> float:
+def probe_score(kind: str, task: str, *, features: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, seed: int) -> float:
     """Test score of probe ``kind`` fit on rows ``train`` of ``features`` and scored on rows ``test``."""
     if kind not in PROBE_KINDS:
         raise ValueError(f"probe must be one of {PROBE_KINDS}, got {kind!r}")
     if kind == "ridge":
-        return ridge_scores(features, y, [(train, test)], task)[0]
+        return ridge_scores(features, y, folds=[(train, test)], task=task)[0]
     if task == "classification" and len(np.unique(y[train])) < 2:  # a small budget drew one class: predict it
         pred = np.full(len(test), y[train][0])
     else:
         from sklearn.exceptions import ConvergenceWarning
 
-        model = make_probe(kind, task, seed, hidden=MLP_HIDDEN, neighbours=min(NEIGHBOURS, len(train)))
+        model = make_probe(kind, task, seed=seed, hidden=MLP_HIDDEN, neighbours=min(NEIGHBOURS, len(train)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(features[train], y[train])

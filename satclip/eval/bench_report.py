@@ -55,7 +55,7 @@ def summary_markdown(results: pd.DataFrame, config: BenchConfig) -> str:
     return "\n".join(lines)
 
 
-def plot_budgets(results: pd.DataFrame, config: BenchConfig, path: Path) -> None:
+def plot_budgets(results: pd.DataFrame, config: BenchConfig, *, path: Path) -> None:
     """Score against training rows (log axis; 'all' at its mean size) for ``config.plot_protocol``
     and ``config.plot_probe``: a panel per task, a line per encoder, bars of ± std over seeds."""
     import matplotlib

@@ -71,7 +71,9 @@ class LocationPredictor(nn.Module):
     ``predict`` turns outputs into class labels (``classes``) or values on the target's scale.
     """
 
-    def __init__(self, tower: LocationEncoder, head: nn.Module, kind: str, classes: list[Any] | None = None, y_mean: float = 0.0, y_std: float = 1.0) -> None:
+    def __init__(
+        self, tower: LocationEncoder, head: nn.Module, *, kind: str, classes: list[Any] | None = None, y_mean: float = 0.0, y_std: float = 1.0
+    ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -118,7 +120,7 @@ def infer_kind(task: str, y: np.ndarray) -> str:
     return "binary" if n == 2 else "multiclass"
 
 
-def _encode_targets(kind: str, y: np.ndarray, classes: list[Any], y_mean: float, y_std: float, name: str) -> torch.Tensor:
+def _encode_targets(kind: str, y: np.ndarray, *, classes: list[Any], y_mean: float, y_std: float, name: str) -> torch.Tensor:
     if kind == "regression":
         return torch.as_tensor((y.astype(np.float64) - y_mean) / y_std)
     index = {c: i for i, c in enumerate(classes)}
@@ -170,7 +172,7 @@ class _Encoding(nn.Module):
         return self.posenc(lonlat.to(torch.float64)).to(self.dtype)
 
 
-def _prefix(module: nn.Module, lonlat: np.ndarray, batch_size: int = 65536) -> torch.Tensor:
+def _prefix(module: nn.Module, lonlat: np.ndarray, *, batch_size: int = 65536) -> torch.Tensor:
     x = torch.as_tensor(lonlat, dtype=torch.float64)
     if isinstance(module, nn.Identity):
         return x
@@ -182,8 +184,8 @@ def _prefix(module: nn.Module, lonlat: np.ndarray, batch_size: int = 65536) -> t
 def train_predictor(
     model: LocationPredictor,
     train: Split,
-    val: Split,
     *,
+    val: Split,
     lr: float,
     weight_decay: float = 0.0,
     batch_size: int = 2000,
@@ -194,8 +196,8 @@ def train_predictor(
 ) -> FitHistory:
     """Fit ``model`` on ``train`` with early stopping on ``val`` loss; the best weights are restored in place."""
     kind = model.kind
-    t_train = _encode_targets(kind, train.y, model.classes, model.y_mean, model.y_std, "train")
-    t_val = _encode_targets(kind, val.y, model.classes, model.y_mean, model.y_std, "validation")
+    t_train = _encode_targets(kind, train.y, classes=model.classes, y_mean=model.y_mean, y_std=model.y_std, name="train")
+    t_val = _encode_targets(kind, val.y, classes=model.classes, y_mean=model.y_mean, y_std=model.y_std, name="validation")
     prefix, trainable = _split_frozen(model, freeze_tower)
     with_time = model.tower.takes_time
     x_train, x_val = _prefix(prefix, train.inputs(with_time)), _prefix(prefix, val.inputs(with_time))

@@ -140,9 +140,9 @@ class Ranking:
 def rank_gallery(
     image_emb: torch.Tensor,
     truth: torch.Tensor,
+    *,
     encoder: LocationEncoder,
     gallery: Gallery,
-    *,
     top_k: int = 5,
     batch_size: int = 8192,
     device: str | torch.device = "cpu",
@@ -171,7 +171,7 @@ def rank_gallery(
     with tqdm(unit="loc", unit_scale=True, desc=f"rank gallery {gallery.source}", disable=not progress) as bar:
         for lonlat in gallery.chunks():
             g = torch.from_numpy(lonlat)
-            locations = F.normalize(torch.from_numpy(embed_array(encoder, lonlat, batch_size, device)).float(), dim=-1).to(device)
+            locations = F.normalize(torch.from_numpy(embed_array(encoder, lonlat, batch_size=batch_size, device=device)).float(), dim=-1).to(device)
             g_unit = unit_vectors(g).T
             for i in range(0, n, IMAGE_CHUNK):
                 part = slice(i, i + IMAGE_CHUNK)
@@ -219,7 +219,7 @@ def summary_text(summary: dict[str, Any]) -> str:
     return head + "\n\n" + "\n".join(rows)
 
 
-def write_guesses(path: Path, keys: list[str], ranking: Ranking) -> None:
+def write_guesses(path: Path, keys: list[str], *, ranking: Ranking) -> None:
     """key, lon, lat (true, NaN when unknown), lon_r / lat_r / score_r for r = 1..k, error_km (top 1); temp name then rename."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -288,11 +288,11 @@ def run(args: argparse.Namespace) -> int:
             keys = [k for b in batches for k in b.keys]
             truth = torch.from_numpy(np.concatenate([b.lonlat for b in batches]))
             emb = torch.from_numpy(np.concatenate([b.embedding for b in batches]))
-        ranking = rank_gallery(emb, truth, model.location, gallery, top_k=args.top_k, device=args.device, progress=not args.no_progress)
+        ranking = rank_gallery(emb, truth, encoder=model.location, gallery=gallery, top_k=args.top_k, device=args.device, progress=not args.no_progress)
     except EmptyStreamError as err:
         raise SystemExit(f"satclip locate: {err}") from None
     summary = summarise(ranking)
-    write_guesses(output, keys, ranking)
+    write_guesses(output, keys, ranking=ranking)
     record = {"checkpoint": str(args.checkpoint), "images": str(args.images), "gallery_spec": args.gallery, **summary, "skipped": skipped}
     with written_whole(summary_path) as partial:
         partial.write_text(json.dumps(record, indent=2) + "\n")

@@ -17,6 +17,7 @@ import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -87,13 +88,13 @@ def write_results(frame: pd.DataFrame, path: Path) -> None:
             frame.to_csv(partial, index=False)
 
 
-def score_folds(features: np.ndarray, y: np.ndarray, folds: Folds, task: str, probe: str, budget: int | None, seed: int) -> dict[str, float]:
+def score_folds(features: np.ndarray, y: np.ndarray, *, folds: Folds, task: str, probe: str, budget: int | None, seed: int) -> dict[str, float]:
     """Mean and std over ``folds`` of a probe's test score, training on ``budget`` rows of each fold
     (drawn from seed, fold and budget only, so every encoder and probe sees the same rows)."""
     scores, n_train, n_test = [], [], []
     for k, (train, test) in enumerate(folds):
-        rows = budget_subset(train, budget, np.random.default_rng([seed, k, budget or 0]))
-        scores.append(probe_score(probe, task, features, y, rows, test, seed))
+        rows = budget_subset(train, budget, rng=np.random.default_rng([seed, k, budget or 0]))
+        scores.append(probe_score(probe, task, features=features, y=y, train=rows, test=test, seed=seed))
         n_train.append(len(rows))
         n_test.append(len(test))
     return {
@@ -105,7 +106,7 @@ def score_folds(features: np.ndarray, y: np.ndarray, folds: Folds, task: str, pr
     }
 
 
-def _todo(config: BenchConfig, encoder: EncoderSpec, task: TaskSpec, done: set[tuple]) -> list[tuple[Protocol, int | None, str, int]]:
+def _todo(config: BenchConfig, encoder: EncoderSpec, *, task: TaskSpec, done: set[tuple]) -> list[tuple[Protocol, int | None, str, int]]:
     return [
         (protocol, budget, probe, seed)
         for protocol in config.protocols_of(task)
@@ -116,22 +117,22 @@ def _todo(config: BenchConfig, encoder: EncoderSpec, task: TaskSpec, done: set[t
     ]
 
 
-def _folds(task: Task, protocol: Protocol, seed: int, cache: dict[tuple[str, int], Folds]) -> Folds:
+def _folds(task: Task, protocol: Protocol, *, seed: int, cache: dict[tuple[str, int], Folds]) -> Folds:
     """The folds of ``protocol`` with ``seed`` on ``task``, cut once per task (kept in ``cache``)."""
     key = (protocol.name, seed)
     if key not in cache:
         where = f"task {task.spec.name!r}, protocol {protocol.name!r}"
-        cache[key] = protocol_folds(protocol, task.split.lonlat, seed, task.columns.get(protocol.column or ""), where)
+        cache[key] = protocol_folds(protocol, task.split.lonlat, seed=seed, column=task.columns.get(protocol.column or ""), where=where)
     return cache[key]
 
 
-def _row(names: tuple[str, str, str], features: np.ndarray, y: np.ndarray, folds: Folds, protocol: str, budget: int | None, probe: str, seed: int) -> dict:
+def _row(names: tuple[str, str, str], features: np.ndarray, *, y: np.ndarray, folds: Folds, protocol: str, budget: int | None, probe: str, seed: int) -> dict:
     """One results row of (encoder, task, task kind) ``names``, with one BLAS thread (the probes'
     matrices are small: one thread is faster than several competing)."""
     encoder, task, kind = names
     start = time.perf_counter()
     with threadpool_limits(1):
-        scored = score_folds(features, y, folds, kind, probe, budget, seed)
+        scored = score_folds(features, y, folds=folds, task=kind, probe=probe, budget=budget, seed=seed)
     return {
         "encoder": encoder,
         "task": task,
@@ -146,7 +147,7 @@ def _row(names: tuple[str, str, str], features: np.ndarray, y: np.ndarray, folds
 
 
 def run_suite(
-    config: BenchConfig, out: Path, resume: bool = False, progress: Callable[[str], None] | None = print, jobs: int = 1, note: Callable[[str], None] = print
+    config: BenchConfig, out: Path, *, resume: bool = False, progress: Callable[[str], None] | None = print, jobs: int = 1, note: Callable[[str], None] = print
 ) -> pd.DataFrame:
     """Run every row of ``config`` not already in ``out``'s results (with ``resume``), ``jobs`` rows at
     a time in worker processes (1: in this one); write the results, the summary and the plot; return
@@ -160,25 +161,28 @@ def run_suite(
         task: Task | None = None
         folds: dict[tuple[str, int], Folds] = {}
         for encoder in config.encoders:
-            todo = _todo(config, encoder, task_spec, done)
+            todo = _todo(config, encoder, task=task_spec, done=done)
             if not todo:
                 continue
             task = task or load_task(task_spec, protocols)
             start = time.perf_counter()
             try:
-                features = encoder_features(encoder, task_spec.name, task.split, out / "embeddings")
+                features = encoder_features(encoder, task_spec.name, split=task.split, cache=out / "embeddings")
             except EncoderUnavailable as err:
                 note(f"{task_spec.name}: {encoder.name} skipped: {err}")
                 continue
             names = (encoder.name, task_spec.name, task_spec.task)
             y = task.y
-            work = [(names, features, y, _folds(task, p, seed, folds), p.name, budget, probe, seed) for p, budget, probe, seed in todo]
+            work = [
+                partial(_row, names, features, y=y, folds=_folds(task, p, seed=seed, cache=folds), protocol=p.name, budget=budget, probe=probe, seed=seed)
+                for p, budget, probe, seed in todo
+            ]
             if jobs > 1:
                 from joblib import Parallel, delayed
 
-                rows = Parallel(n_jobs=jobs)(delayed(_row)(*item) for item in work)
+                rows = Parallel(n_jobs=jobs)(delayed(item)() for item in work)
             else:
-                rows = [_row(*item) for item in work]
+                rows = [item() for item in work]
             results = (
                 pd.concat([results, pd.DataFrame(rows, columns=list(FIELDS))], ignore_index=True) if len(results) else pd.DataFrame(rows, columns=list(FIELDS))
             )
@@ -189,7 +193,7 @@ def run_suite(
     mine = results[results["encoder"].isin([e.name for e in config.encoders]) & results["task"].isin([t.name for t in config.tasks])]
     if len(mine):
         write_text(out / "summary.md", summary_markdown(mine, config))
-        plot_budgets(mine, config, out / "bench.png")
+        plot_budgets(mine, config, path=out / "bench.png")
     return mine
 
 

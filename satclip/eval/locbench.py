@@ -74,10 +74,10 @@ def _read_runs(path: Path) -> list[dict[str, str]]:
 def run_bench(
     task: str,
     encodings: list[str],
+    *,
     networks: list[str],
     seeds: int,
     out: Path,
-    *,
     max_epochs: int = 500,
     patience: int = 30,
     dtype: torch.dtype = torch.float32,
@@ -102,7 +102,7 @@ def run_bench(
         for pe, nn, seed in bar:
             bar.set_postfix_str(f"{pe} x {nn} seed {seed}")
             _, report = fit_table(
-                train, val, test, task="classification", pe=pe, nn_name=nn, tuned=task, max_epochs=max_epochs, patience=patience, seed=seed, dtype=dtype
+                train, val, test=test, task="classification", pe=pe, nn_name=nn, tuned=task, max_epochs=max_epochs, patience=patience, seed=seed, dtype=dtype
             )
             row = {
                 "task": task,
@@ -117,7 +117,7 @@ def run_bench(
             writer.writerow(row)
             f.flush()
             runs.append({k: str(v) for k, v in row.items()})
-    write_tables(task, runs, out, encodings, networks)
+    write_tables(task, runs, out=out, encodings=encodings, networks=networks)
     return runs
 
 
@@ -129,7 +129,7 @@ def summarise(runs: list[dict[str, str]]) -> dict[tuple[str, str], tuple[float, 
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
 
 
-def write_tables(task: str, runs: list[dict[str, str]], out: Path, encodings: list[str], networks: list[str]) -> None:
+def write_tables(task: str, runs: list[dict[str, str]], *, out: Path, encodings: list[str], networks: list[str]) -> None:
     """``table.csv`` (pe, then mean/std/n per network) and ``table.md`` (mean +- std, paper values for land-ocean)."""
     stats = summarise(runs)
     rows = [pe for pe in ENCODINGS if any((pe, nn) in stats for nn in networks)]
@@ -204,9 +204,9 @@ def run(args: argparse.Namespace) -> int:
     run_bench(
         args.task,
         encodings,
-        networks,
-        args.seeds,
-        out,
+        networks=networks,
+        seeds=args.seeds,
+        out=out,
         max_epochs=args.max_epochs,
         patience=args.patience,
         dtype=DTYPES[args.tower_dtype],

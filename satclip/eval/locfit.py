@@ -58,7 +58,7 @@ def _tuned_table() -> dict[tuple[str, str, str], dict[str, str]]:
     return {(r["task"], _CSV_NAMES.get(r["pe"], r["pe"]), r["nn"]): r for r in rows}
 
 
-def tuned_hparams(task: str, pe: str, nn_name: str) -> dict[str, Any] | None:
+def tuned_hparams(task: str, pe: str, *, nn_name: str) -> dict[str, Any] | None:
     """The authors' tuned values for (task, encoding, network), or None when the table has no row.
 
     Returns architecture hyper-parameters (only those set) plus ``lr`` and ``weight_decay``.
@@ -74,7 +74,7 @@ def tuned_hparams(task: str, pe: str, nn_name: str) -> dict[str, Any] | None:
     return out
 
 
-def resolve_settings(kind: str, pe: str, nn_name: str, tuned: str = "auto", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def resolve_settings(kind: str, pe: str, *, nn_name: str, tuned: str = "auto", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Hyper-parameters for a fit: tuned row (``tuned``: auto, landocean, checkerboard or none), then ``overrides``.
 
     Returns ``{"hparams": ..., "lr": ..., "weight_decay": ..., "source": ...}``; architecture
@@ -83,7 +83,7 @@ def resolve_settings(kind: str, pe: str, nn_name: str, tuned: str = "auto", over
     """
     if tuned == "auto":
         tuned = {"binary": "landocean", "multiclass": "checkerboard"}.get(kind, "none")
-    row = tuned_hparams(tuned, pe, nn_name) if tuned != "none" else None
+    row = tuned_hparams(tuned, pe, nn_name=nn_name) if tuned != "none" else None
     settings: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.0, "source": "defaults", "ignored": []}
     hparams: dict[str, Any] = {}
     if row is not None:
@@ -134,14 +134,14 @@ def build_predictor(
 
         tower = load_location_encoder(init_from).to(dtype)
         head = nn.Linear(tower.output_dim, n_out).to(dtype)
-    return LocationPredictor(tower, head, kind, classes, y_mean, y_std)
+    return LocationPredictor(tower, head, kind=kind, classes=classes, y_mean=y_mean, y_std=y_std)
 
 
 def fit_table(
     train: Split,
     val: Split,
-    test: Split | None,
     *,
+    test: Split | None,
     task: str,
     pe: str = "sphericalharmonics",
     nn_name: str = "siren",
@@ -168,14 +168,14 @@ def fit_table(
             "ignored": [],
         }
     else:
-        settings = resolve_settings(kind, pe, nn_name, tuned, overrides)
+        settings = resolve_settings(kind, pe, nn_name=nn_name, tuned=tuned, overrides=overrides)
     torch.manual_seed(seed)
     start = time.perf_counter()
     model = build_predictor(kind, train, pe=pe, nn_name=nn_name, hparams=settings["hparams"], init_from=init_from, dtype=dtype)
     history = train_predictor(
         model,
         train,
-        val,
+        val=val,
         lr=settings["lr"],
         weight_decay=settings["weight_decay"],
         batch_size=batch_size,
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     model, report = fit_table(
         train,
         val,
-        test,
+        test=test,
         task=args.task,
         pe=args.pe,
         nn_name=args.nn,
@@ -307,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from .plots import plot_prediction
 
-        plot_prediction(model, train, out / "prediction.png", title=f"{args.target}: {report['settings']['pe']} x {report['settings']['nn']}")
+        plot_prediction(model, train, out=out / "prediction.png", title=f"{args.target}: {report['settings']['pe']} x {report['settings']['nn']}")
     with written_whole(out / "metrics.json") as partial:
         partial.write_text(json.dumps(report, indent=2, default=str))
     shown = report["test"] if report["test"] is not None else report["val"]
@@ -342,7 +342,7 @@ def as_location_encoder(model: LocationPredictor) -> LocationEncoder:
         raise ValueError(f"only a linear head can be folded into the tower, got {type(model.head).__name__}")
     if model.kind == "regression":
         weight, bias = weight * model.y_std, bias * model.y_std + model.y_mean
-    return with_last_affine(tower, weight, bias)
+    return with_last_affine(tower, weight, bias=bias)
 
 
 def save_predictor(model: LocationPredictor, out: Path) -> dict[str, Any]:

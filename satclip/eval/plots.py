@@ -35,7 +35,7 @@ def _mesh(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return np.stack([lo.ravel(), la.ravel()], axis=1)
 
 
-def orthographic_lonlat(size: int, lon0: float, lat0: float) -> tuple[np.ndarray, np.ndarray]:
+def orthographic_lonlat(size: int, *, lon0: float, lat0: float) -> tuple[np.ndarray, np.ndarray]:
     """(size*size, 2) [lon, lat] seen at each pixel of an orthographic view centred on (lon0, lat0), and the disk mask."""
     v = np.linspace(1, -1, size)
     u = np.linspace(-1, 1, size)
@@ -57,7 +57,7 @@ def land_mask(lonlat: np.ndarray) -> np.ndarray:
     return is_land(lonlat).astype(np.float64)
 
 
-def _coastline(ax, lon: np.ndarray, lat: np.ndarray, mask: np.ndarray, **kw) -> None:
+def _coastline(ax, lon: np.ndarray, *, lat: np.ndarray, mask: np.ndarray, **kw) -> None:
     ax.contour(lon, lat, mask, levels=[0.5], colors="k", linewidths=0.4, alpha=0.6, **kw)
 
 
@@ -97,7 +97,7 @@ def plot_embedding_map(
     ax = fig.add_axes((0.02 / (width / 12), 0.08, 0.96 / (width / 12), 0.84))
     ax.imshow(image, extent=(-180, 180, -90, 90), origin="upper", interpolation="nearest")
     if coastline:
-        _coastline(ax, lon, lat, land_mask(points).reshape(len(lat), len(lon)))
+        _coastline(ax, lon, lat=lat, mask=land_mask(points).reshape(len(lat), len(lon)))
     ax.set_xlim(-180, 180)
     ax.set_ylim(-90, 90)
     ax.set_xticks(range(-180, 181, 60))
@@ -105,7 +105,7 @@ def plot_embedding_map(
     ax.tick_params(labelsize=8)
     if globe:
         size = 400
-        gpoints, inside = orthographic_lonlat(size, *globe_center)
+        gpoints, inside = orthographic_lonlat(size, lon0=globe_center[0], lat0=globe_center[1])
         gimage = np.ones((size * size, 3))
         keep = inside.ravel()
         gimage[keep] = colours(embed_array(encoder, gpoints[keep], dtype=np.float64))
@@ -114,7 +114,7 @@ def plot_embedding_map(
         if coastline:
             gmask = np.full(size * size, np.nan)
             gmask[keep] = land_mask(gpoints[keep])
-            _coastline(gax, np.arange(size), np.arange(size), gmask.reshape(size, size))
+            _coastline(gax, np.arange(size), lat=np.arange(size), mask=gmask.reshape(size, size))
         gax.set_axis_off()
     fig.suptitle(title, fontsize=11)
     out = Path(out)
@@ -124,7 +124,7 @@ def plot_embedding_map(
     return out
 
 
-def plot_prediction(model: LocationPredictor, train: Split, out: str | Path, *, title: str, resolution: float = 1.0) -> Path:
+def plot_prediction(model: LocationPredictor, train: Split, *, out: str | Path, title: str, resolution: float = 1.0) -> Path:
     """Write a PNG of a fitted ``locfit`` model's field over the globe, with the training points on top.
 
     Binary classification shows P(second class), multi-class the predicted class, regression the value.
@@ -152,7 +152,7 @@ def plot_prediction(model: LocationPredictor, train: Split, out: str | Path, *, 
     ax = fig.add_axes((0.04, 0.08, 0.84, 0.84))
     vmin, vmax = float(np.nanmin(field)), float(np.nanmax(field))
     im = ax.imshow(field.reshape(len(lat), len(lon)), extent=(-180, 180, -90, 90), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    _coastline(ax, lon, lat, land_mask(points).reshape(len(lat), len(lon)))
+    _coastline(ax, lon, lat=lat, mask=land_mask(points).reshape(len(lat), len(lon)))
     show = np.random.default_rng(0).permutation(len(train.y))[:3000]
     ax.scatter(train.lonlat[show, 0], train.lonlat[show, 1], c=point_values[show], cmap=cmap, vmin=vmin, vmax=vmax, s=6, edgecolors="k", linewidths=0.2)
     ax.set_xlim(-180, 180)

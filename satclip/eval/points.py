@@ -97,7 +97,7 @@ def unit_vectors(lonlat: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
 
 
-def checkerboard_classes(lonlat: np.ndarray, n_support: int = 200, n_classes: int = 16) -> np.ndarray:
+def checkerboard_classes(lonlat: np.ndarray, n_support: int = 200, *, n_classes: int = 16) -> np.ndarray:
     """Class of the nearest (great-circle) of ``n_support`` Fibonacci support points; support i has class i mod n_classes."""
     support = unit_vectors(fibonacci_lattice(n_support))
     nearest = np.argmax(unit_vectors(lonlat) @ support.T, axis=1)  # max cosine = min great-circle distance

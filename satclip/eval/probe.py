@@ -73,7 +73,7 @@ ENCODERS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {"geoclip"
 """``--encoder`` name -> (table name, features of (N, 2) [lon, lat])."""
 
 
-def load_features(spec: str, rows: int, kept: np.ndarray | None = None) -> tuple[str, np.ndarray]:
+def load_features(spec: str, rows: int, *, kept: np.ndarray | None = None) -> tuple[str, np.ndarray]:
     """``NAME=file.npy`` -> (NAME, (rows, D) float64), checked against the table's row count; with
     ``kept`` (the source table's rows that ``--drop-invalid`` kept), features of every source row
     are reduced to the kept ones."""
@@ -101,7 +101,7 @@ def load_features(spec: str, rows: int, kept: np.ndarray | None = None) -> tuple
 PROBE_KINDS = ("ridge", "logistic", "knn", "mlp")
 
 
-def make_probe(kind: str, task: str, seed: int = 0, hidden: tuple[int, ...] = (256, 256), neighbours: int = 10):
+def make_probe(kind: str, task: str, *, seed: int = 0, hidden: tuple[int, ...] = (256, 256), neighbours: int = 10):
     """An unfitted scikit-learn estimator: standardise inputs, then ridge / logistic / k-NN / MLP.
 
     ``logistic`` (L2, C=1, lbfgs) is for classification only; ``knn`` averages (regression) or votes
@@ -133,7 +133,7 @@ def make_probe(kind: str, task: str, seed: int = 0, hidden: tuple[int, ...] = (2
     return make_pipeline(StandardScaler(), est)
 
 
-def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+def score(task: str, y_true: np.ndarray, *, y_pred: np.ndarray) -> dict[str, float]:
     if task == "regression":
         err = y_pred - y_true
         mse = float(np.mean(err**2))
@@ -142,21 +142,21 @@ def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]
 
 
 def probe_features(
-    features: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], task: str, kind: str = "ridge", seed: int = 0
+    features: np.ndarray, y: np.ndarray, *, folds: list[tuple[np.ndarray, np.ndarray]], task: str, kind: str = "ridge", seed: int = 0
 ) -> list[dict[str, float]]:
     """Per-fold scores of a probe on ``features``."""
     results = []
     for train_idx, test_idx in folds:
-        model = make_probe(kind, task, seed).fit(features[train_idx], y[train_idx])
-        results.append(score(task, y[test_idx], model.predict(features[test_idx])))
+        model = make_probe(kind, task, seed=seed).fit(features[train_idx], y[train_idx])
+        results.append(score(task, y[test_idx], y_pred=model.predict(features[test_idx])))
     return results
 
 
 def run_probe(
     feature_sets: dict[str, np.ndarray],
     lonlat: np.ndarray,
-    y: np.ndarray,
     *,
+    y: np.ndarray,
     task: str,
     kind: str,
     cvs: list[str],
@@ -168,11 +168,11 @@ def run_probe(
     """One row per (features, cv, fold) with the fold's scores."""
     rows = []
     for cv in cvs:
-        folds = fold_indices(lonlat, n_folds, cv, seed, cell_deg)
+        folds = fold_indices(lonlat, n_folds, cv=cv, seed=seed, cell_deg=cell_deg)
         for name, feats in feature_sets.items():
             if progress:
                 progress(f"{cv}: {name}")
-            for k, s in enumerate(probe_features(feats, y, folds, task, kind, seed)):
+            for k, s in enumerate(probe_features(feats, y, folds=folds, task=task, kind=kind, seed=seed)):
                 rows.append({"features": name, "cv": cv, "fold": k, **s})
     return rows
 
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         features[Path(ckpt).name if Path(ckpt).exists() else ckpt] = embed_array(encoder, table.lonlat, dtype=np.float64)
     try:
         for spec in args.features:
-            name, feats = load_features(spec, len(y), table.kept if table.dropped else None)
+            name, feats = load_features(spec, len(y), kept=table.kept if table.dropped else None)
             features[name] = feats
         for name in args.encoder:
             title, fn = ENCODERS[name]
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     rows = run_probe(
         features,
         table.lonlat,
-        y,
+        y=y,
         task=args.task,
         kind=args.probe,
         cvs=args.cv,

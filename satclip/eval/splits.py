@@ -45,7 +45,7 @@ def unit_vectors(lonlat: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
 
 
-def within_km(points: np.ndarray, centres: np.ndarray, km: float, chunk: int = 4096) -> np.ndarray:
+def within_km(points: np.ndarray, centres: np.ndarray, *, km: float, chunk: int = 4096) -> np.ndarray:
     """(N,) bool: whether each of ``points`` lies within ``km`` (great-circle) of any of ``centres``.
 
     Compares dot products of unit vectors with cos(km / R), in chunks of ``chunk`` points."""
@@ -59,12 +59,12 @@ def within_km(points: np.ndarray, centres: np.ndarray, km: float, chunk: int = 4
     return near
 
 
-def buffered(folds: Folds, lonlat: np.ndarray, buffer_km: float) -> Folds:
+def buffered(folds: Folds, lonlat: np.ndarray, *, buffer_km: float) -> Folds:
     """``folds`` with the training rows within ``buffer_km`` of any of their fold's test rows removed."""
-    return [(train[~within_km(lonlat[train], lonlat[test], buffer_km)], test) for train, test in folds]
+    return [(train[~within_km(lonlat[train], lonlat[test], km=buffer_km)], test) for train, test in folds]
 
 
-def holdout(values: np.ndarray, test_value: str, where: str) -> Folds:
+def holdout(values: np.ndarray, test_value: str, *, where: str) -> Folds:
     """One (train, test) pair: rows whose value (as text) is ``test_value`` are the test set."""
     is_test = np.asarray([str(v) for v in values]) == str(test_value)
     if is_test.all() or not is_test.any():
@@ -72,13 +72,13 @@ def holdout(values: np.ndarray, test_value: str, where: str) -> Folds:
     return [(np.flatnonzero(~is_test), np.flatnonzero(is_test))]
 
 
-def protocol_folds(protocol: Protocol, lonlat: np.ndarray, seed: int, column: np.ndarray | None = None, where: str = "") -> Folds:
+def protocol_folds(protocol: Protocol, lonlat: np.ndarray, *, seed: int, column: np.ndarray | None = None, where: str = "") -> Folds:
     """The (train, test) pairs of ``protocol`` on a table's coordinates (and its hold-out ``column``)."""
     where = where or f"protocol {protocol.name!r}"
     if protocol.kind in ("random", "spatial"):
-        return fold_indices(lonlat, protocol.folds, protocol.kind, seed, protocol.block_deg)
+        return fold_indices(lonlat, protocol.folds, cv=protocol.kind, seed=seed, cell_deg=protocol.block_deg)
     if protocol.kind == "buffered":
-        folds = buffered(fold_indices(lonlat, protocol.folds, protocol.base, seed, protocol.block_deg), lonlat, protocol.buffer_km)
+        folds = buffered(fold_indices(lonlat, protocol.folds, cv=protocol.base, seed=seed, cell_deg=protocol.block_deg), lonlat, buffer_km=protocol.buffer_km)
         empty = [k for k, (train, _) in enumerate(folds) if len(train) == 0]
         if empty:
             raise ValueError(f"{where}: a {protocol.buffer_km:g} km buffer leaves no training points in fold(s) {empty}; use a smaller buffer_km")
@@ -86,11 +86,11 @@ def protocol_folds(protocol: Protocol, lonlat: np.ndarray, seed: int, column: np
     if protocol.kind == "holdout":
         if column is None:
             raise ValueError(f"{where}: a holdout protocol needs the table's column {protocol.column!r}")
-        return holdout(column, protocol.test_value, where)
+        return holdout(column, protocol.test_value, where=where)
     raise ValueError(f"{where}: kind must be one of {PROTOCOL_KINDS}, got {protocol.kind!r}")
 
 
-def budget_subset(train: np.ndarray, budget: int | None, rng: np.random.Generator) -> np.ndarray:
+def budget_subset(train: np.ndarray, budget: int | None, *, rng: np.random.Generator) -> np.ndarray:
     """``budget`` training rows drawn without replacement (all of them when None or not fewer), sorted."""
     if budget is None or budget >= len(train):
         return train

@@ -39,7 +39,7 @@ def read_table(
     path = Path(path)
     table = read_arrow(path)
     names = table.column_names
-    lon_col, lat_col = find_coordinate_columns(names, lon_col, lat_col, crs, where=str(path))
+    lon_col, lat_col = find_coordinate_columns(names, lon_col, lat_col=lat_col, crs=crs, where=str(path))
     if lon_col == lat_col:
         raise ValueError(f"{path}: the longitude and latitude columns are both {lon_col!r}; name two columns (--lon-col, --lat-col)")
     wanted = [lon_col, lat_col] + ([target] if target else []) + ([time_col] if time_col else [])

@@ -88,7 +88,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def _require(hparams: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+def _require(hparams: dict[str, Any], keys: tuple[str, ...], *, where: str) -> None:
     missing = [k for k in keys if k not in hparams]
     if missing:
         raise ValueError(f"{where}: missing hyper-parameters {missing}")
@@ -96,7 +96,7 @@ def _require(hparams: dict[str, Any], keys: tuple[str, ...], where: str) -> None
 
 def released_location_kwargs(hparams: dict[str, Any], where: str = "checkpoint") -> dict[str, Any]:
     """Location tower hyper-parameters (``build_location_encoder`` names) from a released checkpoint's ``hyper_parameters``."""
-    _require(hparams, ("le_type", "pe_type"), where)
+    _require(hparams, ("le_type", "pe_type"), where=where)
     pe, nn = hparams["le_type"], hparams["pe_type"]
     if pe not in POSITIONAL_ENCODINGS:
         raise ValueError(f"{where}: positional encoding le_type={pe!r} is not available; choose from {sorted(POSITIONAL_ENCODINGS)}")
@@ -116,7 +116,7 @@ def released_location_kwargs(hparams: dict[str, Any], where: str = "checkpoint")
 
 def released_model_kwargs(hparams: dict[str, Any], where: str = "checkpoint") -> dict[str, Any]:
     """``SatCLIP`` keyword arguments from a released checkpoint's ``hyper_parameters``."""
-    _require(hparams, ("embed_dim", "vision_layers", "in_channels"), where)
+    _require(hparams, ("embed_dim", "vision_layers", "in_channels"), where=where)
     vision = hparams["vision_layers"]
     if vision not in VISION_LAYERS:
         raise ValueError(f"{where}: vision_layers={vision!r} is not supported; expected one of {sorted(VISION_LAYERS)}")
@@ -169,7 +169,7 @@ def location_encoder_from_spec(spec: ModelSpec) -> LocationEncoder:
         **dict(kwargs.get("location") or {}),
     )
     state = {k[len("location.") :]: v for k, v in spec.state_dict.items() if k.startswith("location.")}
-    load_state(encoder, state, spec.source)
+    load_state(encoder, state, where=spec.source)
     encoder.matryoshka_dims = spec.matryoshka_dims
     return encoder
 
@@ -192,13 +192,14 @@ def load(source: str | Path, device: str | torch.device = "cpu") -> SatCLIP:
         model = SatCLIP(**spec.kwargs)
     except TypeError as err:
         raise ValueError(f"{spec.source}: model arguments {sorted(spec.kwargs)} do not fit SatCLIP: {err}") from None
-    load_state(model, spec.state_dict, spec.source)
+    load_state(model, spec.state_dict, where=spec.source)
     return model.to(device).eval()
 
 
 def load_location_encoder(
     source: str | Path,
     device: str | torch.device = "cpu",
+    *,
     dtype: str | torch.dtype | None = None,
     dim: int | None = None,
 ) -> LocationEncoder:

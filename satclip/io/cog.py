@@ -28,7 +28,7 @@ STAGE_COMPRESS = "zstd"  # staging files, read once: fast at level 1
 GDAL_CACHE_MB = 256  # GDAL's block cache while writing (its default is 5% of RAM); a 256-band float32 tile is 64 MB
 
 
-def overview_factors(height: int, width: int, tile: int) -> list[int]:
+def overview_factors(height: int, width: int, *, tile: int) -> list[int]:
     """2, 4, 8, ... until the coarsest overview fits in one tile."""
     factors, f = [], 2
     while max(height, width) / (f // 2) > tile:
@@ -70,7 +70,7 @@ class COGWriter:
 
         self.path, self.spec = Path(path), spec
         self.partial = partial_path(self.path)
-        self.factors = overview_factors(spec.grid.height, spec.grid.width, spec.tile)
+        self.factors = overview_factors(spec.grid.height, spec.grid.width, tile=spec.tile)
         self.stages = [self.path.with_name(f"{self.path.name}.partial.stage{i}.tif") for i in range(len(self.factors) + 1)]
         self.vrt = self.path.with_name(self.path.name + ".partial.vrt")
         for stale in (self.partial, self.vrt, *self.stages):
@@ -81,7 +81,7 @@ class COGWriter:
         self.env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)  # entered until close() or abort()
         self.env.__enter__()
         try:
-            self.dataset = self._create(self.stages[0], spec.grid.height, spec.grid.width, spec.grid.resolution)
+            self.dataset = self._create(self.stages[0], spec.grid.height, width=spec.grid.width, resolution=spec.grid.resolution)
         except BaseException:
             self.env.__exit__(None, None, None)
             raise
@@ -92,7 +92,7 @@ class COGWriter:
             self.dataset.offsets = spec.quantiser.offset.tolist()
         self.dataset.update_tags(**spec.attrs)
 
-    def _create(self, path: Path, height: int, width: int, resolution: float):
+    def _create(self, path: Path, height: int, *, width: int, resolution: float):
         import rasterio
         from rasterio.transform import Affine
 
@@ -129,7 +129,7 @@ class COGWriter:
         tile, nodata = self.spec.tile, self.spec.nodata
         with rasterio.open(self.stages[level - 1]) as src:
             height, width = (src.height + 1) // 2, (src.width + 1) // 2
-            with self._create(self.stages[level], height, width, self.spec.grid.resolution * 2**level) as dst:
+            with self._create(self.stages[level], height, width=width, resolution=self.spec.grid.resolution * 2**level) as dst:
                 for row in range(0, height, tile):
                     for col in range(0, width, tile):
                         h, w = min(tile, height - row), min(tile, width - col)

@@ -40,7 +40,7 @@ READ_ROWS = 65536  # rows per Parquet / NPY read chunk (and per output write)
 
 
 def embed_array(
-    encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int = 8192, device: str | torch.device = "cpu", *, dtype: np.dtype | type | None = None
+    encoder: LocationEncoder, lonlat: np.ndarray, *, batch_size: int = 8192, device: str | torch.device = "cpu", dtype: np.dtype | type | None = None
 ) -> np.ndarray:
     """(n, 2) [lon, lat] degrees -> (n, output_dim) embeddings, ``batch_size`` rows at a time: the one
     batched-embedding loop (files, grids, geolocation, probes and plots all use it).
@@ -73,8 +73,8 @@ def embed_array(
 def embed_file(
     encoder: LocationEncoder,
     input: str | Path,
-    output: str | Path,
     *,
+    output: str | Path,
     lon_col: str | None = None,
     lat_col: str | None = None,
     batch_size: int = 8192,
@@ -101,7 +101,20 @@ def embed_file(
     text: list[str] = []
     while True:
         try:
-            return _embed_once(encoder, Path(input), Path(output), lon_col, lat_col, crs, batch_size, device, progress, text, geoparquet, time_col)
+            return _embed_once(
+                encoder,
+                Path(input),
+                output=Path(output),
+                lon_col=lon_col,
+                lat_col=lat_col,
+                crs=crs,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+                text=text,
+                geoparquet=geoparquet,
+                time_col=time_col,
+            )
         except ColumnTypeChanged as change:  # a carried column (read_chunks reports coordinate columns itself)
             if change.column in text:
                 raise ValueError(str(change)) from None
@@ -111,6 +124,7 @@ def embed_file(
 def _embed_once(
     encoder: LocationEncoder,
     input: Path,
+    *,
     output: Path,
     lon_col: str | None,
     lat_col: str | None,
@@ -124,7 +138,7 @@ def _embed_once(
 ) -> int:
     from tqdm import tqdm
 
-    out_fmt = check_format(output, OUTPUT_FORMATS, "output")
+    out_fmt = check_format(output, OUTPUT_FORMATS, what="output")
     if geoparquet and out_fmt != ".parquet":
         raise ValueError(f"output {str(output)!r}: --geoparquet writes Parquet; name the output .parquet")
     rows, chunks = read_chunks(input, lon_col=lon_col, lat_col=lat_col, chunk_rows=max(batch_size, READ_ROWS), crs=crs, text=text, time_col=time_col)
@@ -137,7 +151,7 @@ def _embed_once(
             with tqdm(total=rows, unit="pt", unit_scale=True, desc=f"embed {input.name}", disable=not progress) as bar:
                 for start, lonlat, carried in chunks:
                     check_coordinates(lonlat, start=start, source=repr(str(input)))
-                    writer.write(start, embed_array(encoder, lonlat, batch_size, device), carried, lonlat)
+                    writer.write(start, embed_array(encoder, lonlat, batch_size=batch_size, device=device), carried=carried, lonlat=lonlat)
                     done += lonlat.shape[0]
                     bar.update(lonlat.shape[0])
         finally:
@@ -172,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     rows = embed_file(
         encoder,
         args.input,
-        args.out,
+        output=args.out,
         lon_col=args.lon_col,
         lat_col=args.lat_col,
         batch_size=args.batch_size,

@@ -74,7 +74,7 @@ def _size_text(size: float) -> str:
     return f"{size / {'PB': 1e15, 'TB': 1e12, 'GB': 1e9, 'MB': 1e6}[unit]:,.3g} {unit}"
 
 
-def check_size(grid: Grid, bands: int, dtype: str, *, max_gb: float = MAX_GB, at_least: bool = False) -> int:
+def check_size(grid: Grid, bands: int, *, dtype: str, max_gb: float = MAX_GB, at_least: bool = False) -> int:
     """The output's uncompressed size in bytes; a :class:`ValueError` saying how to make it smaller
     when it is above ``max_gb`` gigabytes. ``at_least``: ``bands`` is a lower bound (the tower is not
     loaded yet), said so in the message."""
@@ -103,18 +103,18 @@ def check_output(
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"--storage-dtype: expected one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
     refuse_existing(output, pca_path(output) if pca is not None else None, overwrite=overwrite)
-    check_size(grid, bands or 1, dtype, max_gb=max_gb, at_least=bands is None)
+    check_size(grid, bands or 1, dtype=dtype, max_gb=max_gb, at_least=bands is None)
 
 
-def _embed(encoder: LocationEncoder, lonlat: np.ndarray, batch_size: int, device: str | torch.device) -> np.ndarray:
-    return embed_array(encoder, lonlat, batch_size, device).astype(np.float64, copy=False)
+def _embed(encoder: LocationEncoder, lonlat: np.ndarray, *, batch_size: int, device: str | torch.device) -> np.ndarray:
+    return embed_array(encoder, lonlat, batch_size=batch_size, device=device).astype(np.float64, copy=False)
 
 
 def embed_grid(
     encoder: LocationEncoder,
     output: str | Path,
-    grid: Grid,
     *,
+    grid: Grid,
     dims: int | None = None,
     pca: int | None = None,
     dtype: str = "float32",
@@ -139,7 +139,7 @@ def embed_grid(
     band_map = BandMap(encoder.output_dim, dims=dims)
     quantiser = None
     if pca is not None or dtype == "int8":
-        sample_emb = _embed(encoder, grid.sample(sample), batch_size, device)
+        sample_emb = _embed(encoder, grid.sample(sample), batch_size=batch_size, device=device)
         fit = PCAFit.fit(sample_emb, pca) if pca is not None else None
         band_map = BandMap(encoder.output_dim, dims=dims, pca=fit)
         if dtype == "int8":
@@ -161,7 +161,7 @@ def embed_grid(
                 centres = grid.centres(window)
                 block = np.empty((window.size, spec.count), dtype=np.int8 if dtype == "int8" else np.dtype(dtype))
                 for i in range(0, window.size, batch_size):
-                    values = band_map(_embed(encoder, centres[i : i + batch_size], batch_size, device))
+                    values = band_map(_embed(encoder, centres[i : i + batch_size], batch_size=batch_size, device=device))
                     block[i : i + batch_size] = spec.encode(values)
                     bar.update(len(values))
                 writer.write(window, np.ascontiguousarray(block.T.reshape(spec.count, window.height, window.width)))
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         result = embed_grid(
             encoder,
             args.out,
-            grid,
+            grid=grid,
             dims=args.dim,
             pca=args.pca,
             dtype=args.storage_dtype,

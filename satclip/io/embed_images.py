@@ -70,7 +70,7 @@ def iter_image_embeddings(
 
 
 def embed_images(
-    model: SatCLIP, stream: ShardStream, output: str | Path, *, device: str | torch.device = "cpu", progress: bool = True, overwrite: bool = False
+    model: SatCLIP, stream: ShardStream, *, output: str | Path, device: str | torch.device = "cpu", progress: bool = True, overwrite: bool = False
 ) -> tuple[int, dict[str, int]]:
     """Write the image embeddings of ``stream`` to ``output`` (.parquet / .csv); returns (rows, skip counts).
     An existing ``output`` is an :class:`satclip.outputs.OutputExistsError` unless ``overwrite``."""
@@ -79,7 +79,7 @@ def embed_images(
     from .writers import TableWriter
 
     output = Path(output)
-    fmt = check_format(output, OUTPUT_FORMATS, "output")
+    fmt = check_format(output, OUTPUT_FORMATS, what="output")
     refuse_existing(output, overwrite=overwrite)
     skipped: dict[str, int] = {}
     writer: Any = None
@@ -88,9 +88,9 @@ def embed_images(
         try:
             for batch in iter_image_embeddings(model, stream, device=device, progress=progress, skipped=skipped):
                 if writer is None:
-                    writer = TableWriter(partial, fmt, batch.embedding.shape[1])
+                    writer = TableWriter(partial, fmt, dim=batch.embedding.shape[1])
                 carried = pa.table({"key": batch.keys, "lon": batch.lonlat[:, 0], "lat": batch.lonlat[:, 1]})
-                writer.write(rows, batch.embedding, carried)
+                writer.write(rows, batch.embedding, carried=carried)
                 rows += len(batch.keys)
         finally:
             if writer is not None:
@@ -121,13 +121,13 @@ def run(args: argparse.Namespace) -> int:
     from ..data.errors import EmptyStreamError
 
     check_device(args.device)
-    check_format(Path(args.out), OUTPUT_FORMATS, "output")
+    check_format(Path(args.out), OUTPUT_FORMATS, what="output")
     refuse_existing(args.out, overwrite=args.overwrite)
     try:
         model, preprocess = create_model_and_transforms(args.checkpoint, device=args.device, crop_size=args.crop_size)
         inputs = preprocess.inputs
         stream = open_images(args.input, inputs, batch_size=args.batch_size)
-        rows, skipped = embed_images(model, stream, args.out, device=args.device, progress=not args.no_progress, overwrite=args.overwrite)
+        rows, skipped = embed_images(model, stream, output=args.out, device=args.device, progress=not args.no_progress, overwrite=args.overwrite)
     except EmptyStreamError as err:
         raise SystemExit(f"satclip embed-images: {err}") from None
     print(

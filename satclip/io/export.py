@@ -86,11 +86,11 @@ class GraphLocationEncoder(nn.Module):
         lon = torch.where((lon < -180.0) | (lon > 180.0), torch.remainder(lon + 180.0, 360.0) - 180.0, lon)
         lonlat = torch.stack([lon, lat], dim=1)
         if self.harmonics:
-            feats = graph_spherical_harmonics(lonlat, self.legendre_polys, self.convention)
+            feats = graph_spherical_harmonics(lonlat, self.legendre_polys, convention=self.convention)
         else:
             feats = self.posenc(lonlat)
         if self.takes_time:
-            feats = space_time_product(feats, temporal_terms(inputs[:, 2], self.time_harmonics, self.year_trend))
+            feats = space_time_product(feats, temporal_terms(inputs[:, 2], self.time_harmonics, year_trend=self.year_trend))
         return self.nnet(feats.to(self.out_dtype))
 
 
@@ -144,7 +144,7 @@ def export_torchscript(encoder: LocationEncoder, path: str | Path) -> Path:
 
 
 @requires_extra("ONNX export")
-def export_onnx(encoder: LocationEncoder, path: str | Path, opset: int = ONNX_OPSET) -> Path:
+def export_onnx(encoder: LocationEncoder, path: str | Path, *, opset: int = ONNX_OPSET) -> Path:
     """Export the graph version of ``encoder`` to ONNX: input ``lonlat`` (N, 2) float64 (time-aware:
     ``lonlat_time`` (N, 3) [lon, lat, t]), output ``embedding``."""
     graph = _graph(encoder)
@@ -172,6 +172,7 @@ DERIVED = {"fp16": convert_fp16, "int8": quantize_int8}
 def write_onnx_formats(
     encoder: LocationEncoder,
     out: Path,
+    *,
     precisions: Sequence[str] = (),
     bounds: Mapping[str, float] = ERROR_BOUNDS,
     threads: int = BENCH_THREADS,
@@ -198,19 +199,20 @@ def write_onnx_formats(
         for precision, name in files.items():
             if precision in DERIVED:
                 DERIVED[precision](fp32, out / name)
-            stats = measure(out / name, points, reference, threads)
+            stats = measure(out / name, points, reference=reference, threads=threads)
             try:
-                check_bound(name, precision, stats, scale, bounds)
+                check_bound(name, precision, stats=stats, scale=scale, bounds=bounds)
             except FormatRefused:
                 (out / name).unlink()
                 raise
             formats[name] = {"precision": precision, **stats, "max_abs_error_bound": bounds[precision] * scale}
-    return files, {"onnx_check": check_record(len(points), scale, {p: bounds[p] for p in files}, threads), "onnx_formats": formats}
+    return files, {"onnx_check": check_record(len(points), scale, bounds={p: bounds[p] for p in files}, threads=threads), "onnx_formats": formats}
 
 
 def export_location_encoder(
     encoder: LocationEncoder,
     out_dir: str | Path,
+    *,
     onnx: bool = False,
     torchscript: bool = False,
     source: str | None = None,
@@ -227,7 +229,7 @@ def export_location_encoder(
         export_torchscript(encoder, out / TORCHSCRIPT_FILE)
         config["files"]["torchscript"] = TORCHSCRIPT_FILE
     if onnx or onnx_precisions:
-        files, figures = write_onnx_formats(encoder, out, onnx_precisions, onnx_bounds, onnx_threads)
+        files, figures = write_onnx_formats(encoder, out, precisions=onnx_precisions, bounds=onnx_bounds, threads=onnx_threads)
         config["files"].update({"onnx" if name == ONNX_FILE else f"onnx_{p}": name for p, name in files.items()})
         config.update(figures)
     write_config(out, config)

@@ -80,10 +80,10 @@ def resolve_hub_id(source: str) -> Path:
     file = parse_hub_id(source)
     listed = ", ".join(map(repr, file.filenames))
     what = f"hub {'files' if len(file.filenames) > 1 else 'file'} {listed} of repository {file.repo_id!r} (for {source!r}; no local path of that name exists either)"
-    paths = fetch(file.repo_id, file.filenames, file.revision, what)
+    paths = fetch(file.repo_id, file.filenames, revision=file.revision, what=what)
     if file.filenames == EXPORT_FILES:
         return paths[0].parent
-    return verify_sha256(paths[0], file.sha256, source)
+    return verify_sha256(paths[0], file.sha256, source=source)
 
 
 def resolve_url(url: str, cache_dir: str | Path | None = None) -> Path:
@@ -99,7 +99,7 @@ def resolve_url(url: str, cache_dir: str | Path | None = None) -> Path:
         return target
     reason = offline_reason(url)
     if reason is not None:
-        raise offline_error(f"checkpoint URL {url!r}", url, str(target), reason)
+        raise offline_error(f"checkpoint URL {url!r}", url, place=str(target), reason=reason)
     cache.mkdir(parents=True, exist_ok=True)
     torch.hub.download_url_to_file(url, str(target), progress=True)
     return target

@@ -36,7 +36,7 @@ class ImageInputs:
     crop_size: int
 
 
-def image_inputs(source: str | Path, in_chans: int, crop_size: int | None = None) -> ImageInputs:
+def image_inputs(source: str | Path, in_chans: int, *, crop_size: int | None = None) -> ImageInputs:
     """Bands and crop of a checkpoint's image tower: its recorded data settings when present, else
     S2-100K's 12 bands (plus a zero B10 when the tower takes 13) and a 224 px crop."""
     from ..data.transforms import S2_BANDS, target_bands
@@ -47,7 +47,7 @@ def image_inputs(source: str | Path, in_chans: int, crop_size: int | None = None
     bands = tuple(data["bands"]) if data.get("bands") else None
     insert_b10 = bool(data.get("insert_b10", in_chans == len(S2_BANDS) + 1))
     crop = int(crop_size or data.get("crop_size") or DEFAULT_CROP)
-    n = len(target_bands(bands or S2_BANDS, None, insert_b10))
+    n = len(target_bands(bands or S2_BANDS, None, insert_b10=insert_b10))
     if n != in_chans:
         raise ValueError(f"checkpoint {str(source)!r}: its image tower takes {in_chans} bands, but the inputs give {n}")
     return ImageInputs(bands, insert_b10, crop)
@@ -72,17 +72,17 @@ class Preprocess:
         if array.shape[1] != len(source):
             raise ValueError(f"images: {array.shape[1]} bands, but the band order names {len(source)}: {source}")
         size = self.inputs.crop_size
-        top, left = crop_offsets(array.shape[2], array.shape[3], size)
-        window = crop(array, size, top, left)
-        picked = select_bands(window, band_indices(source, target_bands(self.inputs.bands or source, None, self.inputs.insert_b10)))
+        top, left = crop_offsets(array.shape[2], array.shape[3], size=size)
+        window = crop(array, size, top=top, left=left)
+        picked = select_bands(window, band_indices(source, target_bands(self.inputs.bands or source, None, insert_b10=self.inputs.insert_b10)))
         return to_reflectance(torch.from_numpy(np.ascontiguousarray(picked)))
 
 
-def create_model_and_transforms(source: str | Path, device: str | torch.device = "cpu", crop_size: int | None = None) -> tuple[SatCLIP, Preprocess]:
+def create_model_and_transforms(source: str | Path, device: str | torch.device = "cpu", *, crop_size: int | None = None) -> tuple[SatCLIP, Preprocess]:
     """The full model of ``source`` (eval mode, on ``device``) and the preprocessing of its image tower."""
     model = load(source, device=device).eval()
     first_conv = next(p for p in model.visual.parameters() if p.ndim == 4)
-    return model, Preprocess(image_inputs(source, int(first_conv.shape[1]), crop_size))
+    return model, Preprocess(image_inputs(source, int(first_conv.shape[1]), crop_size=crop_size))
 
 
 __all__ = ["DEFAULT_CROP", "ImageInputs", "Preprocess", "create_model_and_transforms", "image_inputs"]

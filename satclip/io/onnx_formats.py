@@ -63,7 +63,7 @@ def _special_points() -> np.ndarray:
     return np.concatenate(rows)
 
 
-def check_points(n_random: int = CHECK_POINTS_RANDOM, seed: int = CHECK_POINTS_SEED, with_time: bool = False) -> np.ndarray:
+def check_points(n_random: int = CHECK_POINTS_RANDOM, seed: int = CHECK_POINTS_SEED, *, with_time: bool = False) -> np.ndarray:
     """The fixed float64 check set: :func:`_special_points` then ``n_random`` seeded points uniform on the
     sphere, (N, 2) [lon, lat]; ``with_time`` adds t (Unix seconds 2000-2025, every 10th NaN)."""
     rng = np.random.default_rng(seed)
@@ -126,7 +126,7 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def measure(path: Path, points: np.ndarray, reference: np.ndarray, threads: int = BENCH_THREADS, rounds: int = BENCH_ROUNDS) -> dict[str, float]:
+def measure(path: Path, points: np.ndarray, *, reference: np.ndarray, threads: int = BENCH_THREADS, rounds: int = BENCH_ROUNDS) -> dict[str, float]:
     """Max / mean absolute error of ``path`` against ``reference`` on ``points`` (max also relative to the
     embedding scale, max |reference|), and its points/s in ONNX Runtime (CPU, ``threads`` threads, the
     points in one batch, best of ``rounds`` after a warm-up)."""
@@ -146,7 +146,7 @@ def measure(path: Path, points: np.ndarray, reference: np.ndarray, threads: int 
     }
 
 
-def check_bound(file: str, precision: str, stats: Mapping[str, float], scale: float, bounds: Mapping[str, float]) -> None:
+def check_bound(file: str, precision: str, *, stats: Mapping[str, float], scale: float, bounds: Mapping[str, float]) -> None:
     """Raise :class:`FormatRefused` when ``stats``' max error exceeds ``bounds[precision]`` x ``scale``."""
     limit = bounds[precision] * scale
     if stats["max_abs_error"] > limit:
@@ -157,7 +157,7 @@ def check_bound(file: str, precision: str, stats: Mapping[str, float], scale: fl
         )
 
 
-def check_record(n_points: int, scale: float, bounds: Mapping[str, float], threads: int) -> dict[str, Any]:
+def check_record(n_points: int, scale: float, *, bounds: Mapping[str, float], threads: int) -> dict[str, Any]:
     """``config.json``'s ``onnx_check``: how the figures in ``onnx_formats`` were measured."""
     import onnxruntime
 

@@ -20,14 +20,14 @@ OUTPUT_FORMATS = (".npy", ".parquet", ".csv")
 class NpyWriter:
     """Writes rows in place into an ``.npy`` created with the final shape (``open_memmap``), through a plain file handle."""
 
-    def __init__(self, path: Path, rows: int, dim: int, dtype: np.dtype) -> None:
+    def __init__(self, path: Path, rows: int, *, dim: int, dtype: np.dtype) -> None:
         created = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, dim))
         self.offset, self.row_bytes = created.offset, dim * np.dtype(dtype).itemsize
         del created
         self.dtype = np.dtype(dtype)
         self.file = open(path, "r+b")
 
-    def write(self, start: int, emb: np.ndarray, carried: Any, lonlat: np.ndarray | None = None) -> None:
+    def write(self, start: int, emb: np.ndarray, *, carried: Any, lonlat: np.ndarray | None = None) -> None:
         self.file.seek(self.offset + start * self.row_bytes)
         self.file.write(np.ascontiguousarray(emb, dtype=self.dtype).tobytes())
 
@@ -42,14 +42,14 @@ class TableWriter:
     metadata (:mod:`.geoparquet`) after the carried columns.
     """
 
-    def __init__(self, path: Path, fmt: str, dim: int, geoparquet: bool = False) -> None:
+    def __init__(self, path: Path, fmt: str, *, dim: int, geoparquet: bool = False) -> None:
         self.path, self.fmt, self.dim = path, fmt, dim
         self.names = [f"emb_{i}" for i in range(dim)]
         self.writer: Any = None
         self.schema: Any = None
         self.bbox = BBox() if geoparquet else None
 
-    def _table(self, emb: np.ndarray, carried: Any, lonlat: np.ndarray | None) -> Any:
+    def _table(self, emb: np.ndarray, carried: Any, *, lonlat: np.ndarray | None) -> Any:
         import pyarrow as pa
 
         table = carried if carried is not None else pa.table({})
@@ -66,8 +66,8 @@ class TableWriter:
             arrays.insert(0, wkb_points(lonlat))
         return pa.Table.from_arrays([*table.columns, *arrays], names=[*table.column_names, *names])
 
-    def write(self, start: int, emb: np.ndarray, carried: Any, lonlat: np.ndarray | None = None) -> None:
-        table = self._table(emb, carried, lonlat)
+    def write(self, start: int, emb: np.ndarray, *, carried: Any, lonlat: np.ndarray | None = None) -> None:
+        table = self._table(emb, carried, lonlat=lonlat)
         if self.writer is None:
             self.schema = table.schema
             if self.fmt == ".parquet":
@@ -92,8 +92,8 @@ class TableWriter:
 def open_writer(path: Path, fmt: str, *, rows: int, dim: int, dtype: np.dtype, geoparquet: bool = False) -> NpyWriter | TableWriter:
     """The writer of format ``fmt`` (an :data:`OUTPUT_FORMATS` suffix) for ``rows`` x ``dim`` embeddings at ``path``."""
     if fmt == ".npy":
-        return NpyWriter(path, rows, dim, dtype)
-    return TableWriter(path, fmt, dim, geoparquet)
+        return NpyWriter(path, rows, dim=dim, dtype=dtype)
+    return TableWriter(path, fmt, dim=dim, geoparquet=geoparquet)
 
 
 __all__ = ["OUTPUT_FORMATS", "NpyWriter", "TableWriter", "open_writer"]

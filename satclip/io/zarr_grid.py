@@ -29,7 +29,7 @@ def _zarr() -> Any:
 
 
 def _array(
-    group: Any, name: str, dims: list[str], shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...] | None = None, fill_value: Any = None, **attrs: Any
+    group: Any, name: str, *, dims: list[str], shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...] | None = None, fill_value: Any = None, **attrs: Any
 ) -> Any:
     create = getattr(group, "create_array", None) or group.create_dataset  # zarr 3 / zarr 2
     array = create(name, shape=shape, chunks=chunks or shape, dtype=dtype, fill_value=fill_value)
@@ -49,23 +49,20 @@ class ZarrWriter:
         root = zarr.open_group(str(self.partial), mode="w", **({"zarr_format": 2} if major >= 3 else {}))
         grid, k = spec.grid, spec.count
         root.attrs.update({"Conventions": "CF-1.8", **spec.attrs})
-        lat = _array(
-            root, "lat", ["lat"], (grid.height,), "f8", standard_name="latitude", long_name="latitude of the pixel centre", units="degrees_north", axis="Y"
-        )
-        lat[:] = grid.lat()
-        lon = _array(
-            root, "lon", ["lon"], (grid.width,), "f8", standard_name="longitude", long_name="longitude of the pixel centre", units="degrees_east", axis="X"
-        )
-        lon[:] = grid.lon()
+        axes = (("lat", grid.lat(), "latitude", "degrees_north", "Y"), ("lon", grid.lon(), "longitude", "degrees_east", "X"))
+        for name, values, standard, units, axis in axes:
+            long_name = f"{standard} of the pixel centre"
+            coordinate = _array(root, name, dims=[name], shape=values.shape, dtype="f8", standard_name=standard, long_name=long_name, units=units, axis=axis)
+            coordinate[:] = values
         width = max(len(n) for n in spec.band_names)
-        band = _array(root, "band", ["band"], (k,), f"<U{width}", fill_value="", long_name="embedding dimension or principal component")
+        band = _array(root, "band", dims=["band"], shape=(k,), dtype=f"<U{width}", fill_value="", long_name="embedding dimension or principal component")
         band[:] = np.array(spec.band_names)
         crs = _array(
             root,
             "crs",
-            [],
-            (),
-            "i4",
+            dims=[],
+            shape=(),
+            dtype="i4",
             grid_mapping_name="latitude_longitude",
             semi_major_axis=6378137.0,
             inverse_flattening=298.257223563,
@@ -78,14 +75,14 @@ class ZarrWriter:
         if spec.quantiser is not None:
             attrs["comment"] = "int8 codes: value = embedding * scale + offset; -128 is nodata"
             for name, values in (("scale", spec.quantiser.scale), ("offset", spec.quantiser.offset)):
-                _array(root, name, ["band"], (k,), "f8", long_name=f"int8 {name} per band")[:] = values
+                _array(root, name, dims=["band"], shape=(k,), dtype="f8", long_name=f"int8 {name} per band")[:] = values
         fill = -128 if spec.dtype == "int8" else float("nan")
         self.embedding = _array(
             root,
             "embedding",
-            ["band", "lat", "lon"],
-            (k, grid.height, grid.width),
-            np.dtype(spec.dtype).str,
+            dims=["band", "lat", "lon"],
+            shape=(k, grid.height, grid.width),
+            dtype=np.dtype(spec.dtype).str,
             chunks=(k, spec.tile, spec.tile),
             fill_value=fill,
             **attrs,

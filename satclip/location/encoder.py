@@ -40,7 +40,7 @@ class LocationEncoder(nn.Module):
     :func:`truncate_location_encoder`.
     """
 
-    def __init__(self, positional_encoding: nn.Module, network: nn.Module, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, positional_encoding: nn.Module, network: nn.Module, *, config: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.posenc = positional_encoding
         self.nnet = network
@@ -68,12 +68,12 @@ class LocationEncoder(nn.Module):
 
     def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
         lonlat = validate_lonlat(lonlat, with_time=self.takes_time)
-        if fused.applies(self.posenc, self.nnet, lonlat):  # inference of a SH-SIREN on CPU: the same numbers, chunked
-            return fused.siren_harmonics_forward(self.posenc, self.nnet, lonlat)  # type: ignore[arg-type]
+        if fused.applies(self.posenc, self.nnet, lonlat=lonlat):  # inference of a SH-SIREN on CPU: the same numbers, chunked
+            return fused.siren_harmonics_forward(self.posenc, self.nnet, lonlat=lonlat)  # type: ignore[arg-type]
         feats = self.posenc(lonlat.to(torch.float64))
         return self.nnet(feats.to(self.dtype))
 
-    def save_pretrained(self, directory: str | Path, push_to_hub: str | None = None, token: str | None = None) -> Path:
+    def save_pretrained(self, directory: str | Path, push_to_hub: str | None = None, *, token: str | None = None) -> Path:
         """Write the tower as ``config.json`` + ``model.safetensors`` (``satclip export``'s layout) and
         optionally upload the folder to the Hub repository ``push_to_hub``; returns the folder."""
         from ..hubfiles import push_folder
@@ -87,7 +87,7 @@ class LocationEncoder(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, source: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> LocationEncoder:
+    def from_pretrained(cls, source: str | Path, device: str | torch.device = "cpu", *, dtype: str | torch.dtype | None = None) -> LocationEncoder:
         """A tower saved by ``save_pretrained`` / ``satclip export``: a folder, or a Hub repository holding
         one (``owner/repo`` or ``hf-hub:owner/repo``), from the cache if present; in eval mode.
 
@@ -115,6 +115,7 @@ class LocationEncoder(nn.Module):
 def build_location_encoder(
     pe: str = "sphericalharmonics",
     nn: str = "siren",
+    *,
     output_dim: int = 256,
     dtype: torch.dtype = torch.float64,
     **hparams: Any,
@@ -139,7 +140,7 @@ def build_location_encoder(
     posenc = pe_cls(**pe_kwargs)
     network = nn_cls(posenc.output_dim, output_dim, **nn_kwargs)
     config = {"pe": pe, "nn": nn, "output_dim": output_dim, **hparams}
-    return LocationEncoder(posenc, network, config).to(dtype)
+    return LocationEncoder(posenc, network, config=config).to(dtype)
 
 
 def _last_affine_keys(encoder: LocationEncoder) -> tuple[str, str]:
@@ -150,7 +151,7 @@ def _last_affine_keys(encoder: LocationEncoder) -> tuple[str, str]:
     return w_key, b_key
 
 
-def with_last_affine(encoder: LocationEncoder, weight: torch.Tensor, bias: torch.Tensor) -> LocationEncoder:
+def with_last_affine(encoder: LocationEncoder, weight: torch.Tensor, *, bias: torch.Tensor) -> LocationEncoder:
     """A copy of ``encoder`` (rebuilt from its config, same dtype, eval mode) whose last affine map is
     ``(weight, bias)``: ``weight.shape[0]`` outputs. ``matryoshka_dims`` is carried over."""
     w_key, b_key = _last_affine_keys(encoder)
@@ -186,4 +187,4 @@ def truncate_location_encoder(encoder: LocationEncoder, dim: int) -> LocationEnc
         warnings.warn(f"truncating to dim={dim}: this tower was trained with Matryoshka prefixes {trained}; {dim} is not one of them", stacklevel=2)
     w_key, b_key = _last_affine_keys(encoder)
     state = encoder.state_dict()
-    return with_last_affine(encoder, state[w_key][:dim], state[b_key][:dim])
+    return with_last_affine(encoder, state[w_key][:dim], bias=state[b_key][:dim])

@@ -49,7 +49,7 @@ from ..geo import validate_lonlat
 from .registry import register_encoding
 
 
-def integer_hparam(name: str, value: object, minimum: int = 1) -> int:
+def integer_hparam(name: str, value: object, *, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum``; integral floats (16.0, as read from a CSV) are accepted."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer():
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -111,7 +111,7 @@ class _MultiScale(_Encoding):
 
     columns_per_scale: int
 
-    def __init__(self, frequency_num: int = 16, min_radius: float = 10.0, max_radius: float = 360.0) -> None:
+    def __init__(self, frequency_num: int = 16, min_radius: float = 10.0, *, max_radius: float = 360.0) -> None:
         super().__init__()
         self.frequency_num = integer_hparam("frequency_num", frequency_num)
         self.min_radius, self.max_radius = float(min_radius), float(max_radius)
@@ -190,7 +190,7 @@ class SphereCPlus(_MultiScale):
         return _per_scale(torch.sin(b), cos_b, torch.sin(a), torch.cos(a), cos_b * torch.cos(a), cos_b * torch.sin(a))
 
 
-def _mixed_terms(lon: torch.Tensor, lat: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+def _mixed_terms(lon: torch.Tensor, lat: torch.Tensor, *, a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
     """sphereM's terms mixing one scaled angle with the other coordinate at scale 1 (radians)."""
     lon_r, lat_r = torch.deg2rad(lon)[:, None], torch.deg2rad(lat)[:, None]
     cos_b, cos_lat = torch.cos(b), torch.cos(lat_r)
@@ -205,7 +205,7 @@ class SphereM(_MultiScale):
 
     def encode(self, lon: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
         a, b = self.scaled(lon), self.scaled(lat)
-        return _per_scale(torch.sin(b), *_mixed_terms(lon, lat, a, b))
+        return _per_scale(torch.sin(b), *_mixed_terms(lon, lat, a=a, b=b))
 
 
 @register_encoding("spherem+")
@@ -217,4 +217,4 @@ class SphereMPlus(_MultiScale):
 
     def encode(self, lon: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
         a, b = self.scaled(lon), self.scaled(lat)
-        return _per_scale(torch.sin(b), torch.cos(b), torch.sin(a), torch.cos(a), *_mixed_terms(lon, lat, a, b))
+        return _per_scale(torch.sin(b), torch.cos(b), torch.sin(a), torch.cos(a), *_mixed_terms(lon, lat, a=a, b=b))

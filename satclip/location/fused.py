@@ -35,7 +35,7 @@ COMPILE_ENV = "SATCLIP_TORCH_COMPILE"
 _compiled: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {}
 
 
-def applies(posenc: torch.nn.Module, nnet: torch.nn.Module, lonlat: torch.Tensor) -> bool:
+def applies(posenc: torch.nn.Module, nnet: torch.nn.Module, *, lonlat: torch.Tensor) -> bool:
     """Whether :func:`siren_harmonics_forward` computes this call: a spherical-harmonics SIREN in eval
     mode on CPU, float32/float64, without gradients (inference), (N, 2) coordinates."""
     if not (isinstance(posenc, SphericalHarmonics) and isinstance(nnet, SirenNet)) or nnet.training:
@@ -63,7 +63,7 @@ def _compiled_sine() -> Callable[[torch.Tensor, float], torch.Tensor] | None:
     return _compiled["sine"]
 
 
-def _sine_(h: torch.Tensor, w0: float, compiled: Callable[[torch.Tensor, float], torch.Tensor] | None) -> None:
+def _sine_(h: torch.Tensor, w0: float, *, compiled: Callable[[torch.Tensor, float], torch.Tensor] | None) -> None:
     """h <- sin(w0 h) in place (the plain path's ``torch.sin(w0 * h)``)."""
     if compiled is not None:
         compiled(h, w0)
@@ -77,7 +77,7 @@ def _sine_(h: torch.Tensor, w0: float, compiled: Callable[[torch.Tensor, float],
         h.sin_()
 
 
-def siren_harmonics_forward(posenc: SphericalHarmonics, nnet: SirenNet, lonlat: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
+def siren_harmonics_forward(posenc: SphericalHarmonics, nnet: SirenNet, *, lonlat: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
     """(N, 2) validated [lon, lat] degrees -> (N, output_dim) in the network's dtype, chunk by chunk.
 
     With several torch threads the rows are split into one contiguous part per thread, and each part
@@ -98,30 +98,38 @@ def siren_harmonics_forward(posenc: SphericalHarmonics, nnet: SirenNet, lonlat: 
         weights[0][m0_columns(L)] *= math.pi
         convention = "orthonormal"
     lonlat = lonlat.to(torch.float64)
-    out = empty_output(n, weights[-1].shape[1], dtype, lonlat.device)
+    out = empty_output(n, weights[-1].shape[1], dtype=dtype, device=lonlat.device)
     compiled = _compiled_sine()
     threads = torch.get_num_threads()
     parts = min(threads, n // (2 * rows))
     if parts < 2:
-        _forward_rows(weights, biases, w0s, out, rows, compiled, _chunk_features(posenc, convention, lonlat, dtype, rows))
+        _forward_rows(
+            weights,
+            biases,
+            w0s=w0s,
+            out=out,
+            chunk_rows=rows,
+            compiled=compiled,
+            features=_chunk_features(posenc, convention, lonlat=lonlat, dtype=dtype, rows=rows),
+        )
         return out
 
     def work(start: int, stop: int) -> None:
-        features = _chunk_features(posenc, convention, lonlat[start:stop], dtype, rows)
-        _forward_rows(weights, biases, w0s, out[start:stop], rows, compiled, features)
+        features = _chunk_features(posenc, convention, lonlat=lonlat[start:stop], dtype=dtype, rows=rows)
+        _forward_rows(weights, biases, w0s=w0s, out=out[start:stop], chunk_rows=rows, compiled=compiled, features=features)
 
-    run_in_parts(n, parts, work)
+    run_in_parts(n, parts, work=work)
     return out
 
 
-def _chunk_features(posenc: SphericalHarmonics, convention: str, lonlat: torch.Tensor, dtype: torch.dtype, rows: int) -> Callable[[int, int], torch.Tensor]:
+def _chunk_features(posenc: SphericalHarmonics, convention: str, *, lonlat: torch.Tensor, dtype: torch.dtype, rows: int) -> Callable[[int, int], torch.Tensor]:
     """``features(start, stop)``: the harmonics of those rows of ``lonlat`` (computed in float64, in ``convention``)
     in ``dtype``, written into a buffer of ``rows`` rows that every chunk reuses (sphericart casts while in cache)."""
     L = posenc.legendre_polys
     feats = torch.empty(min(rows, max(lonlat.shape[0], 1)), L * L, dtype=dtype)
 
     def features(start: int, stop: int) -> torch.Tensor:
-        fill_harmonics(lonlat[start:stop], L, convention, posenc.engine, feats[: stop - start])
+        fill_harmonics(lonlat[start:stop], L, convention=convention, engine=posenc.engine, out=feats[: stop - start])
         return feats[: stop - start]
 
     return features
@@ -130,6 +138,7 @@ def _chunk_features(posenc: SphericalHarmonics, convention: str, lonlat: torch.T
 def _forward_rows(
     weights: list[torch.Tensor],
     biases: list[torch.Tensor],
+    *,
     w0s: list[float],
     out: torch.Tensor,
     chunk_rows: int,
@@ -147,6 +156,6 @@ def _forward_rows(
         for w, b, w0, h in zip(weights, biases, w0s, hidden):
             h = h[: stop - start]
             torch.addmm(b, x, w, out=h)
-            _sine_(h, w0, compiled)
+            _sine_(h, w0, compiled=compiled)
             x = h
         torch.addmm(biases[-1], x, weights[-1], out=out[start:stop])

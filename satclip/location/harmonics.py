@@ -70,7 +70,7 @@ def _coefficients(L: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return a, b, d
 
 
-def _trig_row(lon_rad: torch.Tensor, L: int, convention: str) -> torch.Tensor:
+def _trig_row(lon_rad: torch.Tensor, L: int, *, convention: str) -> torch.Tensor:
     """(n, 2L-1) mirrored row: sqrt(2) sin(|m| phi) for m < 0, c0 for m = 0, sqrt(2) cos(m phi) for m > 0."""
     m = torch.arange(1, L, dtype=torch.float64, device=lon_rad.device)
     # phi = lon + pi; the Condon-Shortley phase (-1)^m is the same as a further shift by pi.
@@ -87,7 +87,7 @@ def _trig_row(lon_rad: torch.Tensor, L: int, convention: str) -> torch.Tensor:
     )
 
 
-def _harmonics_chunk(lonlat: torch.Tensor, L: int, convention: str, out: torch.Tensor) -> None:
+def _harmonics_chunk(lonlat: torch.Tensor, L: int, *, convention: str, out: torch.Tensor) -> None:
     """Write the (n, L*L) float64 features of an (n, 2) float64 chunk into ``out`` (float64, rows may be strided).
 
     The recurrence runs on the features themselves, in ``out``: at fixed m the three-term recurrence
@@ -99,7 +99,7 @@ def _harmonics_chunk(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
     lon, lat = torch.deg2rad(lonlat).unbind(1)
     x = (-torch.sin(lat))[:, None]  # cos(theta), theta from the south pole
     s = torch.cos(lat)  # sin(theta) >= 0, exact next to the poles
-    trig = _trig_row(lon, L, convention)
+    trig = _trig_row(lon, L, convention=convention)
     c = L - 1
     diag = torch.full_like(s, 1.0 / math.sqrt(4 * math.pi))  # P_l^l, fully normalised
     torch.mul(diag, trig[:, c], out=out[:, 0])
@@ -150,7 +150,7 @@ def _sphericart_calculator(L: int) -> Callable[[np.ndarray, np.ndarray], None]:
     calc = _sphericart.SphericalHarmonics(L - 1)
     handle = calc._calculator
 
-    def run(xyz: np.ndarray, out: np.ndarray, calc=calc) -> None:  # calc: kept alive with its handle
+    def run(xyz: np.ndarray, out: np.ndarray, *, calc=calc) -> None:  # calc: kept alive with its handle
         compute(handle, xyz.ctypes.data, xyz.size, out.ctypes.data, out.size)
 
     return run
@@ -172,7 +172,7 @@ def _unit_vectors(lonlat: torch.Tensor, convention: str) -> np.ndarray:
     return torch.stack([x, y, sin_a[1]], 1).numpy()
 
 
-def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.Tensor) -> None:
+def _sphericart_fill(lonlat: torch.Tensor, L: int, *, convention: str, out: torch.Tensor) -> None:
     """Write the (n, L*L) features of CPU points into ``out`` (C-contiguous float64 or float32) with sphericart.
 
     sphericart gives the orthonormal real harmonics without Condon-Shortley phase of a unit vector;
@@ -189,16 +189,16 @@ def _sphericart_fill(lonlat: torch.Tensor, L: int, convention: str, out: torch.T
     rows = n if (m0 is None and target.dtype == np.float64) else block  # nothing to do per block: one call
 
     def work(start: int, stop: int) -> None:
-        _sphericart_rows(_unit_vectors(lonlat[start:stop], convention), L, m0, target[start:stop], rows)
+        _sphericart_rows(_unit_vectors(lonlat[start:stop], convention), L, m0=m0, target=target[start:stop], rows=rows)
 
     parts = min(torch.get_num_threads(), n // (2 * block))
     if parts < 2:
         work(0, n)
     else:
-        run_in_parts(n, parts, work)
+        run_in_parts(n, parts, work=work)
 
 
-def _sphericart_rows(xyz: np.ndarray, L: int, m0: np.ndarray | None, target: np.ndarray, rows: int) -> None:
+def _sphericart_rows(xyz: np.ndarray, L: int, *, m0: np.ndarray | None, target: np.ndarray, rows: int) -> None:
     """sphericart on one thread over ``rows``-row blocks of ``xyz`` into ``target``, the columns ``m0``
     (None: none) of each block then multiplied by pi and the block cast while in cache."""
     compute = _sphericart_calculator(L)
@@ -223,15 +223,15 @@ def _engine_for(device: torch.device, engine: str) -> str:
     return engine
 
 
-def fill_harmonics(lonlat: torch.Tensor, L: int, convention: str, engine: str, out: torch.Tensor) -> None:
+def fill_harmonics(lonlat: torch.Tensor, L: int, *, convention: str, engine: str, out: torch.Tensor) -> None:
     """Write the features of already validated (n, 2) float64 points into a C-contiguous float64 or float32
     ``out`` on their device (``engine`` as in :func:`spherical_harmonics`): for callers that validated once."""
     engine = _engine_for(lonlat.device, engine)
     if _fills_directly(out, engine):
-        _engine_fill(lonlat, L, convention, engine, out)
+        _engine_fill(lonlat, L, convention=convention, engine=engine, out=out)
     else:
         buffer = torch.empty(out.shape, dtype=torch.float64, device=out.device)
-        _engine_fill(lonlat, L, convention, engine, buffer)
+        _engine_fill(lonlat, L, convention=convention, engine=engine, out=buffer)
         out.copy_(buffer)
 
 
@@ -240,10 +240,10 @@ def _fills_directly(out: torch.Tensor, engine: str) -> bool:
     return out.is_contiguous() and (out.dtype == torch.float64 or (out.dtype == torch.float32 and engine == "sphericart"))
 
 
-def _engine_fill(lonlat: torch.Tensor, L: int, convention: str, engine: str, out: torch.Tensor) -> None:
+def _engine_fill(lonlat: torch.Tensor, L: int, *, convention: str, engine: str, out: torch.Tensor) -> None:
     """Write the features into an ``out`` on the points' device that :func:`_fills_directly` accepts."""
     if engine == "sphericart":
-        _sphericart_fill(lonlat, L, convention, out)
+        _sphericart_fill(lonlat, L, convention=convention, out=out)
         return
     # On CPU, chunks keep a chunk's output in cache; with several threads, fewer and larger chunks
     # (every operation is a parallel region, and many short ones stall on oversubscribed cores).
@@ -254,10 +254,10 @@ def _engine_fill(lonlat: torch.Tensor, L: int, convention: str, engine: str, out
     else:
         step = max(_TORCH_CHUNK, _CHUNK_ELEMENTS // (2 * L))
     for start in range(0, lonlat.shape[0], step):
-        _harmonics_chunk(lonlat[start : start + step], L, convention, out[start : start + step])
+        _harmonics_chunk(lonlat[start : start + step], L, convention=convention, out=out[start : start + step])
 
 
-def empty_output(n: int, columns: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def empty_output(n: int, columns: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised output; on CPU through numpy, which asks the kernel for huge pages (faster first touch)."""
     if device.type == "cpu" and dtype in (torch.float32, torch.float64):
         return torch.from_numpy(np.empty((n, columns), dtype=np.float64 if dtype == torch.float64 else np.float32))
@@ -267,6 +267,7 @@ def empty_output(n: int, columns: int, dtype: torch.dtype, device: torch.device)
 def spherical_harmonics(
     lonlat: torch.Tensor,
     legendre_polys: int,
+    *,
     convention: str = "satclip",
     dtype: torch.dtype | None = None,
     out: torch.Tensor | None = None,
@@ -289,18 +290,18 @@ def spherical_harmonics(
     engine = _engine_for(lonlat.device, engine)
     n = lonlat.shape[0]
     if out is None:
-        out = empty_output(n, L * L, dtype or torch.float64, lonlat.device)
+        out = empty_output(n, L * L, dtype=dtype or torch.float64, device=lonlat.device)
     elif out.shape != (n, L * L):
         raise ValueError(f"out must have shape {(n, L * L)}, got {tuple(out.shape)}")
     with torch.no_grad():
         if _fills_directly(out, engine) and out.device == lonlat.device:
-            _engine_fill(lonlat, L, convention, engine, out)
+            _engine_fill(lonlat, L, convention=convention, engine=engine, out=out)
             return out
         step = max(1, _CHUNK_ELEMENTS // (L * L))
         buffer = torch.empty(min(step, n), L * L, dtype=torch.float64, device=lonlat.device)
         for start in range(0, n, step):
             part = buffer[: min(step, n - start)]
-            _engine_fill(lonlat[start : start + step], L, convention, engine, part)
+            _engine_fill(lonlat[start : start + step], L, convention=convention, engine=engine, out=part)
             out[start : start + step].copy_(part)
     return out
 
@@ -314,7 +315,7 @@ class SphericalHarmonics(nn.Module):
     always float64 (float32 recurrences lose precision at high degree).
     """
 
-    def __init__(self, legendre_polys: int = 10, convention: str = "satclip", engine: str = "auto") -> None:
+    def __init__(self, legendre_polys: int = 10, convention: str = "satclip", *, engine: str = "auto") -> None:
         super().__init__()
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
@@ -328,13 +329,13 @@ class SphericalHarmonics(nn.Module):
 
     def forward(self, lonlat: torch.Tensor) -> torch.Tensor:
         dtype = lonlat.dtype if lonlat.dtype in (torch.float32, torch.float64) else torch.float64
-        return spherical_harmonics(lonlat, self.legendre_polys, self.convention, dtype=dtype, engine=self.engine)
+        return spherical_harmonics(lonlat, self.legendre_polys, convention=self.convention, dtype=dtype, engine=self.engine)
 
     def extra_repr(self) -> str:
         return f"legendre_polys={self.legendre_polys}, convention={self.convention!r}"
 
 
-def graph_spherical_harmonics(lonlat: torch.Tensor, legendre_polys: int, convention: str) -> torch.Tensor:
+def graph_spherical_harmonics(lonlat: torch.Tensor, legendre_polys: int, *, convention: str) -> torch.Tensor:
     """(N, 2) float64 [lon, lat] degrees -> (N, L*L) float64 harmonics, written for tracing.
 
     The same stable recurrence as :func:`spherical_harmonics` (same coefficients, same order of
@@ -348,7 +349,7 @@ def graph_spherical_harmonics(lonlat: torch.Tensor, legendre_polys: int, convent
     lat = lonlat[:, 1] * (math.pi / 180.0)
     x = (-torch.sin(lat))[:, None]  # cos(theta), theta from the south pole
     s = torch.cos(lat)[:, None]  # sin(theta), exact next to the poles
-    trig = _trig_row(lon, L, convention)
+    trig = _trig_row(lon, L, convention=convention)
     prev2: torch.Tensor | None = None
     prev1 = torch.full_like(x, 1.0 / math.sqrt(4 * math.pi))
     columns = [prev1 * trig[:, c : c + 1]]

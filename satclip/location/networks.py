@@ -32,7 +32,7 @@ class Linear(nn.Module):
 class MLP(nn.Module):
     """ReLU multilayer perceptron: ``num_layers`` hidden layers of width ``dim_hidden``, then a linear output."""
 
-    def __init__(self, input_dim: int, output_dim: int, dim_hidden: int = 256, num_layers: int = 2, dropout: float = 0.0) -> None:
+    def __init__(self, input_dim: int, output_dim: int, *, dim_hidden: int = 256, num_layers: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
         dim_hidden = integer_hparam("dim_hidden", dim_hidden)
         layers: list[nn.Module] = []
@@ -70,7 +70,7 @@ class FCNet(nn.Module):
     every tower then ends with an affine map into which a linear head can be folded exactly.
     """
 
-    def __init__(self, input_dim: int, output_dim: int, dim_hidden: int = 256, num_layers: int = 4, dropout: float = 0.5) -> None:
+    def __init__(self, input_dim: int, output_dim: int, *, dim_hidden: int = 256, num_layers: int = 4, dropout: float = 0.5) -> None:
         super().__init__()
         dim_hidden = integer_hparam("dim_hidden", dim_hidden)
         num_layers = integer_hparam("num_layers", num_layers, minimum=0)
@@ -89,7 +89,7 @@ class SirenLayer(nn.Module):
     U(-sqrt(c/d)/w0, sqrt(c/d)/w0) with c = 6, d the input width.
     """
 
-    def __init__(self, dim_in: int, dim_out: int, w0: float = 1.0, is_first: bool = False, activation: bool = True, dropout: float = 0.0) -> None:
+    def __init__(self, dim_in: int, dim_out: int, *, w0: float = 1.0, is_first: bool = False, activation: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
         self.w0 = w0
         self.activation = activation
@@ -118,6 +118,7 @@ class SirenNet(nn.Module):
         self,
         input_dim: int,
         output_dim: int,
+        *,
         dim_hidden: int = 512,
         num_layers: int = 2,
         w0: float = 1.0,

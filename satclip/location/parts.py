@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 
-def run_in_parts(n: int, parts: int, work: Callable[[int, int], None]) -> None:
+def run_in_parts(n: int, parts: int, *, work: Callable[[int, int], None]) -> None:
     """``work(start, stop)`` over ``parts`` contiguous parts of rows 0..n-1, each in its own Python thread
     with one torch thread (a per-thread setting); the process's torch thread count is restored after."""
     threads = torch.get_num_threads()

@@ -90,7 +90,7 @@ def matryoshka_dims(dims: Any, where: str) -> list[int] | None:
     return dims
 
 
-def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], *, where: str) -> None:
     """Load ``state`` into ``module`` exactly: missing, unexpected or mis-shaped keys are named in the error."""
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -115,7 +115,7 @@ def read_export(directory: str | Path) -> LocationEncoder:
     if config.get("format") != EXPORT_FORMAT or not isinstance(config.get("architecture"), dict):
         raise ValueError(f"{str(config_path)!r}: not a satclip location tower export (format {config.get('format')!r})")
     encoder = build_location_encoder(**config["architecture"], dtype=as_dtype(config.get("dtype", "float64")))
-    load_state(encoder, load_file(str(weights_path)), str(directory))
+    load_state(encoder, load_file(str(weights_path)), where=str(directory))
     encoder.matryoshka_dims = matryoshka_dims(config.get("matryoshka_dims"), str(config_path))
     return encoder
 

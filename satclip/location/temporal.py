@@ -38,7 +38,7 @@ TREND_ORIGIN = 2020.0
 TREND_SPAN_YEARS = 10.0
 
 
-def temporal_terms(t: torch.Tensor, time_harmonics: int, year_trend: bool = False) -> torch.Tensor:
+def temporal_terms(t: torch.Tensor, time_harmonics: int, *, year_trend: bool = False) -> torch.Tensor:
     """(N,) float64 Unix seconds -> (N, 2K (+1)) [cos 2 pi k phi, sin 2 pi k phi for k = 1..K (, tau)];
     rows with NaN time are zero. Pure tensor operations (traceable for TorchScript / ONNX)."""
     k = torch.arange(1, time_harmonics + 1, dtype=torch.float64, device=t.device)
@@ -69,6 +69,7 @@ class SphericalHarmonicsTime(nn.Module):
         self,
         legendre_polys: int = 10,
         time_harmonics: int = 2,
+        *,
         year_trend: bool = False,
         time_dropout: float = 0.1,
         convention: str = "satclip",
@@ -97,8 +98,8 @@ class SphericalHarmonicsTime(nn.Module):
         if self.training and self.time_dropout > 0:
             unknown = torch.rand(t.shape[0], device=t.device) < self.time_dropout
             t = torch.where(unknown, torch.full_like(t, math.nan), t)
-        harmonics = spherical_harmonics(x[:, :2], self.legendre_polys, self.convention, engine=self.engine)
-        return space_time_product(harmonics, temporal_terms(t, self.time_harmonics, self.year_trend)).to(dtype)
+        harmonics = spherical_harmonics(x[:, :2], self.legendre_polys, convention=self.convention, engine=self.engine)
+        return space_time_product(harmonics, temporal_terms(t, self.time_harmonics, year_trend=self.year_trend)).to(dtype)
 
     def extra_repr(self) -> str:
         return (

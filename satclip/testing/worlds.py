@@ -17,7 +17,7 @@ import numpy as np
 from ..eval.points import is_land
 
 
-def smooth_random_field(lonlat: np.ndarray, seed: int, degree: int = 6, decay: float = 1.0) -> np.ndarray:
+def smooth_random_field(lonlat: np.ndarray, seed: int, *, degree: int = 6, decay: float = 1.0) -> np.ndarray:
     """A random field on the sphere: random spherical harmonics of degree < ``degree``, unit variance.
 
     The coefficients of degree l have standard deviation 1 / (l + 1)^decay: ``decay=1`` lets large
@@ -37,7 +37,7 @@ def smooth_random_field(lonlat: np.ndarray, seed: int, degree: int = 6, decay: f
     return field / math.sqrt(float(np.sum(coef**2)) / (4 * math.pi))  # the orthonormal basis has mean square 1/(4 pi)
 
 
-def uniform_times(n: int, seed: int, start: float = 1514764800.0, years: float = 6.0) -> np.ndarray:
+def uniform_times(n: int, seed: int, *, start: float = 1514764800.0, years: float = 6.0) -> np.ndarray:
     """``n`` acquisition times (Unix seconds UTC) uniform over ``years`` from ``start`` (2018-01-01)."""
     from ..acqtime import SECONDS_PER_YEAR
 
@@ -78,7 +78,7 @@ class SyntheticWorld:
     weights come from their own random stream, so the other weights are those of ``seasonal=0``.
     """
 
-    def __init__(self, n_bands: int = 12, n_fields: int = 3, field_degree: int = 14, seed: int = 0, field_decay: float = 1.0, seasonal: float = 0.0) -> None:
+    def __init__(self, n_bands: int = 12, n_fields: int = 3, *, field_degree: int = 14, seed: int = 0, field_decay: float = 1.0, seasonal: float = 0.0) -> None:
         rng = np.random.default_rng(seed)
         self.n_bands, self.field_seeds, self.field_degree = n_bands, [seed * 100 + k for k in range(n_fields)], field_degree
         self.field_decay = field_decay

@@ -64,6 +64,7 @@ class GradCache:
         self,
         encode: Callable[[Any], Features],
         logit_scale: Callable[[], torch.Tensor],
+        *,
         loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
         loss_params: Sequence[torch.nn.Parameter] = (),
     ) -> None:

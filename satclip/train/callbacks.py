@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from typing_extensions import override
 
 
 class Throughput(Callback):
@@ -30,9 +31,11 @@ class Throughput(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_end = None  # the first batch of an epoch includes the loader start-up
 
+    @override
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         self._start = time.perf_counter()
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
@@ -58,7 +61,7 @@ class Throughput(Callback):
         )
 
 
-def variant_checkpoints(variant: str, dirpath: str, every_n_train_steps: int = 1000, monitor: str = "val/loss") -> list[ModelCheckpoint]:
+def variant_checkpoints(variant: str, dirpath: str, *, every_n_train_steps: int = 1000, monitor: str = "val/loss") -> list[ModelCheckpoint]:
     """Checkpoints named for the variant in ``dirpath``:
 
     - ``{variant}-epoch=E-step=S.ckpt`` every ``every_n_train_steps`` optimizer steps, all kept

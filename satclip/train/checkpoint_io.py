@@ -23,6 +23,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from typing_extensions import override
 
 from ..safeload import CheckpointReadError, UnsafeCheckpointError, load_weights, unsafe_checkpoint_error
 
@@ -93,7 +94,7 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
     _remove_stale_temps(path)
 
 
-def safe_torch_load(path: _PATH, map_location: Any = "cpu", mmap: bool = False) -> Any:
+def safe_torch_load(path: _PATH, map_location: Any = "cpu", *, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` (local or fsspec URL) with clear errors (see
     :mod:`satclip.safeload`): pickled code refused, an empty, corrupt or foreign file named so.
 
@@ -126,12 +127,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``trainer.plugins: [{class_path: satclip.train.checkpoint_io.AtomicCheckpointIO}]``.
     """
 
+    @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None or not is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, path)
 
+    @override
     def load_checkpoint(
         self,
         path: _PATH,

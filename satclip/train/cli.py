@@ -136,7 +136,9 @@ class SatCLIPCLI(LightningCLI):
         """The Trainer with satclip's defaults added to the configured arguments (public hook)."""
         config = {**self.config_init[self.subcommand]["trainer"], **kwargs}
         model: SatCLIPModule = self.model
-        model.set_trainer_flags(config.get("gradient_clip_val"), config.get("gradient_clip_algorithm"), config.get("accumulate_grad_batches") or 1)
+        model.set_trainer_flags(
+            config.get("gradient_clip_val"), config.get("gradient_clip_algorithm"), accumulate_grad_batches=config.get("accumulate_grad_batches") or 1
+        )
         kwargs.update(gradient_clip_val=None, gradient_clip_algorithm=None, accumulate_grad_batches=1)
 
         root = config.get("default_root_dir") or os.getcwd()
@@ -146,7 +148,7 @@ class SatCLIPCLI(LightningCLI):
         extra: list[L.Callback] = [Throughput()]
         if config.get("enable_checkpointing", True) is not False and not any(isinstance(c, ModelCheckpoint) for c in user):
             dirpath = settings["dirpath"] or os.path.join(root, "checkpoints")
-            extra += variant_checkpoints(model.variant, dirpath, settings["every_n_train_steps"], settings["monitor"])
+            extra += variant_checkpoints(model.variant, dirpath, every_n_train_steps=settings["every_n_train_steps"], monitor=settings["monitor"])
             extra.append(Preemption())
         kwargs["callbacks"] = user + extra
 

@@ -72,7 +72,7 @@ class _Loaded:
     folds: dict[str, list[tuple[np.ndarray, np.ndarray]]]
 
 
-def read_probe_table(table: ProbeTable, max_rows: int, n_folds: int, cell_deg: float, seed: int) -> _Loaded:
+def read_probe_table(table: ProbeTable, max_rows: int, *, n_folds: int, cell_deg: float, seed: int) -> _Loaded:
     """Read, check and (beyond ``max_rows``) subsample a probe table, and cut its CV folds once."""
     import pyarrow.compute as pc
 
@@ -83,7 +83,7 @@ def read_probe_table(table: ProbeTable, max_rows: int, n_folds: int, cell_deg: f
         data = read_table(path)
     except ValueError as err:
         raise ValueError(f"geography.tables: {err}") from None
-    lon_col, lat_col = find_coordinate_columns(data.column_names, table.lon_col, table.lat_col, None, where=str(path))
+    lon_col, lat_col = find_coordinate_columns(data.column_names, table.lon_col, lat_col=table.lat_col, crs=None, where=str(path))
     if table.target not in data.column_names:
         raise ValueError(f"geography.tables: {path} has no target column {table.target!r}; it has {data.column_names}")
     target = data.column(table.target)
@@ -99,7 +99,7 @@ def read_probe_table(table: ProbeTable, max_rows: int, n_folds: int, cell_deg: f
     if len(y) > max_rows:
         rows = np.sort(np.random.default_rng(seed).choice(len(y), max_rows, replace=False))
         lonlat, y = lonlat[rows], y[rows]
-    folds = {cv: fold_indices(lonlat, n_folds, cv, seed, cell_deg) for cv in CVS}
+    folds = {cv: fold_indices(lonlat, n_folds, cv=cv, seed=seed, cell_deg=cell_deg) for cv in CVS}
     return _Loaded(table.name or path.stem, task, lonlat, y, folds)
 
 
@@ -113,7 +113,7 @@ def tower_features(tower: torch.nn.Module, lonlat: np.ndarray, *, batch_size: in
     """(N, D) float64 embeddings of a location tower (a ``SatCLIP``'s ``location`` or a
     ``LocationEncoder``) for (N, 2) [lon, lat]: :func:`satclip.io.embed.embed_array` on the tower's device."""
     encoder = cast(LocationEncoder, getattr(tower, "location", tower))
-    return embed_array(encoder, lonlat, batch_size, next(encoder.parameters()).device, dtype=np.float64)
+    return embed_array(encoder, lonlat, batch_size=batch_size, device=next(encoder.parameters()).device, dtype=np.float64)
 
 
 class GeographyMetrics(Callback):
@@ -125,6 +125,7 @@ class GeographyMetrics(Callback):
         self,
         tables: list[ProbeTable] | None = None,
         folds: int = 5,
+        *,
         cell_deg: float = 10.0,
         max_rows: int = 5000,
         map_every_n_validations: int = 5,
@@ -152,7 +153,7 @@ class GeographyMetrics(Callback):
         if not self.enabled:
             return
         if trainer.is_global_zero:
-            self._loaded = [read_probe_table(t, self.max_rows, self.folds, self.cell_deg, self.seed) for t in self.tables]
+            self._loaded = [read_probe_table(t, self.max_rows, n_folds=self.folds, cell_deg=self.cell_deg, seed=self.seed) for t in self.tables]
             self._baselines = self._baseline_scores(pl_module)
         self._last_end = time.perf_counter()
 
@@ -161,14 +162,14 @@ class GeographyMetrics(Callback):
         kwargs: dict[str, Any] = getattr(pl_module, "satclip_kwargs")  # noqa: B009 (a SatCLIPModule's architecture)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            untrained = location_tower(kwargs["embed_dim"], kwargs["location"], kwargs["location_dtype"]).eval()
+            untrained = location_tower(kwargs["embed_dim"], kwargs["location"], location_dtype=kwargs["location_dtype"]).eval()
         degree = int(kwargs["location"].get("legendre_polys", 10))
         scores: dict[str, float] = {}
         for table in self._loaded:
             sets = {"untrained": tower_features(untrained, table.lonlat), "sh": spherical_harmonics(torch.from_numpy(table.lonlat), degree).numpy()}
             for label, feats in sets.items():
                 for cv, folds in table.folds.items():
-                    scores[f"geo/{table.name}/{cv}_{label}"] = float(np.mean(ridge_scores(feats, table.y, folds, table.task)))
+                    scores[f"geo/{table.name}/{cv}_{label}"] = float(np.mean(ridge_scores(feats, table.y, folds=folds, task=table.task)))
         return scores
 
     # ------------------------------------------------------------------ every validation
@@ -196,7 +197,7 @@ class GeographyMetrics(Callback):
         if draw:
             folder = Path(trainer.log_dir or trainer.default_root_dir) / "geography"  # log_dir is a collective: every rank asks
             if image is not None:
-                self._log_image(trainer, image, folder)
+                self._log_image(trainer, image, folder=folder)
         self._last_end = time.perf_counter()
 
     def _scores(self, pl_module: L.LightningModule) -> dict[str, float]:
@@ -205,7 +206,7 @@ class GeographyMetrics(Callback):
         for table in self._loaded:
             feats = tower_features(model, table.lonlat)
             for cv, folds in table.folds.items():
-                score = float(np.mean(ridge_scores(feats, table.y, folds, table.task)))
+                score = float(np.mean(ridge_scores(feats, table.y, folds=folds, task=table.task)))
                 metrics[f"geo/{table.name}/{cv}"] = score
                 best = max(metrics[f"geo/{table.name}/{cv}_untrained"], metrics[f"geo/{table.name}/{cv}_sh"])
                 metrics[f"geo/{table.name}/{cv}_gain"] = score - best
@@ -219,7 +220,7 @@ class GeographyMetrics(Callback):
         rgb = PCAColours(emb)(emb).reshape(len(lat), len(lon), 3)
         return np.round(rgb * 255).astype(np.uint8)
 
-    def _log_image(self, trainer: L.Trainer, image: np.ndarray, folder: Path) -> None:
+    def _log_image(self, trainer: L.Trainer, image: np.ndarray, *, folder: Path) -> None:
         """The map to each logger that takes images (TensorBoard, wandb) and as a PNG beside the logs."""
         step = trainer.global_step
         for logger in trainer.loggers:

@@ -84,6 +84,7 @@ class SatCLIPModule(L.LightningModule):
         self,
         variant: str = "satclip",
         embed_dim: int = 256,
+        *,
         vision: str = "resnet18",
         in_chans: int = 13,
         vision_weights: str | None = None,
@@ -140,7 +141,7 @@ class SatCLIPModule(L.LightningModule):
         self.hparams.update(settings)  # the recipe's values, as the run uses them
         self.automatic_optimization = False
         if init_from:
-            self.model, arch = self._from_checkpoint(init_from, freeze_backbone, frozen_bn_drift)
+            self.model, arch = self._from_checkpoint(init_from, freeze_backbone, frozen_bn_drift=frozen_bn_drift)
         else:
             arch = {"embed_dim": embed_dim, "vision": vision, "in_chans": in_chans, "location": dict(location or {}), "location_dtype": location_dtype}
             self.model = SatCLIP(**arch, vision_weights=vision_weights, freeze_backbone=freeze_backbone, frozen_bn_drift=frozen_bn_drift)
@@ -149,7 +150,7 @@ class SatCLIPModule(L.LightningModule):
         if matryoshka_dims:
             if max(int(d) for d in matryoshka_dims) > int(arch["embed_dim"]):
                 raise ValueError(f"matryoshka_dims {list(matryoshka_dims)} go beyond embed_dim={arch['embed_dim']}")
-            self.loss_fn = MatryoshkaLoss(self.loss_fn, list(matryoshka_dims), matryoshka_weights)
+            self.loss_fn = MatryoshkaLoss(self.loss_fn, list(matryoshka_dims), weights=matryoshka_weights)
         elif matryoshka_weights:
             raise ValueError(f"matryoshka_weights {list(matryoshka_weights)} given without matryoshka_dims")
         if logit_scale_init is None and loss == "siglip":
@@ -164,7 +165,7 @@ class SatCLIPModule(L.LightningModule):
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     @staticmethod
-    def _from_checkpoint(source: str, freeze_backbone: bool, frozen_bn_drift: bool) -> tuple[SatCLIP, dict[str, Any]]:
+    def _from_checkpoint(source: str, freeze_backbone: bool, *, frozen_bn_drift: bool) -> tuple[SatCLIP, dict[str, Any]]:
         """Architecture and weights of a released or own checkpoint (file, URL or hub id)."""
         spec = read_spec(source)
         arch = {k: spec.kwargs[k] for k in ARCHITECTURE if k in spec.kwargs}
@@ -183,7 +184,7 @@ class SatCLIPModule(L.LightningModule):
     def variant(self) -> str:
         return str(self.hparams.variant)
 
-    def set_trainer_flags(self, gradient_clip_val: float | None, gradient_clip_algorithm: str | None, accumulate_grad_batches: int) -> None:
+    def set_trainer_flags(self, gradient_clip_val: float | None, gradient_clip_algorithm: str | None, *, accumulate_grad_batches: int) -> None:
         """Take over Lightning's ``gradient_clip_val`` / ``accumulate_grad_batches`` trainer flags
         (Lightning refuses them under manual optimisation); conflicting values raise ``ValueError``."""
         hp = self.hparams
@@ -217,7 +218,7 @@ class SatCLIPModule(L.LightningModule):
             return None
         return key_ids(keys, self.device)
 
-    def contrastive_loss(self, image: torch.Tensor, location: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    def contrastive_loss(self, image: torch.Tensor, location: torch.Tensor, *, scale: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         """The global contrastive loss, in float32 even under autocast (bf16 logits would blur the ranking)."""
         with torch.autocast(device_type=self.device.type, enabled=False):
             return self.loss_fn(image.float(), location.float(), scale.float(), ids)
@@ -227,12 +228,12 @@ class SatCLIPModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         location_lr = None if hp.location_lr_scale == 1.0 else hp.lr * hp.location_lr_scale
-        groups = parameter_groups(self.model, hp.weight_decay, location_lr)
+        groups = parameter_groups(self.model, hp.weight_decay, location_lr=location_lr)
         loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
         if loss_params:
             groups.append({"params": loss_params, "weight_decay": 0.0})
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
-        schedule = WarmupCosine(hp.warmup_steps, self._total_steps(), hp.min_lr_ratio)
+        schedule = WarmupCosine(hp.warmup_steps, self._total_steps(), min_ratio=hp.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": WarmupCosineLR(optimizer, schedule), "interval": "step"}}
 
     def on_fit_start(self) -> None:
@@ -316,13 +317,15 @@ class SatCLIPModule(L.LightningModule):
         ids = self.sample_ids(keys)
         if len(micro) == 1:
             image, location = self.encode(micro[0])
-            loss = self.contrastive_loss(image, location, self.temperature_scale(), ids)
+            loss = self.contrastive_loss(image, location, scale=self.temperature_scale(), ids=ids)
             if self._nonfinite(loss.detach()):
                 return None
             self.manual_backward(loss)
         else:
             loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
-            cache = GradCache(self.encode, self.temperature_scale, lambda i, l, s: self.contrastive_loss(i, l, s, ids), loss_params)
+            cache = GradCache(
+                self.encode, self.temperature_scale, loss_fn=lambda i, l, s: self.contrastive_loss(i, l, scale=s, ids=ids), loss_params=loss_params
+            )
             loss = cache.forward(micro)
             if self._nonfinite(loss):
                 return None
@@ -358,7 +361,7 @@ class SatCLIPModule(L.LightningModule):
         image, location = self.encode(batch)
         # in-batch negatives of the validation batch (every rank may read the same validation set)
         with torch.autocast(device_type=self.device.type, enabled=False):
-            loss = info_nce(image, location, self.temperature_scale())
+            loss = info_nce(image, location, logit_scale=self.temperature_scale())
         self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(image))
         self._val.append((image, location, batch["lonlat"].to(torch.float64)))
 
@@ -371,7 +374,7 @@ class SatCLIPModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(getattr(datamodule, "hparams", {}), "get", lambda *_: False)("val_split_by_rank"):
             image, location, lonlat = (gather_rows(t)[0] for t in (image, location, lonlat))
-        metrics = retrieval_metrics(image, location, lonlat)
+        metrics = retrieval_metrics(image, location, lonlat=lonlat)
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True)  # equal on every rank
 
     # ------------------------------------------------------------------ checkpoints

@@ -14,7 +14,7 @@ class WarmupCosine:
     ``min_ratio`` at ``total_steps`` (constant afterwards). A plain object so checkpoints stay
     weights_only-loadable (LambdaLR saves its ``__dict__``)."""
 
-    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> None:
+    def __init__(self, warmup_steps: int, total_steps: int, *, min_ratio: float = 0.0) -> None:
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.min_ratio = float(min_ratio)
@@ -52,7 +52,7 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
             group["lr"] = lr
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float, location_lr: float | None = None) -> list[dict[str, Any]]:
+def parameter_groups(model: torch.nn.Module, weight_decay: float, *, location_lr: float | None = None) -> list[dict[str, Any]]:
     """AdamW groups: decay on weight matrices/kernels; none on 1-D parameters (biases, norms, the
     logit scale) nor on what a timm model lists in ``no_weight_decay()`` (ViT position embedding,
     class token). Frozen parameters are left out. With ``location_lr``, the parameters under

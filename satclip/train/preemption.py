@@ -28,6 +28,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from typing_extensions import override
 
 __all__ = ["Preemption"]
 
@@ -68,6 +69,7 @@ class Preemption(Callback):
         self._installed = False
         self._saved_step: int | None = None
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             _last_checkpoint_callback(trainer)
@@ -130,9 +132,11 @@ class Preemption(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore()
 
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # After SIGTERM Lightning finishes the step, then raises SIGTERMException (a clean SystemExit) on every
         # rank; the step is complete, so this is a resumable point. Lightning skips teardown hooks on exceptions.

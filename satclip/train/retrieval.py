@@ -8,7 +8,7 @@ from ..geo import great_circle_km
 
 
 @torch.no_grad()
-def retrieval_metrics(image: torch.Tensor, location: torch.Tensor, lonlat: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
+def retrieval_metrics(image: torch.Tensor, location: torch.Tensor, *, lonlat: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
     """Image -> location retrieval over a set: for each image, rank all locations by cosine
     similarity. Returns top-1 / top-5 accuracy (the true location among the first k) and the median
     great-circle distance (km) between each image's top-1 location and its true one, each next to

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 
-def synthetic_batch(batch_size: int, image_size: int = 32, in_chans: int = 13, generator: torch.Generator | None = None, noise: float = 0.5) -> dict:
+def synthetic_batch(batch_size: int, image_size: int = 32, *, in_chans: int = 13, generator: torch.Generator | None = None, noise: float = 0.5) -> dict:
     """One ``{"image": (B, C, H, W) float32, "lonlat": (B, 2) float64, "key": [...]}`` batch."""
     g = generator or torch.Generator().manual_seed(0)
     lon = torch.rand(batch_size, generator=g, dtype=torch.float64) * 360 - 180
@@ -45,7 +45,7 @@ class SyntheticDataModule(L.LightningDataModule):
     """``num_batches`` training batches per epoch and ``val_batches`` fixed validation batches of
     ``batch_size`` synthetic (image, lonlat) pairs: ``--data satclip.train.synthetic.SyntheticDataModule``."""
 
-    def __init__(self, batch_size: int = 8, num_batches: int = 10, val_batches: int = 2, image_size: int = 32, in_chans: int = 13, seed: int = 0) -> None:
+    def __init__(self, batch_size: int = 8, num_batches: int = 10, *, val_batches: int = 2, image_size: int = 32, in_chans: int = 13, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
 
