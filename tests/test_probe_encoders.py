@@ -116,5 +116,12 @@ def test_geoclip_missing_is_a_clear_error(table: Path, monkeypatch: pytest.Monke
 
 def test_real_geoclip_embeddings() -> None:
     pytest.importorskip("geoclip")
-    feats = probe.geoclip_features(np.array([[-74.006, 40.7128], [-118.2437, 34.0522]]))
-    assert feats.shape == (2, 512) and np.isfinite(feats).all()
+    feats = probe.geoclip_features(np.array([[-74.006, 40.7128], [-118.2437, 34.0522], [-74.0, 40.72]]))  # NYC, LA, 1 km from NYC
+    assert feats.shape == (3, 512) and np.isfinite(feats).all()
+    from geoclip import LocationEncoder
+
+    with torch.no_grad():  # GeoCLIP's own call takes [lat, lon]
+        own = LocationEncoder().eval()(torch.tensor([[40.7128, -74.006], [34.0522, -118.2437], [40.72, -74.0]])).numpy()
+    np.testing.assert_allclose(feats, own, rtol=1e-5, atol=1e-6)
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    assert unit[0] @ unit[2] > 0.9 > 0.5 > unit[0] @ unit[1]  # 1 km apart alike, 3,900 km apart not
